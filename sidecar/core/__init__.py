@@ -1,0 +1,5 @@
+"""The sidecar's pure scheduling core: request state, predictors, latency models, guards and policies.
+
+Pure: no grpc, aiohttp, kopf, kubernetes or prometheus imports, and no clock reads; every function that
+needs the time takes `now_s`. The sidecar adapters and the simulator both drive it.
+"""

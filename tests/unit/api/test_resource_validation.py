@@ -1,0 +1,215 @@
+"""Examples are valid; invalid variants are refused by the CRD schema + CEL and by the pydantic models.
+
+Each invalid case is one mutation of a valid base object (GIE's test/cel style) with the message a
+user would see from `kubectl apply`, and the message the operator would log from pydantic.
+"""
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from sloguard_testing.crd_validation import validate_resource
+
+from sloguard.api import InferencePool, SLOClass
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def load_examples(repo_root: Path) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted((repo_root / "examples").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def model_for(obj: dict[str, Any]) -> type[SLOClass] | type[InferencePool]:
+    return SLOClass if obj["kind"] == "SLOClass" else InferencePool
+
+
+def test_examples_hold_three_classes_and_a_pool_using_them(repo_root: Path) -> None:
+    docs = load_examples(repo_root)
+    classes = {d["metadata"]["name"] for d in docs if d["kind"] == "SLOClass"}
+    pools = [d for d in docs if d["kind"] == "InferencePool"]
+    assert classes == {"interactive", "standard", "batch"}
+    assert len(pools) == 1
+    assert set(pools[0]["spec"]["sloClasses"]) == classes
+
+
+def test_every_example_is_accepted_by_the_crd_and_the_model(repo_root: Path) -> None:
+    for doc in load_examples(repo_root):
+        assert validate_resource(doc) == [], doc["metadata"]["name"]
+        model = model_for(doc).model_validate(doc)
+        assert model.metadata.name == doc["metadata"]["name"]
+
+
+def test_models_round_trip_the_users_spec_unchanged(repo_root: Path) -> None:
+    # GitOps: what the operator reads and writes back must not rewrite the user's fields.
+    for doc in load_examples(repo_root):
+        wire = model_for(doc).model_validate(doc).to_wire()
+        for key, value in doc["spec"].items():
+            assert wire["spec"][key] == value or isinstance(value, dict), key
+
+
+def _set(path: str, value: Any) -> Mutation:
+    def mutate(obj: dict[str, Any]) -> None:
+        *parents, leaf = path.split(".")
+        node = obj
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+
+    return mutate
+
+
+SLOCLASS_BASE: dict[str, Any] = {
+    "apiVersion": "sloguard.dev/v1alpha1",
+    "kind": "SLOClass",
+    "metadata": {"name": "c"},
+    "spec": {"ttft": "500ms", "tpot": "50ms"},
+}
+
+SLOCLASS_INVALID: list[tuple[str, Mutation, str, str]] = [
+    # (case, mutation, API server message fragment, pydantic message fragment)
+    (
+        "negative ttft",
+        _set("spec.ttft", "-500ms"),
+        "spec.ttft: '-500ms' does not match",
+        "String should match pattern",
+    ),
+    ("zero ttft", _set("spec.ttft", "0s"), "ttft must be greater than 0", "ttft must be greater than 0"),
+    ("zero tpot", _set("spec.tpot", "0ms"), "tpot must be greater than 0", "tpot must be greater than 0"),
+    (
+        "bad duration unit",
+        _set("spec.tpot", "50 ms"),
+        "spec.tpot: '50 ms' does not match",
+        "String should match",
+    ),
+    (
+        "days are not a unit",
+        _set("spec.deadline", "1d"),
+        "spec.deadline: '1d' does not match",
+        "String should match",
+    ),
+    (
+        "deadline under ttft",
+        _set("spec.deadline", "100ms"),
+        "deadline must be at least ttft",
+        "deadline must be at least",
+    ),
+    (
+        "unknown field",
+        _set("spec.ttftMs", 500),
+        "Additional properties are not allowed ('ttftMs'",
+        "Extra inputs",
+    ),
+    (
+        "attainment over 1",
+        _set("spec.attainment.target", 1.5),
+        "1.5 is greater than the maximum",
+        "less than or equal",
+    ),
+    ("bad policy on miss", _set("spec.onUnattainable", "Drop"), "'Drop' is not one of", "Input should be"),
+    ("missing tpot", lambda o: o["spec"].pop("tpot"), "'tpot' is a required property", "Field required"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutation", "server_message", "model_message"),
+    [case[1:] for case in SLOCLASS_INVALID],
+    ids=[case[0] for case in SLOCLASS_INVALID],
+)
+def test_invalid_sloclass_is_refused_with_a_clear_message(
+    mutation: Mutation, server_message: str, model_message: str
+) -> None:
+    obj = copy.deepcopy(SLOCLASS_BASE)
+    mutation(obj)
+    errors = validate_resource(obj)
+    assert any(server_message in e for e in errors), errors
+    with pytest.raises(ValidationError, match=model_message):
+        SLOClass.model_validate(obj)
+
+
+def pool_base(repo_root: Path) -> dict[str, Any]:
+    return next(d for d in load_examples(repo_root) if d["kind"] == "InferencePool")
+
+
+POOL_INVALID: list[tuple[str, Mutation, str, str]] = [
+    (
+        "min over max",
+        _set("spec.minReplicas", 9),
+        "minReplicas must be <= maxReplicas",
+        "minReplicas must be <=",
+    ),
+    (
+        "negative max",
+        _set("spec.maxReplicas", -1),
+        "-1 is less than the minimum of 1",
+        "greater than or equal to 1",
+    ),
+    ("no classes", _set("spec.sloClasses", []), "spec.sloClasses: [] should be non-empty", "at least 1 item"),
+    ("bad class name", _set("spec.sloClasses", ["Not_A_Name"]), "does not match", ""),
+    (
+        "unknown policy",
+        _set("spec.scheduling.policy", "lottery"),
+        "'lottery' is not one of",
+        "Input should be",
+    ),
+    (
+        "unknown field",
+        _set("spec.engine.gpuCount", 2),
+        "Additional properties are not allowed ('gpuCount'",
+        "Extra",
+    ),
+    (
+        "bad interval",
+        _set("spec.autoscaling.interval", "soon"),
+        "'soon' does not match",
+        "String should match",
+    ),
+    (
+        "autoscaling without prometheus",
+        lambda o: o["spec"]["autoscaling"].pop("prometheusUrl"),
+        "prometheusUrl is required when autoscaling is enabled",
+        "prometheusUrl is required",
+    ),
+    (
+        "in-flight bounds inverted",
+        _set("spec.sidecar.limits.minInFlight", 512),
+        "minInFlight must be <= maxInFlight",
+        "minInFlight must be <= maxInFlight",
+    ),
+    ("bad role", _set("spec.role", "Turbo"), "'Turbo' is not one of", "Input should be"),
+    (
+        "port out of range",
+        _set("spec.engine.port", 70000),
+        "70000 is greater than the maximum",
+        "less than or equal",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutation", "server_message", "model_message"),
+    [case[1:] for case in POOL_INVALID],
+    ids=[case[0] for case in POOL_INVALID],
+)
+def test_invalid_pool_is_refused_with_a_clear_message(
+    repo_root: Path, mutation: Mutation, server_message: str, model_message: str
+) -> None:
+    obj = copy.deepcopy(pool_base(repo_root))
+    mutation(obj)
+    errors = validate_resource(obj)
+    assert any(server_message in e for e in errors), errors
+    if model_message:
+        with pytest.raises(ValidationError, match=model_message):
+            InferencePool.model_validate(obj)
+
+
+def test_policy_parameters_are_free_form_for_the_policy_to_validate(repo_root: Path) -> None:
+    obj = copy.deepcopy(pool_base(repo_root))
+    obj["spec"]["scheduling"]["parameters"] = {"eta": 1.3, "nested": {"anything": [1, "two"]}}
+    assert validate_resource(obj) == []
