@@ -43,7 +43,7 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff format --check .
 	@scripts/typecheck-tree.sh $(TYPECHECK_TREE)
 	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p sloguard
-	MYPYPATH=$(TYPECHECK_TREE):tests $(BIN)/mypy tests $(wildcard bench/*.py)
+	MYPYPATH=$(TYPECHECK_TREE):tests $(BIN)/mypy tests
 
 .PHONY: fmt
 fmt: $(STAMP) ## apply ruff's fixes and formatting

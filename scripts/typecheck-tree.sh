@@ -10,6 +10,6 @@ mkdir -p "$tree/sloguard"
 for f in "$root"/sloguard/*.py "$root"/sloguard/py.typed; do
   [ -e "$f" ] && ln -s "$f" "$tree/sloguard/"
 done
-for sub in api sidecar operator sim; do
+for sub in api sidecar operator sim bench; do
   ln -s "$root/$sub" "$tree/sloguard/$sub"
 done

@@ -15,6 +15,7 @@ from sloguard import __version__
 
 # Modules that add subcommands; later work adds its own line here.
 SUBCOMMAND_MODULES = [
+    "sloguard.bench_command",
     "sloguard.crds_command",
 ]
 

@@ -11,6 +11,7 @@ MAPPED = {
     "sloguard.sidecar": "sidecar",
     "sloguard.operator": "operator",
     "sloguard.sim": "sim",
+    "sloguard.bench": "bench",
 }
 
 
