@@ -19,6 +19,7 @@ move it only part of the way. An output cut off at `max_tokens` is a lower bound
 lowers it. Not thread-safe: one predictor per event loop.
 """
 
+import functools
 import math
 from dataclasses import dataclass, field
 from importlib import resources
@@ -190,11 +191,20 @@ class ProxyLengthPredictor:
 
 
 def load_weights(data: bytes) -> ProxyWeights:
+    """Weights from the bytes of an .npz artifact; the arrays are made read-only so they can be shared."""
     with np.load(BytesIO(data), allow_pickle=False) as arrays:
-        return ProxyWeights.from_arrays(arrays)
+        weights = ProxyWeights.from_arrays(arrays)
+    for array in (weights.embeddings, weights.dense_mean, weights.dense_std, weights.w1, weights.b1, weights.w2):
+        array.flags.writeable = False
+    weights.residual_quantiles.flags.writeable = False
+    return weights
+
+
+@functools.cache
+def _default_weights() -> ProxyWeights:
+    return load_weights(resources.files("sloguard.sidecar.core").joinpath(ARTIFACT_NAME).read_bytes())
 
 
 def load_default_predictor() -> ProxyLengthPredictor:
-    """A fresh predictor (no online state) with the weights shipped in the package."""
-    data = resources.files("sloguard.sidecar.core").joinpath(ARTIFACT_NAME).read_bytes()
-    return ProxyLengthPredictor(load_weights(data))
+    """A fresh predictor (no online state) over the weights shipped in the package (read once, shared)."""
+    return ProxyLengthPredictor(_default_weights())
