@@ -40,7 +40,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     class_dropout: float = 0.3
-    text_dropout: float = 0.1
+    text_dropout: float = 0.25
     patience: int = 4
 
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 HEAD_WORDS = 96
 TAIL_WORDS = 24
 HEAD_CHARS = 2000
-TAIL_CHARS = 600
+TAIL_CHARS = 300
 DENSE_FEATURES = 6
 
 _WORD = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
 _NUMBER = re.compile(r"\b([0-9]{1,5})\b")
-_CODE_CHARS = frozenset("{}();=<>[]_/\\#*|&$")
+_CODE_CHARS = tuple("{}();=<>[]_/\\#*|&$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def prompt_features(prompt_text: str | None, prompt_tokens: int, *, hash_bits: i
         head_text, tail_text = text[:HEAD_CHARS], text[-TAIL_CHARS:]
     else:
         head_text, tail_text = text, text[-TAIL_CHARS:]
-    head = _WORD.findall(head_text.lower())[:HEAD_WORDS]
+    head = [m.group() for m in itertools.islice(_WORD.finditer(head_text.lower()), HEAD_WORDS)]
     tail = _WORD.findall(tail_text.lower())[-TAIL_WORDS:]
     tokens = [f"u:{w}" for w in head]
     tokens += [f"b:{a} {b}" for a, b in itertools.pairwise(head)]
@@ -77,7 +77,7 @@ def prompt_features(prompt_text: str | None, prompt_tokens: int, *, hash_bits: i
     if not tokens:
         tokens.append("<empty>")
     sample = head_text + tail_text
-    code_share = sum(1 for ch in sample if ch in _CODE_CHARS) / max(1, len(sample))
+    code_share = sum(sample.count(ch) for ch in _CODE_CHARS) / max(1, len(sample))
     numbers = [int(n) for n in _NUMBER.findall(head_text)]
     largest = math.log1p(max(numbers)) if numbers else 0.0
     return PromptFeatures(
