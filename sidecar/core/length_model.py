@@ -194,8 +194,8 @@ def load_weights(data: bytes) -> ProxyWeights:
     """Weights from the bytes of an .npz artifact; the arrays are made read-only so they can be shared."""
     with np.load(BytesIO(data), allow_pickle=False) as arrays:
         weights = ProxyWeights.from_arrays(arrays)
-    arrays_in_use = (weights.embeddings, weights.dense_mean, weights.dense_std, weights.w1, weights.b1, weights.w2)
-    for array in (*arrays_in_use, weights.residual_quantiles):
+    w = weights
+    for array in (w.embeddings, w.dense_mean, w.dense_std, w.w1, w.b1, w.w2, w.residual_quantiles):
         array.flags.writeable = False
     return weights
 
