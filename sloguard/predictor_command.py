@@ -12,6 +12,7 @@ split and writes {"model": {...}, "baselines": {...}, "test_rows": n} to `--json
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,10 +35,15 @@ def default_artifact() -> Path:
     return Path(core.__file__).resolve().parent / ARTIFACT_NAME
 
 
-def _split_rows(data_dir: Path, max_rows: int | None) -> "dict[Split, list[LengthRow]]":
+def _split_rows(data_dir: Path, max_rows: int | None) -> "dict[Split, list[LengthRow]] | None":
+    """Rows by split, or None (after printing why) when the data or the tokenizer is missing."""
     from sloguard.sidecar.length_dataset import Split, load_rows, qwen_token_counter
 
-    rows = load_rows(data_dir, qwen_token_counter())
+    try:
+        rows = load_rows(data_dir, qwen_token_counter())
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc} (set --data-dir or SLOGUARD_DATA_DIR)", file=sys.stderr)
+        return None
     by_split = {s: [r for r in rows if r.split is s] for s in Split}
     if max_rows is not None:
         by_split[Split.TRAIN] = by_split[Split.TRAIN][:max_rows]
@@ -52,6 +58,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     by_split = _split_rows(Path(args.data_dir), args.max_rows)
+    if by_split is None:
+        return 2
     config = TrainConfig(seed=args.seed)
     weights = train(by_split[Split.TRAIN], by_split[Split.VALIDATION], config)
     out = Path(args.out)
@@ -71,7 +79,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from sloguard.sidecar.length_evaluation import evaluate
 
     by_split = _split_rows(Path(args.data_dir), None)
-    model = ProxyLengthPredictor(load_weights(Path(args.artifact).read_bytes()))
+    if by_split is None:
+        return 2
+    artifact = Path(args.artifact)
+    if not artifact.is_file():
+        print(f"error: no model artifact at {artifact}; run `sloguard predictor train`", file=sys.stderr)
+        return 2
+    model = ProxyLengthPredictor(load_weights(artifact.read_bytes()))
     report = evaluate(model, by_split[Split.TRAIN] + by_split[Split.VALIDATION], by_split[Split.TEST])
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if args.json:

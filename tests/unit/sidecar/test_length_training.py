@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sloguard.cli import main
-from sloguard.sidecar.core.length_model import load_default_predictor
+from sloguard.sidecar.core.length_model import ProxyLengthPredictor, load_default_predictor, load_weights
 from sloguard.sidecar.length_dataset import LengthRow, Split, load_rows, qwen_token_counter, split_of
 from sloguard.sidecar.length_evaluation import evaluate
 from sloguard.sidecar.length_training import TrainConfig, train
@@ -75,3 +75,20 @@ def test_eval_command_writes_the_agreed_json(
     assert all(set(v) == keys for v in report["baselines"].values())
     assert report["test_rows"] == 2450
     assert all(isinstance(v, float) for v in report["model"].values())
+
+
+def test_train_command_writes_a_loadable_artifact(tmp_path: Path, shared_data_dir: Path) -> None:
+    out = tmp_path / "model.npz"
+    args = ["predictor", "train", "--data-dir", str(shared_data_dir), "--out", str(out), "--max-rows", "200"]
+    assert main(args) == 0
+    predictor = ProxyLengthPredictor(load_weights(out.read_bytes()))
+    prediction = predictor.predict(prompt_text="Say hi.", prompt_tokens=3, slo_class="x", max_tokens=50)
+    assert 0 <= prediction.quantile(0.5) <= prediction.quantile(0.99) <= 50
+
+
+@pytest.mark.parametrize("action", ["train", "eval"])
+def test_commands_fail_clearly_without_data(
+    action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["predictor", action, "--data-dir", str(tmp_path / "missing")]) == 2
+    assert "training data missing" in capsys.readouterr().err
