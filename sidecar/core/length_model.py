@@ -1,0 +1,210 @@
+"""The trained output-length proxy model: a hashed n-gram embedding bag and a small MLP, numpy only.
+
+The default `OutputLengthPredictor` of the sidecar and the simulator (`load_default_predictor()`); trained
+offline by `sloguard predictor train` (`sloguard.sidecar.length_training`), which writes the weights as
+package data beside this module (`length_model.npz`). Reading that file is this module's only I/O.
+
+Prediction, in log space (`z = log1p(output tokens)`):
+    z_hat = MLP([mean of the prompt's hashed n-gram embeddings, standardised dense features, class one-hot])
+          + online bias of the class
+Quantiles are z_hat plus the empirical quantiles of the validation residuals (so they are monotone by
+construction); the mean is the smearing estimate exp(z_hat) * E[exp(residual)] - 1. Everything is capped at
+`max_tokens`. An SLO class that was not a training class gets a zero one-hot (the model was trained with the
+class dropped for part of the rows, so this is its class-free answer).
+
+Online correction (`observe`): each class keeps an exponentially weighted mean of its log residuals (rate
+1/(n+1), floored at `MIN_RATE`, so it first averages and then tracks drift); the bias applied is that mean
+shrunk towards the same statistic over all classes, `n/(n + SHRINK)`, so a class's first few observations
+move it only part of the way. An output cut off at `max_tokens` is a lower bound: it raises the bias but never
+lowers it. Not thread-safe: one predictor per event loop.
+"""
+
+import functools
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from io import BytesIO
+
+import numpy as np
+import numpy.typing as npt
+
+from sloguard.sidecar.core.length_features import DENSE_FEATURES, prompt_features
+from sloguard.sidecar.core.prediction import LengthPrediction
+
+ARTIFACT_NAME = "length_model.npz"
+MIN_RATE = 0.02
+SHRINK = 10.0
+FloatArray = npt.NDArray[np.float32]
+
+
+def check_request(*, prompt_tokens: int, max_tokens: int) -> None:
+    """Reject impossible request sizes with a clear error (shared by every predictor here)."""
+    for name, value, lowest in (("prompt_tokens", prompt_tokens, 0), ("max_tokens", max_tokens, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite integer, got {value!r}")
+        if value < lowest or value != int(value):
+            raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
+
+
+def check_observation(*, prompt_tokens: int, max_tokens: int, output_tokens: int) -> None:
+    check_request(prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+    value = output_tokens
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"output_tokens must be a finite integer, got {value!r}")
+    if value < 0 or value != int(value):
+        raise ValueError(f"output_tokens must be an integer >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ProxyWeights:
+    """Everything the proxy model needs; `to_arrays`/`from_arrays` are its on-disk form."""
+
+    hash_bits: int
+    classes: tuple[str, ...]
+    embeddings: FloatArray  # (2**hash_bits, k)
+    dense_mean: FloatArray  # (DENSE_FEATURES,)
+    dense_std: FloatArray  # (DENSE_FEATURES,)
+    w1: FloatArray  # (k + DENSE_FEATURES + len(classes), hidden)
+    b1: FloatArray  # (hidden,)
+    w2: FloatArray  # (hidden,)
+    b2: float
+    quantile_levels: tuple[float, ...]
+    residual_quantiles: FloatArray  # (len(quantile_levels),), log space
+    smearing: float  # E[exp(residual)]
+
+    def __post_init__(self) -> None:
+        k = self.embeddings.shape[1]
+        if self.embeddings.shape[0] != 1 << self.hash_bits:
+            raise ValueError("embedding table does not match hash_bits")
+        if self.w1.shape != (k + DENSE_FEATURES + len(self.classes), self.b1.shape[0]):
+            raise ValueError(f"w1 has shape {self.w1.shape}, inconsistent with the other weights")
+        if len(self.quantile_levels) != self.residual_quantiles.shape[0]:
+            raise ValueError("one residual quantile per level is required")
+        if np.any(np.diff(self.residual_quantiles) < 0):
+            raise ValueError("residual quantiles must be non-decreasing")
+
+    def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        return {
+            "hash_bits": np.array(self.hash_bits),
+            "classes": np.array(self.classes, dtype=np.str_),
+            "embeddings": self.embeddings.astype(np.float16),
+            "dense_mean": self.dense_mean,
+            "dense_std": self.dense_std,
+            "w1": self.w1,
+            "b1": self.b1,
+            "w2": self.w2,
+            "b2": np.array(self.b2, dtype=np.float32),
+            "quantile_levels": np.array(self.quantile_levels, dtype=np.float64),
+            "residual_quantiles": self.residual_quantiles,
+            "smearing": np.array(self.smearing, dtype=np.float64),
+        }
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: "np.lib.npyio.NpzFile | dict[str, npt.NDArray[np.generic]]"
+    ) -> "ProxyWeights":
+        def f32(name: str) -> FloatArray:
+            return np.asarray(arrays[name], dtype=np.float32)
+
+        return cls(
+            hash_bits=int(arrays["hash_bits"]),
+            classes=tuple(str(c) for c in arrays["classes"]),
+            embeddings=f32("embeddings"),
+            dense_mean=f32("dense_mean"),
+            dense_std=f32("dense_std"),
+            w1=f32("w1"),
+            b1=f32("b1"),
+            w2=f32("w2"),
+            b2=float(arrays["b2"]),
+            quantile_levels=tuple(float(q) for q in arrays["quantile_levels"]),
+            residual_quantiles=f32("residual_quantiles"),
+            smearing=float(arrays["smearing"]),
+        )
+
+    def predict_log(self, prompt_text: str | None, prompt_tokens: int, slo_class: str) -> float:
+        """z_hat before any online bias."""
+        features = prompt_features(prompt_text, prompt_tokens, hash_bits=self.hash_bits)
+        bag = self.embeddings[list(features.indices)].mean(axis=0)
+        dense = (np.asarray(features.dense, dtype=np.float32) - self.dense_mean) / self.dense_std
+        onehot = np.zeros(len(self.classes), dtype=np.float32)
+        if slo_class in self.classes:
+            onehot[self.classes.index(slo_class)] = 1.0
+        hidden = np.maximum(np.concatenate((bag, dense, onehot)) @ self.w1 + self.b1, 0.0)
+        return float(hidden @ self.w2) + self.b2
+
+
+@dataclass
+class _RunningBias:
+    count: int = 0
+    mean: float = 0.0
+
+    def add(self, residual: float) -> None:
+        self.count += 1
+        self.mean += max(1.0 / self.count, MIN_RATE) * (residual - self.mean)
+
+
+@dataclass
+class ProxyLengthPredictor:
+    """The proxy model behind the `OutputLengthPredictor` protocol, with per-class online correction."""
+
+    weights: ProxyWeights
+    _overall: _RunningBias = field(default_factory=_RunningBias)
+    _by_class: dict[str, _RunningBias] = field(default_factory=dict)
+
+    def bias(self, slo_class: str) -> float:
+        """The log-space correction currently applied to `slo_class`."""
+        own = self._by_class.get(slo_class)
+        if own is None or own.count == 0:
+            return self._overall.mean
+        weight = own.count / (own.count + SHRINK)
+        return weight * own.mean + (1.0 - weight) * self._overall.mean
+
+    def predict(
+        self, *, prompt_text: str | None, prompt_tokens: int, slo_class: str, max_tokens: int
+    ) -> LengthPrediction:
+        check_request(prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        z = self.weights.predict_log(prompt_text, int(prompt_tokens), slo_class) + self.bias(slo_class)
+        cap = float(max_tokens)
+        levels = self.weights.quantile_levels
+        values = np.minimum(np.expm1(np.maximum(z + self.weights.residual_quantiles, 0.0)), cap)
+        mean = min(max(math.exp(z) * self.weights.smearing - 1.0, 0.0), cap)
+        return LengthPrediction(
+            mean_tokens=mean, quantiles={q: float(v) for q, v in zip(levels, values, strict=True)}
+        )
+
+    def observe(
+        self,
+        *,
+        prompt_text: str | None,
+        prompt_tokens: int,
+        slo_class: str,
+        max_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        check_observation(prompt_tokens=prompt_tokens, max_tokens=max_tokens, output_tokens=output_tokens)
+        z = self.weights.predict_log(prompt_text, int(prompt_tokens), slo_class)
+        residual = math.log1p(output_tokens) - z
+        if output_tokens >= max_tokens and residual < 0:
+            return  # cut off by max_tokens: the true length is unknown, and at least what we predicted
+        self._overall.add(residual)
+        self._by_class.setdefault(slo_class, _RunningBias()).add(residual)
+
+
+def load_weights(data: bytes) -> ProxyWeights:
+    """Weights from the bytes of an .npz artifact; the arrays are made read-only so they can be shared."""
+    with np.load(BytesIO(data), allow_pickle=False) as arrays:
+        weights = ProxyWeights.from_arrays(arrays)
+    w = weights
+    for array in (w.embeddings, w.dense_mean, w.dense_std, w.w1, w.b1, w.w2, w.residual_quantiles):
+        array.flags.writeable = False
+    return weights
+
+
+@functools.cache
+def _default_weights() -> ProxyWeights:
+    return load_weights(resources.files("sloguard.sidecar.core").joinpath(ARTIFACT_NAME).read_bytes())
+
+
+def load_default_predictor() -> ProxyLengthPredictor:
+    """A fresh predictor (no online state) over the weights shipped in the package (read once, shared)."""
+    return ProxyLengthPredictor(_default_weights())

@@ -1,0 +1,105 @@
+"""Held-out evaluation of output-length predictors: accuracy and per-prediction latency.
+
+Called by `sloguard predictor eval` and the shipped-artifact test. The model and three baselines are scored
+on the same test rows (`length_dataset`'s deterministic 20 % split). Baselines are fitted on the training
+and validation rows. Every predictor's point estimate is its `mean_tokens` (the field policies read), used
+for MAE, Kendall's tau-b against the true lengths, and SSJF's five-bucket accuracy. Latency is the wall time
+of one `predict()` call, from the Python call to the returned `LengthPrediction`, per test row after a short
+warm-up, on whatever machine runs the command. Each row is timed in `TIMING_PASSES` passes and its least time
+is kept (as `timeit` advises): on a shared machine a pass is sometimes preempted by other processes, which
+says nothing about the predictor, while a row that is slow by itself (a long prompt) is slow in every pass.
+Before timing, the objects alive (the loaded data set and the tokenizer's vocabulary, hundreds of thousands
+of them) are moved out of the garbage collector's generations with `gc.freeze()`, as a long-running server
+does after start-up; otherwise a full collection of this evaluation's own heap would land inside some
+predict() calls and be counted as prediction time.
+"""
+
+import gc
+import time
+from collections.abc import Sequence
+from typing import TypedDict
+
+import numpy as np
+
+from sloguard.sidecar.core.length_baselines import (
+    ClassMeanPredictor,
+    GlobalMeanPredictor,
+    PromptLinearPredictor,
+)
+from sloguard.sidecar.core.length_metrics import bucket5_accuracy, kendall_tau_b, mean_absolute_error
+from sloguard.sidecar.core.prediction import OutputLengthPredictor
+from sloguard.sidecar.length_dataset import LengthRow
+
+EVAL_MAX_TOKENS = 1 << 20  # no cap during evaluation: the data's lengths are uncapped
+WARMUP_CALLS = 50
+TIMING_PASSES = 3
+
+
+class Scores(TypedDict):
+    mae: float
+    kendall_tau: float
+    bucket5_accuracy: float
+    p50_ms: float
+    p99_ms: float
+
+
+class Report(TypedDict):
+    model: Scores
+    baselines: dict[str, Scores]
+    test_rows: int
+
+
+def score(predictor: OutputLengthPredictor, rows: Sequence[LengthRow]) -> Scores:
+    if not rows:
+        raise ValueError("no test rows to score")
+    for row in rows[:WARMUP_CALLS]:
+        predictor.predict(
+            prompt_text=row.prompt_text,
+            prompt_tokens=row.prompt_tokens,
+            slo_class=row.slo_class,
+            max_tokens=EVAL_MAX_TOKENS,
+        )
+    predicted = np.empty(len(rows))
+    latency_s = np.full(len(rows), np.inf)
+    gc.collect()
+    gc.freeze()
+    try:
+        for _ in range(TIMING_PASSES):
+            for i, row in enumerate(rows):
+                start = time.perf_counter()
+                prediction = predictor.predict(
+                    prompt_text=row.prompt_text,
+                    prompt_tokens=row.prompt_tokens,
+                    slo_class=row.slo_class,
+                    max_tokens=EVAL_MAX_TOKENS,
+                )
+                latency_s[i] = min(latency_s[i], time.perf_counter() - start)
+                predicted[i] = prediction.mean_tokens
+    finally:
+        gc.unfreeze()
+    true = np.array([row.output_tokens for row in rows], dtype=np.float64)
+    return Scores(
+        mae=round(mean_absolute_error(true, predicted), 3),
+        kendall_tau=round(kendall_tau_b(true, predicted), 4),
+        bucket5_accuracy=round(bucket5_accuracy(true, predicted), 4),
+        p50_ms=round(float(np.percentile(latency_s, 50)) * 1e3, 4),
+        p99_ms=round(float(np.percentile(latency_s, 99)) * 1e3, 4),
+    )
+
+
+def baselines(fit_rows: Sequence[LengthRow]) -> dict[str, OutputLengthPredictor]:
+    return {
+        "global_mean": GlobalMeanPredictor.fit(r.output_tokens for r in fit_rows),
+        "class_mean": ClassMeanPredictor.fit((r.slo_class, r.output_tokens) for r in fit_rows),
+        "prompt_linear": PromptLinearPredictor.fit((r.prompt_tokens, r.output_tokens) for r in fit_rows),
+    }
+
+
+def evaluate(
+    model: OutputLengthPredictor, fit_rows: Sequence[LengthRow], test_rows: Sequence[LengthRow]
+) -> Report:
+    return Report(
+        model=score(model, test_rows),
+        baselines={name: score(p, test_rows) for name, p in baselines(fit_rows).items()},
+        test_rows=len(test_rows),
+    )
