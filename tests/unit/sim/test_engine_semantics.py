@@ -54,7 +54,7 @@ def test_chunked_prefill_splits_a_long_prompt_over_the_token_budget() -> None:
 
 
 def _kv_scenario(
-    policy: str, prios: list[int], gap_s: float = 0.02
+    policy: SchedulingPolicy, prios: list[int], gap_s: float = 0.02
 ) -> tuple[list[object], dict[str, Finished]]:
     """vllm-behaviour.md §2.3/§2.4: 5 blocks of 128 tokens (4 usable), 100-token prompts, 300 tokens out."""
     engine = Engine(
