@@ -112,14 +112,23 @@ class VllmMetrics:
         self._lv = {"engine": "0", "model_name": model_name}
         lv = self._lv
 
+        # every series exists from the start (vLLM exposes zeros), so children are created eagerly
         def counter(name: str, doc: str, extra: list[str] | None = None) -> Counter:
-            return Counter(name, doc, labels + (extra or []), registry=r)
+            c = Counter(name, doc, labels + (extra or []), registry=r)
+            if not extra:
+                c.labels(**lv)
+            return c
 
         def gauge(name: str, doc: str, extra: list[str] | None = None) -> Gauge:
-            return Gauge(name, doc, labels + (extra or []), registry=r)
+            g = Gauge(name, doc, labels + (extra or []), registry=r)
+            if not extra:
+                g.labels(**lv)
+            return g
 
         def hist(name: str, doc: str, buckets: list[float]) -> Histogram:
-            return Histogram(name, doc, labels, buckets=buckets, registry=r)
+            h = Histogram(name, doc, labels, buckets=buckets, registry=r)
+            h.labels(**lv)
+            return h
 
         tok = token_buckets(max_model_len)
         for name in [
