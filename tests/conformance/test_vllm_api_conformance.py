@@ -146,9 +146,13 @@ async def test_unary_usage_and_finish_reason(
     assert usage["total_tokens"] == usage["prompt_tokens"] + completion_tokens
 
 
-@pytest.mark.parametrize(("policy", "expected"), [("priority", "ABCFDE"), ("fcfs", "ABEDCF")])
+# Two seats: requests start in pairs, and the two of a pair get their first tokens in the same iteration
+# (vLLM: D 770 ms, E 771 ms), so the order inside a pair is not asserted.
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("priority", ["AB", "CF", "DE"]), ("fcfs", ["AB", "DE", "CF"])]
+)
 async def test_priority_is_honoured_only_under_the_priority_policy(
-    start_server: StartServer, policy: str, expected: str
+    start_server: StartServer, policy: str, expected: list[str]
 ) -> None:  # §1.1, §2.1
     server = await start_server(scheduling_policy=policy, max_num_seqs=2)
     order: list[str] = []
@@ -179,7 +183,7 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
             await asyncio.wait_for(accepted[name].wait(), 10)  # headers come at acceptance, while queued
         await asyncio.gather(*tasks)
         m = await metrics(s, server.base_url)
-    assert "".join(order) == expected
+    assert ["".join(sorted(order[i : i + 2])) for i in (0, 2, 4)] == expected
     assert m["vllm:num_preemptions_total"] == 0
 
 
