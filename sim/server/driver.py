@@ -98,7 +98,16 @@ class EngineDriver:
     # ------------------------------------------------------------------------------------------------
     def _advance(self, t_s: float) -> None:
         m, lv = self.metrics, self._lv
-        for event in self.engine.advance_to(max(t_s, self.engine.now_s)):
+        events = self.engine.advance_to(max(t_s, self.engine.now_s))
+        # tokens first: those made before a preemption in this advance must not flush its count
+        for rid, handle in self._handles.items():
+            if not self.engine.has_request(rid):
+                continue
+            n = self.engine.output_tokens(rid)
+            if n > handle.generated:
+                self._progress(handle, self.engine.token_times_s(rid), n)
+                handle.changed.set()
+        for event in events:
             handle = self._handles.get(event.request_id)
             if handle is None:
                 continue
@@ -114,11 +123,6 @@ class EngineDriver:
                 handle.finished = event
                 handle.changed.set()
                 del self._handles[event.request_id]
-        for rid, handle in self._handles.items():
-            n = self.engine.output_tokens(rid)
-            if n > handle.generated:
-                self._progress(handle, self.engine.token_times_s(rid), n)
-                handle.changed.set()
         counts = self.engine.iteration_token_counts
         if counts != self._iter_seen:
             hist = m.iteration_tokens.labels(**lv)
