@@ -100,13 +100,13 @@ class EngineDriver:
         m, lv = self.metrics, self._lv
         events = self.engine.advance_to(max(t_s, self.engine.now_s))
         # tokens first: those made before a preemption in this advance must not flush its count
-        for rid, handle in self._handles.items():
+        for rid, open_handle in self._handles.items():
             if not self.engine.has_request(rid):
                 continue
             n = self.engine.output_tokens(rid)
-            if n > handle.generated:
-                self._progress(handle, self.engine.token_times_s(rid), n)
-                handle.changed.set()
+            if n > open_handle.generated:
+                self._progress(open_handle, self.engine.token_times_s(rid), n)
+                open_handle.changed.set()
         for event in events:
             handle = self._handles.get(event.request_id)
             if handle is None:
