@@ -18,7 +18,7 @@ class FakeClock:
 
 
 def make_driver(**config: object) -> tuple[EngineDriver, FakeClock, VllmMetrics]:
-    cfg = {"num_gpu_blocks": 5, "block_size": 128, "max_num_seqs": 8, "max_model_len": 512}
+    cfg: dict[str, object] = {"num_gpu_blocks": 5, "block_size": 128, "max_num_seqs": 8, "max_model_len": 512}
     cfg.update(config)
     engine = Engine(EngineConfig(**cfg), toy_step_time())  # type: ignore[arg-type]
     metrics = VllmMetrics("tiny", 512, {"block_size": "128"})
