@@ -46,6 +46,38 @@ def test_fast_path_matches_reference_stepping_bit_for_bit(seed: int, config: dic
     ]
 
 
+@pytest.mark.parametrize("config", CONFIGS[:3], ids=[str(c) for c in CONFIGS[:3]])
+def test_fast_path_matches_reference_with_aborts_mid_flight(config: dict[str, object]) -> None:
+    workload = random_workload(5, 100)
+    aborts = [(t + 0.37, r.request_id) for t, r in workload[::7]]  # some waiting, some running
+
+    def run(fast: bool) -> dict[str, tuple[list[float], str, int]]:
+        engine = make_engine(fast=fast, **config)
+        timeline = sorted(
+            [(t, 0, r.request_id, r) for t, r in workload] + [(t, 1, rid, None) for t, rid in aborts]
+        )
+        out: dict[str, tuple[list[float], str, int]] = {}
+        for t, _kind, rid, req in timeline:
+            for e in engine.advance_to(t):
+                if isinstance(e, Finished):
+                    out[e.request_id] = (e.token_times_s.tolist(), e.finish_reason, e.num_preemptions)
+            if req is not None:
+                engine.submit(req, t)
+            elif (done := engine.abort(rid, t)) is not None:
+                out[rid] = (done.token_times_s.tolist(), done.finish_reason, done.num_preemptions)
+                snap = engine.snapshot()
+                assert 0 <= snap.kv_blocks_used <= snap.kv_blocks_total
+        for e in engine.run_until_idle():
+            if isinstance(e, Finished):
+                out[e.request_id] = (e.token_times_s.tolist(), e.finish_reason, e.num_preemptions)
+        assert engine.snapshot().kv_blocks_used == 0
+        return out
+
+    fast, slow = run(True), run(False)
+    assert fast == slow
+    assert sum(1 for v in fast.values() if v[1] == "abort") >= 5
+
+
 def test_the_pressure_configs_really_preempt() -> None:
     events = drive(make_engine(num_gpu_blocks=66), random_workload(0, 120))
     assert any(isinstance(e, Preempted) for e in events)
