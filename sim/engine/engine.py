@@ -117,14 +117,15 @@ class Engine:
 
     # ----------------------------------------------------------------------------------- public API
     def submit(self, request: SimRequest, now_s: float) -> None:
-        """Queue a request that arrived at `now_s` (>= the engine's time). Its id must be new."""
+        """Queue a request that arrived at `now_s` (>= the engine's time). Its id must be new.
+        Iterations ending before `now_s` complete first; their events come with the next advance_to."""
         if now_s < self.now_s:
             raise ValueError(f"submit at {now_s} is before the engine's time {self.now_s}")
         if request.request_id in self._seqs:
             raise ValueError(f"duplicate request id {request.request_id!r}")
         if request.prompt_tokens + 1 > self.config.max_model_len:
             raise ValueError(f"prompt of {request.prompt_tokens} tokens exceeds max_model_len")
-        self.now_s = now_s
+        self._advance(now_s)
         target, reason = resolve_output_length(
             request, seed=self.config.seed, mean_tokens=self.config.mean_output_tokens
         )
@@ -142,10 +143,10 @@ class Engine:
     def abort(self, request_id: str, now_s: float) -> Finished | None:
         """Remove a waiting or running request now, freeing its blocks. None if it is not (or no longer)
         in the engine. Its Finished event (reason "abort") is returned, not queued."""
+        self._advance(max(self.now_s, now_s))
         seq = self._seqs.get(request_id)
         if seq is None or seq.status == FINISHED:
             return None
-        self.now_s = max(self.now_s, now_s)
         if seq.status == WAITING:
             self.waiting.remove(seq)
         else:
@@ -164,11 +165,17 @@ class Engine:
         return self._inflight.end_s if self._inflight is not None else None
 
     def advance_to(self, t_s: float) -> list[EngineEvent]:
-        """Complete every iteration that ends at or before `t_s`; return what happened, in time order.
+        """Complete every iteration that ends at or before `t_s`; return what happened, in time order
+        (including events of iterations that `submit`/`abort` completed on their way to their time).
         An iteration formed at time x includes every request submitted at a time <= x."""
+        self._advance(t_s)
+        events, self._events = self._events, []
+        return events
+
+    def _advance(self, t_s: float) -> None:
         if t_s < self.now_s:
             raise ValueError(f"cannot go back from {self.now_s} to {t_s}")
-        self._form_pending()
+        self._form_pending(before_s=t_s)
         while self._inflight is not None and self._inflight.end_s <= t_s:
             step = self._inflight
             self._inflight = None
@@ -182,8 +189,6 @@ class Engine:
             else:
                 self._pending_form_s = float(end)
         self.now_s = t_s
-        events, self._events = self._events, []
-        return events
 
     def run_until_idle(self) -> list[EngineEvent]:
         events: list[EngineEvent] = []
@@ -222,10 +227,13 @@ class Engine:
             return np.empty(0, dtype=np.float64)
         return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
 
-    def _form_pending(self) -> None:
-        if self._pending_form_s is not None and self._inflight is None:
-            t, self._pending_form_s = self._pending_form_s, None
-            self._form(t)
+    def _form_pending(self, before_s: float | None = None) -> None:
+        """Form the iteration due at the pending time (only if that is before `before_s`, when given:
+        requests submitted at exactly that time still join it)."""
+        pending = self._pending_form_s
+        if pending is not None and self._inflight is None and (before_s is None or pending < before_s):
+            self._pending_form_s = None
+            self._form(pending)
 
     def _record_step_end(self, index: int, end_s: float) -> None:
         if index >= len(self._step_end):
