@@ -60,7 +60,11 @@ def _serve(args: argparse.Namespace) -> int:
         seed=args.seed,
         mean_output_tokens=args.mean_output_tokens,
     )
-    run_server(options)
+    try:
+        run_server(options)
+    except ValueError as exc:  # unknown profile, a KV cache smaller than max_model_len, ...
+        print(f"error: {exc}")
+        return 2
     return 0
 
 

@@ -27,12 +27,13 @@ API (all times in seconds of virtual time)::
     engine.snapshot()                # running, waiting, kv blocks used/total, preemptions, steps
     engine.output_tokens("r1"); engine.token_times_s("r1")   # progress of a request in flight
 
-Rules: `submit`/`abort`/`advance_to` take non-decreasing times. An iteration formed at time x sees every
-request submitted at a time <= x (a co-simulation driver calls `advance_to(t)` and then submits at t).
-`advance_to(t)` completes every iteration ending at or before t and returns the events in time order;
-`Finished.token_times_s[i]` is the generation time of output token i. Results depend only on the
-inputs and `EngineConfig.seed` (which draws output lengths of requests without `eos_after_tokens`
-and without `ignore_eos`).
+Rules: `submit`/`abort`/`advance_to` take non-decreasing times. An iteration formed at time x includes
+every request submitted at a time <= x, so a co-simulation driver calls `advance_to(t)` and then submits
+at t (submit and abort also complete, on their own, the iterations that end before their time; those
+events come with the next `advance_to`). `advance_to(t)` completes every iteration ending at or before
+t and returns the events in time order; `Finished.token_times_s[i]` is the generation time of output
+token i. Results depend only on the inputs and `EngineConfig.seed` (which draws output lengths of
+requests that have neither `eos_after_tokens` nor `ignore_eos`).
 
 Plug-in point: `Engine(..., scheduler=MyScheduler())` replaces batch formation (see
 `sloguard.sim.engine.scheduler`); `Engine(..., fast=False)` forces the one-iteration-at-a-time reference

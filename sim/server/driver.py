@@ -8,6 +8,7 @@ send what exists (several tokens per chunk when the server falls behind, as vLLM
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from sloguard.sim.engine import Engine, Finished, FirstToken, Preempted, SimRequ
 from sloguard.sim.server.metrics import VllmMetrics
 
 _MIN_WAKE_S = 0.0005
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,6 +87,13 @@ class EngineDriver:
         self.metrics.set_state(running=snap.running, waiting=snap.waiting, kv_usage=snap.kv_cache_usage)
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        except Exception:
+            log.exception("the simulated engine failed; the server can no longer make progress")
+            raise
+
+    async def _loop(self) -> None:
         while True:
             self._advance(self.virtual_now())
             t_next = self.engine.next_event_time_s()
