@@ -61,6 +61,11 @@ class EngineConfig:
                 f"{(self.num_gpu_blocks - 1) * self.block_size} tokens "
                 f"({self.num_gpu_blocks} blocks minus the null block)"
             )
+        if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
+            raise ValueError(  # as vLLM: otherwise a long prompt could never be scheduled
+                f"max_num_batched_tokens {self.max_num_batched_tokens} is smaller than max_model_len "
+                f"{self.max_model_len} and chunked prefill is disabled"
+            )
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"unknown scheduling policy {self.scheduling_policy!r}")
 

@@ -213,6 +213,30 @@ async def test_client_disconnect_aborts_and_frees_the_blocks(start_server: Start
     assert sum(v for k, v in m.items() if k.startswith("vllm:request_success_total{")) == 0
 
 
+async def test_a_unary_client_that_gives_up_aborts_its_request(start_server: StartServer) -> None:  # §3.7
+    server = await start_server(time_scale=1.0)
+    body = {"prompt": "the quick brown fox", "max_tokens": 500, "ignore_eos": True}
+    async with aiohttp.ClientSession() as s:
+        request = asyncio.create_task(s.post(f"{server.base_url}/v1/completions", json=body))
+
+        async def generating() -> bool:
+            return (await metrics(s, server.base_url))["vllm:generation_tokens_total"] > 0
+
+        await wait_for(generating)
+        request.cancel()  # closes the connection before the response
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+        async def idle() -> bool:
+            m = await metrics(s, server.base_url)
+            return m["vllm:num_requests_running"] == 0 and m["vllm:kv_cache_usage_perc"] == 0
+
+        await wait_for(idle)
+        m = await metrics(s, server.base_url)
+    assert m["vllm:generation_tokens_total"] < 500
+    assert m["vllm:e2e_request_latency_seconds_count"] == 0
+
+
 async def test_kv_pressure_preempts_the_least_urgent_and_loses_no_token(
     start_server: StartServer,
 ) -> None:  # §2.3
