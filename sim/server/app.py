@@ -276,6 +276,7 @@ async def _unary(
             "token_ids": None,
             "prompt_logprobs": None,
             "prompt_token_ids": None,
+            "routed_experts": None,
         }
         obj = "text_completion"
         usage["completion_tokens_details"] = None
@@ -289,6 +290,7 @@ async def _unary(
             "service_tier": None,
             "system_fingerprint": _fingerprint(),
             "usage": usage,
+            **({} if chat else {"kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}),
         }
     )
 
