@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "sloguard.bench_command",
     "sloguard.crds_command",
     "sloguard.predictor_command",
+    "sloguard.sim.cli",
 ]
 
 

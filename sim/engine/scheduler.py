@@ -1,0 +1,146 @@
+"""Batch formation per iteration: the plug-in point (like vLLM's --scheduler-cls) and vLLM V1's own.
+
+The engine calls `scheduler.schedule(ctx)` once per iteration with every running request materialised.
+A scheduler decides which requests compute how many tokens, admits waiting requests and preempts
+running ones, only through the `SchedulingContext` methods, which keep KV accounting and the queues
+consistent. `VllmV1Scheduler` reproduces vLLM 0.32's `Scheduler.schedule()` (no prefix caching, no
+speculative decoding); an engine-integrated policy such as SCORPIO's credit-based batching replaces it.
+The engine only fast-forwards (decode cohorts, multi-step runs) under `VllmV1Scheduler`; any other
+scheduler is stepped one iteration at a time, so it is always exact.
+"""
+
+from collections.abc import Callable
+from typing import Protocol
+
+from sloguard.sim.engine.state import RUNNING, WAITING, SchedulingPolicy, SequenceState, WaitingQueue
+
+
+class SchedulingContext:
+    """The mutable view of one iteration's formation handed to a scheduler."""
+
+    def __init__(
+        self,
+        *,
+        running: list[SequenceState],
+        waiting: WaitingQueue,
+        token_budget: int,
+        max_num_seqs: int,
+        block_size: int,
+        free_blocks: int,
+        policy: SchedulingPolicy,
+        chunked_prefill: bool,
+        max_model_len: int,
+        now_s: float,
+        on_preempt: Callable[[SequenceState], None],
+    ) -> None:
+        self.running = running  # vLLM's running list, in order; admitted requests are appended
+        self.waiting = waiting
+        self.token_budget = token_budget
+        self.max_num_seqs = max_num_seqs
+        self.block_size = block_size
+        self.free_blocks = free_blocks
+        self.policy = policy
+        self.chunked_prefill = chunked_prefill
+        self.max_model_len = max_model_len
+        self.now_s = now_s
+        self.scheduled: dict[str, tuple[SequenceState, int]] = {}
+        self.preempted: list[SequenceState] = []
+        self._on_preempt = on_preempt
+
+    def blocks_needed(self, seq: SequenceState, num_new_tokens: int) -> int:
+        total = -(-(seq.num_computed + num_new_tokens) // self.block_size)
+        return max(0, total - seq.blocks)
+
+    def try_allocate(self, seq: SequenceState, num_new_tokens: int) -> bool:
+        """vLLM's allocate_slots: all-or-nothing blocks for num_computed + num_new_tokens."""
+        need = self.blocks_needed(seq, num_new_tokens)
+        if need > self.free_blocks:
+            return False
+        self.free_blocks -= need
+        seq.blocks += need
+        return True
+
+    def schedule(self, seq: SequenceState, num_new_tokens: int) -> None:
+        if num_new_tokens <= 0 or num_new_tokens > self.token_budget:
+            raise ValueError(f"cannot schedule {num_new_tokens} tokens with budget {self.token_budget}")
+        self.scheduled[seq.request_id] = (seq, num_new_tokens)
+        self.token_budget -= num_new_tokens
+
+    def unschedule(self, seq: SequenceState) -> None:
+        _, n = self.scheduled.pop(seq.request_id)
+        self.token_budget += n
+
+    def preempt(self, seq: SequenceState) -> None:
+        """Recompute preemption: free the blocks, reset computed tokens, back into the waiting queue."""
+        self.running.remove(seq)
+        if seq.request_id in self.scheduled:
+            self.unschedule(seq)
+        self.free_blocks += seq.blocks
+        seq.blocks = 0
+        seq.num_computed = 0
+        seq.status = WAITING
+        seq.num_preemptions += 1
+        self.waiting.prepend(seq)
+        self.preempted.append(seq)
+        self._on_preempt(seq)
+
+    def admit(self) -> SequenceState:
+        """Move the head of the waiting queue to the end of the running list."""
+        seq = self.waiting.pop()
+        seq.status = RUNNING
+        self.running.append(seq)
+        return seq
+
+
+class BatchScheduler(Protocol):
+    def schedule(self, ctx: SchedulingContext) -> None: ...
+
+
+class VllmV1Scheduler:
+    """vLLM V1's batch formation: running requests first (preempting on KV exhaustion), then, only if
+    nothing was preempted, waiting requests in queue order while seats, budget and blocks last."""
+
+    def schedule(self, ctx: SchedulingContext) -> None:
+        req_index = 0
+        while req_index < len(ctx.running) and ctx.token_budget > 0:
+            seq = ctx.running[req_index]
+            num_new = min(seq.num_tokens - seq.num_computed, ctx.token_budget)
+            num_new = min(num_new, ctx.max_model_len - 1 - seq.num_computed)
+            if num_new <= 0:
+                req_index += 1
+                continue
+            scheduled_self = True
+            while not ctx.try_allocate(seq, num_new):
+                if ctx.policy == "priority":
+                    victim = max(ctx.running, key=lambda s: (s.priority, s.arrival_s, s.arrival_seq))
+                    victim_was_scheduled = victim.request_id in ctx.scheduled
+                    ctx.preempt(victim)
+                    if victim_was_scheduled:
+                        req_index -= 1
+                else:
+                    victim = ctx.running[-1]
+                    ctx.preempt(victim)
+                if victim is seq:
+                    scheduled_self = False
+                    break
+            if not scheduled_self:
+                break
+            ctx.schedule(seq, num_new)
+            req_index += 1
+        if not ctx.preempted:
+            admit_waiting(ctx)
+
+
+def admit_waiting(ctx: SchedulingContext) -> None:
+    """vLLM's second phase: admit waiting requests in queue order while seats, budget and blocks last;
+    stop at the first that does not fit (no skipping ahead)."""
+    while len(ctx.waiting) > 0 and ctx.token_budget > 0 and len(ctx.running) < ctx.max_num_seqs:
+        head = ctx.waiting.peek()
+        num_new = head.num_tokens - head.num_computed
+        if not ctx.chunked_prefill and num_new > ctx.token_budget:
+            break
+        num_new = min(num_new, ctx.token_budget)
+        if not ctx.try_allocate(head, num_new):
+            break
+        seq = ctx.admit()
+        ctx.schedule(seq, num_new)
