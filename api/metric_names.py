@@ -4,10 +4,10 @@ The sidecar exports the `sloguard_*` series; the operator's Prometheus adapter
 (`sloguard.operator.prometheus_adapter`) reads them together with vLLM's own series. Both sides import
 the names from here, so a rename is one edit and a mismatch is impossible. Pure constants.
 
-Labels: every sidecar series carries `pool` (the InferencePool name) and `namespace`; per-class series
-also carry `slo_class`. Pod-level series (`sloguard_in_flight_cap`) carry no `slo_class`. vLLM's series
-get `pool` and `namespace` from the scrape configuration (relabelled from the pod's labels), see
-docs/autoscaling.md.
+Labels: every sidecar series carries `pool` (the InferencePool name); per-class series also carry
+`slo_class`. Pod-level series (`sloguard_in_flight_cap`) carry no `slo_class`. `namespace` (and `pod`)
+come from the scrape configuration, and so do `pool` and `namespace` on vLLM's series (relabelled from
+the pod's labels), see docs/autoscaling.md.
 """
 
 from enum import StrEnum
@@ -31,34 +31,34 @@ class RequestOutcome(StrEnum):
 
 # ---- sidecar series (per pool and class unless said otherwise) -----------------------------------------
 REQUESTS_TOTAL = "sloguard_requests_total"
-"""Counter {pool, namespace, slo_class, outcome, reason}: requests that ended, one increment each."""
+"""Counter {pool, slo_class, outcome, reason}: requests that ended, one increment each."""
 
 SLO_ATTAINED_TOTAL = "sloguard_slo_attained_total"
-"""Counter {pool, namespace, slo_class}: completed requests that met their TTFT, TPOT (and deadline)."""
+"""Counter {pool, slo_class}: completed requests that met their TTFT, TPOT (and deadline)."""
 
 QUEUE_DEPTH = "sloguard_queue_depth"
-"""Gauge {pool, namespace, slo_class}: requests waiting in the sidecar's queue."""
+"""Gauge {pool, slo_class}: requests waiting in the sidecar's queue."""
 
 QUEUE_PREDICTED_TOKENS = "sloguard_queue_predicted_tokens"
-"""Gauge {pool, namespace, slo_class}: sum of the predicted output tokens of the queued requests."""
+"""Gauge {pool, slo_class}: sum of the predicted output tokens of the queued requests."""
 
 QUEUE_OLDEST_AGE_SECONDS = "sloguard_queue_oldest_age_seconds"
-"""Gauge {pool, namespace, slo_class}: age of the oldest queued request (0 when the queue is empty)."""
+"""Gauge {pool, slo_class}: age of the oldest queued request (0 when the queue is empty)."""
 
 IN_FLIGHT = "sloguard_in_flight"
-"""Gauge {pool, namespace, slo_class}: requests released into the engine and not yet finished."""
+"""Gauge {pool, slo_class}: requests released into the engine and not yet finished."""
 
 IN_FLIGHT_CAP = "sloguard_in_flight_cap"
-"""Gauge {pool, namespace} per pod: the sidecar's current adaptive in-flight cap (local backpressure)."""
+"""Gauge {pool} per pod: the sidecar's current adaptive in-flight cap (local backpressure)."""
 
 TTFT_SECONDS = "sloguard_ttft_seconds"
-"""Histogram {pool, namespace, slo_class}: time to first token as the client saw it (queueing included)."""
+"""Histogram {pool, slo_class}: time to first token as the client saw it (queueing included)."""
 
 TPOT_SECONDS = "sloguard_tpot_seconds"
-"""Histogram {pool, namespace, slo_class}: mean time per output token of each completed request."""
+"""Histogram {pool, slo_class}: mean time per output token of each completed request."""
 
 OUTPUT_TOKENS = "sloguard_output_tokens"
-"""Histogram {pool, namespace, slo_class}: output tokens of each completed request."""
+"""Histogram {pool, slo_class}: output tokens of each completed request."""
 
 # ---- vLLM series (V1 names, reference/anchors.md §6.4) --------------------------------------------------
 VLLM_NUM_REQUESTS_RUNNING = "vllm:num_requests_running"
