@@ -1,6 +1,7 @@
 """The adapter without a server: PromQL text, label quoting, NaN, malformed answers, bucket moments."""
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,3 +117,9 @@ def test_query_exceptions_become_unavailable_snapshots() -> None:
 def test_bucket_std(buckets: dict[float, float], std: float | None) -> None:
     got = bucket_std(buckets)
     assert got == (None if std is None else pytest.approx(std))
+
+
+def test_docs_list_every_query_the_adapter_runs(repo_root: Path) -> None:
+    docs = (repo_root / "docs" / "autoscaling.md").read_text()
+    for field, promql in pool_queries("POOL", "NS", AdapterSettings()).items():
+        assert f"| `{field}` | `{promql}` |" in docs, field
