@@ -18,6 +18,7 @@ from sloguard.operator.core.autoscaling.decision import (
     ScalingHistory,
 )
 from sloguard.operator.core.autoscaling.guard import AutoscalerPolicy, decide
+from sloguard.operator.core.autoscaling.loop import AutoscalerLoop
 from sloguard.operator.core.autoscaling.sloguard_policy import SLOGuardPolicy
 from sloguard.operator.core.autoscaling.snapshot import ClassSnapshot, PoolSnapshot, ReplicaCounts
 from sloguard.operator.core.autoscaling.threshold_policy import ThresholdPolicy
@@ -31,6 +32,7 @@ POLICIES: dict[str, type[SLOGuardPolicy] | type[ThresholdPolicy] | type[ChironPo
 
 __all__ = [
     "POLICIES",
+    "AutoscalerLoop",
     "AutoscalerPolicy",
     "AutoscalerTuning",
     "CapBounds",

@@ -21,8 +21,10 @@ Scale-in uses the need inflated by `hysteresis`, only when no class is at risk a
 stands; the guard (`guard.decide`) adds cooldowns, stabilisation and step limits. Pure.
 """
 
+import itertools
 import math
 from dataclasses import dataclass
+from statistics import median
 
 from sloguard.api.inferencepool import PoolRole
 from sloguard.operator.core.autoscaling.context import ClassKind, ScalingContext, ceil_replicas
@@ -119,13 +121,17 @@ def _ignored_classes(context: ScalingContext) -> str:
 def _trend_factor(
     arrival_rps: float, history: ScalingHistory, context: ScalingContext, now_s: float
 ) -> float:
-    """How much the interactive arrival rate will have grown by the time a replica started now is ready."""
+    """How much the interactive arrival rate will have grown by the time a replica started now is ready.
+
+    The slope is the median of the slopes between successive ticks over the last start-up time, so a
+    sustained ramp projects forward while a single step (one steep slope among flat ones) does not.
+    """
     since = now_s - context.startup_time_s
-    past = [(t, r) for t, r in history.arrival_rates if since <= t <= now_s - context.interval_s / 2]
-    if not past or arrival_rps <= 0:
+    points = [(t, r) for t, r in history.arrival_rates if since <= t < now_s] + [(now_s, arrival_rps)]
+    if len(points) < 3 or arrival_rps <= 0:
         return 1.0
-    t0, r0 = past[0]
-    slope = (arrival_rps - r0) / (now_s - t0)
+    slopes = sorted((r1 - r0) / (t1 - t0) for (t0, r0), (t1, r1) in itertools.pairwise(points) if t1 > t0)
+    slope = median(slopes)
     if slope <= 0:
         return 1.0
     projected = arrival_rps + slope * context.startup_time_s

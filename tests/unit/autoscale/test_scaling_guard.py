@@ -1,14 +1,21 @@
 """The shared guard: no data or stale data holds, bounds win, cooldowns, stabilisation and step limits."""
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sloguard_testing.autoscaling import NOW_S, context, interactive, snapshot
 
 from sloguard.api.conditions import ConditionStatus, ConditionType
+from sloguard.api.inferencepool import InferencePool, PoolRole
+from sloguard.api.sidecar_config import SLOClassConfig
+from sloguard.api.sloclass import SLOClass
 from sloguard.operator.core.autoscaling import (
+    ClassKind,
     PoolSnapshot,
+    ScalingContext,
     ScalingDecision,
     ScalingEvent,
     ScalingHistory,
@@ -133,3 +140,18 @@ def test_history_records_changes_and_recommendations_but_not_holds_for_metrics()
     held = decide(POLICY, snapshot(age_s=999.0), context(), history, NOW_S + 15)
     assert history.after(held).recommendations == history.recommendations
     assert history.after(held).events == history.events
+
+
+def test_context_from_the_example_pool_and_classes(repo_root: Path) -> None:
+    docs = list(yaml.safe_load_all((repo_root / "examples" / "sloclasses.yaml").read_text()))
+    classes = [SLOClassConfig.from_resource(SLOClass.model_validate(d)) for d in docs]
+    pool = InferencePool.model_validate(
+        yaml.safe_load((repo_root / "examples" / "inferencepool.yaml").read_text())
+    )
+    ctx = ScalingContext.from_spec(pool.spec, classes)
+    assert (ctx.min_replicas, ctx.max_replicas, ctx.role) == (1, 8, PoolRole.MIXED)
+    assert (ctx.interval_s, ctx.scale_up_cooldown_s, ctx.scale_down_cooldown_s) == (15.0, 30.0, 300.0)
+    assert (ctx.max_scale_up_step, ctx.max_scale_down_step, ctx.headroom) == (4, 1, 0.2)
+    assert (ctx.startup_time_s, ctx.min_in_flight, ctx.max_in_flight) == (120.0, 4, 256)
+    assert [c.name for c in ctx.classes_of(ClassKind.BATCH)] == ["batch"]
+    assert [c.name for c in ctx.classes_of(ClassKind.INTERACTIVE)] == ["interactive", "standard"]

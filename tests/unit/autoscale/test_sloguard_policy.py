@@ -79,13 +79,16 @@ def test_kv_thrash_adds_a_replica_and_caps_the_sidecars_where_it_thrashes() -> N
 
 
 def test_rising_arrivals_are_projected_over_the_start_up_time() -> None:
-    # 10 rps a minute ago, 20 now: 20 + (10/60)·120 = 40, capped at ×1.5; demand 32 → 32·1.5/8 = 6.
-    history = ScalingHistory(arrival_rates=((NOW_S - 60, 10.0),))
-    rising = snapshot(interactive(32, arrival_rate_rps=20.0))
-    assert recommend(rising, history=history).replicas == 6
-    assert recommend(rising).replicas == 4
-    falling = ScalingHistory(arrival_rates=((NOW_S - 60, 30.0),))
-    assert recommend(rising, history=falling).replicas == 4
+    # A ramp 10 → 15 → 20 rps, 30 s apart: 20 + (5/30)·120 = 40, capped at ×1.5; demand 32 → 32·1.5/8 = 6.
+    ramp = ScalingHistory(arrival_rates=((NOW_S - 60, 10.0), (NOW_S - 30, 15.0)))
+    now = snapshot(interactive(32, arrival_rate_rps=20.0))
+    assert recommend(now, history=ramp).replicas == 6
+    assert recommend(now).replicas == 4
+    # A single step (flat, flat, flat, jump): the median slope is 0, nothing is projected.
+    step = ScalingHistory(arrival_rates=((NOW_S - 90, 10.0), (NOW_S - 60, 10.0), (NOW_S - 30, 10.0)))
+    assert recommend(now, history=step).replicas == 4
+    falling = ScalingHistory(arrival_rates=((NOW_S - 60, 30.0), (NOW_S - 30, 25.0)))
+    assert recommend(now, history=falling).replicas == 4
 
 
 def test_missing_interactive_concurrency_holds() -> None:
