@@ -8,10 +8,13 @@ empty queue within one start-up of the step, settle without oscillating, and com
 import itertools
 from dataclasses import dataclass, field
 
-from sloguard_testing.autoscaling import context
+import pytest
+from sloguard_testing.autoscaling import BATCH, context
 
+from sloguard.api.inferencepool import PoolRole
 from sloguard.operator.core.autoscaling import (
     AutoscalerLoop,
+    AutoscalerPolicy,
     ClassSnapshot,
     PoolSnapshot,
     ReplicaCounts,
@@ -90,3 +93,59 @@ def test_step_up_and_down_in_virtual_time() -> None:
     reversals = sum(1 for x, y in itertools.pairwise(moves) if (x > 0) != (y > 0))
     assert reversals == 2  # down (initial 4 → 3), up on the step, down after it
     assert all(-1 <= m <= 4 for m in moves)
+
+
+TOKENS_PER_S = 500.0  # per ready replica
+
+
+def drain_backlog(policy: AutoscalerPolicy, requests: int, waited_s: float) -> tuple[float | None, float]:
+    """A backlog of `requests` × 100 tokens that has waited `waited_s`: (drained at, GPU-hours until then).
+
+    The idle tail after draining is left out: its length is the spec's scale-down cooldown and step.
+    """
+    ctx = context(PoolRole.BATCH, (BATCH,), min_replicas=0, max_replicas=20, startup_time_s=STARTUP_S)
+    loop = AutoscalerLoop(policy, ctx)
+    pool = ToyPool(ready=1)
+    tokens = requests * 100.0
+    drained_at = None
+    gpu_s = 0.0
+    t = 0.0
+    while t <= 5000.0:
+        pool.advance(t)
+        snap = PoolSnapshot(
+            pool="batch",
+            replicas=ReplicaCounts(pool.ready + len(pool.starting), pool.ready, len(pool.starting)),
+            classes=(
+                ClassSnapshot(
+                    name="batch",
+                    queue_depth=tokens / 100.0,
+                    in_flight=0.0,
+                    queue_oldest_age_s=waited_s + t if tokens > 0 else 0.0,
+                    output_tokens_mean=100.0,
+                    output_tokens_std=50.0,
+                    arrival_rate_rps=0.0,
+                ),
+            ),
+            observed_at_s=t,
+            scraped_pods=pool.ready,
+            in_flight_cap_total=pool.ready * 256.0,
+            generation_tokens_per_s=pool.ready * TOKENS_PER_S if tokens > 0 else 0.0,
+        )
+        pool.scale_to(loop.step(snap, t).desired_replicas, t)
+        tokens -= min(tokens, pool.ready * TOKENS_PER_S * 15.0)
+        if drained_at is None:
+            gpu_s += (pool.ready + len(pool.starting)) * 15.0
+        if tokens <= 0 and drained_at is None:
+            drained_at = t + 15.0
+        t += 15.0
+    return drained_at, gpu_s / 3600.0
+
+
+@pytest.mark.parametrize(
+    ("requests", "waited_s"), [(20_000, 0.0), (60_000, 0.0), (150_000, 0.0), (20_000, 2400.0)]
+)
+def test_batch_backlog_meets_its_deadline_without_waste(requests: int, waited_s: float) -> None:
+    drained_at, gpu_hours = drain_backlog(SLOGuardPolicy(), requests, waited_s)
+    assert drained_at is not None and waited_s + drained_at <= 3600.0 - 360.0  # inside the 10 % margin
+    ideal = requests * 100.0 / TOKENS_PER_S / 3600.0
+    assert gpu_hours <= 1.35 * ideal
