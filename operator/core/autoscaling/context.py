@@ -116,6 +116,14 @@ def z_for(target: float) -> float:
     return NormalDist().inv_cdf(min(0.9999, max(0.5, target)))
 
 
+MAX_REPLICAS_ANSWER = 1_000_000
+"""Largest replica count a policy answers (bounds clamp it further); stands in for "unbounded"."""
+
+
 def ceil_replicas(value: float) -> int:
-    """Ceiling that forgives float noise (2.0000000001 → 2)."""
+    """Ceiling that forgives float noise (2.0000000001 → 2) and saturates instead of overflowing."""
+    if math.isnan(value):
+        raise ValueError("replica need is NaN: a policy computed from invalid numbers")
+    if value >= MAX_REPLICAS_ANSWER:
+        return MAX_REPLICAS_ANSWER
     return max(0, math.ceil(value - 1e-9))

@@ -5,7 +5,8 @@ replicas would you like"; this module applies what all of them share, so compari
 fair:
 
 1. no data or stale data → hold the current replicas (clamped to the spec's bounds) and say so
-   (MetricsUnavailable); the policy is not even asked;
+   (MetricsUnavailable); the policy is not even asked; a policy that fails on the numbers it was given
+   holds the same way (reason MetricsInvalid);
 2. bounds [minReplicas, maxReplicas] always win;
 3. scale-up: at most `maxScaleUpStep` at once, and not within `scaleUpCooldown` of the last scale-up;
 4. scale-down: only after `scaleDownCooldown` since any change, only to the highest recommendation of
@@ -60,7 +61,10 @@ def decide(
     missing = _metrics_problem(snapshot, context, now_s)
     if missing is not None:
         return _hold(policy.name, snapshot, context, now_s, missing)
-    rec = policy.recommend(snapshot, context, history, now_s)
+    try:
+        rec = policy.recommend(snapshot, context, history, now_s)
+    except (ArithmeticError, ValueError) as err:  # numbers the policy cannot use: hold, as for no data
+        return _hold(policy.name, snapshot, context, now_s, ("MetricsInvalid", f"{policy.name}: {err}"))
     recommended = context.clamp(rec.replicas)
     limit = _apply_rate_limits(recommended, current, context, history, now_s)
     if recommended != rec.replicas:

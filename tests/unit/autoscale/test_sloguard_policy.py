@@ -183,3 +183,29 @@ def test_replicas_to_drain(tokens: float, available_s: float, ready: float, expe
         tokens=tokens, available_s=available_s, ready=ready, tokens_per_s_per_replica=500.0, startup_s=60.0
     )
     assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_a_vanishing_throughput_saturates_instead_of_overflowing() -> None:
+    snap = snapshot(batch(0, arrival_rate_rps=3498.0, tokens_mean=12.0), current=0, ready=0)
+    history = ScalingHistory(per_replica_tokens_per_s=2.3e-304)
+    assert (
+        recommend(snap, BATCH_POOL, history).replicas == 0
+    )  # empty queue: no scale-out, floor only on the way in
+    decision = decide(POLICY, snapshot(batch(10, tokens_mean=12.0), current=1), BATCH_POOL, history, NOW_S)
+    assert BATCH_POOL.min_replicas <= decision.desired_replicas <= BATCH_POOL.max_replicas
+
+
+class _Broken:
+    name = "broken"
+
+    def recommend(
+        self, snapshot: PoolSnapshot, context: ScalingContext, history: ScalingHistory, now_s: float
+    ) -> Recommendation:
+        raise ValueError("replica need is NaN")
+
+
+def test_a_policy_failing_on_its_inputs_holds_and_says_so() -> None:
+    decision = decide(_Broken(), snapshot(interactive(40, 8)), context(), ScalingHistory(), NOW_S)
+    assert decision.desired_replicas == 4 and decision.held_for_metrics
+    cond = decision.condition(ConditionType.METRICS_UNAVAILABLE)
+    assert cond is not None and (cond.status, cond.reason) == (ConditionStatus.TRUE, "MetricsInvalid")
