@@ -4,9 +4,11 @@ llm-d's Workload Variant Autoscaler calls a replica saturated at KV usage >= 0.8
 (reference/anchors.md §2.2), and KEDA's Prometheus-trigger examples for vLLM drive an HPA with the same
 two targets. An HPA with several metrics takes the largest of `ceil(replicas × value / target)` over
 its metrics (AverageValue for the queue: `ceil(total / target)`), ignoring ratios within its 10 %
-tolerance. That is what this policy computes, from the mean vLLM KV usage and the queue (the sidecars'
-plus vLLM's own waiting requests). It knows no SLOs, classes or deadlines. The shared guard gives it the
-same bounds, cooldowns and step limits as every other policy, so comparisons isolate the signal.
+tolerance. That is what this policy computes, from the mean vLLM KV usage and the queue per pod (the
+sidecars' plus vLLM's own waiting requests), and, as WVA's saturation rule says, at KV >= 0.8 or queue
+>= 5 per pod it adds at least one replica even inside the tolerance. It knows no SLOs, classes or
+deadlines. The shared guard gives it the same bounds, cooldowns and step limits as every other policy,
+so comparisons isolate the signal.
 """
 
 from sloguard.operator.core.autoscaling.context import ScalingContext, ceil_replicas
@@ -47,6 +49,11 @@ class ThresholdPolicy:
         if not wanted:
             return Recommendation(current, f"hold at {current}: no KV or queue series", caps)
         replicas, why = max(wanted)
+        saturated = (snapshot.kv_usage_mean is not None and snapshot.kv_usage_mean >= self.kv_target) or (
+            bool(queues) and sum(queues) / pods >= self.queue_target
+        )
+        if saturated and replicas <= pods:
+            replicas, why = pods + 1, "saturated: at least one more"
         # Pods still starting count towards the answer, as the HPA counts them in the current scale.
         if replicas <= current and replicas > pods:
             replicas = current

@@ -19,7 +19,9 @@ from sloguard.operator.core.autoscaling import (
         ("KV over target: ceil(4 · 0.96/0.8)", snapshot(interactive(10), kv_usage_mean=0.96), 5),
         ("queue over target: ceil((30 + 10) / 5)", snapshot(interactive(10, 30), engine_waiting=10.0), 8),
         ("both: the larger wins", snapshot(interactive(10, 30), kv_usage_mean=0.96, engine_waiting=10.0), 8),
-        ("within the 10% tolerance", snapshot(interactive(10), kv_usage_mean=0.82), 4),
+        ("under target, within the 10% tolerance", snapshot(interactive(10), kv_usage_mean=0.75), 4),
+        ("at the threshold: one more", snapshot(interactive(10), kv_usage_mean=0.82), 5),
+        ("queue 5 per pod: one more", snapshot(interactive(10, 20), kv_usage_mean=0.5), 5),
         ("low KV, no queue: scale in", snapshot(interactive(10), kv_usage_mean=0.4, engine_waiting=0.0), 2),
         ("no series: hold", snapshot(interactive(None, None)), 4),  # type: ignore[arg-type]
         # 4 ready + 2 starting: KV asks for 5, already 6 asked for: keep 6 rather than cancel the start.
