@@ -45,6 +45,7 @@ Determinism: the same config, seed and sequence of calls give the same decisions
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from sloguard.api.errors import RejectionReason
 from sloguard.api.policies import SchedulingPolicyName
@@ -137,7 +138,7 @@ class PolicySnapshot:
 class Policy(ABC):
     """Admission, ordering and release of requests into one engine. See the module docstring."""
 
-    name: SchedulingPolicyName
+    name: ClassVar[SchedulingPolicyName]
     ledger: OutcomeLedger
 
     @abstractmethod

@@ -1,0 +1,104 @@
+"""TTFT guard: a least-deadline-first queue and the pass that finds requests that can no longer make it.
+
+SCORPIO's `_reject_ttft_unattainable` (reference/papers.md §1.4): walk the queue in LDF order adding up
+the prompt tokens ahead; a request whose remaining slack is below the predicted wait at its position
+plus a margin is unattainable, and it frees its place for those behind it. Policies reject such a
+request or demote it to best effort, as its class says. Used by scorpio, sloguard and sa (ordering).
+
+Cost: the queue is a sorted Python list (binary search, C-speed memmove on insert), and the pass stops
+at the first request whose slack exceeds the wait predicted for the *whole* queue: no request behind it
+can be unattainable, since deadlines only grow and the tokens ahead never exceed the total. So a pass
+touches only the urgent head of the queue. Pure.
+"""
+
+import bisect
+from collections.abc import Callable, Iterator
+
+# (deadline or other primary key, tie-break key, insertion sequence, prompt tokens, request id)
+QueueItem = tuple[float, float, int, int, str]
+
+
+class SortedQueue:
+    """Requests ordered by (key, tie, seq): least key first; removal by id in O(log n) + memmove."""
+
+    def __init__(self) -> None:
+        self._items: list[QueueItem] = []
+        self._by_id: dict[str, QueueItem] = {}
+        self._seq = 0
+        self.total_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._by_id
+
+    def __iter__(self) -> Iterator[QueueItem]:
+        return iter(self._items)
+
+    def push(self, request_id: str, key: float, tokens: int, tie: float = 0.0) -> None:
+        if request_id in self._by_id:
+            raise ValueError(f"request {request_id!r} is already queued")
+        self._seq += 1
+        item = (key, tie, self._seq, tokens, request_id)
+        bisect.insort(self._items, item)
+        self._by_id[request_id] = item
+        self.total_tokens += tokens
+
+    def remove(self, request_id: str) -> bool:
+        item = self._by_id.pop(request_id, None)
+        if item is None:
+            return False
+        index = bisect.bisect_left(self._items, item)
+        del self._items[index]
+        self.total_tokens -= item[3]
+        return True
+
+    def head(self) -> QueueItem | None:
+        return self._items[0] if self._items else None
+
+    def key_of(self, request_id: str) -> float:
+        return self._by_id[request_id][0]
+
+    def ahead_of(self, key: float, tie: float = 0.0) -> tuple[int, int]:
+        """(prompt tokens, requests) strictly ahead of a new item with this key: O(position)."""
+        end = bisect.bisect_right(self._items, (key, tie, self._seq + 1))
+        if end == len(self._items):
+            return self.total_tokens, end
+        return sum(item[3] for item in self._items[:end]), end
+
+
+WaitModel = Callable[[float, int], float]
+"""Predicted wait (s) of a request with this many prompt tokens ahead (itself included) and this many
+requests ahead (itself included); must be non-decreasing in both."""
+
+
+def unattainable(
+    queue: SortedQueue,
+    *,
+    now_s: float,
+    base_tokens: float,
+    wait_s: WaitModel,
+    margin_s: float,
+) -> list[str]:
+    """Ids of queued requests whose slack (key - now) is below their predicted wait plus the margin.
+
+    `base_tokens`: prompt tokens already ahead of the whole queue (released, not yet prefilled).
+    """
+    if not queue:
+        return []
+    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue)) + margin_s
+    out: list[str] = []
+    cum_tokens = base_tokens
+    count = 0
+    for key, _tie, _seq, tokens, request_id in queue:
+        slack_s = key - now_s
+        if slack_s >= bound_s:
+            break
+        cum_tokens += tokens
+        count += 1
+        if slack_s < wait_s(cum_tokens, count) + margin_s:
+            out.append(request_id)
+            cum_tokens -= tokens  # a rejected request frees its place in line
+            count -= 1
+    return out
