@@ -102,3 +102,28 @@ def unattainable(
             cum_tokens -= tokens  # a rejected request frees its place in line
             count -= 1
     return out
+
+
+def next_expiry_s(
+    queue: SortedQueue,
+    *,
+    base_tokens: float,
+    wait_s: WaitModel,
+    margin_s: float,
+) -> float | None:
+    """The earliest time a queued request becomes unattainable if nothing else happens; None if empty.
+
+    Request k expires at `key_k - wait(cum_k) - margin`. The walk stops once `key - wait(whole queue)`
+    exceeds the minimum found: every later request expires no earlier.
+    """
+    if not queue:
+        return None
+    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue)) + margin_s
+    earliest = float("inf")
+    cum_tokens = base_tokens
+    for count, (key, _tie, _seq, tokens, _request_id) in enumerate(queue, start=1):
+        if key - bound_s >= earliest:
+            break
+        cum_tokens += tokens
+        earliest = min(earliest, key - wait_s(cum_tokens, count) - margin_s)
+    return earliest

@@ -24,7 +24,7 @@ from sloguard.sidecar.core.base_policy import Entry, Gate
 from sloguard.sidecar.core.ldf_policy import LdfPolicy
 from sloguard.sidecar.core.policy import Admitted, Decision, Rejected
 from sloguard.sidecar.core.tpot_guard import tpot_admission
-from sloguard.sidecar.core.ttft_guard import unattainable
+from sloguard.sidecar.core.ttft_guard import next_expiry_s, unattainable
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,9 @@ class ScorpioPolicy(LdfPolicy):
 
     def next_wakeup_s(self, now_s: float) -> float | None:
         super().next_wakeup_s(now_s)
-        head = self._main.head()
-        if head is None:
-            return None
-        total = self.pending_prefill_tokens() + self._main.total_tokens
-        earliest = head[0] - self._wait_s(total, len(self._main)) - self.params.margin_s
-        return max(now_s, earliest)
+        return next_expiry_s(
+            self._main,
+            base_tokens=self.pending_prefill_tokens(),
+            wait_s=self._wait_s,
+            margin_s=self.params.margin_s,
+        )
