@@ -8,6 +8,7 @@ is refused with a clear error and changes nothing.
 """
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -73,7 +74,7 @@ request_rows = st.tuples(
 )
 
 
-def workload_from(rows: list[tuple[float, int, int, int, int, float | None]]) -> Workload:
+def workload_from(rows: Sequence[tuple[float, int, int, int, int, float | None]]) -> Workload:
     requests = []
     cancels = {}
     t = 0.0
