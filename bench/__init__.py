@@ -11,6 +11,7 @@ from typing import Any
 
 SCENARIOS: dict[str, str] = {
     # name -> module path; each module defines `run(quick: bool) -> BenchResult`
+    "decision-cost": "sloguard.bench.decision_cost",
 }
 
 

@@ -169,6 +169,7 @@ class LatencyModel:
         self._decode_ls = _OnlineLeastSquares(4, forgetting)
         self._prefill_ls = _OnlineLeastSquares(2, forgetting)
         self._prefill_scale = 1.0
+        self.version = 0  # bumped whenever a refit changes the coefficients
 
     @classmethod
     def fit(
@@ -242,6 +243,7 @@ class LatencyModel:
             coef = self._decode_ls.solve(prior, self.ridge)
             if np.all(np.isfinite(coef)):
                 self.decode = DecodeModel(*(float(v) for v in coef))
+                self.version += 1
 
     def observe_prefill(self, tokens_ahead_incl_self: float, ttft_s: float) -> None:
         """A measured time from release to first token with this many prompt tokens ahead.
@@ -262,6 +264,7 @@ class LatencyModel:
                 # ridge toward the current scale, clamped to a sane band
                 scale = (xty + self.ridge * xtx * self._prefill_scale) / (xtx * (1 + self.ridge))
                 self._prefill_scale = min(10.0, max(0.1, float(scale)))
+                self.version += 1
 
     @property
     def prefill_scale(self) -> float:

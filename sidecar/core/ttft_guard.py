@@ -13,6 +13,7 @@ touches only the urgent head of the queue. Pure.
 
 import bisect
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 # (deadline or other primary key, tie-break key, insertion sequence, prompt tokens, request id)
 QueueItem = tuple[float, float, int, int, str]
@@ -127,3 +128,73 @@ def next_expiry_s(
         cum_tokens += tokens
         earliest = min(earliest, key - wait_s(cum_tokens, count) - margin_s)
     return earliest
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """One walk of the queue: the unattainable ids, and when the next one would expire.
+
+    `next_expiry_s` is a lower bound on when any remaining request becomes unattainable, valid while
+    no wait grows; `last_scanned_key` and `frontier_key` (the first key not walked, inf if none) let a
+    caller tell whether a later insertion can move that bound (see `insertion_is_harmless`).
+    """
+
+    unattainable: tuple[str, ...]
+    next_expiry_s: float
+    last_scanned_key: float
+    frontier_key: float
+
+
+def sweep(
+    queue: SortedQueue,
+    *,
+    now_s: float,
+    base_tokens: float,
+    wait_s: WaitModel,
+    margin_s: float,
+) -> Sweep:
+    """`unattainable` and `next_expiry_s` in one walk (the walk stops where neither can change)."""
+    inf = float("inf")
+    if not queue:
+        return Sweep((), inf, -inf, inf)
+    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue)) + margin_s
+    out: list[str] = []
+    earliest = inf
+    cum_tokens = base_tokens
+    count = 0
+    last_key = -inf
+    frontier = inf
+    for key, _tie, _seq, tokens, request_id in queue:
+        if key - bound_s >= max(earliest, now_s):
+            frontier = key
+            break
+        last_key = key
+        cum_tokens += tokens
+        count += 1
+        expiry = key - wait_s(cum_tokens, count) - margin_s
+        if expiry < now_s:
+            out.append(request_id)
+            cum_tokens -= tokens  # a rejected request frees its place in line
+            count -= 1
+        elif expiry < earliest:
+            earliest = expiry
+    return Sweep(tuple(out), earliest, last_key, frontier)
+
+
+def insertion_is_harmless(
+    previous: Sweep,
+    *,
+    key: float,
+    total_tokens: float,
+    count: int,
+    wait_s: WaitModel,
+    margin_s: float,
+) -> bool:
+    """Whether inserting an item with `key` leaves `previous.next_expiry_s` a valid lower bound.
+
+    True when the item sorts behind every walked request (so none of their waits grow) and neither
+    it nor any unwalked request can expire before the bound, given the new queue totals.
+    """
+    if key < previous.last_scanned_key:
+        return False
+    return min(key, previous.frontier_key) - wait_s(total_tokens, count) - margin_s >= previous.next_expiry_s

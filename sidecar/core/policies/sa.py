@@ -22,7 +22,7 @@ from sloguard.sidecar.core.ldf_policy import LdfPolicy
 @dataclass(frozen=True)
 class SaParameters:
     window: int = field(default=16, metadata={"min": 1})
-    iterations: int = field(default=150, metadata={"min": 0})
+    iterations: int = field(default=100, metadata={"min": 0})
     initial_temperature: float = field(default=0.1, metadata={"min": 0.0})
     cooling: float = field(default=0.97, metadata={"min": 0.0})
 

@@ -25,7 +25,7 @@ from sloguard.sidecar.core.base_policy import Entry, Gate
 from sloguard.sidecar.core.ldf_policy import LdfPolicy
 from sloguard.sidecar.core.policy import Admitted, Decision, PolicyParameterError, Rejected
 from sloguard.sidecar.core.tpot_guard import tpot_admission
-from sloguard.sidecar.core.ttft_guard import next_expiry_s, unattainable
+from sloguard.sidecar.core.ttft_guard import Sweep, insertion_is_harmless, next_expiry_s, sweep
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class SloguardPolicy(LdfPolicy):
         self.calibrate_online = self.params.calibrate_online
         self.learn_lengths_online = self.params.learn_lengths_online
         self._skips = 0
+        self._sweep: Sweep | None = None  # the last walk of the queue, reused while nothing grew a wait
+        self._sweep_state: tuple[float, ...] = ()
 
     def _wait_s(self, tokens: float, count: int) -> float:
         return self.latency.prefill_s(tokens) + self.slot_wait_s(count)
@@ -108,16 +110,50 @@ class SloguardPolicy(LdfPolicy):
                 )
         return Admitted(spec.request_id, entry.predicted_output_tokens, predicted_ttft_s=wait_s)
 
+    def _wait_state(self) -> tuple[float, ...]:
+        """Everything the wait model reads besides the queue itself."""
+        return (
+            float(self.in_flight_count),
+            self.pending_prefill_tokens(),
+            self.running_len_tokens(),
+            float(self._generated_in_flight),
+            self._predicted_out_in_flight,
+            float(self._last_cap),
+            float(self.latency.version),
+        )
+
+    def _cached_sweep(self, now_s: float) -> Sweep | None:
+        if self._sweep is None or self._sweep_state != self._wait_state():
+            return None
+        return self._sweep if now_s < self._sweep.next_expiry_s else None
+
+    def _push(self, entry: Entry, now_s: float) -> None:
+        super()._push(entry, now_s)
+        if self._sweep is not None and not entry.demoted:
+            harmless = insertion_is_harmless(
+                self._sweep,
+                key=entry.spec.ttft_deadline_s,
+                total_tokens=self.pending_prefill_tokens() + self._main.total_tokens,
+                count=len(self._main),
+                wait_s=self._wait_s,
+                margin_s=self.params.margin_s,
+            )
+            if not harmless:
+                self._sweep = None
+
     def _expire(self, now_s: float) -> list[tuple[Entry, RejectionReason]]:
-        ids = unattainable(
+        if self._cached_sweep(now_s) is not None:
+            return []  # nothing can have expired: every wait is as it was, and now is before the bound
+        walk = sweep(
             self._main,
             now_s=now_s,
             base_tokens=self.pending_prefill_tokens(),
             wait_s=self._wait_s,
             margin_s=self.params.margin_s,
         )
+        self._sweep, self._sweep_state = walk, self._wait_state()
         out = []
-        for request_id in ids:
+        for request_id in walk.unattainable:
             entry = self._entries[request_id]
             if self.demotable(entry):
                 self.move_to_best_effort(entry)
@@ -153,6 +189,9 @@ class SloguardPolicy(LdfPolicy):
 
     def next_wakeup_s(self, now_s: float) -> float | None:
         super().next_wakeup_s(now_s)
+        cached = self._cached_sweep(now_s)
+        if cached is not None:
+            return cached.next_expiry_s if len(self._main) else None
         return next_expiry_s(
             self._main,
             base_tokens=self.pending_prefill_tokens(),
