@@ -51,7 +51,9 @@ def _spec(rng: random.Random, request_id: str, now_s: float, class_index: int) -
     )
 
 
-def measure(name: SchedulingPolicyName, *, repetitions: int, seed: int = 0) -> tuple[list[float], list[float]]:
+def measure(
+    name: SchedulingPolicyName, *, repetitions: int, seed: int = 0
+) -> tuple[list[float], list[float]]:
     """Per-decision wall times (us) for arrivals and releases with QUEUED requests waiting."""
     config = SidecarConfig.model_validate(
         {
