@@ -280,7 +280,7 @@ def test_unknown_parameters_are_refused(name: SchedulingPolicyName, parameters: 
         (SchedulingPolicyName.SA, {"iterations": 1.5}, "iterations"),
         (SchedulingPolicyName.SJF, {"starvation_wait_s": math.nan}, "starvation_wait_s"),
         (SchedulingPolicyName.SLOGUARD, {"reject_quantile": 1.5}, "reject_quantile"),
-        (SchedulingPolicyName.SLOGUARD, {"calibrate_online": 1}, "calibrate_online"),
+        (SchedulingPolicyName.SLOGUARD, {"calibrate_decode": 1}, "calibrate_decode"),
     ],
 )
 def test_badly_typed_parameters_are_refused(

@@ -148,7 +148,7 @@ def test_scorpio_gates_on_tpot_head_of_line() -> None:
 
 
 def test_sloguard_skips_a_candidate_that_breaks_tpot_and_stamps_priorities() -> None:
-    policy = make(Name.SLOGUARD, calibrate_online=False)
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.1)
     for i in range(3):
         policy.submit(req(f"c{i}", "chat"), 0.0)
     assert released(policy, 0.0) == ["c0", "c1", "c2"]
@@ -161,7 +161,7 @@ def test_sloguard_skips_a_candidate_that_breaks_tpot_and_stamps_priorities() -> 
 
 
 def test_sloguard_demotes_best_effort_and_stamps_it_behind_everyone() -> None:
-    policy = make(Name.SLOGUARD, calibrate_online=False)
+    policy = make(Name.SLOGUARD, calibrate_prefill=False)
     policy.submit(req("huge", "batch", prompt=20000), 0.0)
     # a best-effort request whose TTFT (1 ms) cannot be met: demoted, not rejected
     decision = policy.submit(dataclasses.replace(req("late", "batch"), ttft_s=0.001), 0.0)
@@ -173,12 +173,12 @@ def test_sloguard_demotes_best_effort_and_stamps_it_behind_everyone() -> None:
 
 
 def test_sloguard_rejects_on_the_deadline_only_when_even_an_optimistic_length_misses_it() -> None:
-    policy = make(Name.SLOGUARD, ClassMeanLengths(prior_tokens=2000.0), calibrate_online=False)
+    policy = make(Name.SLOGUARD, ClassMeanLengths(prior_tokens=2000.0), calibrate_prefill=False)
     # 25th percentile of an exponential with mean 2000 is ~575 tokens * 12 ms = 6.9 s > 6 s deadline
     decision = policy.submit(req("c", "code"), 0.0)
     assert isinstance(decision, Rejected) and decision.reason is RejectionReason.DEADLINE_UNATTAINABLE
     lenient = make(
-        Name.SLOGUARD, ClassMeanLengths(prior_tokens=2000.0), calibrate_online=False, reject_quantile=0.1
+        Name.SLOGUARD, ClassMeanLengths(prior_tokens=2000.0), calibrate_prefill=False, reject_quantile=0.1
     )
     assert isinstance(lenient.submit(req("c", "code"), 0.0), Admitted)  # 10th pct ~211 tokens: 2.5 s
 
@@ -209,3 +209,16 @@ def test_a_cancelled_in_flight_request_ends_once_and_frees_its_slot(name: Name) 
     policy.on_finish("b", 1.0, outcome=Outcome.COMPLETED, output_tokens=3)
     counts = policy.ledger.counts()
     assert counts.total(Outcome.CANCELLED) == 1 and counts.total(Outcome.COMPLETED) == 1 and counts.open == 0
+
+
+def test_sloguard_inflates_its_tpot_prediction_toward_what_completed_requests_saw() -> None:
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.0, eta_weight=0.5)
+    policy.submit(req("a", "chat"), 0.0)
+    policy.submit(req("b", "chat"), 0.0)
+    assert released(policy, 0.0) == ["a", "b"]  # b passed the gate with a predicted ITL of 14 ms
+    policy.on_first_token("a", 0.1)
+    policy.on_first_token("b", 0.1)
+    policy.on_finish("a", 1.1, outcome=Outcome.COMPLETED, output_tokens=51)  # no prediction: ignored
+    assert policy.inflation == 1.0  # type: ignore[attr-defined]
+    policy.on_finish("b", 1.1, outcome=Outcome.COMPLETED, output_tokens=51)  # 20 ms observed / 14 ms
+    assert policy.inflation == pytest.approx(1.0 + 0.5 * (0.02 / 0.014 - 1.0))  # type: ignore[attr-defined]
