@@ -12,6 +12,7 @@ from typing import Any
 SCENARIOS: dict[str, str] = {
     # name -> module path; each module defines `run(quick: bool) -> BenchResult`
     "sim-speed": "sloguard.bench.sim_speed",
+    "decision-cost": "sloguard.bench.decision_cost",
 }
 
 

@@ -1,0 +1,271 @@
+"""Latency model: prefill time from the prompt tokens queued ahead, and inter-token time of a batch.
+
+SCORPIO's two analytic models (reference/papers.md §1.3), used by the TTFT and TPOT guards and by the
+policies that predict waits (mooncake, sa, scorpio, sloguard):
+
+- prefill: `t_prefill(N) = C` if `N <= N0` else `alpha*N + beta`, N the cumulative prompt tokens queued
+  ahead *including* the request itself;
+- decode: `ITL(B, L) = a*B*L + b*B + c*L + d`, B the running batch size, L the mean sequence length.
+
+Both are fitted by least squares (numpy) from a profile or from observations, and can be updated online:
+`observe_prefill` / `observe_step` accumulate exponentially-forgotten normal equations and refit every
+`refit_every` observations. Pure: no clock, no I/O.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _check_finite(name: str, *values: float) -> None:
+    for v in values:
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillModel:
+    """Piecewise prefill time in seconds: flat `flat_s` up to `n0_tokens`, then linear."""
+
+    n0_tokens: float
+    flat_s: float
+    per_token_s: float
+    intercept_s: float
+
+    def __post_init__(self) -> None:
+        _check_finite("prefill coefficients", self.n0_tokens, self.flat_s, self.per_token_s, self.intercept_s)
+
+    def time_s(self, tokens: float) -> float:
+        """Seconds to prefill `tokens` cumulative prompt tokens (never below the flat part)."""
+        if tokens <= self.n0_tokens:
+            return self.flat_s
+        return max(self.flat_s, self.per_token_s * tokens + self.intercept_s)
+
+    @classmethod
+    def fit(cls, tokens: Sequence[float], seconds: Sequence[float]) -> "PrefillModel":
+        """Least-squares fit; the breakpoint N0 is chosen among the observed token counts by SSE."""
+        x = np.asarray(tokens, dtype=np.float64)
+        y = np.asarray(seconds, dtype=np.float64)
+        if x.shape != y.shape or x.size < 2:
+            raise ValueError("prefill fit needs at least two (tokens, seconds) pairs of equal length")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))) or np.any(x < 0) or np.any(y < 0):
+            raise ValueError("prefill samples must be finite and non-negative")
+        order = np.argsort(x, kind="stable")
+        x, y = x[order], y[order]
+        best: tuple[float, PrefillModel] | None = None
+        for split in np.unique(x):
+            low, high = x <= split, x > split
+            flat = float(y[low].mean())
+            if int(high.sum()) >= 2 and float(np.ptp(x[high])) > 0:
+                slope, intercept = np.polyfit(x[high], y[high], 1)
+            elif int(high.sum()) >= 1:
+                slope, intercept = 0.0, float(y[high].mean())
+            else:
+                slope, intercept = 0.0, flat
+            model = cls(float(split), flat, float(slope), float(intercept))
+            sse = float(sum((model.time_s(float(a)) - float(b)) ** 2 for a, b in zip(x, y, strict=True)))
+            if best is None or sse < best[0]:
+                best = (sse, model)
+        assert best is not None
+        return best[1]
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeModel:
+    """Inter-token latency in seconds: `a*B*L + b*B + c*L + d`."""
+
+    a: float
+    b: float
+    c: float
+    d: float
+
+    def __post_init__(self) -> None:
+        _check_finite("decode coefficients", self.a, self.b, self.c, self.d)
+
+    def itl_s(self, batch_size: float, mean_len_tokens: float) -> float:
+        bl = batch_size * mean_len_tokens
+        value = self.a * bl + self.b * batch_size + self.c * mean_len_tokens + self.d
+        return max(value, 1e-6)
+
+    @classmethod
+    def fit(
+        cls, batch_sizes: Sequence[float], mean_lens: Sequence[float], itls_s: Sequence[float]
+    ) -> "DecodeModel":
+        """Least squares over the four terms (SCORPIO's modeling_decode.py, with an explicit intercept d)."""
+        bs = np.asarray(batch_sizes, dtype=np.float64)
+        ln = np.asarray(mean_lens, dtype=np.float64)
+        y = np.asarray(itls_s, dtype=np.float64)
+        if not bs.shape == ln.shape == y.shape or bs.size < 4:
+            raise ValueError("decode fit needs at least four (batch, length, itl) triples of equal length")
+        if not (np.all(np.isfinite(bs)) and np.all(np.isfinite(ln)) and np.all(np.isfinite(y))):
+            raise ValueError("decode samples must be finite")
+        design = np.column_stack([bs * ln, bs, ln, np.ones_like(bs)])
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        return cls(*(float(v) for v in coef))
+
+
+# Placeholder coefficients, roughly a Llama-3-8B-class model on one A100 (TPOT ~13 ms alone, ~1 ms per
+# extra sequence; prefill ~0.1 ms per token beyond a ~20 ms floor). A deployment fits its own from a
+# profile, and online calibration pulls these toward what the engine actually does.
+DEFAULT_PREFILL = PrefillModel(n0_tokens=256.0, flat_s=0.020, per_token_s=0.0001, intercept_s=-0.0056)
+DEFAULT_DECODE = DecodeModel(a=2.0e-8, b=0.0008, c=5.0e-7, d=0.012)
+
+
+class _OnlineLeastSquares:
+    """Exponentially forgotten normal equations for y = x . theta, refitted on demand."""
+
+    def __init__(self, dims: int, forgetting: float) -> None:
+        self.xtx = np.zeros((dims, dims))
+        self.xty = np.zeros(dims)
+        self.count = 0
+        self.forgetting = forgetting
+
+    def add(self, x: Sequence[float], y: float) -> None:
+        v = np.asarray(x, dtype=np.float64)
+        self.xtx *= self.forgetting
+        self.xty *= self.forgetting
+        self.xtx += np.outer(v, v)
+        self.xty += v * y
+        self.count += 1
+
+    def solve(self, prior: np.ndarray, ridge: float) -> np.ndarray:
+        """Ridge toward `prior` so few or degenerate samples cannot produce wild coefficients."""
+        scale = np.maximum(np.diag(self.xtx), 1e-12)
+        reg = ridge * np.diag(scale)
+        coef: np.ndarray = np.linalg.solve(self.xtx + reg, self.xty + reg @ prior)
+        return coef
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLoad:
+    """The running batch as the TPOT guard sees it: size, summed sequence length, TPOT targets."""
+
+    batch_size: float
+    total_len_tokens: float
+
+
+class LatencyModel:
+    """Prefill and decode models with online calibration. Answers the guards' two questions."""
+
+    def __init__(
+        self,
+        prefill: PrefillModel = DEFAULT_PREFILL,
+        decode: DecodeModel = DEFAULT_DECODE,
+        *,
+        online: bool = True,
+        refit_every: int = 32,
+        forgetting: float = 0.999,
+        ridge: float = 0.05,
+    ) -> None:
+        if refit_every < 1 or not 0.0 < forgetting <= 1.0 or ridge < 0:
+            raise ValueError("refit_every >= 1, 0 < forgetting <= 1 and ridge >= 0 are required")
+        self.prefill = prefill
+        self.decode = decode
+        self.online = online
+        self.refit_every = refit_every
+        self.ridge = ridge
+        self._decode_ls = _OnlineLeastSquares(4, forgetting)
+        self._prefill_ls = _OnlineLeastSquares(2, forgetting)
+        self._prefill_scale = 1.0
+        self.version = 0  # bumped whenever a refit changes the coefficients
+
+    @classmethod
+    def fit(
+        cls,
+        *,
+        prefill_samples: Sequence[tuple[float, float]],
+        decode_samples: Sequence[tuple[float, float, float]],
+        online: bool = True,
+    ) -> "LatencyModel":
+        """Fit from a profile: (prompt tokens, seconds) and (batch size, mean length, ITL seconds)."""
+        prefill = PrefillModel.fit([t for t, _ in prefill_samples], [s for _, s in prefill_samples])
+        b, ln, itl = zip(*decode_samples, strict=True) if decode_samples else ((), (), ())
+        decode = DecodeModel.fit(b, ln, itl)
+        return cls(prefill, decode, online=online)
+
+    def copy(self) -> "LatencyModel":
+        """A fresh model with the same coefficients and settings (no shared online state)."""
+        return LatencyModel(
+            self.prefill,
+            self.decode,
+            online=self.online,
+            refit_every=self.refit_every,
+            forgetting=self._decode_ls.forgetting,
+            ridge=self.ridge,
+        )
+
+    # --- the guards' questions -------------------------------------------------------------------
+
+    def prefill_s(self, tokens_ahead_incl_self: float) -> float:
+        """Predicted time until the first token when `tokens_ahead_incl_self` prompt tokens queue."""
+        return self.prefill.time_s(tokens_ahead_incl_self) * self._prefill_scale
+
+    def ttft_at_position_s(self, tokens_ahead_incl_self: float) -> float:
+        """TTFT of a request at the queue position where this many prompt tokens (its own included) wait."""
+        return self.prefill_s(tokens_ahead_incl_self)
+
+    def itl_s(self, batch_size: float, mean_len_tokens: float) -> float:
+        return self.decode.itl_s(batch_size, mean_len_tokens)
+
+    def tpot_if_joins_s(
+        self,
+        load: BatchLoad,
+        *,
+        candidate_prompt_tokens: float,
+        candidate_output_tokens: float,
+        candidate_weight: float = 1.0,
+    ) -> float:
+        """TPOT if the candidate joins the running batch, at the mean length over its generation.
+
+        `candidate_weight` is the candidate's share of iterations (SCORPIO's TRP, 1 without credit
+        batching); `load.batch_size` may itself be a virtual batch size.
+        """
+        batch = load.batch_size + candidate_weight
+        n_seqs = max(1.0, load.batch_size + 1.0)
+        mean_len = (load.total_len_tokens + candidate_prompt_tokens) / n_seqs + candidate_output_tokens / 2
+        return self.itl_s(batch, mean_len)
+
+    # --- online calibration ----------------------------------------------------------------------
+
+    def observe_step(self, batch_size: float, mean_len_tokens: float, itl_s: float) -> None:
+        """One measured inter-token interval at this batch size and mean sequence length."""
+        _check_finite("decode observation", batch_size, mean_len_tokens, itl_s)
+        if not self.online or batch_size <= 0 or itl_s <= 0:
+            return
+        self._decode_ls.add(
+            (batch_size * mean_len_tokens, batch_size, mean_len_tokens, 1.0),
+            itl_s,
+        )
+        if self._decode_ls.count % self.refit_every == 0:
+            prior = np.array([self.decode.a, self.decode.b, self.decode.c, self.decode.d])
+            coef = self._decode_ls.solve(prior, self.ridge)
+            if np.all(np.isfinite(coef)):
+                self.decode = DecodeModel(*(float(v) for v in coef))
+                self.version += 1
+
+    def observe_prefill(self, tokens_ahead_incl_self: float, ttft_s: float) -> None:
+        """A measured time from release to first token with this many prompt tokens ahead.
+
+        Calibrates a multiplicative correction of the piecewise model (its shape comes from the
+        profile; the scale absorbs decode interference and engine overheads the profile missed).
+        """
+        _check_finite("prefill observation", tokens_ahead_incl_self, ttft_s)
+        if not self.online or ttft_s <= 0:
+            return
+        predicted = self.prefill.time_s(tokens_ahead_incl_self)
+        if predicted <= 0:
+            return
+        self._prefill_ls.add((predicted, 0.0), ttft_s)
+        if self._prefill_ls.count % self.refit_every == 0:
+            xtx, xty = self._prefill_ls.xtx[0, 0], self._prefill_ls.xty[0]
+            if xtx > 0:
+                # ridge toward the current scale, clamped to a sane band
+                scale = (xty + self.ridge * xtx * self._prefill_scale) / (xtx * (1 + self.ridge))
+                self._prefill_scale = min(10.0, max(0.1, float(scale)))
+                self.version += 1
+
+    @property
+    def prefill_scale(self) -> float:
+        return self._prefill_scale

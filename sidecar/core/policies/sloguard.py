@@ -1,0 +1,200 @@
+"""sloguard: our default policy, SCORPIO's guards made uncertainty-aware and fit for an unmodified vLLM.
+
+What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
+- Predicted wait = prefill of the prompt tokens ahead *plus* the wait for an in-flight slot (the sidecar
+  caps concurrency, so a full engine delays the first token even with an empty prefill queue).
+- Uncertainty-aware rejection: a request is rejected (or demoted) only when even an optimistic output
+  length (`reject_quantile` of the predictor's distribution, default the 25th percentile) misses its
+  end-to-end deadline, and judged at its least-deadline-first position (not at the tail).
+- Online calibration: the latency model is refitted from the first-token and token timings it sees,
+  and the predictor learns from completed lengths.
+- TPOT guard with the real batch size (an unmodified vLLM decodes every running request each
+  iteration) and no head-of-line blocking: up to `max_skips` candidates that would break the tightest
+  running TPOT are passed over for ones that fit.
+- The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
+  others, so the engine's queue and its preemption choices agree with the sidecar.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from sloguard.api.errors import RejectionReason
+from sloguard.api.policies import SchedulingPolicyName
+from sloguard.sidecar.core.base_policy import Entry, Gate
+from sloguard.sidecar.core.ldf_policy import LdfPolicy
+from sloguard.sidecar.core.policy import Admitted, Decision, PolicyParameterError, Rejected
+from sloguard.sidecar.core.tpot_guard import tpot_admission
+from sloguard.sidecar.core.ttft_guard import Sweep, insertion_is_harmless, next_expiry_s, sweep
+
+
+@dataclass(frozen=True)
+class SloguardParameters:
+    margin_s: float = field(default=0.02, metadata={"min": 0.0})
+    eta: float = field(default=1.1, metadata={"min": 0.0})
+    headroom: float = field(default=1.0, metadata={"min": 0.0})
+    reject_quantile: float = field(default=0.25, metadata={"min": 0.0})
+    max_skips: int = field(default=8, metadata={"min": 0})
+    credit_batching: bool = False
+    calibrate_online: bool = True
+    learn_lengths_online: bool = True
+
+
+class SloguardPolicy(LdfPolicy):
+    name: ClassVar[SchedulingPolicyName] = SchedulingPolicyName.SLOGUARD
+    Parameters: ClassVar[type[SloguardParameters]] = SloguardParameters
+    params: SloguardParameters
+
+    def _init_queue(self) -> None:
+        super()._init_queue()
+        if not 0.0 < self.params.reject_quantile < 1.0:
+            raise PolicyParameterError("reject_quantile must lie in (0, 1)")
+        self.calibrate_online = self.params.calibrate_online
+        self.learn_lengths_online = self.params.learn_lengths_online
+        self._skips = 0
+        self._sweep: Sweep | None = None  # the last walk of the queue, reused while nothing grew a wait
+        self._sweep_state: tuple[float, ...] = ()
+
+    def _wait_s(self, tokens: float, count: int) -> float:
+        return self.latency.prefill_s(tokens) + self.slot_wait_s(count)
+
+    def _unattainable(self, entry: Entry, decision: Rejected) -> Decision:
+        if self.demotable(entry):
+            return Admitted(entry.request_id, entry.predicted_output_tokens, demoted=True)
+        return decision
+
+    def _arrival_check(self, entry: Entry, now_s: float) -> Decision:
+        spec = entry.spec
+        low_out = min(float(spec.max_tokens), entry.prediction.quantile(self.params.reject_quantile))
+        alone_s = self.latency.itl_s(1.0, spec.prompt_tokens + low_out / 2)
+        if spec.tpot_s < alone_s:
+            return self._unattainable(
+                entry,
+                Rejected(
+                    spec.request_id,
+                    RejectionReason.TPOT_UNATTAINABLE,
+                    detail=f"inter-token time alone {alone_s:.4f}s > tpot {spec.tpot_s}s",
+                ),
+            )
+        pending = self.pending_prefill_tokens()
+        slack_s = spec.ttft_deadline_s - now_s
+        total = pending + self._main.total_tokens + spec.prompt_tokens
+        wait_s = self._wait_s(total, len(self._main) + 1)
+        if slack_s < wait_s + self.params.margin_s:  # not feasible at the tail: find its LDF position
+            ahead_tokens, ahead_count = self._main.ahead_of(spec.ttft_deadline_s, -spec.class_priority)
+            wait_s = self._wait_s(pending + ahead_tokens + spec.prompt_tokens, ahead_count + 1)
+        if slack_s < wait_s + self.params.margin_s:
+            return self._unattainable(
+                entry,
+                Rejected(
+                    spec.request_id,
+                    RejectionReason.TTFT_UNATTAINABLE,
+                    retry_after_s=round(wait_s, 3),
+                    detail=f"slack {slack_s:.3f}s < predicted wait {wait_s:.3f}s + margin",
+                ),
+            )
+        deadline = spec.e2e_deadline_s
+        if deadline is not None:
+            n = self.in_flight_count + 1
+            itl = self.latency.itl_s(float(n), (self.running_len_tokens() + spec.prompt_tokens) / n)
+            e2e_s = wait_s + low_out * itl
+            if now_s + e2e_s > deadline:
+                return self._unattainable(
+                    entry,
+                    Rejected(
+                        spec.request_id,
+                        RejectionReason.DEADLINE_UNATTAINABLE,
+                        retry_after_s=round(wait_s, 3),
+                        detail=f"predicted end-to-end {e2e_s:.3f}s misses the deadline",
+                    ),
+                )
+        return Admitted(spec.request_id, entry.predicted_output_tokens, predicted_ttft_s=wait_s)
+
+    def _wait_state(self) -> tuple[float, ...]:
+        """Everything the wait model reads besides the queue itself."""
+        return (
+            float(self.in_flight_count),
+            self.pending_prefill_tokens(),
+            self.running_len_tokens(),
+            float(self._generated_in_flight),
+            self._predicted_out_in_flight,
+            float(self._last_cap),
+            float(self.latency.version),
+        )
+
+    def _cached_sweep(self, now_s: float) -> Sweep | None:
+        if self._sweep is None or self._sweep_state != self._wait_state():
+            return None
+        return self._sweep if now_s < self._sweep.next_expiry_s else None
+
+    def _push(self, entry: Entry, now_s: float) -> None:
+        super()._push(entry, now_s)
+        if self._sweep is not None and not entry.demoted:
+            harmless = insertion_is_harmless(
+                self._sweep,
+                key=entry.spec.ttft_deadline_s,
+                total_tokens=self.pending_prefill_tokens() + self._main.total_tokens,
+                count=len(self._main),
+                wait_s=self._wait_s,
+                margin_s=self.params.margin_s,
+            )
+            if not harmless:
+                self._sweep = None
+
+    def _expire(self, now_s: float) -> list[tuple[Entry, RejectionReason]]:
+        if self._cached_sweep(now_s) is not None:
+            return []  # nothing can have expired: every wait is as it was, and now is before the bound
+        walk = sweep(
+            self._main,
+            now_s=now_s,
+            base_tokens=self.pending_prefill_tokens(),
+            wait_s=self._wait_s,
+            margin_s=self.params.margin_s,
+        )
+        self._sweep, self._sweep_state = walk, self._wait_state()
+        out = []
+        for request_id in walk.unattainable:
+            entry = self._entries[request_id]
+            if self.demotable(entry):
+                self.move_to_best_effort(entry)
+            else:
+                out.append((entry, RejectionReason.TTFT_UNATTAINABLE))
+        return out
+
+    def _candidates(self, now_s: float, room: int) -> Iterator[Entry]:
+        self._skips = 0
+        return super()._candidates(now_s, room)
+
+    def _gate(self, entry: Entry, now_s: float) -> Gate:
+        if self.in_flight_count == 0:
+            return Gate.RELEASE
+        verdict = tpot_admission(
+            self._tpot,
+            self.latency,
+            running_len_tokens=self.running_len_tokens(),
+            candidate_tpot_s=entry.spec.tpot_s,
+            candidate_prompt_tokens=entry.spec.prompt_tokens,
+            candidate_output_tokens=entry.predicted_output_tokens,
+            eta=self.params.eta,
+            headroom=self.params.headroom,
+            virtual=self.params.credit_batching,
+        )
+        if verdict.admit:
+            return Gate.RELEASE
+        self._skips += 1
+        return Gate.SKIP if self._skips <= self.params.max_skips else Gate.STOP
+
+    def _engine_priority(self, entry: Entry) -> int | None:
+        return self.deadline_priority(entry.spec.ttft_deadline_s, demoted=entry.demoted)
+
+    def next_wakeup_s(self, now_s: float) -> float | None:
+        super().next_wakeup_s(now_s)
+        cached = self._cached_sweep(now_s)
+        if cached is not None:
+            return cached.next_expiry_s if len(self._main) else None
+        return next_expiry_s(
+            self._main,
+            base_tokens=self.pending_prefill_tokens(),
+            wait_s=self._wait_s,
+            margin_s=self.params.margin_s,
+        )

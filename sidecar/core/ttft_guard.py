@@ -1,0 +1,200 @@
+"""TTFT guard: a least-deadline-first queue and the pass that finds requests that can no longer make it.
+
+SCORPIO's `_reject_ttft_unattainable` (reference/papers.md §1.4): walk the queue in LDF order adding up
+the prompt tokens ahead; a request whose remaining slack is below the predicted wait at its position
+plus a margin is unattainable, and it frees its place for those behind it. Policies reject such a
+request or demote it to best effort, as its class says. Used by scorpio, sloguard and sa (ordering).
+
+Cost: the queue is a sorted Python list (binary search, C-speed memmove on insert), and the pass stops
+at the first request whose slack exceeds the wait predicted for the *whole* queue: no request behind it
+can be unattainable, since deadlines only grow and the tokens ahead never exceed the total. So a pass
+touches only the urgent head of the queue. Pure.
+"""
+
+import bisect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+# (deadline or other primary key, tie-break key, insertion sequence, prompt tokens, request id)
+QueueItem = tuple[float, float, int, int, str]
+
+
+class SortedQueue:
+    """Requests ordered by (key, tie, seq): least key first; removal by id in O(log n) + memmove."""
+
+    def __init__(self) -> None:
+        self._items: list[QueueItem] = []
+        self._by_id: dict[str, QueueItem] = {}
+        self._seq = 0
+        self.total_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._by_id
+
+    def __iter__(self) -> Iterator[QueueItem]:
+        return iter(self._items)
+
+    def push(self, request_id: str, key: float, tokens: int, tie: float = 0.0) -> None:
+        if request_id in self._by_id:
+            raise ValueError(f"request {request_id!r} is already queued")
+        self._seq += 1
+        item = (key, tie, self._seq, tokens, request_id)
+        bisect.insort(self._items, item)
+        self._by_id[request_id] = item
+        self.total_tokens += tokens
+
+    def remove(self, request_id: str) -> bool:
+        item = self._by_id.pop(request_id, None)
+        if item is None:
+            return False
+        index = bisect.bisect_left(self._items, item)
+        del self._items[index]
+        self.total_tokens -= item[3]
+        return True
+
+    def head(self) -> QueueItem | None:
+        return self._items[0] if self._items else None
+
+    def key_of(self, request_id: str) -> float:
+        return self._by_id[request_id][0]
+
+    def ahead_of(self, key: float, tie: float = 0.0) -> tuple[int, int]:
+        """(prompt tokens, requests) strictly ahead of a new item with this key: O(position)."""
+        end = bisect.bisect_right(self._items, (key, tie, self._seq + 1))
+        if end == len(self._items):
+            return self.total_tokens, end
+        return sum(item[3] for item in self._items[:end]), end
+
+
+WaitModel = Callable[[float, int], float]
+"""Predicted wait (s) of a request with this many prompt tokens ahead (itself included) and this many
+requests ahead (itself included); must be non-decreasing in both."""
+
+
+def unattainable(
+    queue: SortedQueue,
+    *,
+    now_s: float,
+    base_tokens: float,
+    wait_s: WaitModel,
+    margin_s: float,
+) -> list[str]:
+    """Ids of queued requests whose slack (key - now) is below their predicted wait plus the margin.
+
+    `base_tokens`: prompt tokens already ahead of the whole queue (released, not yet prefilled).
+    """
+    if not queue:
+        return []
+    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue)) + margin_s
+    out: list[str] = []
+    cum_tokens = base_tokens
+    count = 0
+    for key, _tie, _seq, tokens, request_id in queue:
+        slack_s = key - now_s
+        if slack_s >= bound_s:
+            break
+        cum_tokens += tokens
+        count += 1
+        if slack_s < wait_s(cum_tokens, count) + margin_s:
+            out.append(request_id)
+            cum_tokens -= tokens  # a rejected request frees its place in line
+            count -= 1
+    return out
+
+
+def next_expiry_s(
+    queue: SortedQueue,
+    *,
+    base_tokens: float,
+    wait_s: WaitModel,
+    margin_s: float,
+) -> float | None:
+    """The earliest time a queued request becomes unattainable if nothing else happens; None if empty.
+
+    Request k expires at `key_k - wait(cum_k) - margin`. The walk stops once `key - wait(whole queue)`
+    exceeds the minimum found: every later request expires no earlier.
+    """
+    if not queue:
+        return None
+    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue)) + margin_s
+    earliest = float("inf")
+    cum_tokens = base_tokens
+    for count, (key, _tie, _seq, tokens, _request_id) in enumerate(queue, start=1):
+        if key - bound_s >= earliest:
+            break
+        cum_tokens += tokens
+        earliest = min(earliest, key - wait_s(cum_tokens, count) - margin_s)
+    return earliest
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """One walk of the queue: the unattainable ids, and when the next one would expire.
+
+    `next_expiry_s` is a lower bound on when any remaining request becomes unattainable, valid while
+    no wait grows; `last_scanned_key` and `frontier_key` (the first key not walked, inf if none) let a
+    caller tell whether a later insertion can move that bound (see `insertion_is_harmless`).
+    """
+
+    unattainable: tuple[str, ...]
+    next_expiry_s: float
+    last_scanned_key: float
+    frontier_key: float
+
+
+def sweep(
+    queue: SortedQueue,
+    *,
+    now_s: float,
+    base_tokens: float,
+    wait_s: WaitModel,
+    margin_s: float,
+) -> Sweep:
+    """`unattainable` and `next_expiry_s` in one walk (the walk stops where neither can change)."""
+    inf = float("inf")
+    if not queue:
+        return Sweep((), inf, -inf, inf)
+    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue)) + margin_s
+    out: list[str] = []
+    earliest = inf
+    cum_tokens = base_tokens
+    count = 0
+    last_key = -inf
+    frontier = inf
+    for key, _tie, _seq, tokens, request_id in queue:
+        if key - bound_s >= max(earliest, now_s):
+            frontier = key
+            break
+        last_key = key
+        cum_tokens += tokens
+        count += 1
+        expiry = key - wait_s(cum_tokens, count) - margin_s
+        if expiry < now_s:
+            out.append(request_id)
+            cum_tokens -= tokens  # a rejected request frees its place in line
+            count -= 1
+        elif expiry < earliest:
+            earliest = expiry
+    return Sweep(tuple(out), earliest, last_key, frontier)
+
+
+def insertion_is_harmless(
+    previous: Sweep,
+    *,
+    key: float,
+    total_tokens: float,
+    count: int,
+    wait_s: WaitModel,
+    margin_s: float,
+) -> bool:
+    """Whether inserting an item with `key` leaves `previous.next_expiry_s` a valid lower bound.
+
+    True when the item sorts behind every walked request (so none of their waits grow) and neither
+    it nor any unwalked request can expire before the bound, given the new queue totals.
+    """
+    if key < previous.last_scanned_key:
+        return False
+    return min(key, previous.frontier_key) - wait_s(total_tokens, count) - margin_s >= previous.next_expiry_s
