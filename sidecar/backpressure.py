@@ -1,11 +1,11 @@
 """Local backpressure (Chiron's local autoscaler): an AIMD in-flight cap from measured inter-token latency.
 
 The lifecycle feeds every measured inter-token latency (`observe_itl`, seconds per token) together with
-the tightest TPOT target among the requests then in flight; every `window_s` the controller compares a
-high percentile of the window's ITLs to that target: above it, the cap shrinks multiplicatively; below it
-and while the cap was actually reached, it grows by one. The cap stays inside [min, max] from config;
-`pin` (the operator's SetLimits) fixes it and switches the adaptation off until `unpin`. No clock: time is
-an argument.
+the TPOT target of the request it was measured on; every `window_s` (once the window holds `min_samples`)
+the controller compares a high percentile of the window's ITLs to the tightest target seen in it: above
+it, the cap shrinks multiplicatively; below it and while the cap was actually reached, it grows by one.
+The cap stays inside [min, max] from config; `pin` (the operator's SetLimits) fixes it and switches the
+adaptation off until `unpin`. No clock: time is an argument.
 """
 
 import math
@@ -69,12 +69,12 @@ class AimdCap:
             self._close_window(now_s)
 
     def _close_window(self, now_s: float) -> None:
+        if len(self._samples) < self.settings.min_samples:
+            return  # too little evidence: the window stays open until it has enough samples
         samples, target = sorted(self._samples), self._tightest_tpot_s
         saturated = self._saturated
         self._samples, self._tightest_tpot_s, self._saturated = [], math.inf, False
         self._window_start_s = now_s
-        if len(samples) < self.settings.min_samples:
-            return
         high = samples[min(len(samples) - 1, int(self.settings.percentile * len(samples)))]
         if high > target:
             self._cap = max(self.settings.min_cap, math.floor(self._cap * self.settings.decrease_factor))

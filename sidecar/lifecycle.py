@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sloguard.api.errors import RejectionReason
@@ -23,7 +23,7 @@ from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, 
 from sloguard.sidecar.errors import RequestFailed, RequestRejected
 from sloguard.sidecar.metrics import SidecarMetrics
 from sloguard.sidecar.policy_adapter import build_policy
-from sloguard.sidecar.policy_port import Admission, AdmissionPolicy, EngineView, PolicyRequest
+from sloguard.sidecar.policy_port import Admission, AdmissionPolicy, EngineView, FinishOutcome, PolicyRequest
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,14 @@ class _Tracked:
     start: asyncio.Future[None] | None = None
     policy: AdmissionPolicy | None = None
     task: asyncio.Task[Any] | None = None
-    engine_priority: int | None = None
+    engine_priority: int | None = None  # ours (higher = more important); None: stamp none
     released_s: float | None = None
     first_token_s: float | None = None
     last_token_s: float | None = None
     output_tokens: int = 0
     finish_reason: str | None = None
     drain_killed: bool = False
-    ended: bool = field(default=False)
+    outcome: str | None = None  # set once, by _end
 
 
 class Lifecycle:
@@ -186,6 +186,7 @@ class Lifecycle:
             tpot_s=serve.tpot_s or slo_class.tpot_s,
             deadline_s=serve.deadline_s or slo_class.deadline_s,
             priority=slo_class.priority,
+            on_unattainable=slo_class.on_unattainable,
             prompt_tokens=serve.prompt_tokens,
             max_tokens=serve.max_tokens,
             prompt_text=serve.prompt_text,
@@ -264,6 +265,11 @@ class Lifecycle:
         tracked = _Tracked(request=request, slo_class=slo_class, endpoint=serve.endpoint, body=serve.body)
         try:
             self._gate()
+            if request.request_id in self._waiting or request.request_id in self._running:
+                raise RequestRejected(
+                    RejectionReason.INVALID_REQUEST,
+                    f"request id {request.request_id!r} is already in progress",
+                )
             tracked.admission = admission = self.policy.on_arrival(request, now_s, self._view())
             if not admission.admitted:
                 reason = admission.reason or RejectionReason.QUEUE_FULL
@@ -339,7 +345,7 @@ class Lifecycle:
                 self.aimd.observe_itl(itl_s, request.tpot_s, now_s)
             tracked.last_token_s = now_s
             tracked.output_tokens = chunk.completion_tokens
-            policy.on_tokens(request.request_id, chunk.tokens, now_s)
+            policy.on_tokens(request.request_id, now_s, chunk.completion_tokens)
         elif chunk.usage_only:
             tracked.output_tokens = chunk.completion_tokens
         return TokenEvent(chunk=chunk, first=first, since_arrival_s=now_s - request.arrival_s)
@@ -374,9 +380,9 @@ class Lifecycle:
 
     def _end(self, tracked: _Tracked, outcome: str, reason: str, met_slo: bool = False) -> None:
         """Count the request's outcome; the first call wins, so every request ends exactly once."""
-        if tracked.ended:
+        if tracked.outcome is not None:
             return
-        tracked.ended = True
+        tracked.outcome = outcome
         self.metrics.record_end(
             tracked.request.slo_class,
             outcome=outcome,
@@ -393,9 +399,7 @@ class Lifecycle:
         if self._waiting.pop(request_id, None) is not None:
             policy.on_cancel(request_id, now_s)
         if self._running.pop(request_id, None) is not None:
-            policy.on_finish(
-                request_id, now_s, tracked.output_tokens, completed=tracked.finish_reason is not None
-            )
+            policy.on_finish(request_id, now_s, _finish_outcome(tracked.outcome), tracked.output_tokens)
         if not self._waiting and not self._running:
             self._idle.set()
         self._pump()
@@ -501,3 +505,12 @@ def _with_prompt_tokens(request: PolicyRequest, prompt_tokens: int) -> PolicyReq
     if request.prompt_tokens == prompt_tokens:
         return request
     return replace(request, prompt_tokens=prompt_tokens)
+
+
+def _finish_outcome(outcome: str | None) -> FinishOutcome:
+    """What a started request's end means to its policy (an engine 4xx after release counts as failed)."""
+    if outcome == "completed":
+        return "completed"
+    if outcome == "cancelled":
+        return "cancelled"
+    return "failed"

@@ -7,15 +7,20 @@ core it wraps.
 
 Call order per request: `on_arrival` (admit or reject) → zero or more `release` rounds until the id is
 returned in `start` (or in `reject`, or `on_cancel` while queued) → `on_first_token`, `on_tokens`… →
-`on_finish` exactly once for every started request.
+`on_finish` exactly once for every started request (outcome completed, failed or cancelled).
+The shape follows the scheduling core's `Policy` (sloguard.sidecar.core.policy: submit/estimate/release/
+on_first_token/on_tokens/on_finish/cancel/snapshot), so the adapter over it stays a thin translation.
 """
 
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from sloguard.api.errors import RejectionReason
+from sloguard.api.sloclass import OnUnattainable
+
+FinishOutcome = Literal["completed", "failed", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +33,7 @@ class PolicyRequest:
     tpot_s: float
     deadline_s: float | None
     priority: int
+    on_unattainable: OnUnattainable
     prompt_tokens: int
     max_tokens: int
     prompt_text: str | None
@@ -62,8 +68,8 @@ class Release:
 
     start: list[str] = field(default_factory=list)
     reject: list[tuple[str, RejectionReason]] = field(default_factory=list)
-    engine_priority: Mapping[str, int] = field(default_factory=dict)
-    """Optional per-id priority in OUR polarity (higher = more important); default: the class priority."""
+    engine_priority: Mapping[str, int | None] = field(default_factory=dict)
+    """Per-id priority in OUR polarity (higher = more important); None: stamp none; absent: the class's."""
 
 
 class AdmissionPolicy(Protocol):
@@ -87,10 +93,12 @@ class AdmissionPolicy(Protocol):
 
     def on_first_token(self, request_id: str, now_s: float) -> None: ...
 
-    def on_tokens(self, request_id: str, tokens: int, now_s: float) -> None: ...
+    def on_tokens(self, request_id: str, now_s: float, output_tokens: int) -> None:
+        """`output_tokens`: cumulative tokens generated so far (non-decreasing)."""
+        ...
 
-    def on_finish(self, request_id: str, now_s: float, output_tokens: int, completed: bool) -> None:
-        """A started request ended (completed, or cancelled/failed when `completed` is False)."""
+    def on_finish(self, request_id: str, now_s: float, outcome: FinishOutcome, output_tokens: int) -> None:
+        """A started request ended: completed, failed (engine), or cancelled (client, deadline)."""
         ...
 
     def queue_depth_by_class(self) -> dict[str, int]: ...
@@ -134,10 +142,10 @@ class FcfsPassThrough:
     def on_first_token(self, request_id: str, now_s: float) -> None:
         pass
 
-    def on_tokens(self, request_id: str, tokens: int, now_s: float) -> None:
+    def on_tokens(self, request_id: str, now_s: float, output_tokens: int) -> None:
         pass
 
-    def on_finish(self, request_id: str, now_s: float, output_tokens: int, completed: bool) -> None:
+    def on_finish(self, request_id: str, now_s: float, outcome: FinishOutcome, output_tokens: int) -> None:
         pass
 
     def queue_depth_by_class(self) -> dict[str, int]:
