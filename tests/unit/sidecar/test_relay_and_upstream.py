@@ -8,7 +8,7 @@ from sloguard.sidecar.engine_client import EngineChunk, _chunk_of, prepare_upstr
 from sloguard.sidecar.relay import Assembler, UsageWish, client_chunk
 
 # Chunks as vllm-behaviour.md §3.3 records them (completions, continuous usage), tokens coalesced in one.
-STREAM = [
+STREAM: list[dict[str, Any]] = [
     {
         "id": "cmpl-1",
         "choices": [{"index": 0, "text": " a", "finish_reason": None}],
