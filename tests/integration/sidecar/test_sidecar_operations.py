@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 from sloguard_testing import grpc_stubs as stubs
 from sloguard_testing.fake_vllm import FakeVllm
 from sloguard_testing.sidecar_harness import CLASSES, running_sidecar, sidecar_config, wait_until
@@ -86,6 +87,9 @@ async def test_drain_finishes_in_flight_refuses_new_and_stops(tmp_path: Path) ->
         assert drained.in_flight == 2
         async with h.http.get(f"{h.metrics_url}/readyz") as resp:
             assert resp.status == 503
+        async with grpc.aio.insecure_channel(h.grpc_target) as channel:
+            health = await stubs.health(channel).Check(health_pb2.HealthCheckRequest(service=""))
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
         status, headers = await _post(h.http, h.http_url)
         assert status == 503 and headers["x-sloguard-reason"] == "draining" and "Retry-After" in headers
         fake.release.set()
@@ -181,3 +185,24 @@ async def test_sloguard_sidecar_command_drains_on_sigterm(tmp_path: Path) -> Non
         assert await asyncio.wait_for(process.wait(), 20) == 0
     finally:
         await fake.stop()
+
+
+async def test_the_in_flight_cap_backs_off_when_itl_exceeds_the_tightest_tpot(tmp_path: Path) -> None:
+    fake = FakeVllm(token_interval_s=0.01)  # 10 ms per token against a 2 ms TPOT target
+    async with running_sidecar(
+        tmp_path, fake, limits={"max_queue_depth": 64, "min_in_flight": 2, "max_in_flight": 16}
+    ) as h:
+        h.sidecar.lifecycle.aimd.settings.window_s = 0.1
+        body = {**COMPLETION, "max_tokens": 30}
+        headers = {"x-slo-tpot-ms": "2"}
+
+        async def stream() -> int:
+            async with h.http.post(f"{h.http_url}/v1/completions", json=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        assert await asyncio.gather(*(stream() for _ in range(8))) == [200] * 8
+        assert 2 <= h.sample("sloguard_in_flight_cap") < 16
+        async with grpc.aio.insecure_channel(h.grpc_target) as channel:
+            state = await stubs.control(channel).GetState(pb.GetStateRequest())
+        assert state.in_flight_cap == h.sample("sloguard_in_flight_cap") and not state.cap_overridden
