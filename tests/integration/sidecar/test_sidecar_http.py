@@ -200,3 +200,26 @@ async def test_explicit_targets_and_llm_d_headers_are_accepted(tmp_path: Path) -
         assert (
             h.sample("sloguard_requests_total", slo_class="batch", outcome="completed", reason="length") == 1
         )
+
+
+async def test_a_client_leaving_while_queued_is_cancelled_and_never_reaches_the_engine(
+    tmp_path: Path,
+) -> None:
+    fake = FakeVllm()
+    fake.release.clear()
+    limits = {"max_queue_depth": 4, "min_in_flight": 1, "max_in_flight": 1}
+    async with running_sidecar(tmp_path, fake, limits=limits) as h:
+        running = asyncio.create_task(
+            h.http.post(f"{h.http_url}/v1/completions", json={**COMPLETION, "stream": False})
+        )
+        await wait_until(lambda: fake.active == 1, what="first in the engine")
+        queued = asyncio.create_task(h.http.post(f"{h.http_url}/v1/completions", json=COMPLETION))
+        await wait_until(lambda: h.sidecar.lifecycle.queued == 1, what="second queued")
+        queued.cancel()  # the client gives up and closes its connection
+        await wait_until(lambda: h.total_ended() == 1, what="queued request counted")
+        assert h.outcomes() == {("interactive", "cancelled", "client"): 1}
+        assert h.sample("sloguard_queue_depth", slo_class="interactive") == 0
+        fake.release.set()
+        (await running).release()
+        await wait_until(lambda: h.total_ended() == 2, what="first completes")
+        assert len(fake.requests) == 1
