@@ -91,6 +91,16 @@ class EngineClient:
         self.model = model
         self.stamps_priority = stamps_priority
 
+    async def get_json(self, path: str, timeout_s: float = 5.0) -> tuple[int | None, Any]:
+        """GET a JSON document from the engine: (status, body), or (None, None) when unreachable."""
+        try:
+            async with self.session.get(
+                f"{self.base_url}{path}", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
+                return response.status, await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
+            return None, None
+
     async def healthy(self, timeout_s: float = 2.0) -> bool:
         try:
             async with self.session.get(

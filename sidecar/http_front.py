@@ -117,7 +117,15 @@ class HttpFront:
         app = web.Application(client_max_size=max_body)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
         return app
+
+    async def models(self, _: web.Request) -> web.Response:
+        """The engine's model list, so OpenAI clients that look it up first work unchanged."""
+        status, body = await self.lifecycle.engine.get_json("/v1/models")
+        if status is None:
+            return _error(503, RejectionReason.ENGINE_UNAVAILABLE.value, "the engine is not reachable")
+        return web.json_response(body, status=status)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "completions")
@@ -166,6 +174,10 @@ class HttpFront:
         return body
 
     def _serve_request(self, request: web.Request, endpoint: Endpoint, body: dict[str, Any]) -> ServeRequest:
+        if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
+            raise RequestRejected(
+                RejectionReason.INVALID_REQUEST, "only n=1 (one choice per request) is supported"
+            )
         prompt_text, prompt_tokens = _prompt_of(endpoint, body)
         ceiling = self.lifecycle.config.limits.max_output_tokens
         return ServeRequest(

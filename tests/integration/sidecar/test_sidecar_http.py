@@ -107,6 +107,7 @@ BAD_REQUESTS = [
         400,
         "invalid_request",
     ),
+    ("two choices", json.dumps({**COMPLETION, "n": 2}).encode(), {}, 400, "invalid_request"),
     ("no prompt", json.dumps({"model": "tiny", "max_tokens": 3}).encode(), {}, 400, "invalid_request"),
     (
         "negative ttft header",
@@ -223,3 +224,13 @@ async def test_a_client_leaving_while_queued_is_cancelled_and_never_reaches_the_
         (await running).release()
         await wait_until(lambda: h.total_ended() == 2, what="first completes")
         assert len(fake.requests) == 1
+
+
+async def test_models_are_the_engines(tmp_path: Path) -> None:
+    async with running_sidecar(tmp_path) as h:
+        async with h.http.get(f"{h.http_url}/v1/models") as resp:
+            assert resp.status == 200
+            assert [m["id"] for m in (await resp.json())["data"]] == ["tiny"]
+        await h.engine.stop()
+        async with h.http.get(f"{h.http_url}/v1/models") as resp:
+            assert resp.status == 503
