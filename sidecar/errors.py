@@ -39,6 +39,7 @@ _HTTP_STATUSES: dict[RejectionReason, int] = {
 }
 
 DEFAULT_RETRY_AFTER_S = 1.0
+_UNAVAILABLE_FAILURES = frozenset({"engine_unavailable", "draining"})  # retry elsewhere; else a broken stream
 
 
 @dataclass
@@ -66,11 +67,17 @@ class RequestFailed(Exception):  # noqa: N818
 
     message: str
     engine_status: int | None = None
-    reason: str = "engine_error"  # engine_error (it answered, then broke) or engine_unavailable
+    reason: str = "engine_error"  # engine_error, engine_abort, engine_unavailable or draining
 
     @property
     def http_status(self) -> int:
-        return 503 if self.reason == "engine_unavailable" else 502
+        return 503 if self.reason in _UNAVAILABLE_FAILURES else 502
+
+    @property
+    def grpc_status(self) -> grpc.StatusCode:
+        return (
+            grpc.StatusCode.UNAVAILABLE if self.reason in _UNAVAILABLE_FAILURES else grpc.StatusCode.INTERNAL
+        )
 
     def __str__(self) -> str:
         return self.message

@@ -8,6 +8,7 @@ client's deadline bounds the queue wait and the engine call (`ServeRequest.timeo
 
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from sloguard.api.errors import RejectionReason
 from sloguard.sidecar.errors import (
+    REASON_METADATA_KEY,
     RequestFailed,
     RequestRejected,
     grpc_status_of,
@@ -83,7 +85,7 @@ def serve_request_of(message: pb.GenerateRequest, timeout_s: float | None) -> Se
         endpoint="completions",
         body=body,
         slo_class=message.slo_class or None,
-        request_id=message.request_id,
+        request_id=message.request_id or uuid.uuid4().hex,
         ttft_s=targets.ttft_ms / 1000.0 or None,
         tpot_s=targets.tpot_ms / 1000.0 or None,
         deadline_s=targets.deadline_ms / 1000.0 or None,
@@ -178,7 +180,7 @@ class GrpcFront:
                     if chunk.usage_only:
                         continue
                     yield pb.GenerateResponse(
-                        request_id=request_id or str(chunk.payload.get("id", "")),
+                        request_id=request_id,
                         text=chunk.text,
                         tokens=chunk.tokens,
                         completion_tokens=chunk.completion_tokens,
@@ -190,12 +192,7 @@ class GrpcFront:
             except RequestRejected as error:
                 await _abort(context, error)
             except RequestFailed as error:
-                code = (
-                    grpc.StatusCode.UNAVAILABLE
-                    if error.reason == "engine_unavailable"
-                    else grpc.StatusCode.INTERNAL
-                )
-                await context.abort(code, str(error), (("sloguard-reason", error.reason),))
+                await context.abort(error.grpc_status, str(error), ((REASON_METADATA_KEY, error.reason),))
             except TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
 

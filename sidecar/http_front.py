@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import math
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -184,7 +185,7 @@ class HttpFront:
             endpoint=endpoint,
             body=body,
             slo_class=_first_header(request, CLASS_HEADERS),
-            request_id=request.headers.get("x-request-id", ""),
+            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
             ttft_s=_ms_header_s(request, TTFT_HEADERS),
             tpot_s=_ms_header_s(request, TPOT_HEADERS),
             deadline_s=_ms_header_s(request, DEADLINE_HEADERS),

@@ -249,10 +249,8 @@ class Lifecycle:
         try:
             request, slo_class = self.resolve(serve, now_s)
         except RequestRejected as rejected:
-            known = serve.slo_class and self.config.class_named(serve.slo_class) is not None
-            label = (
-                serve.slo_class if known and serve.slo_class else UNRESOLVED_CLASS_LABEL
-            )  # no arbitrary labels
+            named = self.config.class_named(serve.slo_class) if serve.slo_class else self.config.default_class
+            label = named.name if named is not None else UNRESOLVED_CLASS_LABEL  # no client strings as labels
             self.metrics.record_end(
                 label,
                 outcome="rejected",
@@ -314,8 +312,9 @@ class Lifecycle:
         except EngineError as error:
             if error.is_client_error:
                 raise RequestRejected(RejectionReason.INVALID_REQUEST, str(error)) from error
-            self.engine_up = self.engine_up and error.status is not None
-            self.metrics.engine_up.labels(self.metrics.pool).set(1 if self.engine_up else 0)
+            if error.status is None and not error.started:  # unreachable: refuse until the probe sees it back
+                self.engine_up = False
+                self.metrics.engine_up.labels(self.metrics.pool).set(0)
             reason = "engine_error" if error.status is not None or error.started else "engine_unavailable"
             self._end(tracked, "failed", reason)
             raise RequestFailed(str(error), engine_status=error.status, reason=reason) from error
@@ -352,6 +351,9 @@ class Lifecycle:
 
     def _complete(self, tracked: _Tracked) -> None:
         request, pool = tracked.request, self.metrics.pool
+        if tracked.finish_reason == "abort":  # the engine gave up on it (vllm-behaviour.md §3.6)
+            self._end(tracked, "failed", "engine_abort")
+            raise RequestFailed("the engine aborted the request", reason="engine_abort")
         met = self._met_slo(tracked)
         if (
             tracked.first_token_s is not None

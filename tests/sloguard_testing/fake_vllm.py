@@ -25,6 +25,7 @@ class FakeVllm:
     token_interval_s: float = 0.0
     tokens_per_chunk: int = 1
     fail_after_tokens: int | None = None  # close the connection abruptly after this many tokens
+    abort_after_tokens: int | None = None  # end with finish_reason "abort" after this many (§3.6)
     healthy: bool = True
     model: str = "tiny"
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -134,9 +135,12 @@ class FakeVllm:
                     assert request.transport is not None
                     request.transport.close()  # the engine died mid-stream
                     return response
+                aborting = self.abort_after_tokens is not None and sent >= self.abort_after_tokens
+                if aborting:
+                    n, max_tokens = 0, sent  # vLLM's abort chunk: empty text, finish_reason "abort"
                 sent += n
                 text = "".join(f" t{i}" for i in range(sent - n, sent))
-                finish = "length" if sent == max_tokens else None
+                finish = "abort" if aborting else "length" if sent == max_tokens else None
                 if chat:
                     choice: dict[str, Any] = {
                         "index": 0,

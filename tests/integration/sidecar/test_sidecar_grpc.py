@@ -215,3 +215,16 @@ async def test_concurrent_streams_all_end_exactly_once(tmp_path: Path) -> None:
         assert h.total_ended() == 20
         assert h.sample("sloguard_in_flight", slo_class="batch") == 0
         assert 1 <= fake.peak_active <= 4  # the in-flight cap held
+
+
+async def test_an_engine_abort_is_a_failure_not_a_completion(tmp_path: Path) -> None:
+    async with running_sidecar(tmp_path, FakeVllm(abort_after_tokens=2)) as h:
+        received: list[pb.GenerateResponse] = []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async with grpc.aio.insecure_channel(h.grpc_target) as channel:
+                async for message in stubs.sidecar(channel).Generate(_request(max_tokens=10)):
+                    received.append(message)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert _metadata(caught.value)["sloguard-reason"] == "engine_abort"
+        assert sum(m.tokens for m in received) == 2
+        assert h.outcomes() == {("interactive", "failed", "engine_abort"): 1}
