@@ -132,8 +132,8 @@ class EngineClient:
                             continue
                         data = line[5:].strip()
                         if data == b"[DONE]":
-                            done = True
-                            break
+                            done = True  # read on to the end of the body, so the connection goes back to the pool
+                            continue
                         now_s = time.monotonic()
                         payload = json.loads(data)
                         if not isinstance(payload, dict):

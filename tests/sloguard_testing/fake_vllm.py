@@ -30,6 +30,7 @@ class FakeVllm:
     model: str = "tiny"
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    peers: list[Any] = field(default_factory=list)  # client address per request: connection reuse
     aborted: int = 0
     finished: int = 0
     active: int = 0
@@ -83,6 +84,7 @@ class FakeVllm:
             return _error(400, "JSON decode error", "Bad Request")
         self.requests.append(body)
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        self.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         max_tokens = (
             body.get("max_completion_tokens", body.get("max_tokens")) if chat else body.get("max_tokens", 16)
         )

@@ -234,3 +234,12 @@ async def test_models_are_the_engines(tmp_path: Path) -> None:
         await h.engine.stop()
         async with h.http.get(f"{h.http_url}/v1/models") as resp:
             assert resp.status == 503
+
+
+async def test_upstream_connections_are_reused_after_a_complete_stream(tmp_path: Path) -> None:
+    async with running_sidecar(tmp_path) as h:
+        for _ in range(3):
+            async with h.http.post(f"{h.http_url}/v1/completions", json=COMPLETION) as resp:
+                assert resp.status == 200
+                await resp.read()
+        assert len(h.engine.peers) == 3 and len(set(h.engine.peers)) == 1
