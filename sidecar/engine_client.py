@@ -132,7 +132,7 @@ class EngineClient:
                             continue
                         data = line[5:].strip()
                         if data == b"[DONE]":
-                            done = True  # read on to the end of the body, so the connection goes back to the pool
+                            done = True  # read on to the end, so the connection goes back to the pool
                             continue
                         now_s = time.monotonic()
                         payload = json.loads(data)
