@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(_serve(args))
-    except (ConfigError, OSError) as error:
+    except (ConfigError, OSError, ValueError) as error:  # ValueError: bad policy parameters
         log.error("%s", error)
         return 2
 

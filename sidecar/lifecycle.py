@@ -22,7 +22,7 @@ from sloguard.sidecar.backpressure import AimdCap, AimdSettings
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
 from sloguard.sidecar.errors import RequestFailed, RequestRejected
 from sloguard.sidecar.metrics import SidecarMetrics
-from sloguard.sidecar.policy_adapter import build_policy
+from sloguard.sidecar.policy_adapter import BuiltPolicy, build_policy
 from sloguard.sidecar.policy_port import Admission, AdmissionPolicy, EngineView, FinishOutcome, PolicyRequest
 
 log = logging.getLogger(__name__)
@@ -104,16 +104,17 @@ class Lifecycle:
 
     def apply_config(self, config: SidecarConfig) -> None:
         """Swap in a validated configuration without dropping traffic."""
-        old = self.config
+        old, limits = self.config, config.limits
+        rebuild = config.policy != old.policy or config.limits != old.limits or config.classes != old.classes
+        built = build_policy(config) if rebuild else None  # may raise: then nothing has changed
         self.config = config
-        limits = config.limits
         self.aimd.set_bounds(limits.min_in_flight, limits.max_in_flight)
-        if config.policy != old.policy or limits.max_queue_depth != old.limits.max_queue_depth:
-            self._swap_policy(config)
+        if built is not None:
+            self._swap_policy(built)
         self._pump()
 
-    def _swap_policy(self, config: SidecarConfig) -> None:
-        built = build_policy(config)
+    def _swap_policy(self, built: BuiltPolicy) -> None:
+        """Serve new arrivals with `built`; queued requests re-arrive there in arrival order."""
         self.policy, self.policy_name = built.policy, built.effective
         self.metrics.set_policy(built.requested, built.effective)
         now_s = self.clock()

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CORE_REGISTRY = "sloguard.sidecar.core.registry"
 CORE_POLICY = "sloguard.sidecar.core.policy"
 CORE_REQUESTS = "sloguard.sidecar.core.requests"
+CORE_LENGTHS = "sloguard.sidecar.core.simple_lengths"
 
 CoreFactory = Callable[[SidecarConfig], Any]
 """Builds a core `Policy` for a configuration (default: the core registry's `create_policy`)."""
@@ -141,16 +142,24 @@ def _admission_of(decision: Any) -> Admission:
 
 
 def _registry_factory() -> CoreFactory | None:
+    """`create_policy` with the per-class running-mean length predictor (until a trained one is wired)."""
     try:
         registry = importlib.import_module(CORE_REGISTRY)
+        lengths = importlib.import_module(CORE_LENGTHS)
     except ModuleNotFoundError:
         return None
-    create: CoreFactory = registry.create_policy
+
+    def create(config: SidecarConfig) -> Any:
+        return registry.create_policy(config, predictor=lengths.ClassMeanLengths())
+
     return create
 
 
 def build_policy(config: SidecarConfig, core_factory: CoreFactory | None = None) -> BuiltPolicy:
-    """The configured policy behind the port; FCFS pass-through where the core cannot provide it."""
+    """The configured policy behind the port; FCFS pass-through where the core cannot provide it.
+
+    Raises ValueError (the core's PolicyParameterError) for bad `policy.parameters`.
+    """
     requested = config.policy.name.value
     factory = core_factory or _registry_factory()
     if factory is not None:
