@@ -77,14 +77,27 @@ async def test_streamed_chat_keeps_the_role_chunk(tmp_path: Path) -> None:
 async def test_priority_is_stamped_with_vllm_polarity_when_the_engine_schedules_by_priority(
     tmp_path: Path,
 ) -> None:
-    async with running_sidecar(tmp_path, engine_policy="priority") as h:
-        for slo_class, expected in (("interactive", -10), ("batch", 0)):
+    async with running_sidecar(tmp_path, engine_policy="priority", policy={"name": "sloguard"}) as h:
+        stamped = {}
+        for slo_class in ("interactive", "batch"):  # class priorities 10 and 0 (higher = more important)
             body = {**COMPLETION, "priority": 99}  # a client-sent priority never reaches the engine
-            async with h.http.post(
-                f"{h.http_url}/v1/completions", json=body, headers={"x-slo-class": slo_class}
-            ) as r:
+            headers = {"x-slo-class": slo_class}
+            async with h.http.post(f"{h.http_url}/v1/completions", json=body, headers=headers) as r:
+                assert r.status == 200
                 await r.read()
-            assert h.engine.requests[-1]["priority"] == expected
+            stamped[slo_class] = h.engine.requests[-1]["priority"]
+        assert stamped["interactive"] < stamped["batch"]  # vLLM: lower = earlier
+        assert 99 not in stamped.values()
+
+
+async def test_no_priority_reaches_an_fcfs_engine(tmp_path: Path) -> None:
+    async with running_sidecar(tmp_path, policy={"name": "sloguard"}) as h:
+        body = {**COMPLETION, "priority": 99}
+        async with h.http.post(
+            f"{h.http_url}/v1/completions", json=body, headers={"x-slo-class": "interactive"}
+        ) as r:
+            await r.read()
+        assert "priority" not in h.engine.requests[-1]
 
 
 BAD_REQUESTS = [
