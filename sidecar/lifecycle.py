@@ -318,6 +318,7 @@ class Lifecycle:
                 self.metrics.engine_up.labels(self.metrics.pool).set(0)
             reason = "engine_error" if error.status is not None or error.started else "engine_unavailable"
             self._end(tracked, "failed", reason)
+            log.warning("request %s failed: %s", request.request_id, error)
             raise RequestFailed(str(error), engine_status=error.status, reason=reason) from error
         finally:
             await stream.aclose()

@@ -25,6 +25,7 @@ class FakeVllm:
     token_interval_s: float = 0.0
     tokens_per_chunk: int = 1
     fail_after_tokens: int | None = None  # close the connection abruptly after this many tokens
+    refuse_with: int | None = None  # answer every generation request with this error status
     abort_after_tokens: int | None = None  # end with finish_reason "abort" after this many (§3.6)
     healthy: bool = True
     model: str = "tiny"
@@ -85,6 +86,10 @@ class FakeVllm:
         self.requests.append(body)
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
         self.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        if self.refuse_with is not None:
+            return _error(
+                self.refuse_with, "This model's maximum context length is 512 tokens.", "BadRequestError"
+            )
         max_tokens = (
             body.get("max_completion_tokens", body.get("max_tokens")) if chat else body.get("max_tokens", 16)
         )

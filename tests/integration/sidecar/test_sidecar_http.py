@@ -256,3 +256,19 @@ async def test_upstream_connections_are_reused_after_a_complete_stream(tmp_path:
                 assert resp.status == 200
                 await resp.read()
         assert len(h.engine.peers) == 3 and len(set(h.engine.peers)) == 1
+
+
+@pytest.mark.parametrize(
+    ("engine_status", "status", "outcome", "reason"),
+    [(400, 400, "rejected", "invalid_request"), (500, 502, "failed", "engine_error")],
+)
+async def test_an_engine_refusal_reaches_the_client_and_is_counted(
+    tmp_path: Path, engine_status: int, status: int, outcome: str, reason: str
+) -> None:
+    async with running_sidecar(tmp_path, FakeVllm(refuse_with=engine_status)) as h:
+        async with h.http.post(f"{h.http_url}/v1/completions", json=COMPLETION) as resp:
+            assert resp.status == status
+            body = await resp.json()
+        assert "maximum context length" in body["error"]["message"]
+        assert h.outcomes() == {("interactive", outcome, reason): 1}
+        assert h.sidecar.lifecycle.engine_up  # the engine answered: it is not down
