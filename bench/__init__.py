@@ -11,6 +11,7 @@ from typing import Any
 
 SCENARIOS: dict[str, str] = {
     # name -> module path; each module defines `run(quick: bool) -> BenchResult`
+    "sidecar-overhead": "sloguard.bench.sidecar_overhead",
 }
 
 

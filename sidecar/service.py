@@ -163,7 +163,12 @@ class SidecarService:
             await asyncio.sleep(self.health_interval_s)
             up = await self.engine_client.healthy()
             if up != self.lifecycle.engine_up:
-                log.warning("engine %s is %s", self.config.engine.url, "up" if up else "down")
+                log.log(
+                    logging.INFO if up else logging.WARNING,
+                    "engine %s is %s",
+                    self.config.engine.url,
+                    "up" if up else "down",
+                )
             self.lifecycle.engine_up = up
             self.metrics.engine_up.labels(self.metrics.pool).set(1 if up else 0)
             await self._set_serving()
