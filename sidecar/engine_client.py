@@ -27,6 +27,7 @@ class EngineChunk:
     """One upstream SSE data chunk, as received."""
 
     payload: dict[str, Any]
+    raw: bytes  # the chunk's JSON exactly as the engine sent it (relayed as is where possible)
     received_s: float  # time.monotonic() at arrival
     tokens: int  # completion tokens this chunk adds (usage delta; 0 for role and usage-only chunks)
     completion_tokens: int  # cumulative
@@ -140,7 +141,7 @@ class EngineClient:
                             raise EngineError("engine sent a non-object SSE chunk", started=started)
                         if "error" in payload:
                             raise EngineError(f"engine error mid-stream: {payload['error']}", started=started)
-                        chunk = _chunk_of(payload, now_s, completion_tokens)
+                        chunk = _chunk_of(payload, now_s, completion_tokens, raw=data)
                         completion_tokens = chunk.completion_tokens
                         started = True
                         yield chunk
@@ -156,7 +157,7 @@ class EngineClient:
             raise EngineError(f"engine connection failed ({kind}: {error})", started=started) from error
 
 
-def _chunk_of(payload: dict[str, Any], now_s: float, previous_tokens: int) -> EngineChunk:
+def _chunk_of(payload: dict[str, Any], now_s: float, previous_tokens: int, raw: bytes = b"") -> EngineChunk:
     choices = payload.get("choices") or []
     usage = payload.get("usage") or {}
     usage_only = not choices and bool(usage)
@@ -168,6 +169,7 @@ def _chunk_of(payload: dict[str, Any], now_s: float, previous_tokens: int) -> En
     finish = next((c.get("finish_reason") for c in choices if c.get("finish_reason")), None)
     return EngineChunk(
         payload=payload,
+        raw=raw or json.dumps(payload, separators=(",", ":")).encode(),
         received_s=now_s,
         tokens=0 if usage_only else cumulative - previous_tokens,
         completion_tokens=cumulative,

@@ -213,6 +213,6 @@ class HttpFront:
         return response
 
 
-async def _write_chunk(response: web.StreamResponse, payload: dict[str, Any] | None) -> None:
-    if payload is not None:
-        await response.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+async def _write_chunk(response: web.StreamResponse, data: bytes | None) -> None:
+    if data is not None:
+        await response.write(b"data: " + data + b"\n\n")

@@ -6,6 +6,8 @@ minus the final usage-only chunk unless it asked for `include_usage` (OpenAI con
 `stream_options` → no usage). A non-streaming client gets one response assembled from the chunks.
 """
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +28,22 @@ class UsageWish:
         return cls(include, include and bool(options.get("continuous_usage_stats", False)))
 
 
-def client_chunk(chunk: EngineChunk, wish: UsageWish) -> dict[str, Any] | None:
-    """The chunk to relay, or None to drop it."""
+# vLLM serialises compactly and puts `usage` (at most one nested object deep) after `choices`.
+_USAGE_MEMBER = re.compile(rb',"usage":\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}')
+
+
+def client_chunk(chunk: EngineChunk, wish: UsageWish) -> bytes | None:
+    """The JSON of the chunk to relay (the engine's bytes where unchanged), or None to drop it."""
     if chunk.usage_only:
-        return chunk.payload if wish.include_usage else None
-    if "usage" in chunk.payload and not wish.continuous:
-        return {k: v for k, v in chunk.payload.items() if k != "usage"}
-    return chunk.payload
+        return chunk.raw if wish.include_usage else None
+    if wish.continuous or "usage" not in chunk.payload:
+        return chunk.raw
+    stripped = _USAGE_MEMBER.sub(b"", chunk.raw, count=1)
+    if b'"usage"' in stripped:  # an unexpected layout: re-serialise instead
+        return json.dumps(
+            {k: v for k, v in chunk.payload.items() if k != "usage"}, separators=(",", ":")
+        ).encode()
+    return stripped
 
 
 @dataclass

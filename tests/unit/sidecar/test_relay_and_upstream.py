@@ -1,5 +1,6 @@
 """What goes upstream (usage forced, priority polarity) and what comes back to the client (usage restored)."""
 
+import json
 from typing import Any
 
 import pytest
@@ -68,10 +69,35 @@ def test_client_chunk_restores_what_the_client_asked(
     options: dict[str, bool] | None, kept_usage: int, kept_final: bool
 ) -> None:
     body: dict[str, Any] = {} if options is None else {"stream_options": options}
-    relayed = [client_chunk(c, UsageWish.of(body)) for c in _chunks(STREAM)]
+    raw = [client_chunk(c, UsageWish.of(body)) for c in _chunks(STREAM)]
+    relayed = [None if r is None else json.loads(r) for r in raw]
     assert (relayed[-1] is not None) is kept_final
     assert sum(1 for r in relayed[:-1] if r is not None and "usage" in r) == kept_usage
-    assert all(r is not None for r in relayed[:-1])
+    assert [r for r in relayed[:-1]] == [
+        {k: v for k, v in c.items() if kept_usage or k != "usage"} for c in STREAM[:-1]
+    ]
+
+
+USAGE_LAYOUTS = [
+    # vLLM's compact layouts (vllm-behaviour.md §3.3, §3.4), a nested details object, and a spaced one
+    b'{"id":"c","choices":[{"index":0,"text":"a"}],"usage":{"prompt_tokens":4,"completion_tokens":1}}',
+    b'{"id":"c","choices":[{"index":0,"delta":{"content":"}"}}],"usage":{"prompt_tokens":15,'
+    b'"completion_tokens":2,"completion_tokens_details":null}}',
+    b'{"id":"c","choices":[{"index":0,"text":"x"}],"usage":{"prompt_tokens":4,"prompt_tokens_details":'
+    b'{"cached_tokens":0},"completion_tokens":1},"system_fingerprint":"f"}',
+    b'{"id": "c", "choices": [{"index": 0, "text": "a"}], '
+    b'"usage": {"prompt_tokens": 4, "completion_tokens": 1}}',
+]
+
+
+@pytest.mark.parametrize("raw", USAGE_LAYOUTS)
+def test_usage_is_stripped_exactly_whatever_the_layout(raw: bytes) -> None:
+    payload = json.loads(raw)
+    chunk = _chunk_of(payload, 0.0, 0, raw=raw)
+    relayed = client_chunk(chunk, UsageWish(include_usage=True, continuous=False))
+    assert relayed is not None
+    assert json.loads(relayed) == {k: v for k, v in payload.items() if k != "usage"}
+    assert client_chunk(chunk, UsageWish(include_usage=True, continuous=True)) == raw  # relayed untouched
 
 
 def test_assembler_builds_a_completion_and_a_chat_response() -> None:
