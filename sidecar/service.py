@@ -119,9 +119,7 @@ class SidecarService:
         site = web.TCPSite(runner, self.host, port)
         await site.start()
         self._runners.append(runner)
-        server = site._server  # the bound port, for port 0
-        assert isinstance(server, asyncio.base_events.Server)
-        bound: int = server.sockets[0].getsockname()[1]
+        bound: int = runner.addresses[-1][1]  # the port actually bound (config port 0: ephemeral)
         return bound
 
     async def stop(self) -> None:
