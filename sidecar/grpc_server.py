@@ -241,8 +241,11 @@ class GrpcFront:
             cap_overridden=lifecycle.aimd.pinned,
             engine_healthy=lifecycle.engine_up,
             draining=lifecycle.draining,
-            predictor_healthy=True,  # the FCFS port needs no predictor; the core's adapter reports its own
+            # a policy is only ever served with a predictor and latency model that were built: a build
+            # failure refuses the configuration (start-up exits 2, a reload keeps the old policy)
+            predictor_healthy=True,
             latency_model_healthy=True,
+            predictor=lifecycle.predictor_name,
             config_hash=self.config_hash(),
         )
 

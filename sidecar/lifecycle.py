@@ -90,6 +90,7 @@ class Lifecycle:
         built = build_policy(config)
         self.policy: AdmissionPolicy = built.policy
         self.policy_name = built.effective
+        self.predictor_name = built.predictor
         metrics.set_policy(built.requested, built.effective)
         self.aimd = AimdCap(AimdSettings(config.limits.min_in_flight, config.limits.max_in_flight))
         self.engine_up = True
@@ -115,7 +116,7 @@ class Lifecycle:
 
     def _swap_policy(self, built: BuiltPolicy) -> None:
         """Serve new arrivals with `built`; queued requests re-arrive there in arrival order."""
-        self.policy, self.policy_name = built.policy, built.effective
+        self.policy, self.policy_name, self.predictor_name = built.policy, built.effective, built.predictor
         self.metrics.set_policy(built.requested, built.effective)
         now_s = self.clock()
         for tracked in sorted(self._waiting.values(), key=lambda t: t.request.arrival_s):

@@ -53,6 +53,7 @@ class BuiltPolicy:
     policy: AdmissionPolicy
     requested: str
     effective: str
+    predictor: str = "none"  # the output-length predictor behind the policy, "none" for the pass-through
 
 
 class CorePolicyAdapter:
@@ -163,7 +164,7 @@ def build_policy(config: SidecarConfig, core_factory: CoreFactory | None = None)
     requested = config.policy.name.value
     factory = core_factory or _registry_factory()
     if factory is not None:
-        return BuiltPolicy(CorePolicyAdapter(factory(config)), requested, requested)
+        return BuiltPolicy(CorePolicyAdapter(factory(config)), requested, requested, predictor="class-mean")
     policy = FcfsPassThrough(max_queue_depth=config.limits.max_queue_depth)
     if requested != policy.name:
         log.warning("policy %r is not available in this build; serving with %r", requested, policy.name)

@@ -115,7 +115,7 @@ class ClassState(_message.Message):
     def __init__(self, slo_class: _Optional[str] = ..., queue_depth: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
 
 class GetStateResponse(_message.Message):
-    __slots__ = ("pool", "policy", "classes", "in_flight_cap", "min_in_flight", "max_in_flight", "cap_overridden", "engine_healthy", "draining", "predictor_healthy", "latency_model_healthy", "config_hash")
+    __slots__ = ("pool", "policy", "classes", "in_flight_cap", "min_in_flight", "max_in_flight", "cap_overridden", "engine_healthy", "draining", "predictor_healthy", "latency_model_healthy", "config_hash", "predictor")
     POOL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class GetStateResponse(_message.Message):
     PREDICTOR_HEALTHY_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MODEL_HEALTHY_FIELD_NUMBER: _ClassVar[int]
     CONFIG_HASH_FIELD_NUMBER: _ClassVar[int]
+    PREDICTOR_FIELD_NUMBER: _ClassVar[int]
     pool: str
     policy: str
     classes: _containers.RepeatedCompositeFieldContainer[ClassState]
@@ -140,7 +141,8 @@ class GetStateResponse(_message.Message):
     predictor_healthy: bool
     latency_model_healthy: bool
     config_hash: str
-    def __init__(self, pool: _Optional[str] = ..., policy: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ClassState, _Mapping]]] = ..., in_flight_cap: _Optional[int] = ..., min_in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., cap_overridden: _Optional[bool] = ..., engine_healthy: _Optional[bool] = ..., draining: _Optional[bool] = ..., predictor_healthy: _Optional[bool] = ..., latency_model_healthy: _Optional[bool] = ..., config_hash: _Optional[str] = ...) -> None: ...
+    predictor: str
+    def __init__(self, pool: _Optional[str] = ..., policy: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ClassState, _Mapping]]] = ..., in_flight_cap: _Optional[int] = ..., min_in_flight: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., cap_overridden: _Optional[bool] = ..., engine_healthy: _Optional[bool] = ..., draining: _Optional[bool] = ..., predictor_healthy: _Optional[bool] = ..., latency_model_healthy: _Optional[bool] = ..., config_hash: _Optional[str] = ..., predictor: _Optional[str] = ...) -> None: ...
 
 class SetLimitsRequest(_message.Message):
     __slots__ = ("in_flight_cap", "min_in_flight", "max_in_flight", "clear_override")
