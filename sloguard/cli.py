@@ -17,6 +17,7 @@ from sloguard import __version__
 SUBCOMMAND_MODULES = [
     "sloguard.bench_command",
     "sloguard.crds_command",
+    "sloguard.operator.command",
 ]
 
 
