@@ -11,6 +11,7 @@ Error policy, on purpose:
 - drift of owned children -> repaired by the per-pool resync daemon every `resync_interval_s`.
 """
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -111,14 +112,14 @@ async def pool_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> 
         raise _retry(err, memo.config) from None
 
 
-@kopf.daemon(*POOLS, cancellation_timeout=1.0)
+@kopf.daemon(*POOLS, cancellation_timeout=0.1)
 async def resync(name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Level-based safety net: re-apply the pool every interval; repairs deleted or edited children."""
     config: OperatorConfig = memo.config
     while not stopped:
-        await stopped.wait(config.resync_interval_s)
-        if stopped:
-            break
+        # A plain sleep: kopf cancels the daemon on stop (cancellation_timeout). Reconciles are
+        # idempotent, so a cancelled one is simply done again by the next operator.
+        await asyncio.sleep(config.resync_interval_s)
         try:
             await reconcile_pool_by_name(memo.api, namespace, name)
         except Blocked as blocked:
@@ -134,7 +135,7 @@ async def resync(name: str, namespace: str, memo: kopf.Memo, stopped: kopf.Daemo
 
 
 @kopf.on.event(*SLOCLASSES)
-async def sloclass_event(name: str, type: str | None, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+async def sloclass_event(name: str, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Any change of a class (including its deletion) re-renders every pool that names it."""
     api: KubeApi = memo.api
     try:

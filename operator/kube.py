@@ -102,20 +102,31 @@ class KubeApi:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
-        async with self._session.request(
-            method, self._base + path, data=data, headers=headers, params=params, ssl=self._ssl
-        ) as response:
-            text = await response.text()
-            if response.status == 404 and method in {"GET", "DELETE"}:
-                return None
-            if response.status >= 300:
-                try:
-                    message = str(json.loads(text).get("message", text))
-                except (ValueError, AttributeError):
-                    message = text
-                raise ApiError(response.status, message[:500], method=method, path=path)
+        try:
+            async with self._session.request(
+                method, self._base + path, data=data, headers=headers, params=params, ssl=self._ssl
+            ) as response:
+                text = await response.text()
+                code = response.status
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as err:  # RuntimeError: session closed
+            raise ApiError(503, f"{type(err).__name__}: {err}", method=method, path=path) from None
+        return self._parse(method, path, code, text)
+
+    @staticmethod
+    def _parse(method: str, path: str, code: int, text: str) -> dict[str, Any] | None:
+        if code == 404 and method in {"GET", "DELETE"}:
+            return None
+        if code >= 300:
+            try:
+                message = str(json.loads(text).get("message", text))
+            except (ValueError, AttributeError):
+                message = text
+            raise ApiError(code, message[:500], method=method, path=path)
+        try:
             parsed: dict[str, Any] = json.loads(text) if text else {}
-            return parsed
+        except ValueError:
+            raise ApiError(502, f"not JSON: {text[:200]!r}", method=method, path=path) from None
+        return parsed
 
     async def get(self, path: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

@@ -105,10 +105,14 @@ async def operator(kmock: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     }.items():
         monkeypatch.setenv(key, value)
     args = ["run", "--standalone", "-A", "-m", "sloguard.operator.handlers"]
-    with kopf.testing.KopfRunner(args, timeout=20) as runner:
+    runner = kopf.testing.KopfRunner(args, timeout=20)
+    runner.__enter__()
+    try:
         yield kmock
-        # kopf's last PATCHes go to kmock, whose loop __exit__ blocks: let them land first.
-        await asyncio.sleep(0.3)
+    finally:
+        # Stop kopf from another thread: joining it here would block kmock's loop (this one), and
+        # kopf's last requests to kmock would hang until their timeouts.
+        await asyncio.to_thread(runner.__exit__, None, None, None)
     assert runner.exit_code == 0, runner.output
 
 
@@ -143,3 +147,154 @@ async def test_pool_gets_children_with_owner_references_and_status(operator: Any
     )
     assert accepted["status"] == "True"
     assert live(k, SLOCLASSES, None, "interactive")["status"]["pools"] == ["default/p1"]  # type: ignore[index]
+
+
+async def test_spec_update_reaches_the_deployment(operator: Any) -> None:
+    k = operator
+    await k.post(CLASSES_URL, json=sloclass("interactive"))
+    await k.post(POOLS_URL, json=pool(replicas=1))
+    await until(lambda: live(k, DEPLOYMENTS, NS, "p1"), "Deployment")
+    patch = {"spec": {"replicas": 3, "engine": {"image": "vllm/vllm-openai:v0.12.0", "gpus": 2}}}
+    await k.patch(f"{POOLS_URL}/p1", json=patch, headers=MERGE)
+
+    def rolled() -> bool:
+        dep = live(k, DEPLOYMENTS, NS, "p1") or {}
+        engine = dep["spec"]["template"]["spec"]["containers"][0]
+        return bool(
+            dep["spec"]["replicas"] == 3
+            and engine["image"].endswith("v0.12.0")
+            and engine["resources"]["limits"]["nvidia.com/gpu"] == "2"
+        )
+
+    await until(rolled, "the Deployment to follow the spec")
+    args = live(k, DEPLOYMENTS, NS, "p1")["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[index]
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    await until(
+        lambda: (live(k, POOLS, NS, "p1") or {}).get("status", {}).get("observedGeneration") == 2,
+        "observedGeneration 2",
+    )
+    assert live(k, POOLS, NS, "p1")["status"]["desiredReplicas"] == 3  # type: ignore[index]
+
+
+async def test_sloclass_edit_reaches_the_config_map_without_touching_pods(operator: Any) -> None:
+    k = operator
+    await k.post(CLASSES_URL, json=sloclass("interactive", ttft="500ms"))
+    await k.post(POOLS_URL, json=pool("p1"))
+    await k.post(POOLS_URL, json=pool("p2"))
+    for name in ("p1", "p2"):
+        await until(lambda name=name: live(k, DEPLOYMENTS, NS, name), f"Deployment of {name}")
+    template_before = live(k, DEPLOYMENTS, NS, "p1")["spec"]["template"]  # type: ignore[index]
+    await k.patch(f"{CLASSES_URL}/interactive", json={"spec": {"ttft": "2s"}}, headers=MERGE)
+    for name in ("p1", "p2"):
+        await until(
+            lambda name=name: (sidecar_config(k, name) or {})["classes"][0]["ttft_s"] == 2.0,
+            f"new ttft in {name}'s ConfigMap",
+        )
+    # Hot reload, not a restart: the pod template did not change.
+    assert live(k, DEPLOYMENTS, NS, "p1")["spec"]["template"] == template_before  # type: ignore[index]
+
+
+async def test_deleted_and_hand_edited_children_come_back(operator: Any) -> None:
+    k = operator
+    await k.post(CLASSES_URL, json=sloclass("interactive"))
+    await k.post(POOLS_URL, json=pool(replicas=2))
+    await until(lambda: live(k, PDBS, NS, "p1"), "all children")
+    await k.delete(f"/api/v1/namespaces/{NS}/services/p1")
+    await k.patch(
+        f"/apis/apps/v1/namespaces/{NS}/deployments/p1", json={"spec": {"replicas": 7}}, headers=MERGE
+    )
+    await k.patch(
+        f"/api/v1/namespaces/{NS}/configmaps/p1-sidecar", json={"data": {"sidecar.json": "{}"}}, headers=MERGE
+    )
+    await until(lambda: live(k, SERVICES, NS, "p1"), "the Service to come back")
+    await until(lambda: (live(k, DEPLOYMENTS, NS, "p1") or {})["spec"]["replicas"] == 2, "replicas restored")
+    await until(lambda: (sidecar_config(k) or {}).get("classes"), "configuration restored")
+
+
+async def test_deletion_removes_children_and_the_finalizer(operator: Any) -> None:
+    k = operator
+    await k.post(CLASSES_URL, json=sloclass("interactive"))
+    await k.post(POOLS_URL, json=pool())
+    await until(lambda: live(k, PDBS, NS, "p1"), "all children")
+    finalizers = live(k, POOLS, NS, "p1")["metadata"]["finalizers"]  # type: ignore[index]
+    assert finalizers == ["sloguard.dev/finalizer"]
+    await until(
+        lambda: live(k, SLOCLASSES, None, "interactive")["status"].get("pools") == ["default/p1"],  # type: ignore[index]
+        "class lists the pool",
+    )
+    await k.delete(f"{POOLS_URL}/p1")
+    await until(lambda: live(k, POOLS, NS, "p1") is None, "the pool to be gone")
+    for res, name in ((CONFIGMAPS, "p1-sidecar"), (DEPLOYMENTS, "p1"), (SERVICES, "p1"), (PDBS, "p1")):
+        assert live(k, res, NS, name) is None, f"{res} {name} left behind"
+    await until(
+        lambda: live(k, SLOCLASSES, None, "interactive")["status"].get("pools") == [],  # type: ignore[index]
+        "class forgets the pool",
+    )
+
+
+async def test_missing_class_is_a_condition_then_heals(operator: Any) -> None:
+    k = operator
+    await k.post(POOLS_URL, json=pool(classes=["interactive", "batch"]))
+    degraded = await until(lambda: condition(live(k, POOLS, NS, "p1"), "Degraded"), "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "SLOClassNotFound")
+    assert "batch, interactive" in degraded["message"]
+    assert condition(live(k, POOLS, NS, "p1"), "Ready")["status"] == "False"
+    assert live(k, DEPLOYMENTS, NS, "p1") is None  # nothing half-built
+    await k.post(CLASSES_URL, json=sloclass("interactive"))
+    await k.post(CLASSES_URL, json=sloclass("batch", ttft="15s", deadline="1h"))
+    await until(lambda: live(k, DEPLOYMENTS, NS, "p1"), "Deployment once the classes exist")
+    await until(
+        lambda: condition(live(k, POOLS, NS, "p1"), "Degraded").get("status") == "False", "Degraded=False"
+    )
+    assert [c["name"] for c in sidecar_config(k)["classes"]] == ["interactive", "batch"]  # type: ignore[index]
+
+
+class FailFirst:
+    """A kmock filter that matches the first `count` requests it sees, then none."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+
+    def __call__(self, request: Any) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+@pytest.mark.parametrize(
+    ("verb", "status", "reason"),
+    [("patch", 409, "Conflict"), ("post", 500, "InternalError")],
+    ids=["conflict-on-update", "server-error-on-create"],
+)
+async def test_injected_api_errors_are_retried_and_nothing_is_lost(
+    operator: Any, verb: str, status: int, reason: str
+) -> None:
+    k = operator
+    failing = FailFirst(2)
+    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": status}
+    await k.post(CLASSES_URL, json=sloclass("interactive"))
+    if verb == "patch":  # an update of an existing Deployment conflicts
+        await k.post(POOLS_URL, json=pool(replicas=2))
+        await until(lambda: live(k, PDBS, NS, "p1"), "every child")
+        k["patch", kmock.resource("apps/v1/deployments"), failing] << status << body
+        await k.patch(f"{POOLS_URL}/p1", json={"spec": {"replicas": 4}}, headers=MERGE)
+    else:  # the creation of the Deployment fails
+        k["post", kmock.resource("apps/v1/deployments"), failing] << status << body
+        await k.post(POOLS_URL, json=pool(replicas=4))
+    degraded = await until(
+        lambda: (
+            condition(live(k, POOLS, NS, "p1"), "Degraded").get("reason") == "ApplyFailed"
+            and condition(live(k, POOLS, NS, "p1"), "Degraded")
+        ),
+        "Degraded=ApplyFailed",
+    )
+    assert str(status) in degraded["message"]
+    await until(
+        lambda: (live(k, DEPLOYMENTS, NS, "p1") or {}).get("spec", {}).get("replicas") == 4, "replicas"
+    )
+    await until(lambda: live(k, PDBS, NS, "p1"), "every child after the retries")
+    await until(
+        lambda: condition(live(k, POOLS, NS, "p1"), "Degraded").get("status") == "False", "Degraded cleared"
+    )
+    assert failing.left == 0
