@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import kopf
+    import kopf  # noqa: PLC0415  (heavy; only this subcommand needs it)
 
     for flag, env in (
         (args.resync_interval, "SLOGUARD_RESYNC_INTERVAL_S"),
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         if flag is not None:
             os.environ[env] = str(flag)
-    import sloguard.operator.handlers  # noqa: F401  (registers the handlers)
+    import sloguard.operator.handlers  # noqa: F401, PLC0415  (registers the handlers, after the env)
 
     kopf.run(
         standalone=True,

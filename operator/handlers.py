@@ -22,7 +22,7 @@ from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.core.names import ANNOTATION_PREFIX, FINALIZER, GROUP, VERSION
 from sloguard.operator.kube import ApiError, KubeApi
 from sloguard.operator.reconcile import (
-    Blocked,
+    BlockedError,
     delete_children,
     pools_serving,
     reconcile_all_sloclasses,
@@ -90,7 +90,7 @@ async def pool_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.config
     try:
         await reconcile_pool(memo.api, dict(body))
-    except Blocked as blocked:
+    except BlockedError as blocked:
         if blocked.permanent:
             raise kopf.PermanentError(str(blocked)) from None
         raise kopf.TemporaryError(str(blocked), delay=config.missing_class_retry_s) from None
@@ -103,7 +103,8 @@ async def pool_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.delete(*POOLS)
-async def pool_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def pool_deleted(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    namespace = namespace or "default"  # pools are namespaced; kopf types it as optional
     try:
         removed = await delete_children(memo.api, namespace, name)
         LOG.info("deleted %d children of %s/%s", removed, namespace, name)
@@ -113,16 +114,19 @@ async def pool_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> 
 
 
 @kopf.daemon(*POOLS, cancellation_timeout=0.1)
-async def resync(name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def resync(
+    name: str, namespace: str | None, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
     """Level-based safety net: re-apply the pool every interval; repairs deleted or edited children."""
     config: OperatorConfig = memo.config
+    namespace = namespace or "default"
     while not stopped:
         # A plain sleep: kopf cancels the daemon on stop (cancellation_timeout). Reconciles are
         # idempotent, so a cancelled one is simply done again by the next operator.
         await asyncio.sleep(config.resync_interval_s)
         try:
             await reconcile_pool_by_name(memo.api, namespace, name)
-        except Blocked as blocked:
+        except BlockedError as blocked:
             LOG.info("pool %s/%s still blocked: %s", namespace, name, blocked)
         except ApiError as err:
             LOG.warning(
@@ -145,7 +149,7 @@ async def sloclass_event(name: str, type: str | None, memo: kopf.Memo, **_: Any)
             md = pool["metadata"]
             try:
                 await reconcile_pool_by_name(api, md["namespace"], md["name"])
-            except Blocked as blocked:
+            except BlockedError as blocked:
                 LOG.info("pool %s/%s blocked: %s", md["namespace"], md["name"], blocked)
     except ApiError as err:
         # Event handlers are not retried by kopf; the resync daemon of each pool catches up.

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from kubernetes import client
+from kubernetes import config as kube_config
 
 from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.core.drift import declared_in
@@ -41,16 +43,12 @@ def _credentials(config: OperatorConfig) -> tuple[str, ssl.SSLContext | bool, Ca
     """(base URL, TLS context, header factory) from the loaders of the `kubernetes` package."""
     if config.apiserver_url:
         return config.apiserver_url.rstrip("/"), False, dict
-    from kubernetes import client
-    from kubernetes import config as kube_config
-
     cfg = client.Configuration()
     try:
-        kube_config.load_incluster_config(client_configuration=cfg)
+        kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     except kube_config.ConfigException:
-        kube_config.load_kube_config(client_configuration=cfg)
-    context: ssl.SSLContext | bool = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
-    assert isinstance(context, ssl.SSLContext)
+        kube_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    context = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
     if cfg.cert_file:
         context.load_cert_chain(cfg.cert_file, cfg.key_file)
     if not cfg.verify_ssl:
@@ -58,8 +56,9 @@ def _credentials(config: OperatorConfig) -> tuple[str, ssl.SSLContext | bool, Ca
         context.verify_mode = ssl.CERT_NONE
 
     def headers() -> dict[str, str]:
-        if cfg.refresh_api_key_hook is not None:
-            cfg.refresh_api_key_hook(cfg)  # rotates projected service-account tokens
+        hook: Any = getattr(cfg, "refresh_api_key_hook", None)
+        if hook is not None:
+            hook(cfg)  # rotates projected service-account tokens
         token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
         return {"Authorization": token} if token else {}
 

@@ -2,7 +2,7 @@
 
 Adapter between the kopf handlers (`sloguard.operator.handlers`) and the pure core: reads objects
 through `KubeApi`, asks `core.plan` / `core.status` / `core.sloclass_checks` what they should be, and
-writes only owned children and `status`. Never the user's spec. Raises `Blocked` for a problem the user
+writes only owned children and `status`. Never the user's spec. Raises `BlockedError` for a problem the user
 must fix (a missing SLOClass) and lets `ApiError` through for the handler to turn into a retry.
 """
 
@@ -29,7 +29,7 @@ from sloguard.operator.kube import ApiError, KubeApi
 LOG = logging.getLogger(__name__)
 
 
-class Blocked(Exception):
+class BlockedError(Exception):
     """The pool cannot be built until the user fixes something; `problem.reason` names it."""
 
     def __init__(self, problem: Problem, *, permanent: bool) -> None:
@@ -77,7 +77,7 @@ async def reconcile_pool(api: KubeApi, body: dict[str, Any]) -> dict[str, Any]:
     except ValueError as err:
         status = _invalid_spec_status(body, str(err))
         await _write_status(api, body, status)
-        raise Blocked(Problem("InvalidSpec", str(err)), permanent=True) from None
+        raise BlockedError(Problem("InvalidSpec", str(err)), permanent=True) from None
     classes = {c["metadata"]["name"]: c for c in await api.list(SLOCLASSES)}
     plan = plan_pool(pool, classes)
     deployment_path = f"{collection_path('apps/v1', 'Deployment', md['namespace'])}/{md['name']}"
@@ -85,7 +85,7 @@ async def reconcile_pool(api: KubeApi, body: dict[str, Any]) -> dict[str, Any]:
         deployment = await api.get(deployment_path)
         status = pool_status(pool, deployment=deployment, problem=plan.problem, now_iso=now_iso())
         await _write_status(api, body, status)
-        raise Blocked(plan.problem, permanent=False)
+        raise BlockedError(plan.problem, permanent=False)
     deployment = None
     try:
         for child in plan.children:
@@ -181,7 +181,7 @@ async def pools_serving(api: KubeApi, class_name: str) -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "Blocked",
+    "BlockedError",
     "child_paths",
     "delete_children",
     "pools_serving",

@@ -6,6 +6,7 @@ collector, so tests write Deployment status themselves and check deletion done b
 """
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -79,6 +80,10 @@ def sidecar_config(emulator: Any, name: str = "p1") -> dict[str, Any] | None:
     return None if cm is None else dict(json.loads(cm["data"]["sidecar.json"]))
 
 
+def first_ttft_is(emulator: Any, name: str, ttft_s: float) -> bool:
+    return bool((sidecar_config(emulator, name) or {"classes": [{}]})["classes"][0].get("ttft_s") == ttft_s)
+
+
 async def set_deployment_status(k: Any, name: str, *, replicas: int, ready: int) -> None:
     """Play the Deployment controller (kmock has none): report pods as the kubelet would."""
     generation = live(k, DEPLOYMENTS, NS, name)["metadata"]["generation"]  # type: ignore[index]
@@ -121,7 +126,7 @@ async def test_pool_gets_children_with_owner_references_and_status(operator: Any
     await k.post(CLASSES_URL, json=sloclass("interactive"))
     await k.post(POOLS_URL, json=pool(replicas=2))
     for res, name in ((CONFIGMAPS, "p1-sidecar"), (DEPLOYMENTS, "p1"), (SERVICES, "p1"), (PDBS, "p1")):
-        child = await until(lambda res=res, name=name: live(k, res, NS, name), f"{res} {name}")
+        child = await until(functools.partial(live, k, res, NS, name), f"{res} {name}")
         owner = child["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["controller"]) == ("InferencePool", "p1", True)
         assert owner["uid"] == live(k, POOLS, NS, "p1")["metadata"]["uid"]  # type: ignore[index]
@@ -182,12 +187,12 @@ async def test_sloclass_edit_reaches_the_config_map_without_touching_pods(operat
     await k.post(POOLS_URL, json=pool("p1"))
     await k.post(POOLS_URL, json=pool("p2"))
     for name in ("p1", "p2"):
-        await until(lambda name=name: live(k, DEPLOYMENTS, NS, name), f"Deployment of {name}")
+        await until(functools.partial(live, k, DEPLOYMENTS, NS, name), f"Deployment of {name}")
     template_before = live(k, DEPLOYMENTS, NS, "p1")["spec"]["template"]  # type: ignore[index]
     await k.patch(f"{CLASSES_URL}/interactive", json={"spec": {"ttft": "2s"}}, headers=MERGE)
     for name in ("p1", "p2"):
         await until(
-            lambda name=name: (sidecar_config(k, name) or {})["classes"][0]["ttft_s"] == 2.0,
+            functools.partial(first_ttft_is, k, name, 2.0),
             f"new ttft in {name}'s ConfigMap",
         )
     # Hot reload, not a restart: the pod template did not change.

@@ -25,7 +25,7 @@ DEPLOYMENTS = kmock.resource("apps/v1/deployments")
 PDBS = kmock.resource("policy/v1/poddisruptionbudgets")
 
 
-class ServerSideEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+class ServerSideEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: Any) -> Any:
         data = request.data
         if request.resource is not None and isinstance(data, dict):
@@ -50,9 +50,9 @@ class ServerSideEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return await super()._handle(request)
 
     async def _serve_list(self, request: Any) -> Any:
-        result = await super()._serve_list(request)
+        result: Any = await super()._serve_list(request)
         res = request.resource
-        info = self.resources[res] if res in self.resources else None
+        info: Any = self.resources.get(res)
         kind = info.kind if info is not None and info.kind else res.plural.capitalize()
         result["kind"] = f"{kind}List"
         result["apiVersion"] = f"{res.group}/{res.version}" if res.group else res.version
