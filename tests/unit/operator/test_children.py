@@ -281,3 +281,16 @@ def test_a_pool_without_uid_cannot_own_children() -> None:
     pool.metadata.uid = None
     with pytest.raises(ValueError, match="no uid"):
         build_deployment(pool)
+
+
+@pytest.mark.parametrize("kube_version", ["1.30.0", "1.33.0"])
+def test_children_are_valid_kubernetes_objects(kube_version: str) -> None:
+    import kubernetes_validate
+
+    pool = make_pool(
+        replicas=2,
+        engine={"gpus": 2, "env": [{"name": "A", "value": "b"}], "resources": {"requests": {"cpu": "4"}}},
+        sidecar={"resources": {"requests": {"cpu": "500m"}}},
+    )
+    for child in build_children(pool, config_of(pool)):
+        kubernetes_validate.validate(child, kube_version, strict=True)

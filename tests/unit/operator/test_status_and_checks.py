@@ -302,3 +302,27 @@ def test_config_from_env() -> None:
     assert cfg.watch_client_timeout_s > cfg.watch_server_timeout_s
     with pytest.raises(ValueError, match="SLOGUARD_RETRY_DELAY_S"):
         OperatorConfig.from_env({"SLOGUARD_RETRY_DELAY_S": "soon"})
+
+
+def test_written_statuses_pass_the_crd_schemas() -> None:
+    from sloguard_testing.crd_validation import validate_resource
+
+    pool = make_pool(replicas=2)
+    for problem in (None, Problem("SLOClassNotFound", "SLOClass not found: x")):
+        status = pool_status(pool, deployment=deployment(replicas=2, ready=1), problem=problem, now_iso=NOW)
+        body = {
+            "apiVersion": "sloguard.dev/v1alpha1",
+            "kind": "InferencePool",
+            **pool.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "status": status,
+        }
+        body["metadata"] = {"name": "llama", "namespace": "serving"}
+        assert validate_resource(body) == []
+    cls_status = sloclass_status(class_body("a"), pools=[pool], classes=[], now_iso=NOW)
+    body = {
+        "apiVersion": "sloguard.dev/v1alpha1",
+        "kind": "SLOClass",
+        **class_body("a"),
+        "status": cls_status,
+    }
+    assert validate_resource(body) == []
