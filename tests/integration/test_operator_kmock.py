@@ -303,3 +303,32 @@ async def test_injected_api_errors_are_retried_and_nothing_is_lost(
         lambda: condition(live(k, POOLS, NS, "p1"), "Degraded").get("status") == "False", "Degraded cleared"
     )
     assert failing.left == 0
+
+
+def requests_to(emulator: Any, method: str, path_part: str) -> list[Any]:
+    return [r for r in list(emulator) if str(r.method.value) == method and path_part in str(r.url.path)]
+
+
+async def test_resyncs_of_an_unchanged_pool_write_nothing(operator: Any) -> None:
+    k = operator
+    await k.post(CLASSES_URL, json=sloclass("interactive"))
+    await k.post(POOLS_URL, json=pool(replicas=1))
+    await until(lambda: condition(live(k, POOLS, NS, "p1"), "Progressing"), "first status")
+    await until(lambda: live(k, SLOCLASSES, None, "interactive")["status"].get("pools"), "class status")  # type: ignore[index]
+    settled = len(requests_to(k, "GET", f"/namespaces/{NS}/deployments/p1")) + 2
+    await until(  # let the creation's concurrent reconciles (handler, daemon, class event) finish
+        lambda: len(requests_to(k, "GET", f"/namespaces/{NS}/deployments/p1")) >= settled, "settling"
+    )
+    seen = len(list(k))
+    reads_before = len(requests_to(k, "GET", f"/namespaces/{NS}/deployments/p1"))
+    # Three resync rounds (each reads the Deployment) with nothing to change.
+    await until(
+        lambda: len(requests_to(k, "GET", f"/namespaces/{NS}/deployments/p1")) >= reads_before + 3,
+        "three resyncs",
+    )
+    writes = [
+        f"{r.method.value} {r.url.path}"
+        for r in list(k)[seen:]
+        if str(r.method.value) in {"POST", "PATCH", "PUT", "DELETE"}
+    ]
+    assert writes == [], [json.dumps(r.data)[:600] for r in list(k)[seen:] if str(r.method.value) == "PATCH"]
