@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         (args.resync_interval, "SLOGUARD_RESYNC_INTERVAL_S"),
         (args.retry_delay, "SLOGUARD_RETRY_DELAY_S"),
         (args.apiserver_url, "SLOGUARD_APISERVER_URL"),
+        (",".join(args.namespace) or None, "SLOGUARD_NAMESPACES"),
     ):
         if flag is not None:
             os.environ[env] = str(flag)

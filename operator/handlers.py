@@ -145,8 +145,11 @@ async def sloclass_event(name: str, type: str | None, memo: kopf.Memo, **_: Any)
     try:
         if type != "DELETED":
             await reconcile_sloclass(api, name)
+        config: OperatorConfig = memo.config
         for pool in await pools_serving(api, name):
             md = pool["metadata"]
+            if not config.serves(md["namespace"]):
+                continue  # another operator (or none) serves that namespace
             try:
                 await reconcile_pool_by_name(api, md["namespace"], md["name"])
             except BlockedError as blocked:

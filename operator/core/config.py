@@ -25,6 +25,12 @@ class OperatorConfig:
     apiserver_url: str = ""
     """Talk to this URL without credentials (e.g. `kubectl proxy`); empty means in-cluster or kubeconfig."""
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    namespaces: str = ""
+    """Comma-separated namespaces whose pools are served; empty means all."""
+
+    def serves(self, namespace: str) -> bool:
+        served = {n.strip() for n in self.namespaces.split(",") if n.strip()}
+        return not served or namespace in served
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "OperatorConfig":

@@ -326,3 +326,11 @@ def test_written_statuses_pass_the_crd_schemas() -> None:
         "status": cls_status,
     }
     assert validate_resource(body) == []
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "namespace", "served"),
+    [("", "any", True), ("a,b", "b", True), ("a, b", "c", False), (" ", "x", True)],
+)
+def test_served_namespaces(namespaces: str, namespace: str, served: bool) -> None:
+    assert OperatorConfig(namespaces=namespaces).serves(namespace) is served
