@@ -120,12 +120,15 @@ async def resync(
     """Level-based safety net: re-apply the pool every interval; repairs deleted or edited children."""
     config: OperatorConfig = memo.config
     namespace = namespace or "default"
-    while not stopped:
+    api: KubeApi = memo.api
+    while not stopped and not api.closed:
         # A plain sleep: kopf cancels the daemon on stop (cancellation_timeout). Reconciles are
         # idempotent, so a cancelled one is simply done again by the next operator.
         await asyncio.sleep(config.resync_interval_s)
+        if api.closed:  # the operator is stopping (cleanup ran before the daemons were stopped)
+            break
         try:
-            await reconcile_pool_by_name(memo.api, namespace, name)
+            await reconcile_pool_by_name(api, namespace, name)
         except BlockedError as blocked:
             LOG.info("pool %s/%s still blocked: %s", namespace, name, blocked)
         except ApiError as err:

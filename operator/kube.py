@@ -87,6 +87,11 @@ class KubeApi:
     async def close(self) -> None:
         await self._session.close()
 
+    @property
+    def closed(self) -> bool:
+        """True once the operator's cleanup closed the client: loops using it should end."""
+        return bool(self._session.closed)
+
     async def _call(
         self,
         method: str,
