@@ -121,7 +121,7 @@ async def resync(
     config: OperatorConfig = memo.config
     namespace = namespace or "default"
     api: KubeApi = memo.api
-    while not stopped and not api.closed:
+    while not stopped:
         # A plain sleep: kopf cancels the daemon on stop (cancellation_timeout). Reconciles are
         # idempotent, so a cancelled one is simply done again by the next operator.
         await asyncio.sleep(config.resync_interval_s)
