@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -294,3 +295,23 @@ def test_children_are_valid_kubernetes_objects(kube_version: str) -> None:
     )
     for child in build_children(pool, config_of(pool)):
         kubernetes_validate.validate(child, kube_version, strict=True)
+
+
+def test_the_examples_plan_into_valid_children() -> None:
+    import kubernetes_validate
+    import yaml
+
+    from sloguard.operator.core.plan import parse_pool, plan_pool
+
+    root = Path(__file__).resolve().parents[3] / "examples"
+    classes = {d["metadata"]["name"]: d for d in yaml.safe_load_all((root / "sloclasses.yaml").read_text())}
+    body = yaml.safe_load((root / "inferencepool.yaml").read_text())
+    body["metadata"]["uid"] = UID
+    plan = plan_pool(parse_pool(body), classes)
+    assert plan.problem is None
+    assert [c["kind"] for c in plan.children] == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
+    for child in plan.children:
+        kubernetes_validate.validate(child, "1.30.0", strict=True)
+    args = plan.children[1]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--max-model-len", "8192"]  # the example's own args come last
+    assert "--scheduling-policy" in args  # policy sloguard stamps priorities

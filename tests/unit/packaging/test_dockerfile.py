@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_the_image_is_multi_stage_pinned_and_non_root() -> None:
 def test_the_entry_point_is_installed_and_runs() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["sloguard"] == "sloguard.cli:main"
-    script = REPO / ".venv" / "bin" / "sloguard"
+    script = Path(sys.executable).parent / "sloguard"
     assert script.is_file()
     for argv in (["--version"], ["operator", "--help"]):
         done = subprocess.run([str(script), *argv], capture_output=True, text=True, timeout=60, check=False)
