@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.kube import ApiError, KubeApi
 
-CM = {
+CM: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "ConfigMap",
     "metadata": {"name": "c", "namespace": "ns"},
