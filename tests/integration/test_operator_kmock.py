@@ -332,3 +332,31 @@ async def test_resyncs_of_an_unchanged_pool_write_nothing(operator: Any) -> None
         if str(r.method.value) in {"POST", "PATCH", "PUT", "DELETE"}
     ]
     assert writes == [], [json.dumps(r.data)[:600] for r in list(k)[seen:] if str(r.method.value) == "PATCH"]
+
+
+async def test_deleting_a_class_in_use_degrades_the_pool_but_keeps_it_serving(operator: Any) -> None:
+    k = operator
+    await k.post(CLASSES_URL, json=sloclass("interactive"))
+    await k.post(POOLS_URL, json=pool())
+    await until(lambda: live(k, PDBS, NS, "p1"), "all children")
+    await k.delete(f"{CLASSES_URL}/interactive")
+    degraded = await until(
+        lambda: (
+            condition(live(k, POOLS, NS, "p1"), "Degraded").get("reason") == "SLOClassNotFound"
+            and condition(live(k, POOLS, NS, "p1"), "Degraded")
+        ),
+        "Degraded=SLOClassNotFound",
+    )
+    assert degraded["status"] == "True"
+    # Running pods keep the last good configuration; nothing is torn down.
+    assert (sidecar_config(k) or {}).get("classes")
+    assert live(k, DEPLOYMENTS, NS, "p1") is not None
+
+
+async def test_a_pool_spec_that_does_not_parse_is_reported_not_crashed_on(operator: Any) -> None:
+    k = operator  # kmock validates nothing; a cluster without CEL could let this through too
+    await k.post(POOLS_URL, json={**pool(), "spec": {"model": "m", "sloClasses": ["interactive"]}})
+    degraded = await until(lambda: condition(live(k, POOLS, NS, "p1"), "Degraded"), "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert "engine" in degraded["message"]
+    assert live(k, DEPLOYMENTS, NS, "p1") is None
