@@ -34,6 +34,7 @@ system-deps: ## install the Debian packages the test tiers use (skipped when pre
 generate: $(STAMP) ## regenerate checked-in artefacts (CRDs) from sloguard.api
 	$(BIN)/sloguard crds --out crds
 	$(BIN)/python -m sloguard.sidecar.proto_codegen
+	$(BIN)/python scripts/generate_chart_crds.py
 
 $(TYPECHECK_TREE): $(STAMP)
 	@scripts/typecheck-tree.sh $(TYPECHECK_TREE)

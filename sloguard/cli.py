@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "sloguard.predictor_command",
     "sloguard.sim.cli",
     "sloguard.sidecar.command",
+    "sloguard.operator.command",
 ]
 
 

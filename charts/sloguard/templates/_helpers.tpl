@@ -1,0 +1,80 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "sloguard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart unless the release name already contains the chart name. */}}
+{{- define "sloguard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sloguard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object of the chart. */}}
+{{- define "sloguard.labels" -}}
+helm.sh/chart: {{ include "sloguard.chart" . }}
+{{ include "sloguard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sloguard
+{{- end }}
+
+{{/* Selector labels of the operator pod; never change them on upgrade (selectors are immutable). */}}
+{{- define "sloguard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sloguard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "sloguard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sloguard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "sloguard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Permissions on pools and their children: cluster-wide or per watched namespace (see rbac.yaml). */}}
+{{- define "sloguard.poolRules" -}}
+# Pools: kopf adds our finalizer and progress annotations (patch); handlers read them.
+- apiGroups: ["sloguard.dev"]
+  resources: ["inferencepools"]
+  verbs: ["get", "list", "watch", "patch"]
+# Pool status: conditions, replicas, selector. Never the spec.
+- apiGroups: ["sloguard.dev"]
+  resources: ["inferencepools/status"]
+  verbs: ["get", "patch"]
+# Owned children: created, re-applied on drift (server-side apply), deleted with their pool.
+# No list/watch: drift is found by reading the named children on every resync.
+# ConfigMap (sidecar configuration) and Service (grpc, http, metrics ports) of each pool.
+- apiGroups: [""]
+  resources: ["configmaps", "services"]
+  verbs: ["get", "create", "patch", "delete"]
+# The Deployment running vLLM beside the sidecar.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "create", "patch", "delete"]
+# The PodDisruptionBudget (at most one pod of a pool evicted at a time).
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
+# Events about pools (warnings on failed reconciles), posted by kopf.
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}

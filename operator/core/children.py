@@ -1,0 +1,289 @@
+"""Builders of a pool's children: ConfigMap, Deployment, Service and PodDisruptionBudget, as plain dicts.
+
+Pure: the InferencePool and its SLOClasses in, manifests out. The handlers (`sloguard.operator.reconcile`)
+apply them with one field manager. Design choices the manifests encode:
+
+- The sidecar configuration lives in a ConfigMap mounted as a directory (never `subPath`), so kubelet
+  swaps the file in place and the sidecar hot-reloads it. There is deliberately no hash of that file on
+  the pod template: an SLOClass edit must not restart pods. Everything that does need a restart
+  (images, engine flags, ports, resources) is already part of the pod template and rolls it.
+- Shutdown order: on pod deletion both containers get SIGTERM. The sidecar drains on SIGTERM (readiness
+  goes false, new requests are refused, in-flight streams finish within the drain grace period); its
+  preStop only sleeps a few seconds first so that endpoints stop routing to the pod before the drain
+  starts. The engine's preStop sleeps for the drain grace period on top, so vLLM outlives the drain.
+- Rolling updates surge one pod and never take a ready replica away (`maxUnavailable: 0`).
+"""
+
+import json
+from typing import Any
+
+from sloguard.api.duration import parse_duration_s
+from sloguard.api.inferencepool import InferencePool
+from sloguard.api.sidecar_config import CONFIG_FILE_NAME, SidecarConfig
+from sloguard.operator.core.names import (
+    CONFIG_MOUNT_DIR,
+    ENGINE_CONTAINER,
+    SIDECAR_CONTAINER,
+    common_labels,
+    config_map_name,
+    selector_labels,
+)
+from sloguard.operator.core.owner import owner_reference
+
+ENDPOINTS_PROPAGATION_S = 5
+"""Sidecar preStop sleep: time for endpoint controllers and proxies to stop sending new requests."""
+
+ENGINE_EXIT_MARGIN_S = 10
+"""Extra grace after the engine's preStop, for vLLM to shut down after its last request."""
+
+SIDECAR_USER_ID = 65532
+PROBE_PERIOD_S = 10
+
+
+def _metadata(pool: InferencePool, name: str) -> dict[str, Any]:
+    namespace = pool.metadata.namespace or "default"
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": common_labels(pool.metadata.name),
+        "ownerReferences": [
+            owner_reference(kind="InferencePool", name=pool.metadata.name, uid=pool.metadata.uid or "")
+        ],
+    }
+
+
+def build_config_map(pool: InferencePool, config: SidecarConfig) -> dict[str, Any]:
+    """The ConfigMap holding the sidecar configuration (`sidecar_config_for_pool`) as sorted JSON."""
+    body = json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(pool, config_map_name(pool.metadata.name)),
+        "data": {CONFIG_FILE_NAME: body},
+    }
+
+
+def desired_replicas(pool: InferencePool) -> int:
+    """`spec.replicas` when set (kubectl scale, an HPA or the autoscaler wrote it), else `minReplicas`."""
+    spec = pool.spec
+    return spec.replicas if spec.replicas is not None else spec.min_replicas
+
+
+def engine_args(pool: InferencePool) -> list[str]:
+    """vLLM's OpenAI server flags: ours first, the user's `engine.args` after (so they can override)."""
+    spec = pool.spec
+    engine = spec.engine
+    args = [
+        "--model",
+        spec.model,
+        "--port",
+        str(engine.port),
+        "--served-model-name",
+        spec.served_model_name or spec.model,
+    ]
+    if engine.gpus > 0:
+        args += ["--tensor-parallel-size", str(engine.gpus)]
+    if engine.max_num_seqs is not None:
+        args += ["--max-num-seqs", str(engine.max_num_seqs)]
+    if engine.max_model_len is not None:
+        args += ["--max-model-len", str(engine.max_model_len)]
+    if spec.scheduling.policy.stamps_engine_priority:
+        # vLLM ignores the request `priority` unless it runs the priority scheduler.
+        args += ["--scheduling-policy", "priority"]
+    return args + list(engine.args)
+
+
+def drain_grace_s(pool: InferencePool) -> int:
+    return max(0, round(parse_duration_s(pool.spec.sidecar.drain_grace_period)))
+
+
+def termination_grace_s(pool: InferencePool) -> int:
+    return ENDPOINTS_PROPAGATION_S + drain_grace_s(pool) + ENGINE_EXIT_MARGIN_S
+
+
+def _engine_resources(pool: InferencePool) -> dict[str, Any]:
+    engine = pool.spec.engine
+    requests = dict(engine.resources.requests)
+    limits = dict(engine.resources.limits)
+    if engine.gpus > 0:
+        # Extended resources are requested through limits; requests default to them.
+        limits[engine.gpu_resource_name] = str(engine.gpus)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _resources(requests: dict[str, str], limits: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = dict(requests)
+    if limits:
+        out["limits"] = dict(limits)
+    return out
+
+
+def _engine_container(pool: InferencePool) -> dict[str, Any]:
+    engine = pool.spec.engine
+    health = {"httpGet": {"path": "/health", "port": "engine"}}
+    startup_failures = max(3, -(-round(parse_duration_s(engine.startup_time)) // PROBE_PERIOD_S) * 2)
+    return {
+        "name": ENGINE_CONTAINER,
+        "image": engine.image,
+        "args": engine_args(pool),
+        "env": [{"name": e.name, "value": e.value} for e in engine.env],
+        "ports": [{"name": "engine", "containerPort": engine.port, "protocol": "TCP"}],
+        "resources": _engine_resources(pool),
+        # Startup allows twice the expected engine start time (model download and load) before liveness.
+        "startupProbe": {**health, "periodSeconds": PROBE_PERIOD_S, "failureThreshold": startup_failures},
+        "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**health, "periodSeconds": PROBE_PERIOD_S, "failureThreshold": 6},
+        "lifecycle": {
+            # Stay up while the sidecar drains: it finishes in-flight streams through this engine.
+            "preStop": {"sleep": {"seconds": ENDPOINTS_PROPAGATION_S + drain_grace_s(pool)}}
+        },
+        "securityContext": {
+            # The upstream vLLM image runs as root and writes caches under its home directory, so
+            # runAsNonRoot and a read-only root filesystem are left to the image owner; nothing is added.
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+
+
+def _sidecar_container(pool: InferencePool) -> dict[str, Any]:
+    sidecar = pool.spec.sidecar
+    return {
+        "name": SIDECAR_CONTAINER,
+        "image": sidecar.image,
+        "args": ["sidecar", "--config", f"{CONFIG_MOUNT_DIR}/{CONFIG_FILE_NAME}"],
+        "ports": [
+            {"name": "grpc", "containerPort": sidecar.grpc_port, "protocol": "TCP"},
+            {"name": "http", "containerPort": sidecar.http_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": sidecar.metrics_port, "protocol": "TCP"},
+        ],
+        "resources": _resources(sidecar.resources.requests, sidecar.resources.limits),
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": PROBE_PERIOD_S,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "periodSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "lifecycle": {
+            # Then SIGTERM: the sidecar drains on SIGTERM (no exec hook, no shell in the path).
+            "preStop": {"sleep": {"seconds": ENDPOINTS_PROPAGATION_S}}
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SIDECAR_USER_ID,
+            "runAsGroup": SIDECAR_USER_ID,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "sidecar-config", "mountPath": CONFIG_MOUNT_DIR, "readOnly": True},
+            {"name": "sidecar-tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def build_deployment(pool: InferencePool) -> dict[str, Any]:
+    name = pool.metadata.name
+    labels = common_labels(name)
+    sidecar = pool.spec.sidecar
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(pool, name),
+        "spec": {
+            "replicas": desired_replicas(pool),
+            "selector": {"matchLabels": selector_labels(name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(sidecar.metrics_port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,  # neither container talks to the API server
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": termination_grace_s(pool),
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [_engine_container(pool), _sidecar_container(pool)],
+                    "volumes": [
+                        {"name": "sidecar-config", "configMap": {"name": config_map_name(name)}},
+                        {"name": "sidecar-tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_service(pool: InferencePool) -> dict[str, Any]:
+    """ClusterIP Service: clients use grpc or http (through the sidecar); metrics ports for scraping."""
+    sidecar = pool.spec.sidecar
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(pool, pool.metadata.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(pool.metadata.name),
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": sidecar.grpc_port,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+                {
+                    "name": "http",
+                    "port": sidecar.http_port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                },
+                {"name": "metrics", "port": sidecar.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def build_pod_disruption_budget(pool: InferencePool) -> dict[str, Any]:
+    """At most one pod of the pool evicted at a time (a single-replica pool can still be drained)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(pool, pool.metadata.name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(pool.metadata.name)},
+        },
+    }
+
+
+def build_children(pool: InferencePool, config: SidecarConfig) -> list[dict[str, Any]]:
+    """Every child in apply order: the ConfigMap first, so new pods find their configuration."""
+    return [
+        build_config_map(pool, config),
+        build_deployment(pool),
+        build_service(pool),
+        build_pod_disruption_budget(pool),
+    ]

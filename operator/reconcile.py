@@ -1,0 +1,192 @@
+"""Reconcilers: bring one pool's children and status, or one SLOClass's status, to the declared state.
+
+Adapter between the kopf handlers (`sloguard.operator.handlers`) and the pure core: reads objects
+through `KubeApi`, asks `core.plan` / `core.status` / `core.sloclass_checks` what they should be, and
+writes only owned children and `status`. Never the user's spec. Raises `BlockedError` for a problem the user
+must fix (a missing SLOClass) and lets `ApiError` through for the handler to turn into a retry.
+"""
+
+import datetime
+import logging
+from typing import Any
+
+from sloguard.api.inferencepool import InferencePool
+from sloguard.api.sloclass import SLOClass
+from sloguard.operator.core.drift import declared_in
+from sloguard.operator.core.names import config_map_name
+from sloguard.operator.core.paths import (
+    POOLS_ALL_NAMESPACES,
+    SLOCLASSES,
+    collection_path,
+    pool_path,
+    sloclass_path,
+)
+from sloguard.operator.core.plan import parse_pool, plan_pool
+from sloguard.operator.core.sloclass_checks import sloclass_status
+from sloguard.operator.core.status import Problem, pool_status
+from sloguard.operator.kube import ApiError, KubeApi
+
+LOG = logging.getLogger(__name__)
+
+
+class BlockedError(Exception):
+    """The pool cannot be built until the user fixes something; `problem.reason` names it."""
+
+    def __init__(self, problem: Problem, *, permanent: bool) -> None:
+        super().__init__(f"{problem.reason}: {problem.message}")
+        self.problem = problem
+        self.permanent = permanent
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _write_status(api: KubeApi, body: dict[str, Any], status: dict[str, Any]) -> None:
+    if declared_in(status, body.get("status") or {}):
+        return
+    md = body["metadata"]
+    await api.patch_status(pool_path(md["namespace"], md["name"]), status)
+
+
+def _invalid_spec_status(body: dict[str, Any], message: str) -> dict[str, Any]:
+    """Status of a pool whose spec does not parse (possible where CEL validation is off)."""
+    generation = body.get("metadata", {}).get("generation")
+    stamp = now_iso()
+    return {
+        "observedGeneration": generation,
+        "conditions": [
+            {
+                "type": kind,
+                "status": value,
+                "reason": "InvalidSpec",
+                "message": message,
+                "lastTransitionTime": stamp,
+                "observedGeneration": generation,
+            }
+            for kind, value in (("Ready", "False"), ("Degraded", "True"), ("Progressing", "False"))
+        ],
+    }
+
+
+async def reconcile_pool(api: KubeApi, body: dict[str, Any]) -> dict[str, Any]:
+    """Apply every child of the pool in `body` and write its status; returns the status written."""
+    md = body["metadata"]
+    try:
+        pool = parse_pool(body)
+    except ValueError as err:
+        status = _invalid_spec_status(body, str(err))
+        await _write_status(api, body, status)
+        raise BlockedError(Problem("InvalidSpec", str(err)), permanent=True) from None
+    classes = {c["metadata"]["name"]: c for c in await api.list(SLOCLASSES)}
+    plan = plan_pool(pool, classes)
+    deployment_path = f"{collection_path('apps/v1', 'Deployment', md['namespace'])}/{md['name']}"
+    if plan.problem is not None:
+        deployment = await api.get(deployment_path)
+        status = pool_status(pool, deployment=deployment, problem=plan.problem, now_iso=now_iso())
+        await _write_status(api, body, status)
+        raise BlockedError(plan.problem, permanent=False)
+    deployment = None
+    try:
+        for child in plan.children:
+            live = await api.apply(child)
+            if child["kind"] == "Deployment":
+                deployment = live
+    except ApiError as err:
+        problem = Problem("ApplyFailed", str(err))
+        status = pool_status(pool, deployment=deployment, problem=problem, now_iso=now_iso())
+        try:
+            await _write_status(api, body, status)
+        except ApiError as status_err:  # the retry will write it; do not hide the first error
+            LOG.warning("could not record %s: %s", problem.reason, status_err)
+        raise
+    status = pool_status(pool, deployment=deployment, problem=None, now_iso=now_iso())
+    await _write_status(api, body, status)
+    return status
+
+
+async def reconcile_pool_by_name(api: KubeApi, namespace: str, name: str) -> None:
+    body = await api.get(pool_path(namespace, name))
+    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    await reconcile_pool(api, body)
+
+
+def child_paths(namespace: str, name: str) -> list[str]:
+    """Paths of every child a pool named `name` may own (built from names only, spec not needed)."""
+    return [
+        f"{collection_path('policy/v1', 'PodDisruptionBudget', namespace)}/{name}",
+        f"{collection_path('v1', 'Service', namespace)}/{name}",
+        f"{collection_path('apps/v1', 'Deployment', namespace)}/{name}",
+        f"{collection_path('v1', 'ConfigMap', namespace)}/{config_map_name(name)}",
+    ]
+
+
+async def delete_children(api: KubeApi, namespace: str, name: str) -> int:
+    """Delete the pool's children (the garbage collector would too; this also works without one)."""
+    deleted = 0
+    for path in child_paths(namespace, name):
+        deleted += int(await api.delete(path))
+    return deleted
+
+
+def _parsed_pools(bodies: list[dict[str, Any]]) -> list[InferencePool]:
+    pools = []
+    for body in bodies:
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        try:
+            pools.append(parse_pool(body))
+        except ValueError:
+            continue
+    return pools
+
+
+def _parsed_classes(bodies: list[dict[str, Any]]) -> list[SLOClass]:
+    classes = []
+    for body in bodies:
+        try:
+            classes.append(SLOClass.model_validate(body))
+        except ValueError:
+            continue
+    return classes
+
+
+async def reconcile_sloclass(api: KubeApi, name: str) -> dict[str, Any] | None:
+    """Write the Accepted condition and the serving pools of one class; None when it is gone."""
+    body = await api.get(sloclass_path(name))
+    if body is None:
+        return None
+    pools = _parsed_pools(await api.list(POOLS_ALL_NAMESPACES))
+    classes = _parsed_classes(await api.list(SLOCLASSES))
+    status = sloclass_status(body, pools=pools, classes=classes, now_iso=now_iso())
+    if not declared_in(status, body.get("status") or {}):
+        await api.patch_status(sloclass_path(name), status)
+    return status
+
+
+async def reconcile_all_sloclasses(api: KubeApi) -> None:
+    for body in await api.list(SLOCLASSES):
+        await reconcile_sloclass(api, body["metadata"]["name"])
+
+
+async def pools_serving(api: KubeApi, class_name: str) -> list[dict[str, Any]]:
+    """Pool objects whose spec names the class (read raw, so a pool with a bad spec is still found)."""
+    return [
+        body
+        for body in await api.list(POOLS_ALL_NAMESPACES)
+        if class_name in ((body.get("spec") or {}).get("sloClasses") or [])
+        and not body.get("metadata", {}).get("deletionTimestamp")
+    ]
+
+
+__all__ = [
+    "BlockedError",
+    "child_paths",
+    "delete_children",
+    "pools_serving",
+    "reconcile_all_sloclasses",
+    "reconcile_pool",
+    "reconcile_pool_by_name",
+    "reconcile_sloclass",
+]
