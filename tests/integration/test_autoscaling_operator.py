@@ -168,7 +168,8 @@ def limits(k: Any) -> dict[str, Any]:
 
 
 def deployment_replicas(k: Any) -> int | None:
-    return (live(k, DEPLOYMENTS, NS, POOL) or {}).get("spec", {}).get("replicas")
+    replicas = (live(k, DEPLOYMENTS, NS, POOL) or {}).get("spec", {}).get("replicas")
+    return None if replicas is None else int(replicas)
 
 
 def pool_body(prometheus_url: str) -> dict[str, Any]:
