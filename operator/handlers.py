@@ -110,6 +110,9 @@ async def pool_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(*POOLS)
 async def pool_deleted(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     namespace = namespace or "default"  # pools are namespaced; kopf types it as optional
+    autoscaler: PoolAutoscaler | None = memo.get("autoscaler")
+    if autoscaler is not None:
+        autoscaler.close()  # its Prometheus client
     try:
         removed = await delete_children(memo.api, namespace, name)
         LOG.info("deleted %d children of %s/%s", removed, namespace, name)
