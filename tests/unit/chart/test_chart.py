@@ -218,7 +218,7 @@ def test_the_autoscaler_is_granted_what_it_uses(chart: Any) -> None:
         docs = render(chart, values)
         rules = [r for kind in ("ClusterRole", "Role") for role in by_kind(docs, kind) for r in role["rules"]]
 
-        def verbs(resource: str) -> set[str]:
+        def verbs(resource: str, rules: list[dict[str, Any]] = rules) -> set[str]:
             return {v for r in rules if resource in r["resources"] for v in r["verbs"]}
 
         assert {"get", "patch"} <= verbs("inferencepools/scale")  # spec.replicas via /scale
