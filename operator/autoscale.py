@@ -96,8 +96,16 @@ class PoolAutoscaler:
         return self.source
 
     async def tick(self, api: KubeApi, body: dict[str, Any]) -> ScalingDecision | None:
-        """One decision for the pool in `body`; None when the pool cannot be autoscaled right now."""
+        """One decision for the pool in `body`; None when the pool cannot be autoscaled right now.
+
+        The pool is read again first: kopf's copy may not show this operator's last /scale write yet.
+        """
         self.last_tick_monotonic = time.monotonic()
+        md = body.get("metadata") or {}
+        fresh = await api.get(pool_path(md.get("namespace") or "default", md.get("name", "")))
+        if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        body = fresh
         try:
             pool = parse_pool(body)
         except ValueError:
@@ -125,7 +133,11 @@ class PoolAutoscaler:
             now_s=now_s,
         )
         history_before = self.loop.history
-        decision = self.loop.step(snapshot, now_s)
+        try:
+            decision = self.loop.step(snapshot, now_s)
+        except ValueError as err:  # the wall clock went back past the last change: skip this tick
+            LOG.warning("pool %s/%s: no decision: %s", namespace, name, err)
+            return None
         try:
             await self._act(api, pool, decision, snapshot=snapshot, source=source, now_s=now_s)
         except ApiError:

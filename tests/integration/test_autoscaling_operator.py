@@ -144,7 +144,7 @@ async def until(predicate: Callable[[], Any], what: str, timeout_s: float = 15.0
 
 
 def pool_condition(k: Any, type_: str) -> dict[str, Any]:
-    return pool_condition(k, type_)
+    return condition(live(k, POOLS, NS, POOL), type_)
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
