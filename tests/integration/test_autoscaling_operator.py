@@ -12,7 +12,9 @@ cooldowns, reads that Prometheus in real time and must
 2. scale 4 → 2 once the series are idle, after marking the two least-loaded pods with a negative
    pod-deletion-cost, and restore the cap bounds.
 
-Every wait polls for a condition with a deadline.
+A second test points the pool at a port where nothing listens: the replicas hold, MetricsUnavailable
+turns True with one Warning Event, and SLOAtRisk is Unknown. Every wait polls for a condition with a
+deadline.
 """
 
 import asyncio
@@ -33,7 +35,7 @@ from sloguard_testing.kube_emulator import (
     declare_sloguard_resources,
     live,
 )
-from sloguard_testing.prometheus_server import backfilled_prometheus, labels_text
+from sloguard_testing.prometheus_server import backfilled_prometheus, free_port, labels_text
 
 from sloguard.api import metric_names as m
 
@@ -310,3 +312,39 @@ async def test_scales_up_under_backpressure_then_down_draining_the_least_loaded_
     assert pool_condition(k, "ScalingLimited")["status"] == "False"
     await until(lambda: limits(k).get("max_in_flight") == 256, "cap bounds back to the spec's")
     assert live(k, DEPLOYMENTS, NS, POOL)["spec"]["template"] == template  # type: ignore[index]
+
+
+async def test_no_metrics_holds_the_replicas_and_says_so(
+    operator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    k = operator
+
+    def failed_queries() -> int:  # one per tick: the adapter logs each failed snapshot
+        return sum(r.name == "sloguard.operator.prometheus_adapter" for r in caplog.records)
+
+    await k.post(
+        "/apis/sloguard.dev/v1alpha1/sloclasses",
+        json={
+            "apiVersion": "sloguard.dev/v1alpha1",
+            "kind": "SLOClass",
+            "metadata": {"name": "interactive"},
+            "spec": {"ttft": "500ms", "tpot": "50ms"},
+        },
+    )
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    await k.post(f"/apis/sloguard.dev/v1alpha1/namespaces/{NS}/inferencepools", json=pool_body(nobody))
+    metrics = await until(lambda: pool_condition(k, "MetricsUnavailable"), "MetricsUnavailable")
+    assert (metrics["status"], metrics["reason"]) == ("True", "PrometheusError")
+    assert "127.0.0.1" in metrics["message"]
+    assert pool_condition(k, "SLOAtRisk")["status"] == "Unknown"
+    warnings = await until(
+        lambda: [e for e in events(k) if e["reason"] == "MetricsUnavailable"], "a MetricsUnavailable Event"
+    )
+    assert warnings[0]["type"] == "Warning"
+    # Ticks go on (one a second) and keep holding: never a scale on nothing, never a repeated Event.
+    seen = failed_queries()
+    await until(lambda: failed_queries() >= seen + 3, "three more ticks")
+    pool = live(k, POOLS, NS, POOL) or {}
+    assert pool["spec"]["replicas"] == 2 and "lastScaling" not in pool["status"]
+    assert deployment_replicas(k) == 2
+    assert len([e for e in events(k) if e["reason"] == "MetricsUnavailable"]) == 1
