@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sloguard.api.conditions import ConditionType
 from sloguard.api.duration import parse_duration_s
 from sloguard.api.inferencepool import InferencePool
 from sloguard.api.sidecar_config import SLOClassConfig
@@ -27,6 +28,7 @@ from sloguard.api.sloclass import SLOClass
 from sloguard.operator.core.autoscale_status import (
     EventSpec,
     autoscaling_status,
+    condition_status,
     history_from_status,
     pod_loads,
     replica_counts,
@@ -73,6 +75,7 @@ class PoolAutoscaler:
     source: PrometheusSnapshotSource | None = None
     last_tick_monotonic: float | None = None
     chosen_for_removal: tuple[str, ...] = field(default=())
+    metrics_status: str | None = None  # MetricsUnavailable at the last tick, for transition Events
 
     def due(self, body: dict[str, Any], now_monotonic: float) -> bool:
         """True when spec.autoscaling.interval has passed since the last tick (or there was none)."""
@@ -203,7 +206,11 @@ class PoolAutoscaler:
             generation=live.get("metadata", {}).get("generation"),
             now_iso=now_iso,
         )
-        events = scaling_events(decision, live_status)
+        if self.metrics_status is None:  # first tick since start: the status remembers
+            self.metrics_status = condition_status(live_status, ConditionType.METRICS_UNAVAILABLE)
+        events = scaling_events(decision, self.metrics_status)
+        metrics = decision.condition(ConditionType.METRICS_UNAVAILABLE)
+        self.metrics_status = None if metrics is None else metrics.status.value
         if not declared_in(status, live_status):
             await api.patch_status(path, status)
         for event in events:

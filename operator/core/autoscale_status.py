@@ -149,15 +149,20 @@ def autoscaling_status(
     return status
 
 
-def _condition_status(status: dict[str, Any] | None, type_: ConditionType) -> str | None:
+def condition_status(status: dict[str, Any] | None, type_: ConditionType) -> str | None:
+    """ "True", "False", "Unknown" or None (absent) for condition `type_` of a wire-form status."""
     for raw in (status or {}).get("conditions", []) or []:
         if raw.get("type") == type_.value:
             return str(raw.get("status"))
     return None
 
 
-def scaling_events(decision: ScalingDecision, live_status: dict[str, Any] | None) -> list[EventSpec]:
-    """Events for this tick: the replica change, and MetricsUnavailable turning on or off."""
+def scaling_events(decision: ScalingDecision, metrics_before: str | None) -> list[EventSpec]:
+    """Events for this tick: the replica change, and MetricsUnavailable turning on or off.
+
+    `metrics_before` is the MetricsUnavailable status of the previous tick ("True", "False", None):
+    the caller remembers it, and reads it from the status only after a restart.
+    """
     events = []
     if decision.changed:
         up = decision.desired_replicas > decision.from_replicas
@@ -170,7 +175,7 @@ def scaling_events(decision: ScalingDecision, live_status: dict[str, Any] | None
         )
     metrics = decision.condition(ConditionType.METRICS_UNAVAILABLE)
     if metrics is not None:
-        before = _condition_status(live_status, ConditionType.METRICS_UNAVAILABLE)
+        before = metrics_before
         now = metrics.status.value
         if now == ConditionStatus.TRUE and before != ConditionStatus.TRUE:
             events.append(EventSpec("Warning", "MetricsUnavailable", f"{metrics.reason}: {metrics.message}"))

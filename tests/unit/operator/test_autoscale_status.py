@@ -9,6 +9,7 @@ from sloguard.api.conditions import ConditionStatus, ConditionType
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.operator.core.autoscale_status import (
     autoscaling_status,
+    condition_status,
     history_from_status,
     iso_of,
     pod_loads,
@@ -127,7 +128,8 @@ def test_a_hold_records_no_change_and_keeps_the_last_observations() -> None:
 )
 def test_events(made: ScalingDecision, before: str | None, reasons: list[str]) -> None:
     live = {"conditions": [{"type": "MetricsUnavailable", "status": before}]} if before else {}
-    events = scaling_events(made, live)
+    assert condition_status(live, ConditionType.METRICS_UNAVAILABLE) == before
+    events = scaling_events(made, before)
     assert [e.reason for e in events] == reasons
     types = {"ScaledUp": "Normal", "ScaledDown": "Normal", "MetricsUnavailable": "Warning"}
     assert all(e.type == types.get(e.reason, "Normal") for e in events)
