@@ -8,16 +8,19 @@ Error policy, on purpose:
 - a pool spec that does not parse or a child the API server rejects (4xx other than 409/429) ->
   `PermanentError` until the spec changes;
 - conflicts (409), throttling (429) and server errors (5xx) -> `TemporaryError` after `retry_delay_s`;
-- drift of owned children -> repaired by the per-pool resync daemon every `resync_interval_s`.
+- drift of owned children -> repaired by the per-pool resync daemon every `resync_interval_s`;
+- an autoscaling tick that fails -> logged; the next tick decides again (`sloguard.operator.autoscale`).
 """
 
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import kopf
 
+from sloguard.operator.autoscale import PoolAutoscaler, autoscaling_enabled
 from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.core.names import ANNOTATION_PREFIX, FINALIZER, GROUP, VERSION
 from sloguard.operator.kube import ApiError, KubeApi
@@ -34,6 +37,8 @@ from sloguard.operator.reconcile import (
 LOG = logging.getLogger(__name__)
 POOLS = (GROUP, VERSION, "inferencepools")
 SLOCLASSES = (GROUP, VERSION, "sloclasses")
+AUTOSCALE_TICK_S = 1.0
+"""How often the autoscaling timer looks whether a pool's spec.autoscaling.interval has passed."""
 
 
 @kopf.on.startup()
@@ -105,6 +110,9 @@ async def pool_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(*POOLS)
 async def pool_deleted(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     namespace = namespace or "default"  # pools are namespaced; kopf types it as optional
+    autoscaler: PoolAutoscaler | None = memo.get("autoscaler")
+    if autoscaler is not None:
+        autoscaler.close()  # its Prometheus client
     try:
         removed = await delete_children(memo.api, namespace, name)
         LOG.info("deleted %d children of %s/%s", removed, namespace, name)
@@ -160,3 +168,27 @@ async def sloclass_event(name: str, type: str | None, memo: kopf.Memo, **_: Any)
     except ApiError as err:
         # Event handlers are not retried by kopf; the resync daemon of each pool catches up.
         LOG.warning("SLOClass %s: fan-out failed, resync will retry: %s", name, err)
+
+
+@kopf.timer(*POOLS, interval=AUTOSCALE_TICK_S, when=lambda spec, **_: autoscaling_enabled(spec))
+async def autoscale(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Autoscaling of one pool, every spec.autoscaling.interval (ticks are cheap when not due).
+
+    kopf gives each pool its own memo, so its `PoolAutoscaler` (decision history) lives there. Errors
+    are logged, not raised: the next tick simply decides again.
+    """
+    api: KubeApi = memo.api
+    if api.closed:
+        return
+    state: PoolAutoscaler | None = memo.get("autoscaler")
+    if state is None:
+        state = memo.autoscaler = PoolAutoscaler(memo.config)
+    raw = dict(body)
+    if not state.due(raw, time.monotonic()):
+        return
+    md = raw.get("metadata", {})
+    try:
+        await state.tick(api, raw)
+    except ApiError as err:
+        where = f"{md.get('namespace')}/{md.get('name')}"
+        LOG.warning("autoscaling of %s failed, next tick retries: %s", where, err)

@@ -136,9 +136,24 @@ class KubeApi:
         """The object, or None when it does not exist."""
         return await self._call("GET", path)
 
-    async def list(self, path: str) -> list[dict[str, Any]]:
-        found = await self._call("GET", path)
+    async def list(self, path: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        found = await self._call("GET", path, params=params)
         return list((found or {}).get("items", []) or [])
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST `body` to the collection `path`; returns the created object."""
+        return await self._call("POST", path, body=body, params={"fieldManager": FIELD_MANAGER}) or body
+
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """A JSON merge patch of `path` (an object or a subresource such as `/scale`)."""
+        return await self._call(
+            "PATCH",
+            path,
+            body=patch,
+            content_type="application/merge-patch+json",
+            params={"fieldManager": FIELD_MANAGER},
+        )
 
     async def delete(self, path: str) -> bool:
         """True when something was deleted, False when it was already gone."""

@@ -23,6 +23,9 @@ from sloguard.operator.core.autoscaling.snapshot import ClassSnapshot, PoolSnaps
 
 log = logging.getLogger(__name__)
 
+LABEL_POD = "pod"
+"""The pod label Prometheus adds to every scraped sidecar series (PodMonitor/ServiceMonitor target label)."""
+
 QueryFn = Callable[[str, float], list[dict[str, Any]]]
 """(PromQL, evaluation time in Unix seconds) → the `result` list of an instant query."""
 
@@ -34,6 +37,13 @@ class AdapterSettings:
     max_sample_age_s: float = 60.0  # vLLM series older than this are ignored (sidecar staleness: core)
     namespace_label: str | None = m.LABEL_NAMESPACE  # None: select on `pool` alone
     timeout_s: float = 5.0
+
+
+def pod_load_query(pool: str, namespace: str | None, settings: AdapterSettings) -> str:
+    """Per-pod work in the sidecars (in flight plus queued, over all classes), for drain-aware scale-down."""
+    s = _selector(pool, namespace, settings)
+    by_pod = f"sum by ({LABEL_POD})"
+    return f"{by_pod} ({m.IN_FLIGHT}{s}) + {by_pod} ({m.QUEUE_DEPTH}{s})"
 
 
 def _selector(pool: str, namespace: str | None, settings: AdapterSettings, extra: str = "") -> str:
@@ -187,6 +197,21 @@ class PrometheusSnapshotSource:
                 unavailable_kind="PrometheusError",
                 unavailable_reason=f"Prometheus at {self.url}: {type(err).__name__}: {err}"[:1024],
             )
+
+    def pod_loads(self, *, pool: str, namespace: str | None, now_s: float) -> dict[str, float] | None:
+        """In flight plus queued per pod name at `now_s`; None when Prometheus cannot say (never raises)."""
+        try:
+            result = self._query(pod_load_query(pool, namespace, self.settings), now_s)
+            loads = {}
+            for sample in result:
+                name = sample.get("metric", {}).get(LABEL_POD)
+                value = _number(sample)
+                if name and value is not None:
+                    loads[str(name)] = value
+            return loads
+        except Exception as err:  # any client, HTTP or parsing failure means "unknown"
+            log.warning("per-pod load query for pool %s/%s failed: %s", namespace, pool, err)
+            return None
 
     def _snapshot(
         self,

@@ -42,11 +42,27 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+RECONCILER_CONDITIONS = frozenset({"Ready", "Progressing", "Degraded"})
+"""The pool conditions this module owns; the autoscaler owns SLOAtRisk, ScalingLimited, MetricsUnavailable."""
+
+
 async def _write_status(api: KubeApi, body: dict[str, Any], status: dict[str, Any]) -> None:
-    if declared_in(status, body.get("status") or {}):
-        return
+    """Merge-patch `status`, with the other writers' conditions taken from the live pool, not `body`.
+
+    `body` may predate the autoscaler's last status write (kopf hands handlers the event's copy);
+    writing its conditions back would undo that write, so they are re-read just before the patch.
+    """
     md = body["metadata"]
-    await api.patch_status(pool_path(md["namespace"], md["name"]), status)
+    path = pool_path(md["namespace"], md["name"])
+    live = await api.get(path)
+    live_status = ((live or body).get("status")) or {}
+    ours = [c for c in status.get("conditions", []) if c.get("type") in RECONCILER_CONDITIONS]
+    live_conditions = live_status.get("conditions", []) or []
+    theirs = [c for c in live_conditions if c.get("type") not in RECONCILER_CONDITIONS]
+    status = {**status, "conditions": ours + theirs}
+    if declared_in(status, live_status):
+        return
+    await api.patch_status(path, status)
 
 
 def _invalid_spec_status(body: dict[str, Any], message: str) -> dict[str, Any]:

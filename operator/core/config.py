@@ -27,6 +27,8 @@ class OperatorConfig:
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     namespaces: str = ""
     """Comma-separated namespaces whose pools are served; empty means all."""
+    autoscale_rate_window_s: float = 60.0
+    """rate()/increase() window of the autoscaler's PromQL; at least 4 scrape intervals."""
 
     def serves(self, namespace: str) -> bool:
         served = {n.strip() for n in self.namespaces.split(",") if n.strip()}

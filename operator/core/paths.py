@@ -7,6 +7,8 @@ from sloguard.operator.core.names import GROUP, VERSION
 _COLLECTIONS = {
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",  # read, and annotated with a deletion cost before a scale-down
+    ("v1", "Event"): "events",  # created on scaling changes
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     (f"{GROUP}/{VERSION}", "InferencePool"): "inferencepools",

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sloguard.api.inferencepool import InferencePool
 from sloguard.api.sidecar_config import sidecar_config_for_pool
 from sloguard.api.sloclass import SLOClass
+from sloguard.operator.core.cap_bounds import effective_limits
 from sloguard.operator.core.children import build_children
 from sloguard.operator.core.status import Problem
 
@@ -57,4 +58,5 @@ def plan_pool(pool: InferencePool, class_bodies: dict[str, dict[str, Any]]) -> P
         return PoolPlan(pool, problem=Problem("InvalidSLOClasses", _first_error(err)))
     except ValueError as err:
         return PoolPlan(pool, problem=Problem("InvalidSLOClasses", str(err)))
+    config = config.model_copy(update={"limits": effective_limits(pool)})  # autoscaler's cap bounds
     return PoolPlan(pool, children=build_children(pool, config))

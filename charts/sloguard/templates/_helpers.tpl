@@ -51,10 +51,15 @@ app.kubernetes.io/component: operator
 
 {{/* Permissions on pools and their children: cluster-wide or per watched namespace (see rbac.yaml). */}}
 {{- define "sloguard.poolRules" -}}
-# Pools: kopf adds our finalizer and progress annotations (patch); handlers read them.
+# Pools: kopf adds our finalizer and progress annotations (patch); handlers read them. The autoscaler
+# also patches one annotation, autoscaler.sloguard.dev/cap-bounds (per-pod in-flight cap bounds).
 - apiGroups: ["sloguard.dev"]
   resources: ["inferencepools"]
   verbs: ["get", "list", "watch", "patch"]
+# The autoscaler writes desired replicas (spec.replicas) only through the /scale subresource.
+- apiGroups: ["sloguard.dev"]
+  resources: ["inferencepools/scale"]
+  verbs: ["get", "patch"]
 # Pool status: conditions, replicas, selector. Never the spec.
 - apiGroups: ["sloguard.dev"]
   resources: ["inferencepools/status"]
@@ -73,8 +78,14 @@ app.kubernetes.io/component: operator
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
-# Events about pools (warnings on failed reconciles), posted by kopf.
+# Events about pools: warnings on failed reconciles (kopf), ScaledUp/ScaledDown and
+# MetricsUnavailable/MetricsAvailable (the autoscaler).
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
+# Drain-aware scale-down: list a pool's pods and set controller.kubernetes.io/pod-deletion-cost on the
+# least-loaded ones (metadata only) so the ReplicaSet removes those. No create, delete or eviction.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
 {{- end }}

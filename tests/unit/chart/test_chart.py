@@ -211,3 +211,16 @@ def test_notes_render_for_every_case(chart: Any) -> None:
     for values in MATRIX.values():
         notes = chart.render(values, name="sg", namespace="ns")["sloguard/templates/NOTES.txt"]
         assert "kubectl apply -f examples/sloclasses.yaml" in notes
+
+
+def test_the_autoscaler_is_granted_what_it_uses(chart: Any) -> None:
+    for values in ({}, MATRIX["namespaced"]):
+        docs = render(chart, values)
+        rules = [r for kind in ("ClusterRole", "Role") for role in by_kind(docs, kind) for r in role["rules"]]
+
+        def verbs(resource: str, rules: list[dict[str, Any]] = rules) -> set[str]:
+            return {v for r in rules if resource in r["resources"] for v in r["verbs"]}
+
+        assert {"get", "patch"} <= verbs("inferencepools/scale")  # spec.replicas via /scale
+        assert {"list", "patch"} == verbs("pods")  # pod-deletion-cost; never create or delete pods
+        assert "create" in verbs("events")  # ScaledUp, ScaledDown, MetricsUnavailable
