@@ -84,7 +84,8 @@ def build_app(options: ServerOptions) -> web.Application:
         "block_size": str(config.block_size),
         "num_gpu_blocks": str(config.num_gpu_blocks),
         "num_gpu_blocks_override": str(options.num_gpu_blocks),
-        "kv_cache_size_tokens": str((config.num_gpu_blocks - 1) * config.block_size),
+        # vLLM reports all blocks here (5 blocks of 128 -> "640"), although one is its reserved null block
+        "kv_cache_size_tokens": str(config.num_gpu_blocks * config.block_size),
         "enable_prefix_caching": "False",
         "cache_dtype": "auto",
         "sliding_window": "None",
