@@ -359,6 +359,57 @@ async def test_bad_bodies_get_vllm_errors(
     assert (error["type"], error["param"], error["code"]) == (err_type, param, status)
 
 
+_TOO_LONG = (
+    "This model's maximum context length is 512 tokens. However, your prompt contains {} input tokens, "
+    "which exceeds this limit even without any output tokens. Please reduce the length of the input "
+    "prompt. (parameter=input_tokens, value={})"
+)
+MESSAGE_CASES = [  # (path, body, the whole error message real vLLM 0.32 gives)
+    ("/v1/completions", {"prompt": [5] * 541}, _TOO_LONG.format(541, 541)),  # ids count as given
+    ("/v1/completions", {"prompt": "fox " * 600}, _TOO_LONG.format("at least 513", 513)),  # text truncated
+    (  # a prompt of exactly max_model_len leaves max_tokens 0
+        "/v1/completions",
+        {"prompt": [5] * 512},
+        "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)",
+    ),
+    ("/v1/completions", {"prompt": [], "max_tokens": 2}, "You must pass at least one prompt"),
+    (
+        "/v1/completions",
+        [1, 2],
+        "1 validation error:\n  {'type': 'model_attributes_type', 'loc': 'body', "
+        "'msg': 'Input should be a valid dictionary or object to extract fields from', "
+        "'input': '<list of 2 items>'}",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [], "max_tokens": 2},
+        "Cannot apply chat template to an empty conversation. Provide at least one message.",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": "x"},
+        "1 validation error:\n  {'type': 'list_type', 'loc': 'body.messages', "
+        "'msg': 'Input should be a valid list', 'input': 'x'}",
+    ),
+    (
+        "/v1/chat/completions",
+        {"prompt": "hi"},
+        "1 validation error:\n  {'type': 'missing', 'loc': 'body.messages', 'msg': 'Field required', "
+        "'input': '<dict of 1 items>'}",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "message"), MESSAGE_CASES, ids=[str(i) for i in range(8)])
+async def test_error_messages_match_vllm(
+    start_server: StartServer, path: str, body: Any, message: str
+) -> None:  # §5, and vLLM 0.32's renderers/params.py
+    server = await start_server()
+    async with aiohttp.ClientSession() as s, s.post(f"{server.base_url}{path}", json=body) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["message"] == message
+
+
 async def test_routing_errors_and_simple_endpoints(start_server: StartServer) -> None:  # §5, §7
     server = await start_server()
     async with aiohttp.ClientSession() as s:
