@@ -410,6 +410,50 @@ async def test_error_messages_match_vllm(
         assert (await resp.json())["error"]["message"] == message
 
 
+UNARY_KEYS = {  # field names (in order) of vLLM 0.32's unary bodies, read off a live server
+    "/v1/completions": {
+        "body": "id object created model choices service_tier system_fingerprint usage "
+        "kv_transfer_params ec_transfer_params metrics",
+        "choice": "index text logprobs finish_reason stop_reason token_ids prompt_logprobs "
+        "prompt_token_ids routed_experts",
+    },
+    "/v1/chat/completions": {
+        "body": "id object created model choices service_tier system_fingerprint usage prompt_logprobs "
+        "prompt_token_ids prompt_text kv_transfer_params ec_transfer_params metrics",
+        "choice": "index message logprobs finish_reason stop_reason token_ids routed_experts",
+        "message": "role content refusal annotations audio function_call reasoning",
+    },
+}
+
+
+@pytest.mark.parametrize("path", list(UNARY_KEYS))
+async def test_unary_bodies_carry_vllms_fields(start_server: StartServer, path: str) -> None:  # §3, §7
+    server = await start_server()
+    body: dict[str, Any] = {"max_tokens": 2, "ignore_eos": True}
+    if path == "/v1/completions":
+        body["prompt"] = "hi"
+    else:
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{server.base_url}{path}", json=body) as resp:
+            data = await resp.json()
+        async with s.get(f"{server.base_url}/v1/models") as resp:
+            model = (await resp.json())["data"][0]
+    expected = UNARY_KEYS[path]
+    assert list(data) == expected["body"].split()
+    assert list(data["choices"][0]) == expected["choice"].split()
+    if "message" in expected:
+        assert list(data["choices"][0]["message"]) == expected["message"].split()
+    assert list(data["usage"]) == [
+        "prompt_tokens",
+        "total_tokens",
+        "completion_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+    ]
+    assert model["max_model_len"] == 512 and model["permission"][0]["object"] == "model_permission"
+
+
 async def test_routing_errors_and_simple_endpoints(start_server: StartServer) -> None:  # §5, §7
     server = await start_server()
     async with aiohttp.ClientSession() as s:
