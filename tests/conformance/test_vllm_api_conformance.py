@@ -8,6 +8,7 @@ for wall-clock latencies.
 """
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -181,12 +182,15 @@ async def test_unary_usage_and_finish_reason(
 
 
 # Two seats: requests start in pairs, and the two of a pair get their first tokens in the same iteration
-# (vLLM: D 770 ms, E 771 ms), so the order inside a pair is not asserted.
+# (vLLM: D 770 ms, E 771 ms), so the order inside a pair is not asserted. A and B hold the seats while the
+# other four queue up; real vLLM makes 200 tokens in well under a second, so A and B generate as many as
+# the KV allows without preemption (fcfs server: 4 usable blocks, two requests of at most 256 tokens).
 @pytest.mark.parametrize(
-    ("policy", "expected"), [("priority", ["AB", "CF", "DE"]), ("fcfs", ["AB", "DE", "CF"])]
+    ("policy", "expected", "seat_tokens"),
+    [("priority", ["AB", "CF", "DE"], 500), ("fcfs", ["AB", "DE", "CF"], 250)],
 )
 async def test_priority_is_honoured_only_under_the_priority_policy(
-    start_server: StartServer, policy: str, expected: list[str]
+    start_server: StartServer, policy: str, expected: list[str], seat_tokens: int
 ) -> None:  # §1.1, §2.1
     server = await start_server(policy)  # both configurations have two seats (max_num_seqs 2)
     order: list[str] = []
@@ -195,7 +199,7 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
     async def run(session: aiohttp.ClientSession, name: str, prio: int, *, header: bool = False) -> None:
         body: dict[str, Any] = {
             "prompt": f"{name} the quick brown fox",
-            "max_tokens": 200,
+            "max_tokens": seat_tokens if name in "AB" else 200,
             "ignore_eos": True,
             "stream": True,
         }
@@ -213,11 +217,15 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
         before = await metrics(s, server.base_url)
         tasks = [asyncio.create_task(run(s, "A", 10)), asyncio.create_task(run(s, "B", 10))]
         await wait_for(lambda: _done(order, 2))
-        for name, prio, header in [("E", 10, False), ("D", 5, False), ("C", 0, False), ("F", 0, True)]:
-            tasks.append(asyncio.create_task(run(s, name, prio, header=header)))
-            await asyncio.wait_for(accepted[name].wait(), 10)  # headers come at acceptance, while queued
+        # E and D arrive before C and F (two waves; headers come at acceptance, while queued)
+        for wave in [[("E", 10, False), ("D", 5, False)], [("C", 0, False), ("F", 0, True)]]:
+            tasks += [asyncio.create_task(run(s, name, prio, header=header)) for name, prio, header in wave]
+            for name, _, _ in wave:
+                await asyncio.wait_for(accepted[name].wait(), 10)
+        seats_busy = len(order) == 2  # nothing but A and B has started while the queue filled
         await asyncio.gather(*tasks)
         m = await metrics(s, server.base_url)
+    assert seats_busy, f"A and B finished before the queue filled (machine overloaded?): {order}"
     assert ["".join(sorted(order[i : i + 2])) for i in (0, 2, 4)] == expected
     assert delta(m, before, "vllm:num_preemptions_total") == 0
 
@@ -266,9 +274,9 @@ async def test_a_unary_client_that_gives_up_aborts_its_request(start_server: Sta
                 return delta(m, before, "vllm:generation_tokens_total") > 0
 
             await wait_for(generating)
-            request.cancel()  # closes the connection before the response
-            with pytest.raises(asyncio.CancelledError):
-                await request
+            request.cancel()  # closes the connection before the response (if it has not come yet)
+            with contextlib.suppress(asyncio.CancelledError):
+                (await request).close()
             await wait_for(lambda: _idle(s, server.base_url))
             m = await metrics(s, server.base_url)
             generated = delta(m, before, "vllm:generation_tokens_total")
