@@ -17,7 +17,12 @@ from aiohttp import web
 from sloguard.sim.server.app import ServerOptions, build_app
 
 SERVED_MODEL = "tiny"
-SERVER_KINDS = [pytest.param("sim", id="sim"), pytest.param("vllm", id="vllm", marks=pytest.mark.vllm)]
+# pytest-timeout counts fixture set-up: the first vllm test may wait for the servers' start-up (bounded by
+# vllm_server.HEALTH_TIMEOUT_S, 300 s), so vllm tests get more than the default 120 s.
+SERVER_KINDS = [
+    pytest.param("sim", id="sim"),
+    pytest.param("vllm", id="vllm", marks=[pytest.mark.vllm, pytest.mark.timeout(420)]),
+]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ when it is missing or a server does not become healthy, the tests that need it F
 server's log tail. The user is tests/conformance/test_vllm_api_conformance.py.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -241,17 +242,25 @@ def stop_background() -> None:
         _launch = None
 
 
+def _signal_group(server: VllmProcess, sig: signal.Signals) -> None:
+    # each server leads its own process group (start_new_session): the engine core and worker are in it
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(server.process.pid, sig)
+
+
 def stop_servers(servers: Iterable[VllmProcess]) -> None:
+    """SIGTERM every server's process group, wait (bounded), then SIGKILL whatever is left of them."""
     procs = list(servers)
     for server in procs:
         if server.process.poll() is None:
-            os.killpg(server.process.pid, signal.SIGTERM)
+            _signal_group(server, signal.SIGTERM)
     for server in procs:
         try:
             server.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL)
+            _signal_group(server, signal.SIGKILL)
             server.process.wait()
+        _signal_group(server, signal.SIGKILL)  # stragglers (engine core, worker) of an exited server
 
 
 @pytest.fixture(scope="session")
@@ -270,10 +279,13 @@ def vllm_servers() -> Iterator[dict[str, str]]:
     launch_in_background()
     assert _launch is not None
     waited_from_s = time.monotonic()
+    failure = ""
     try:
         servers = _launch.result()
     except VllmUnavailableError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failure = str(exc)
+    if failure:
+        pytest.fail(failure, pytrace=False)
     now_s = time.monotonic()
     print(
         f"\nvLLM servers healthy {now_s - _launch.started_s:.1f} s after launch "
