@@ -21,6 +21,7 @@ def shared_data_dir() -> Path:
     return path
 
 
+@pytest.hookimpl(trylast=True)  # after -m/-k/--deselect have removed what will not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Real-vLLM tests (marker `vllm`) run last, and their servers start now, in the background, so
     that their start-up (a minute or two) overlaps the rest of the suite (sloguard_testing/vllm_server)."""
