@@ -35,8 +35,9 @@ class ServerConfig:
 
 
 SERVER_CONFIGS = {
-    # S-fcfsKV: fcfs with two seats and 5 blocks (4 usable, 512 tokens); also serves the single-request tests.
-    "fcfs": ServerConfig("fcfs", max_num_seqs=2, num_gpu_blocks=5),
+    # S-fcfs with two seats (as S-fcfsKV, but with the default KV, so that two seat holders can run long
+    # without preemption); also serves the single-request tests.
+    "fcfs": ServerConfig("fcfs", max_num_seqs=2),
     # S-prio2: priority policy, two seats, plenty of KV.
     "priority": ServerConfig("priority", max_num_seqs=2),
     # S-prioKV: priority policy, 8 seats, 5 blocks: KV exhaustion preempts.
