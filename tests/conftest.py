@@ -19,3 +19,22 @@ def shared_data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"shared data not found at {path}: the repository must sit beside shared/")
     return path
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k/--deselect have removed what will not run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Real-vLLM tests (marker `vllm`) run last, and their servers start now, in the background, so
+    that their start-up (a minute or two) overlaps the rest of the suite (sloguard_testing/vllm_server)."""
+    vllm_items = [item for item in items if item.get_closest_marker("vllm")]
+    if not vllm_items or config.option.collectonly:
+        return
+    items[:] = [item for item in items if not item.get_closest_marker("vllm")] + vllm_items
+    from sloguard_testing.vllm_server import launch_in_background
+
+    launch_in_background()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from sloguard_testing.vllm_server import stop_background
+
+    stop_background()

@@ -84,7 +84,8 @@ def build_app(options: ServerOptions) -> web.Application:
         "block_size": str(config.block_size),
         "num_gpu_blocks": str(config.num_gpu_blocks),
         "num_gpu_blocks_override": str(options.num_gpu_blocks),
-        "kv_cache_size_tokens": str((config.num_gpu_blocks - 1) * config.block_size),
+        # vLLM reports all blocks here (5 blocks of 128 -> "640"), although one is its reserved null block
+        "kv_cache_size_tokens": str(config.num_gpu_blocks * config.block_size),
         "enable_prefix_caching": "False",
         "cache_dtype": "auto",
         "sliding_window": "None",
@@ -158,7 +159,22 @@ async def _models(request: web.Request) -> web.Response:
                     "root": f"sloguard-sim:{options.profile}",
                     "parent": None,
                     "max_model_len": driver.engine.config.max_model_len,
-                    "permission": [],
+                    "permission": [
+                        {
+                            "id": f"modelperm-{secrets.token_hex(8)}",
+                            "object": "model_permission",
+                            "created": created,
+                            "allow_create_engine": False,
+                            "allow_sampling": True,
+                            "allow_logprobs": True,
+                            "allow_search_indices": False,
+                            "allow_view": True,
+                            "allow_fine_tuning": False,
+                            "organization": "*",
+                            "group": None,
+                            "is_blocking": False,
+                        }
+                    ],
                 }
             ],
         }
@@ -248,24 +264,33 @@ async def _unary(
         await _wait_change(handle)
     done: Finished = handle.finished
     text = filler_text(0, done.output_tokens)
-    usage = {**_usage(params, done.output_tokens), "prompt_tokens_details": None}
+    usage = {
+        **_usage(params, done.output_tokens),
+        "prompt_tokens_details": None,
+        "completion_tokens_details": None,
+    }
     created = int(time.time())
-    if chat:
+    tail: dict[str, Any] = {"kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
+    if chat:  # field for field what vLLM 0.32 returns (compared against a live server)
         choice: dict[str, Any] = {
             "index": 0,
             "message": {
                 "role": "assistant",
                 "content": text,
                 "refusal": None,
-                "tool_calls": [],
+                "annotations": None,
+                "audio": None,
+                "function_call": None,
                 "reasoning": None,
             },
             "logprobs": None,
             "finish_reason": done.finish_reason,
             "stop_reason": None,
             "token_ids": None,
+            "routed_experts": None,
         }
         obj = "chat.completion"
+        tail = {"prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None, **tail}
     else:
         choice = {
             "index": 0,
@@ -279,7 +304,6 @@ async def _unary(
             "routed_experts": None,
         }
         obj = "text_completion"
-        usage["completion_tokens_details"] = None
     return _json(
         {
             "id": response_id,
@@ -290,7 +314,7 @@ async def _unary(
             "service_tier": None,
             "system_fingerprint": _fingerprint(),
             "usage": usage,
-            **({} if chat else {"kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}),
+            **tail,
         }
     )
 

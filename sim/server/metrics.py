@@ -100,7 +100,8 @@ def token_buckets(max_model_len: int) -> list[float]:
 
 
 class VllmMetrics:
-    """One registry with vLLM's families; every vllm: series is labelled engine="0", model_name."""
+    """One registry with vLLM's families; every vllm: series is labelled engine="0", model_name
+    (but vllm:cache_config_info, which real vLLM 0.32 labels with engine and its config only)."""
 
     def __init__(self, model_name: str, max_model_len: int, cache_info: dict[str, str]) -> None:  # noqa: PLR0915
         self.registry = CollectorRegistry()
@@ -238,13 +239,14 @@ class VllmMetrics:
         self.prefill_kv = hist(
             "vllm:request_prefill_kv_computed_tokens", "New KV tokens computed during prefill.", tok
         )
+        # vLLM labels its config-info gauge with engine and the config, not with model_name (measured).
         info = Gauge(
             "vllm:cache_config_info",
             "Information of the LLMEngine CacheConfig",
-            labels + sorted(cache_info),
+            ["engine", *sorted(cache_info)],
             registry=r,
         )
-        info.labels(**lv, **cache_info).set(1)
+        info.labels(engine=lv["engine"], **cache_info).set(1)
 
     def set_state(self, *, running: int, waiting: int, kv_usage: float) -> None:
         lv = self._lv

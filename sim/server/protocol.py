@@ -31,6 +31,13 @@ def bad_request(message: str, param: str | None) -> ApiError:
     return ApiError(400, message, "BadRequestError", param)
 
 
+def input_repr(value: Any) -> str:
+    """How vLLM's validation errors show an input: containers by size, the rest as text."""
+    if isinstance(value, dict | list):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return str(value)
+
+
 def parse_json_body(content_type: str, raw: bytes) -> dict[str, Any]:
     if content_type != "application/json":
         raise validation_error("Unsupported Media Type: Only 'application/json' is allowed", None)
@@ -51,7 +58,7 @@ def parse_json_body(content_type: str, raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise validation_error(
             f"{{'type': 'model_attributes_type', 'loc': 'body', 'msg': 'Input should be a valid dictionary "
-            f"or object to extract fields from', 'input': '{body}'}}",
+            f"or object to extract fields from', 'input': '{input_repr(body)}'}}",
             "body",
         )
     return body
@@ -105,11 +112,23 @@ def count_prompt_tokens(prompt: Any) -> int:
     )
 
 
-def chat_prompt_tokens(messages: Any) -> int:
-    """Tokens of the chat template `role: content\\n ... assistant:` over the messages."""
-    if not isinstance(messages, list) or not messages:
+def chat_prompt_tokens(body: dict[str, Any]) -> int:
+    """Tokens of the chat template `role: content\\n ... assistant:` over the body's messages."""
+    messages = body.get("messages")
+    if messages is None:
         raise validation_error(
-            "{'type': 'missing', 'loc': 'body.messages', 'msg': 'Field required', 'input': 'None'}",
+            "{'type': 'missing', 'loc': 'body.messages', 'msg': 'Field required', "
+            f"'input': '{input_repr(body)}'}}",
+            "body.messages",
+        )
+    if messages == []:
+        raise bad_request(
+            "Cannot apply chat template to an empty conversation. Provide at least one message.", None
+        )
+    if not isinstance(messages, list):
+        raise validation_error(
+            "{'type': 'list_type', 'loc': 'body.messages', 'msg': 'Input should be a valid list', "
+            f"'input': '{input_repr(messages)}'}}",
             "body.messages",
         )
     text = ""
@@ -143,12 +162,15 @@ class GenerationParams:
 def generation_params(
     body: dict[str, Any], *, chat: bool, max_model_len: int, header_priority: str | None
 ) -> GenerationParams:
-    prompt_tokens = chat_prompt_tokens(body.get("messages")) if chat else _completion_prompt(body)
-    if prompt_tokens >= max_model_len:
-        shown = min(prompt_tokens, max_model_len + 1)
+    prompt_tokens = chat_prompt_tokens(body) if chat else _completion_prompt(body)
+    if prompt_tokens > max_model_len:
+        # vLLM tokenizes text with truncation to max_model_len + 1 ("at least"); token ids count as given.
+        text = chat or not isinstance(body.get("prompt"), list) or not _is_token_ids(body["prompt"])
+        shown = min(prompt_tokens, max_model_len + 1) if text else prompt_tokens
+        qualifier = "at least " if shown == max_model_len + 1 else ""
         raise bad_request(
             f"This model's maximum context length is {max_model_len} tokens. "
-            f"However, your prompt contains at least {shown} input tokens, "
+            f"However, your prompt contains {qualifier}{shown} input tokens, "
             "which exceeds this limit even without any output tokens. Please reduce "
             f"the length of the input prompt. (parameter=input_tokens, value={shown})",
             "input_tokens",
@@ -172,7 +194,11 @@ def generation_params(
             )
     elif not chat:
         max_tokens = 16
-    room = max(max_model_len - prompt_tokens, 1)
+    room = max_model_len - prompt_tokens
+    if room == 0:  # vLLM clamps max_tokens to the room left, then rejects the 0
+        raise bad_request(
+            "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)", "max_tokens"
+        )
     max_tokens = min(max_tokens if max_tokens is not None else room, room)
     min_tokens = int_field(body, "min_tokens") or 0
     if min_tokens > max_tokens:
@@ -198,9 +224,15 @@ def generation_params(
     )
 
 
+def _is_token_ids(prompt: list[Any]) -> bool:
+    return all(isinstance(t, int) for t in prompt) or (len(prompt) == 1 and isinstance(prompt[0], list))
+
+
 def _completion_prompt(body: dict[str, Any]) -> int:
     prompt = body.get("prompt")
-    if prompt is None or prompt in ("", []):
+    if prompt == []:
+        raise bad_request("You must pass at least one prompt", None)
+    if prompt is None or prompt == "":
         raise bad_request(
             "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)", "prompt"
         )
