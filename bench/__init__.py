@@ -13,6 +13,10 @@ SCENARIOS: dict[str, str] = {
     # name -> module path; each module defines `run(quick: bool) -> BenchResult`
     "sim-speed": "sloguard.bench.sim_speed",
     "decision-cost": "sloguard.bench.decision_cost",
+    "scorpio": "sloguard.bench.scorpio",
+    "ssjf": "sloguard.bench.ssjf",
+    "sa": "sloguard.bench.sa",
+    "trace": "sloguard.bench.trace",
 }
 
 

@@ -363,6 +363,9 @@ class Engine:
             running, self.config.max_num_batched_tokens, self.usable_blocks - self.blocks_used, t_s
         )
         self.scheduler.schedule(ctx)
+        for seq in ctx.rejected:
+            seq.finish_reason = "reject"
+            self._finish(seq, t_s, emit=True)
         self.num_preemptions_total += len(ctx.preempted)
         self.running = {seq.request_id: seq for seq in ctx.running}
         self._prefilling = dict(self.running) if self.fast else {}
@@ -372,7 +375,7 @@ class Engine:
         self.blocks_used = self.usable_blocks - ctx.free_blocks
         scheduled = list(ctx.scheduled.values())
         if not scheduled:
-            if not ctx.preempted and (self.running or len(self.waiting)):
+            if not ctx.preempted and not ctx.rejected and (self.running or len(self.waiting)):
                 raise RuntimeError("the scheduler made no progress: nothing fits the KV cache or budget")
             return None
         return self._make_step(t_s, scheduled, cohort=False)
