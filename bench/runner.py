@@ -25,7 +25,7 @@ from sloguard.sidecar.core.length_model import load_default_predictor
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
 from sloguard.sim.cosim import RequestRecord, SimulatedReplica, latency_model_from_profile, run_replica
-from sloguard.sim.engine import BatchScheduler, Engine, EngineConfig
+from sloguard.sim.engine import BatchScheduler, Engine, EngineConfig, StepTimeModel
 from sloguard.sim.profiles import load_profile
 from sloguard.sim.scorpio_engine import ScorpioEngineScheduler, ScorpioRequest
 from sloguard.sim.v0_scheduler import VllmV0Scheduler
@@ -60,10 +60,10 @@ class EngineSetup:
             seed=seed,
         )
 
-    def latency_model(self) -> LatencyModel:
-        profile = load_profile(self.profile)
+    def latency_model(self, step_time: StepTimeModel | None = None) -> LatencyModel:
+        """The sidecar's latency model priced by the engine's step times (the profile's unless given)."""
         return latency_model_from_profile(
-            profile.step_time(),
+            step_time or load_profile(self.profile).step_time(),
             max_num_batched_tokens=self.max_num_batched_tokens,
             max_prompt_tokens=self.max_model_len,
             max_batch=self.max_num_seqs,
@@ -86,11 +86,14 @@ def run_variant(
     *,
     seed: int = 0,
     in_flight_cap: int | None = None,
+    step_time: StepTimeModel | None = None,
 ) -> list[RequestRecord]:
-    """Replay `specs` through the variant; one record per request, in arrival order."""
+    """Replay `specs` through the variant; one record per request, in arrival order. `step_time`
+    replaces the profile's step-time model (the ssjf benchmark's linear job model)."""
     base, oracle = split_name(variant)
-    latency = setup.latency_model()
     profile = load_profile(setup.profile)
+    step_time = step_time or profile.step_time()
+    latency = setup.latency_model(step_time)
     passthrough = base in ("fcfs", V0_FCFS, ENGINE_SCORPIO)
     policy_name = "fcfs" if base in (ENGINE_SCORPIO, V0_FCFS) else base
     config = SidecarConfig(
@@ -122,7 +125,7 @@ def run_variant(
         scheduler = ScorpioEngineScheduler(
             requests, latency.copy(), prefill_budget_tokens=setup.scorpio_prefill_budget_tokens
         )
-    engine = Engine(setup.engine_config(seed), profile.step_time(), scheduler=scheduler)
+    engine = Engine(setup.engine_config(seed), step_time, scheduler=scheduler)
     replica = SimulatedReplica(
         policy,
         engine,
@@ -150,7 +153,9 @@ class Score:
         return self.met / self.duration_s if self.duration_s > 0 else 0.0
 
 
-def score(records: Sequence[RequestRecord], specs: Sequence[RequestSpec], slo_class: str | None = None) -> Score:
+def score(
+    records: Sequence[RequestRecord], specs: Sequence[RequestSpec], slo_class: str | None = None
+) -> Score:
     """SCORPIO's metrics: goodput = requests meeting every SLO / benchmark duration (first arrival to the
     last request's end, over all classes), adherence = met / requests; rejections count as misses."""
     by_id = {spec.request_id: spec for spec in specs}

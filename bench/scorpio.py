@@ -1,7 +1,8 @@
-"""Benchmark `scorpio`: SCORPIO's headline (goodput and SLO adherence over a QPS sweep), reproduced and beaten.
+"""Benchmark `scorpio`: SCORPIO's headline (goodput and SLO adherence over a QPS sweep), reproduced.
 
 Set-up (reference/papers.md §1.6, §6.6), versioned in `SPEC`: Llama-3-8B on the A100 profile; ShareGPT first
-turns (the predictor's test split) with SCORPIO's filter (prompt 4-1024, prompt + output <= 2048, output >= 4),
+turns (the predictor's test split) with SCORPIO's filter (prompt 4-1024, prompt + output <= 2048,
+output >= 4),
 real reply lengths replayed exactly; the fallback SLO classes (500 ms, 50 ms), (3 s, 30 ms), (15 s, 50 ms)
 drawn uniformly; Poisson arrivals; 512 requests per point. Engine: no chunked prefill. vLLM (and the
 simulator) refuse `max-num-batched-tokens` 1024 < `max-model-len` 2048 without chunked prefill, so the
@@ -30,7 +31,14 @@ CLASSES = (
     SLOClassConfig(name="ttft15s-tpot50ms", ttft_s=15.0, tpot_s=0.05),
 )
 PAPER_POLICIES = ("fcfs", "fcfs-v0", "mooncake", "sjf", "scorpio-engine", "scorpio")
-POLICIES = (*PAPER_POLICIES, "sloguard", "oracle_sjf", "oracle_scorpio-engine", "oracle_scorpio", "oracle_sloguard")
+POLICIES = (
+    *PAPER_POLICIES,
+    "sloguard",
+    "oracle_sjf",
+    "oracle_scorpio-engine",
+    "oracle_scorpio",
+    "oracle_sloguard",
+)
 
 
 @dataclass(frozen=True)
@@ -126,14 +134,19 @@ def best_paper(point: dict[str, Any], metric: str) -> tuple[str, float]:
 
 def markdown(data: dict[str, Any]) -> str:
     out = [
-        f"### scorpio (spec v{data['spec_version']}, {data['profile']}, {data['requests_per_point']} requests "
+        f"### scorpio (spec v{data['spec_version']}, {data['profile']}, "
+        f"{data['requests_per_point']} requests "
         f"per point, capacity {data['capacity_rps']} req/s)",
         "",
         "Goodput (req/s meeting both SLOs) / adherence per policy; ratios are sloguard's.",
         "",
     ]
     names = list(data["points"][0]["policies"])
-    out.append("| rate (req/s) | load | " + " | ".join(names) + " | best paper policy | vs best | vs fcfs | vs fcfs-v0 | vs scorpio-engine |")
+    out.append(
+        "| rate (req/s) | load | "
+        + " | ".join(names)
+        + " | best paper policy | vs best | vs fcfs | vs fcfs-v0 | vs scorpio-engine |"
+    )
     out.append("|" + "---|" * (len(names) + 6))
     for point in data["points"]:
         pols = point["policies"]
@@ -143,7 +156,8 @@ def markdown(data: dict[str, Any]) -> str:
         out.append(
             f"| {point['rate_rps']} | {point['load_factor']}x | "
             + " | ".join(cells)
-            + f" | {best_name} | {fmt_ratio(ratio(ours, best))} | {fmt_ratio(ratio(ours, pols['fcfs']['goodput_rps']))}"
+            + f" | {best_name} | {fmt_ratio(ratio(ours, best))}"
+            + f" | {fmt_ratio(ratio(ours, pols['fcfs']['goodput_rps']))}"
             + f" | {fmt_ratio(ratio(ours, pols['fcfs-v0']['goodput_rps']))}"
             + f" | {fmt_ratio(ratio(ours, pols['scorpio-engine']['goodput_rps']))} |"
         )
@@ -153,7 +167,11 @@ def markdown(data: dict[str, Any]) -> str:
     out.append("| policy | " + " | ".join(classes) + " |")
     out.append("|" + "---|" * (len(classes) + 1))
     for name in names:
-        out.append(f"| {name} | " + " | ".join(f"{heavy[name]['per_class'][c]['adherence']:.2f}" for c in classes) + " |")
+        out.append(
+            f"| {name} | "
+            + " | ".join(f"{heavy[name]['per_class'][c]['adherence']:.2f}" for c in classes)
+            + " |"
+        )
     return "\n".join(out) + "\n"
 
 

@@ -18,6 +18,7 @@ from sloguard.predictor_command import default_data_dir
 from sloguard.sidecar.length_dataset import SHAREGPT_FILE, Split, qwen_token_counter, split_of
 
 AZURE_CONV_FILE = Path("azure_llm_inference_2023") / "AzureLLMInferenceTrace_conv.csv"
+AZURE_CODE_FILE = Path("azure_llm_inference_2023") / "AzureLLMInferenceTrace_code.csv"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,17 @@ def _parse_timestamp(text: str) -> float:
 @functools.cache
 def azure_conv_trace() -> tuple[TraceRow, ...]:
     """The Azure LLM inference 2023 conversation trace, times relative to its first request."""
-    path = data_dir() / AZURE_CONV_FILE
+    return _azure_trace(AZURE_CONV_FILE)
+
+
+@functools.cache
+def azure_code_trace() -> tuple[TraceRow, ...]:
+    """The Azure LLM inference 2023 code trace, times relative to its first request."""
+    return _azure_trace(AZURE_CODE_FILE)
+
+
+def _azure_trace(relative: Path) -> tuple[TraceRow, ...]:
+    path = data_dir() / relative
     rows: list[tuple[float, int, int]] = []
     with path.open(encoding="utf-8", newline="") as handle:
         for record in csv.DictReader(handle):

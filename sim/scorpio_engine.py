@@ -82,7 +82,8 @@ class ScorpioEngineScheduler:
             cum += seq.num_tokens - seq.num_computed
             info = self._info(seq)
             slack_s = seq.arrival_s + info.ttft_s - ctx.now_s
-            if slack_s < self.latency.prefill_s(float(cum)) + self.margin_s and seq.blocks == 0:
+            # a preempted request back in the queue already had its first token: it is not judged again
+            if seq.num_output == 0 and slack_s < self.latency.prefill_s(float(cum)) + self.margin_s:
                 ctx.reject(seq)
                 self.rejected_total += 1
                 cum -= seq.num_tokens - seq.num_computed

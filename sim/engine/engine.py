@@ -165,9 +165,15 @@ class Engine:
         return self._finish(seq, self.now_s, emit=False)
 
     def next_event_time_s(self) -> float | None:
-        """When the iteration in flight ends (its tokens appear then); None when the engine is idle."""
+        """When the iteration in flight ends (its tokens appear then); None when the engine is idle.
+        Events not yet collected (a scheduler's rejections at formation, iterations completed by
+        submit/abort) make it the time of the first of them, or now if that has passed."""
         self._form_pending()
-        return self._inflight.end_s if self._inflight is not None else None
+        end = self._inflight.end_s if self._inflight is not None else None
+        if self._events:
+            due = max(self._events[0].time_s, self.now_s)
+            return due if end is None else min(end, due)
+        return end
 
     def advance_to(self, t_s: float) -> list[EngineEvent]:
         """Complete every iteration that ends at or before `t_s`; return what happened, in time order
