@@ -135,43 +135,43 @@ def best_paper(point: dict[str, Any], metric: str) -> tuple[str, float]:
 def markdown(data: dict[str, Any]) -> str:
     out = [
         f"### scorpio (spec v{data['spec_version']}, {data['profile']}, "
-        f"{data['requests_per_point']} requests "
-        f"per point, capacity {data['capacity_rps']} req/s)",
+        f"{data['requests_per_point']} requests per point, capacity {data['capacity_rps']} req/s)",
         "",
-        "Goodput (req/s meeting both SLOs) / adherence per policy; ratios are sloguard's.",
+        "Goodput (req/s meeting both SLOs) / adherence per policy; ratios are sloguard's goodput over the"
+        " named policy's.",
         "",
     ]
     names = list(data["points"][0]["policies"])
+    versus = [n for n in ("fcfs", "fcfs-v0", "scorpio-engine") if n in names]
     out.append(
         "| rate (req/s) | load | "
         + " | ".join(names)
-        + " | best paper policy | vs best | vs fcfs | vs fcfs-v0 | vs scorpio-engine |"
+        + " | best paper policy | vs best | "
+        + " | ".join(f"vs {n}" for n in versus)
+        + " |"
     )
-    out.append("|" + "---|" * (len(names) + 6))
+    out.append("|" + "---|" * (len(names) + 4 + len(versus)))
     for point in data["points"]:
         pols = point["policies"]
         cells = [f"{pols[n]['goodput_rps']:.2f} / {pols[n]['adherence']:.2f}" for n in names]
-        ours = pols["sloguard"]["goodput_rps"]
+        ours = pols["sloguard"]["goodput_rps"] if "sloguard" in pols else 0.0
         best_name, best = best_paper(point, "goodput_rps")
+        ratios = [fmt_ratio(ratio(ours, pols[n]["goodput_rps"])) for n in versus]
         out.append(
             f"| {point['rate_rps']} | {point['load_factor']}x | "
             + " | ".join(cells)
-            + f" | {best_name} | {fmt_ratio(ratio(ours, best))}"
-            + f" | {fmt_ratio(ratio(ours, pols['fcfs']['goodput_rps']))}"
-            + f" | {fmt_ratio(ratio(ours, pols['fcfs-v0']['goodput_rps']))}"
-            + f" | {fmt_ratio(ratio(ours, pols['scorpio-engine']['goodput_rps']))} |"
+            + f" | {best_name} | {fmt_ratio(ratio(ours, best))} | "
+            + " | ".join(ratios)
+            + " |"
         )
     out += ["", "Adherence per class at the heaviest point:", ""]
     heavy = data["points"][-1]["policies"]
     classes = list(heavy[names[0]]["per_class"])
-    out.append("| policy | " + " | ".join(classes) + " |")
-    out.append("|" + "---|" * (len(classes) + 1))
+    out.append("| policy | " + " | ".join(classes) + " | rejected |")
+    out.append("|" + "---|" * (len(classes) + 2))
     for name in names:
-        out.append(
-            f"| {name} | "
-            + " | ".join(f"{heavy[name]['per_class'][c]['adherence']:.2f}" for c in classes)
-            + " |"
-        )
+        per_class = " | ".join(f"{heavy[name]['per_class'][c]['adherence']:.2f}" for c in classes)
+        out.append(f"| {name} | {per_class} | {heavy[name]['rejected']} |")
     return "\n".join(out) + "\n"
 
 
