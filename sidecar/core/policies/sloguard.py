@@ -49,7 +49,8 @@ class SloguardParameters:
     headroom: float = field(default=1.0, metadata={"min": 0.0})
     reject_quantile: float = field(default=0.25, metadata={"min": 0.0})
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
-    short_first_slack_s: float = field(default=5.0, metadata={"min": 0.0})  # 0: plain LDF release order
+    short_first: bool = True  # release relaxed requests shortest predicted output first
+    short_first_buffer_s: float = field(default=5.0, metadata={"min": 0.0})  # measured on bench/sa
     credit_batching: bool = False
     calibrate_prefill: bool = True
     calibrate_decode: bool = False  # measured: the adaptive inflation prices decode better on its own
@@ -76,23 +77,30 @@ class SloguardPolicy(LdfPolicy):
     def _queue_weight(self, entry: Entry) -> float:
         return entry.predicted_output_tokens
 
-    def _slot_wait_s(self, requests_ahead_incl_self: int, out_tokens_ahead_incl_self: float) -> float:
-        """Wait for an in-flight slot: the first `n` positions past the free slots wait for in-flight
-        requests to finish (mean predicted remaining each); later positions also for the requests ahead
-        of them that took slots first, priced by the predicted output of the queue up to here."""
+    def _slot_wait_s(self, count: int, out_tokens: float, prompt_tokens: float) -> float:
+        """Wait for an in-flight slot at a queue position with `count` requests, `out_tokens` predicted
+        output and `prompt_tokens` prompt tokens up to it (itself included). The first `n` positions past
+        the free slots wait for in-flight requests to finish (mean predicted remaining each); later ones
+        also for the requests ahead of them that took slots first, priced by the queue's own predicted
+        lengths up to here. With nothing in flight (a burst onto an idle engine) the cap's slots fill at
+        once and later positions wait for those."""
         n = self.in_flight_count
-        beyond = requests_ahead_incl_self - max(0, self._last_cap - n)
-        if beyond <= 0 or n == 0:
+        cap = max(1, self._last_cap)
+        beyond = count - max(0, cap - n)
+        if beyond <= 0:
             return 0.0
+        mean_out = out_tokens / max(1, count)
+        if n == 0:
+            itl = self.latency.itl_s(float(cap), prompt_tokens / max(1, count) + mean_out / 2)
+            return beyond * mean_out * itl / cap
         remaining = max(1.0, (self._predicted_out_in_flight - self._generated_in_flight) / n)
         itl = self.latency.itl_s(float(n), self.running_len_tokens() / n)
         freed = min(beyond, n) * remaining * itl / n
-        mean_ahead = out_tokens_ahead_incl_self / max(1, requests_ahead_incl_self)
-        queued = max(0, beyond - n) * mean_ahead * itl / n
+        queued = max(0, beyond - n) * mean_out * itl / n
         return freed + queued
 
     def _wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
-        return self.latency.prefill_s(tokens) + self._slot_wait_s(count, out_tokens)
+        return self.latency.prefill_s(tokens) + self._slot_wait_s(count, out_tokens, tokens)
 
     def _unattainable(self, entry: Entry, decision: Rejected) -> Decision:
         if self.demotable(entry):
@@ -203,15 +211,19 @@ class SloguardPolicy(LdfPolicy):
         return out
 
     def _candidates(self, now_s: float, room: int) -> Iterator[Entry]:
-        """Urgent requests (TTFT slack under `short_first_slack_s`) in LDF order, then the relaxed ones
-        shortest predicted output first (their deadlines leave room, so serving short jobs first cuts
-        mean latency, as SSJF does), then the best-effort queue. The TTFT guard still judges waits in
-        LDF order, which is the order a relaxed request will get once it becomes urgent."""
+        """Urgent requests in LDF order, then the relaxed ones shortest predicted output first, then the
+        best-effort queue. Relaxed: TTFT slack above the predicted wait of the whole queue plus
+        `short_first_buffer_s`, i.e. it would meet its TTFT even if served last, so serving short jobs
+        first among these cuts mean latency (as SSJF does) without costing any of them its SLO."""
         self._skips = 0
-        horizon = self.params.short_first_slack_s
-        if horizon <= 0:
+        if not self.params.short_first or not len(self._main):
             yield from super()._candidates(now_s, room)
             return
+        main = self._main
+        whole_queue_s = self._wait_s(
+            self.pending_prefill_tokens() + main.total_tokens, len(main), main.total_weight
+        )
+        horizon = whole_queue_s + self.params.margin_s + self.params.short_first_buffer_s
         relaxed: list[Entry] = []
         for item in self._main:
             entry = self._entries[item[4]]
