@@ -169,11 +169,11 @@ class Engine:
         Events not yet collected (a scheduler's rejections at formation, iterations completed by
         submit/abort) make it the time of the first of them, or now if that has passed."""
         self._form_pending()
-        end = self._inflight.end_s if self._inflight is not None else None
-        if self._events:
-            due = max(self._events[0].time_s, self.now_s)
-            return due if end is None else min(end, due)
-        return end
+        if self._inflight is not None:
+            return self._inflight.end_s
+        # an idle engine holding uncollected events (a scheduler rejected all it had) reports their
+        # time (or now, if that has passed) so that a driver collects them
+        return max(self._events[0].time_s, self.now_s) if self._events else None
 
     def advance_to(self, t_s: float) -> list[EngineEvent]:
         """Complete every iteration that ends at or before `t_s`; return what happened, in time order

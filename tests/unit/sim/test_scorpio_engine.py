@@ -103,3 +103,13 @@ def test_v0_scheduler_never_mixes_prefill_and_decode() -> None:
     first_token_times = {e.time_s for e in events if isinstance(e, FirstToken)}
     later_token_times = {t for d in done.values() for t in d.token_times_s[1:].tolist()}
     assert not first_token_times & later_token_times  # an iteration is all prefill or all decode
+
+
+def test_an_idle_engine_that_rejected_everything_still_reports_the_rejections() -> None:
+    info = {f"r{i}": ScorpioRequest(0.01, 0.05, 10.0) for i in range(5)}
+    engine = Engine(CONFIG, toy_step_time(), scheduler=ScorpioEngineScheduler(info, LATENCY))
+    for i in range(5):
+        engine.submit(SimRequest(f"r{i}", prompt_tokens=1000, max_tokens=10, eos_after_tokens=10), 1.0)
+    done = finished_by_id(engine.run_until_idle())
+    assert len(done) == 5 and all(d.finish_reason == "reject" and d.time_s == 1.0 for d in done.values())
+    assert engine.next_event_time_s() is None
