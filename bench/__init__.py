@@ -14,6 +14,10 @@ SCENARIOS: dict[str, str] = {
     "sim-speed": "sloguard.bench.sim_speed",
     "decision-cost": "sloguard.bench.decision_cost",
     "sidecar-overhead": "sloguard.bench.sidecar_overhead",
+    "scorpio": "sloguard.bench.scorpio",
+    "ssjf": "sloguard.bench.ssjf",
+    "sa": "sloguard.bench.sa",
+    "trace": "sloguard.bench.trace",
 }
 
 

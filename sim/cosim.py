@@ -235,7 +235,10 @@ class SimulatedReplica:
         self._in_flight.discard(request_id)
         if not self._in_flight:
             self._next_progress_s = math.inf
-        outcome = Outcome.CANCELLED if event.finish_reason == "abort" else Outcome.COMPLETED
+        # "reject": an engine-integrated scheduler (SCORPIO in the engine) refused it; the sidecar in
+        # front only sees its stream end, the record says what happened
+        engine_rejected = event.finish_reason == "reject"
+        outcome = Outcome.CANCELLED if event.finish_reason in ("abort", "reject") else Outcome.COMPLETED
         self.policy.on_tokens(request_id, event.time_s, event.output_tokens)
         self.policy.on_finish(request_id, event.time_s, outcome=outcome, output_tokens=event.output_tokens)
         spec = self.specs[request_id]
@@ -246,7 +249,8 @@ class SimulatedReplica:
             request_id,
             spec.slo_class,
             spec.arrival_s,
-            outcome,
+            Outcome.REJECTED if engine_rejected else outcome,
+            reason=RejectionReason.TTFT_UNATTAINABLE if engine_rejected else None,
             first_token_s=first,
             finish_s=event.time_s,
             output_tokens=event.output_tokens,

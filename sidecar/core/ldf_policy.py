@@ -23,7 +23,13 @@ class LdfPolicy(QueuePolicy):
         spec = entry.spec
         self._entries[spec.request_id] = entry
         queue = self._best_effort if entry.demoted else self._main
-        queue.push(spec.request_id, spec.ttft_deadline_s, spec.prompt_tokens, tie=-spec.class_priority)
+        queue.push(
+            spec.request_id,
+            spec.ttft_deadline_s,
+            spec.prompt_tokens,
+            tie=-spec.class_priority,
+            weight=self._queue_weight(entry),
+        )
 
     def _remove(self, entry: Entry) -> None:
         request_id = entry.request_id
@@ -36,6 +42,10 @@ class LdfPolicy(QueuePolicy):
             for item in queue:
                 yield self._entries[item[4]]
 
+    def _queue_weight(self, entry: Entry) -> float:
+        """Weight of a queued item handed to the wait model (sloguard: predicted output tokens)."""
+        return 0.0
+
     def _queued_tokens(self) -> float:
         return float(self._main.total_tokens)
 
@@ -45,5 +55,9 @@ class LdfPolicy(QueuePolicy):
         if self._main.remove(spec.request_id):
             self.demote(entry)
             self._best_effort.push(
-                spec.request_id, spec.ttft_deadline_s, spec.prompt_tokens, tie=-spec.class_priority
+                spec.request_id,
+                spec.ttft_deadline_s,
+                spec.prompt_tokens,
+                tie=-spec.class_priority,
+                weight=self._queue_weight(entry),
             )

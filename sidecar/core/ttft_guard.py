@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 # (deadline or other primary key, tie-break key, insertion sequence, prompt tokens, request id)
-QueueItem = tuple[float, float, int, int, str]
+QueueItem = tuple[float, float, int, int, str, float]  # key, tie, seq, tokens, id, weight
 
 
 class SortedQueue:
@@ -27,6 +27,7 @@ class SortedQueue:
         self._by_id: dict[str, QueueItem] = {}
         self._seq = 0
         self.total_tokens = 0
+        self.total_weight = 0.0  # sum of the items' weights (sloguard: predicted output tokens)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -37,14 +38,15 @@ class SortedQueue:
     def __iter__(self) -> Iterator[QueueItem]:
         return iter(self._items)
 
-    def push(self, request_id: str, key: float, tokens: int, tie: float = 0.0) -> None:
+    def push(self, request_id: str, key: float, tokens: int, tie: float = 0.0, weight: float = 0.0) -> None:
         if request_id in self._by_id:
             raise ValueError(f"request {request_id!r} is already queued")
         self._seq += 1
-        item = (key, tie, self._seq, tokens, request_id)
+        item = (key, tie, self._seq, tokens, request_id, weight)
         bisect.insort(self._items, item)
         self._by_id[request_id] = item
         self.total_tokens += tokens
+        self.total_weight += weight
 
     def remove(self, request_id: str) -> bool:
         item = self._by_id.pop(request_id, None)
@@ -53,6 +55,7 @@ class SortedQueue:
         index = bisect.bisect_left(self._items, item)
         del self._items[index]
         self.total_tokens -= item[3]
+        self.total_weight = self.total_weight - item[5] if self._items else 0.0
         return True
 
     def head(self) -> QueueItem | None:
@@ -68,10 +71,16 @@ class SortedQueue:
             return self.total_tokens, end
         return sum(item[3] for item in self._items[:end]), end
 
+    def weight_ahead_of(self, key: float, tie: float = 0.0) -> float:
+        """Sum of the weights strictly ahead of a new item with this key: O(position)."""
+        end = bisect.bisect_right(self._items, (key, tie, self._seq + 1))
+        return self.total_weight if end == len(self._items) else sum(item[5] for item in self._items[:end])
 
-WaitModel = Callable[[float, int], float]
-"""Predicted wait (s) of a request with this many prompt tokens ahead (itself included) and this many
-requests ahead (itself included); must be non-decreasing in both."""
+
+WaitModel = Callable[[float, int, float], float]
+"""Predicted wait (s) of a request with this many prompt tokens ahead (itself included), this many
+requests ahead (itself included) and this much item weight ahead (itself included; sloguard weighs
+items by predicted output tokens); must be non-decreasing in all three."""
 
 
 def unattainable(
@@ -88,19 +97,22 @@ def unattainable(
     """
     if not queue:
         return []
-    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue)) + margin_s
+    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue), queue.total_weight) + margin_s
     out: list[str] = []
     cum_tokens = base_tokens
+    cum_weight = 0.0
     count = 0
-    for key, _tie, _seq, tokens, request_id in queue:
+    for key, _tie, _seq, tokens, request_id, weight in queue:
         slack_s = key - now_s
         if slack_s >= bound_s:
             break
         cum_tokens += tokens
+        cum_weight += weight
         count += 1
-        if slack_s < wait_s(cum_tokens, count) + margin_s:
+        if slack_s < wait_s(cum_tokens, count, cum_weight) + margin_s:
             out.append(request_id)
             cum_tokens -= tokens  # a rejected request frees its place in line
+            cum_weight -= weight
             count -= 1
     return out
 
@@ -119,14 +131,16 @@ def next_expiry_s(
     """
     if not queue:
         return None
-    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue)) + margin_s
+    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue), queue.total_weight) + margin_s
     earliest = float("inf")
     cum_tokens = base_tokens
-    for count, (key, _tie, _seq, tokens, _request_id) in enumerate(queue, start=1):
+    cum_weight = 0.0
+    for count, (key, _tie, _seq, tokens, _request_id, weight) in enumerate(queue, start=1):
         if key - bound_s >= earliest:
             break
         cum_tokens += tokens
-        earliest = min(earliest, key - wait_s(cum_tokens, count) - margin_s)
+        cum_weight += weight
+        earliest = min(earliest, key - wait_s(cum_tokens, count, cum_weight) - margin_s)
     return earliest
 
 
@@ -157,24 +171,27 @@ def sweep(
     inf = float("inf")
     if not queue:
         return Sweep((), inf, -inf, inf)
-    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue)) + margin_s
+    bound_s = wait_s(base_tokens + queue.total_tokens, len(queue), queue.total_weight) + margin_s
     out: list[str] = []
     earliest = inf
     cum_tokens = base_tokens
+    cum_weight = 0.0
     count = 0
     last_key = -inf
     frontier = inf
-    for key, _tie, _seq, tokens, request_id in queue:
+    for key, _tie, _seq, tokens, request_id, weight in queue:
         if key - bound_s >= max(earliest, now_s):
             frontier = key
             break
         last_key = key
         cum_tokens += tokens
+        cum_weight += weight
         count += 1
-        expiry = key - wait_s(cum_tokens, count) - margin_s
+        expiry = key - wait_s(cum_tokens, count, cum_weight) - margin_s
         if expiry < now_s:
             out.append(request_id)
             cum_tokens -= tokens  # a rejected request frees its place in line
+            cum_weight -= weight
             count -= 1
         elif expiry < earliest:
             earliest = expiry
@@ -189,6 +206,7 @@ def insertion_is_harmless(
     count: int,
     wait_s: WaitModel,
     margin_s: float,
+    total_weight: float = 0.0,
 ) -> bool:
     """Whether inserting an item with `key` leaves `previous.next_expiry_s` a valid lower bound.
 
@@ -197,4 +215,5 @@ def insertion_is_harmless(
     """
     if key < previous.last_scanned_key:
         return False
-    return min(key, previous.frontier_key) - wait_s(total_tokens, count) - margin_s >= previous.next_expiry_s
+    bound = wait_s(total_tokens, count, total_weight)
+    return min(key, previous.frontier_key) - bound - margin_s >= previous.next_expiry_s

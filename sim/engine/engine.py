@@ -165,9 +165,15 @@ class Engine:
         return self._finish(seq, self.now_s, emit=False)
 
     def next_event_time_s(self) -> float | None:
-        """When the iteration in flight ends (its tokens appear then); None when the engine is idle."""
+        """When the iteration in flight ends (its tokens appear then); None when the engine is idle.
+        Events not yet collected (a scheduler's rejections at formation, iterations completed by
+        submit/abort) make it the time of the first of them, or now if that has passed."""
         self._form_pending()
-        return self._inflight.end_s if self._inflight is not None else None
+        if self._inflight is not None:
+            return self._inflight.end_s
+        # an idle engine holding uncollected events (a scheduler rejected all it had) reports their
+        # time (or now, if that has passed) so that a driver collects them
+        return max(self._events[0].time_s, self.now_s) if self._events else None
 
     def advance_to(self, t_s: float) -> list[EngineEvent]:
         """Complete every iteration that ends at or before `t_s`; return what happened, in time order
@@ -363,6 +369,9 @@ class Engine:
             running, self.config.max_num_batched_tokens, self.usable_blocks - self.blocks_used, t_s
         )
         self.scheduler.schedule(ctx)
+        for seq in ctx.rejected:
+            seq.finish_reason = "reject"
+            self._finish(seq, t_s, emit=True)
         self.num_preemptions_total += len(ctx.preempted)
         self.running = {seq.request_id: seq for seq in ctx.running}
         self._prefilling = dict(self.running) if self.fast else {}
@@ -372,7 +381,7 @@ class Engine:
         self.blocks_used = self.usable_blocks - ctx.free_blocks
         scheduled = list(ctx.scheduled.values())
         if not scheduled:
-            if not ctx.preempted and (self.running or len(self.waiting)):
+            if not ctx.preempted and not ctx.rejected and (self.running or len(self.waiting)):
                 raise RuntimeError("the scheduler made no progress: nothing fits the KV cache or budget")
             return None
         return self._make_step(t_s, scheduled, cohort=False)

@@ -10,7 +10,9 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal[
+    "stop", "length", "abort", "reject"
+]  # reject: an engine-integrated scheduler refused it
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ class SchedulingContext:
         self.now_s = now_s
         self.scheduled: dict[str, tuple[SequenceState, int]] = {}
         self.preempted: list[SequenceState] = []
+        self.rejected: list[SequenceState] = []
         self._on_preempt = on_preempt
 
     def blocks_needed(self, seq: SequenceState, num_new_tokens: int) -> int:
@@ -83,6 +84,14 @@ class SchedulingContext:
         self.waiting.prepend(seq)
         self.preempted.append(seq)
         self._on_preempt(seq)
+
+    def reject(self, seq: SequenceState) -> None:
+        """Refuse a waiting request: it leaves the engine now with finish reason "reject" (SCORPIO's
+        TTFT guard). Only requests holding no KV blocks can be refused."""
+        if seq.status != WAITING or seq.blocks:
+            raise ValueError(f"only a waiting request without KV blocks can be rejected: {seq.request_id!r}")
+        self.waiting.remove(seq)
+        self.rejected.append(seq)
 
     def admit(self) -> SequenceState:
         """Move the head of the waiting queue to the end of the running list."""

@@ -6,7 +6,7 @@ fields but changes them only through its `SchedulingContext`.
 
 import heapq
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from sloguard.sim.engine.request import FinishReason, SimRequest
@@ -135,6 +135,12 @@ class WaitingQueue:
 
     def pop(self) -> SequenceState:
         return self._fifo.popleft() if self.policy == "fcfs" else heapq.heappop(self._heap)[1]
+
+    def reorder(self, key: Callable[[SequenceState], tuple[float, ...]]) -> None:
+        """Re-sort a FIFO queue by `key` (stable), as an engine-integrated policy (SCORPIO's LDF) does."""
+        if self.policy != "fcfs":
+            raise ValueError("only a FIFO waiting queue can be reordered; the priority heap orders itself")
+        self._fifo = deque(sorted(self._fifo, key=key))
 
     def remove(self, seq: SequenceState) -> None:
         if self.policy == "fcfs":

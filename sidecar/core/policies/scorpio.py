@@ -40,13 +40,13 @@ class ScorpioPolicy(LdfPolicy):
     Parameters: ClassVar[type[ScorpioParameters]] = ScorpioParameters
     params: ScorpioParameters
 
-    def _wait_s(self, tokens: float, count: int) -> float:
+    def _wait_s(self, tokens: float, count: int, out_tokens: float = 0.0) -> float:
         return self.latency.prefill_s(tokens)
 
     def _arrival_check(self, entry: Entry, now_s: float) -> Decision:
         spec = entry.spec
         tokens = self.pending_prefill_tokens() + self._main.total_tokens + spec.prompt_tokens
-        predicted_s = self._wait_s(tokens, len(self._main) + 1)
+        predicted_s = self._wait_s(tokens, len(self._main) + 1, 0.0)
         slack_s = spec.ttft_deadline_s - now_s
         if slack_s < predicted_s + self.params.margin_s:
             if self.demotable(entry):

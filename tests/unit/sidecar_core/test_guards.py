@@ -19,7 +19,7 @@ from sloguard.sidecar.core.ttft_guard import (
 PREFILL = PrefillModel(n0_tokens=200, flat_s=0.02, per_token_s=0.0001, intercept_s=0.0)
 
 
-def wait_s(tokens: float, count: int) -> float:
+def wait_s(tokens: float, count: int, out_tokens: float = 0.0) -> float:
     return PREFILL.time_s(tokens) + 0.01 * count
 
 
