@@ -33,6 +33,7 @@ system-deps: ## install the Debian packages the test tiers use (skipped when pre
 .PHONY: generate
 generate: $(STAMP) ## regenerate checked-in artefacts (CRDs) from sloguard.api
 	$(BIN)/sloguard crds --out crds
+	$(BIN)/python -m sloguard.sidecar.proto_codegen
 
 $(TYPECHECK_TREE): $(STAMP)
 	@scripts/typecheck-tree.sh $(TYPECHECK_TREE)

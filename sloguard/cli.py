@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = [
     "sloguard.crds_command",
     "sloguard.predictor_command",
     "sloguard.sim.cli",
+    "sloguard.sidecar.command",
 ]
 
 

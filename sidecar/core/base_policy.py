@@ -54,6 +54,7 @@ class Entry:
     prediction: LengthPrediction
     predicted_output_tokens: float
     demoted: bool = False
+    predicted_itl_s: float = math.nan  # what the TPOT guard predicted when it let the request in
     # set at release
     released_s: float = math.nan
     tokens_ahead_at_release: float = 0.0
@@ -78,7 +79,8 @@ class QueuePolicy(Policy):
     name: ClassVar[SchedulingPolicyName]
     Parameters: ClassVar[type[Any]]
     params: Any
-    calibrate_online: bool = False  # feed latency observations to the latency model
+    calibrate_prefill: bool = False  # feed first-token timings to the latency model
+    calibrate_decode: bool = False  # feed inter-token timings to the latency model
     learn_lengths_online: bool = False  # feed completed lengths back to the predictor
 
     def __init__(
@@ -185,7 +187,7 @@ class QueuePolicy(Policy):
             self._running_len_tokens += 1
             self._generated_in_flight += 1
         self._pending_prefill_tokens -= entry.spec.prompt_tokens
-        if self.calibrate_online:
+        if self.calibrate_prefill:
             self.latency.observe_prefill(entry.tokens_ahead_at_release, now_s - entry.released_s)
 
     def on_tokens(self, request_id: str, now_s: float, output_tokens: int) -> None:
@@ -205,7 +207,7 @@ class QueuePolicy(Policy):
         entry.last_tokens_s = now_s
         self._running_len_tokens += new
         self._generated_in_flight += new
-        if self.calibrate_online and dt > 0 and self._in_flight:
+        if self.calibrate_decode and dt > 0 and self._in_flight:
             n = len(self._in_flight)
             self.latency.observe_step(float(n), self._running_len_tokens / n, dt / new)
 

@@ -15,9 +15,9 @@ QUANTILE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 def exponential_prediction(mean_tokens: float, max_tokens: int) -> LengthPrediction:
     """A prediction with mean `mean_tokens` and exponential quantiles, everything capped at max_tokens."""
-    mean = min(max(mean_tokens, 0.0), float(max_tokens))
+    mean = max(mean_tokens, 0.0)
     quantiles = {q: min(float(max_tokens), -mean * math.log(1.0 - q)) for q in QUANTILE_LEVELS}
-    return LengthPrediction(mean_tokens=mean, quantiles=quantiles)
+    return LengthPrediction(mean_tokens=min(mean, float(max_tokens)), quantiles=quantiles)
 
 
 class FixedLength:

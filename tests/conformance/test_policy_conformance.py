@@ -19,6 +19,7 @@ from sloguard_testing.policy_driver import Workload, run
 from sloguard.api.errors import RejectionReason
 from sloguard.api.policies import SchedulingPolicyName
 from sloguard.api.sidecar_config import SidecarConfig
+from sloguard.api.sloclass import OnUnattainable
 from sloguard.sidecar.core.base_policy import QueuePolicy
 from sloguard.sidecar.core.latency import LatencyModel
 from sloguard.sidecar.core.ledger import LedgerError
@@ -92,6 +93,7 @@ def workload_from(rows: Sequence[tuple[float, int, int, int, int, float | None]]
                 max_tokens=max_tokens,
                 arrival_s=t,
                 true_output_tokens=out,
+                on_unattainable=OnUnattainable(cls.get("on_unattainable", "Reject")),
             )
         )
         if cancel_after is not None:
@@ -278,7 +280,7 @@ def test_unknown_parameters_are_refused(name: SchedulingPolicyName, parameters: 
         (SchedulingPolicyName.SA, {"iterations": 1.5}, "iterations"),
         (SchedulingPolicyName.SJF, {"starvation_wait_s": math.nan}, "starvation_wait_s"),
         (SchedulingPolicyName.SLOGUARD, {"reject_quantile": 1.5}, "reject_quantile"),
-        (SchedulingPolicyName.SLOGUARD, {"calibrate_online": 1}, "calibrate_online"),
+        (SchedulingPolicyName.SLOGUARD, {"calibrate_decode": 1}, "calibrate_decode"),
     ],
 )
 def test_badly_typed_parameters_are_refused(

@@ -6,8 +6,13 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
 - Uncertainty-aware rejection: a request is rejected (or demoted) only when even an optimistic output
   length (`reject_quantile` of the predictor's distribution, default the 25th percentile) misses its
   end-to-end deadline, and judged at its least-deadline-first position (not at the tail).
-- Online calibration: the latency model is refitted from the first-token and token timings it sees,
-  and the predictor learns from completed lengths.
+- Online calibration: the prefill model's scale is refitted from observed first-token times, the
+  predictor learns from completed lengths; refitting the decode model from token timings is available
+  (`calibrate_decode`) but off by default: on the toy engine the adaptive inflation below did as well
+  or better without it.
+- Adaptive inflation: instead of SCORPIO's fixed eta, the TPOT guard multiplies the predicted ITL by a
+  running mean of (observed TPOT / ITL predicted at admission) over completed requests, so prefill
+  stalls and engine overheads the model misses are priced in at whatever the current load makes them.
 - TPOT guard with the real batch size (an unmodified vLLM decodes every running request each
   iteration) and no head-of-line blocking: up to `max_skips` candidates that would break the tightest
   running TPOT are passed over for ones that fit.
@@ -24,6 +29,7 @@ from sloguard.api.policies import SchedulingPolicyName
 from sloguard.sidecar.core.base_policy import Entry, Gate
 from sloguard.sidecar.core.ldf_policy import LdfPolicy
 from sloguard.sidecar.core.policy import Admitted, Decision, PolicyParameterError, Rejected
+from sloguard.sidecar.core.requests import Outcome
 from sloguard.sidecar.core.tpot_guard import tpot_admission
 from sloguard.sidecar.core.ttft_guard import Sweep, insertion_is_harmless, next_expiry_s, sweep
 
@@ -31,12 +37,16 @@ from sloguard.sidecar.core.ttft_guard import Sweep, insertion_is_harmless, next_
 @dataclass(frozen=True)
 class SloguardParameters:
     margin_s: float = field(default=0.02, metadata={"min": 0.0})
-    eta: float = field(default=1.1, metadata={"min": 0.0})
+    eta: float = field(default=1.3, metadata={"min": 0.0})  # the prior of the adaptive inflation
+    adaptive_eta: bool = True
+    eta_weight: float = field(default=0.05, metadata={"min": 0.0})
+    eta_max: float = field(default=4.0, metadata={"min": 1.0})
     headroom: float = field(default=1.0, metadata={"min": 0.0})
     reject_quantile: float = field(default=0.25, metadata={"min": 0.0})
     max_skips: int = field(default=8, metadata={"min": 0})
     credit_batching: bool = False
-    calibrate_online: bool = True
+    calibrate_prefill: bool = True
+    calibrate_decode: bool = False  # measured: the adaptive inflation prices decode better on its own
     learn_lengths_online: bool = True
 
 
@@ -49,9 +59,11 @@ class SloguardPolicy(LdfPolicy):
         super()._init_queue()
         if not 0.0 < self.params.reject_quantile < 1.0:
             raise PolicyParameterError("reject_quantile must lie in (0, 1)")
-        self.calibrate_online = self.params.calibrate_online
+        self.calibrate_prefill = self.params.calibrate_prefill
+        self.calibrate_decode = self.params.calibrate_decode
         self.learn_lengths_online = self.params.learn_lengths_online
         self._skips = 0
+        self.inflation = self.params.eta
         self._sweep: Sweep | None = None  # the last walk of the queue, reused while nothing grew a wait
         self._sweep_state: tuple[float, ...] = ()
 
@@ -175,14 +187,30 @@ class SloguardPolicy(LdfPolicy):
             candidate_tpot_s=entry.spec.tpot_s,
             candidate_prompt_tokens=entry.spec.prompt_tokens,
             candidate_output_tokens=entry.predicted_output_tokens,
-            eta=self.params.eta,
+            eta=self.inflation,
             headroom=self.params.headroom,
             virtual=self.params.credit_batching,
         )
         if verdict.admit:
+            entry.predicted_itl_s = verdict.predicted_itl_s
             return Gate.RELEASE
         self._skips += 1
         return Gate.SKIP if self._skips <= self.params.max_skips else Gate.STOP
+
+    def on_finish(self, request_id: str, now_s: float, *, outcome: Outcome, output_tokens: int) -> None:
+        entry = self._in_flight.get(request_id)
+        super().on_finish(request_id, now_s, outcome=outcome, output_tokens=output_tokens)
+        if (
+            self.params.adaptive_eta
+            and entry is not None
+            and outcome is Outcome.COMPLETED
+            and output_tokens > 1
+            and entry.first_token_s is not None
+            and entry.predicted_itl_s > 0
+        ):
+            observed = (now_s - entry.first_token_s) / (output_tokens - 1)
+            ratio = min(self.params.eta_max, max(1.0, observed / entry.predicted_itl_s))
+            self.inflation += self.params.eta_weight * (ratio - self.inflation)
 
     def _engine_priority(self, entry: Entry) -> int | None:
         return self.deadline_priority(entry.spec.ttft_deadline_s, demoted=entry.demoted)

@@ -1,0 +1,42 @@
+"""`sloguard sidecar --config FILE`: run one sidecar until SIGTERM/SIGINT (both drain it) or a Drain RPC."""
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
+    parser = subparsers.add_parser("sidecar", help="run the per-pod sidecar in front of a vLLM engine")
+    parser.add_argument("--config", type=Path, required=True, help="sidecar configuration (JSON or YAML)")
+    parser.add_argument("--host", default="0.0.0.0", help="address the three ports bind to")
+    parser.add_argument(
+        "--reload-interval-s", type=float, default=1.0, help="how often to look at the config file"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sloguard.sidecar.config_reload import ConfigError  # noqa: PLC0415 (keeps `sloguard --help` fast)
+
+    try:
+        return asyncio.run(_serve(args))
+    except (ConfigError, OSError, ValueError) as error:  # ValueError: bad policy parameters
+        log.error("%s", error)
+        return 2
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from sloguard.sidecar.service import SidecarService  # noqa: PLC0415
+
+    service = SidecarService(args.config, host=args.host, reload_interval_s=args.reload_interval_s)
+    await service.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, service.request_drain)
+    await service.wait_stopped()
+    return 0

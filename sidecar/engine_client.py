@@ -1,0 +1,190 @@
+"""Client of the engine's OpenAI-compatible HTTP API on localhost (vLLM or `sloguard sim serve`).
+
+Called by the lifecycle (sidecar/lifecycle.py) for every released request. It always streams upstream
+with `stream_options: {include_usage, continuous_usage_stats}` forced, so every chunk carries the
+cumulative `usage.completion_tokens` — one SSE chunk can carry several tokens under load
+(reference/vllm-behaviour.md §3.9) — and timestamps each chunk on arrival (the first token's chunk, not
+the response headers, defines TTFT). What the client asked for is restored by the fronts (sidecar/relay.py).
+The vLLM `priority` field is stamped only when the engine runs priority scheduling, with polarity
+converted (ours: higher = more important; vLLM: lower = earlier); otherwise any client-sent value is
+stripped. Cancelling the consuming task closes the connection, which makes vLLM abort the request (§3.7).
+"""
+
+import json
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+Endpoint = Literal["completions", "chat"]
+ENDPOINT_PATHS: dict[Endpoint, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineChunk:
+    """One upstream SSE data chunk, as received."""
+
+    payload: dict[str, Any]
+    raw: bytes  # the chunk's JSON exactly as the engine sent it (relayed as is where possible)
+    received_s: float  # time.monotonic() at arrival
+    tokens: int  # completion tokens this chunk adds (usage delta; 0 for role and usage-only chunks)
+    completion_tokens: int  # cumulative
+    prompt_tokens: int | None
+    usage_only: bool  # the final `choices: []` usage chunk
+    finish_reason: str | None
+    text: str
+
+
+class EngineError(Exception):
+    """The engine did not serve the request to the end."""
+
+    def __init__(self, message: str, *, status: int | None = None, started: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.started = started  # whether any chunk had arrived
+
+    @property
+    def is_client_error(self) -> bool:
+        """The engine refused the request itself (4xx): the client's input, not the engine, is at fault."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429
+
+
+def engine_priority(our_priority: int) -> int:
+    """vLLM's `priority` (lower = earlier) for our class priority (higher = more important)."""
+    return -our_priority
+
+
+def prepare_upstream_body(
+    body: dict[str, Any], *, model: str, priority: int | None, stamps_priority: bool
+) -> dict[str, Any]:
+    """The body sent upstream: streamed, usage forced, model defaulted, priority stamped or stripped."""
+    upstream = dict(body)
+    upstream["stream"] = True
+    upstream["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+    if model:
+        upstream["model"] = model
+    upstream.pop("priority", None)
+    if stamps_priority and priority is not None:
+        upstream["priority"] = engine_priority(priority)
+    return upstream
+
+
+def _text_of(choice: dict[str, Any]) -> str:
+    if "text" in choice:
+        return str(choice.get("text") or "")
+    delta = choice.get("delta") or {}
+    return str(delta.get("content") or "")
+
+
+class EngineClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        model: str = "",
+        stamps_priority: bool = False,
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.stamps_priority = stamps_priority
+
+    async def get_json(self, path: str, timeout_s: float = 5.0) -> tuple[int | None, Any]:
+        """GET a JSON document from the engine: (status, body), or (None, None) when unreachable."""
+        try:
+            async with self.session.get(
+                f"{self.base_url}{path}", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
+                return response.status, await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
+            return None, None
+
+    async def healthy(self, timeout_s: float = 2.0) -> bool:
+        try:
+            async with self.session.get(
+                f"{self.base_url}/health", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], *, request_id: str, priority: int | None
+    ) -> AsyncGenerator[EngineChunk, None]:
+        """Stream the request's chunks; raises EngineError unless the stream ends with `[DONE]`."""
+        upstream = prepare_upstream_body(
+            body, model=self.model, priority=priority, stamps_priority=self.stamps_priority
+        )
+        url = f"{self.base_url}{ENDPOINT_PATHS[endpoint]}"
+        started = False
+        try:
+            async with self.session.post(url, json=upstream, headers={"X-Request-Id": request_id}) as resp:
+                if resp.status != 200:
+                    raise EngineError(await _error_message(resp), status=resp.status)
+                completion_tokens = 0
+                done = False
+                try:
+                    async for raw_line in resp.content:
+                        line = raw_line.strip()
+                        if not line.startswith(b"data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            done = True  # read on to the end, so the connection goes back to the pool
+                            continue
+                        now_s = time.monotonic()
+                        payload = json.loads(data)
+                        if not isinstance(payload, dict):
+                            raise EngineError("engine sent a non-object SSE chunk", started=started)
+                        if "error" in payload:
+                            raise EngineError(f"engine error mid-stream: {payload['error']}", started=started)
+                        chunk = _chunk_of(payload, now_s, completion_tokens, raw=data)
+                        completion_tokens = chunk.completion_tokens
+                        started = True
+                        yield chunk
+                except BaseException:
+                    resp.close()  # abort upstream: vLLM stops generating when the connection closes
+                    raise
+                if not done:
+                    raise EngineError("engine stream ended before [DONE]", started=started)
+        except EngineError:
+            raise
+        except (aiohttp.ClientError, json.JSONDecodeError, TimeoutError) as error:
+            kind = type(error).__name__
+            raise EngineError(f"engine connection failed ({kind}: {error})", started=started) from error
+
+
+def _chunk_of(payload: dict[str, Any], now_s: float, previous_tokens: int, raw: bytes = b"") -> EngineChunk:
+    choices = payload.get("choices") or []
+    usage = payload.get("usage") or {}
+    usage_only = not choices and bool(usage)
+    if "completion_tokens" in usage:
+        cumulative = max(previous_tokens, int(usage["completion_tokens"]))
+    else:  # no usage on this chunk: one token per chunk carrying a choice with text or a finish
+        has_token = any(_text_of(c) or c.get("finish_reason") for c in choices)
+        cumulative = previous_tokens + (1 if has_token else 0)
+    finish = next((c.get("finish_reason") for c in choices if c.get("finish_reason")), None)
+    return EngineChunk(
+        payload=payload,
+        raw=raw or json.dumps(payload, separators=(",", ":")).encode(),
+        received_s=now_s,
+        tokens=0 if usage_only else cumulative - previous_tokens,
+        completion_tokens=cumulative,
+        prompt_tokens=usage.get("prompt_tokens"),
+        usage_only=usage_only,
+        finish_reason=finish,
+        text="".join(_text_of(c) for c in choices),
+    )
+
+
+async def _error_message(resp: aiohttp.ClientResponse) -> str:
+    text = await resp.text()
+    try:
+        body = json.loads(text)
+        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+    except json.JSONDecodeError:
+        message = None
+    return f"engine answered {resp.status}: {message or text[:500]}"

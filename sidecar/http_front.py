@@ -1,0 +1,218 @@
+"""The OpenAI-compatible HTTP front: POST /v1/completions and /v1/chat/completions, streamed or not.
+
+Existing OpenAI clients work unchanged; the SLO class comes from `x-slo-class` (or the GAIE/llm-d
+objective headers), explicit targets from `x-slo-ttft-ms` / `x-slo-tpot-ms` / `x-slo-deadline-ms` (and the
+`x-llm-d-slo-*` spellings). Requests go through `Lifecycle.generate`; rejections become 4xx/5xx with
+`Retry-After` and `x-sloguard-reason` via sidecar/errors.py.
+"""
+
+import contextlib
+import json
+import logging
+import math
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from sloguard.api.errors import RejectionReason
+from sloguard.sidecar.engine_client import Endpoint
+from sloguard.sidecar.errors import (
+    REASON_HEADER,
+    RequestFailed,
+    RequestRejected,
+    http_headers,
+    http_status_of,
+    openai_error_body,
+)
+from sloguard.sidecar.lifecycle import Lifecycle, ServeRequest
+from sloguard.sidecar.relay import Assembler, UsageWish, client_chunk
+
+log = logging.getLogger(__name__)
+
+CLASS_HEADERS = ("x-slo-class", "x-gateway-inference-objective", "x-llm-d-inference-objective")
+TTFT_HEADERS = ("x-slo-ttft-ms", "x-llm-d-slo-ttft-ms")
+TPOT_HEADERS = ("x-slo-tpot-ms", "x-llm-d-slo-tpot-ms")
+DEADLINE_HEADERS = ("x-slo-deadline-ms", "x-llm-d-slo-deadline-ms")
+BYTES_PER_TOKEN_ESTIMATE = 4  # prompt tokens are estimated before the engine counts them exactly
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's default (reference/vllm-behaviour.md §5)
+
+
+def _first_header(request: web.Request, names: tuple[str, ...]) -> str | None:
+    return next((request.headers[n] for n in names if n in request.headers), None)
+
+
+def _ms_header_s(request: web.Request, names: tuple[str, ...]) -> float | None:
+    raw = _first_header(request, names)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RequestRejected(
+            RejectionReason.INVALID_REQUEST, f"{names[0]} must be a number, got {raw!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise RequestRejected(RejectionReason.INVALID_REQUEST, f"{names[0]} must be positive, got {raw!r}")
+    return value / 1000.0
+
+
+def _prompt_of(endpoint: Endpoint, body: dict[str, Any]) -> tuple[str | None, int]:
+    """The prompt text (for the predictor) and an estimate of its token count."""
+    if endpoint == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestRejected(RejectionReason.INVALID_REQUEST, "messages must be a non-empty list")
+        parts = []
+        for message in messages:
+            if not isinstance(message, dict):
+                raise RequestRejected(RejectionReason.INVALID_REQUEST, "each message must be an object")
+            content = message.get("content")
+            parts.append(content if isinstance(content, str) else json.dumps(content))
+        text = "\n".join(parts)
+        return text, math.ceil(len(text.encode()) / BYTES_PER_TOKEN_ESTIMATE)
+    prompt = body.get("prompt")
+    if isinstance(prompt, str) and prompt:
+        return prompt, math.ceil(len(prompt.encode()) / BYTES_PER_TOKEN_ESTIMATE)
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return None, len(prompt)
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str) and prompt[0]:
+        return prompt[0], math.ceil(len(prompt[0].encode()) / BYTES_PER_TOKEN_ESTIMATE)
+    raise RequestRejected(
+        RejectionReason.INVALID_REQUEST, "prompt must be a non-empty string or list of token ids (one prompt)"
+    )
+
+
+def _max_tokens_of(endpoint: Endpoint, body: dict[str, Any], ceiling: int) -> int:
+    if endpoint == "chat":
+        value = body.get("max_completion_tokens", body.get("max_tokens"))
+        default = ceiling  # vLLM runs chat to the context length when unset
+    else:
+        value = body.get("max_tokens")
+        default = COMPLETIONS_DEFAULT_MAX_TOKENS
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestRejected(
+            RejectionReason.INVALID_REQUEST, f"max_tokens must be an integer, got {value!r}"
+        )
+    return value
+
+
+def _error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    all_headers = {REASON_HEADER: reason, **(headers or {})}
+    return web.json_response(openai_error_body(message, status, reason), status=status, headers=all_headers)
+
+
+def _rejection(error: RequestRejected) -> web.Response:
+    return _error(http_status_of(error.reason), error.reason.value, error.message, http_headers(error))
+
+
+class HttpFront:
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+
+    def app(self) -> web.Application:
+        limits = self.lifecycle.config.limits
+        max_body = limits.max_prompt_tokens * 16 + (1 << 20)
+        app = web.Application(client_max_size=max_body)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        return app
+
+    async def models(self, _: web.Request) -> web.Response:
+        """The engine's model list, so OpenAI clients that look it up first work unchanged."""
+        status, body = await self.lifecycle.engine.get_json("/v1/models")
+        if status is None:
+            return _error(503, RejectionReason.ENGINE_UNAVAILABLE.value, "the engine is not reachable")
+        return web.json_response(body, status=status)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "completions")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "chat")
+
+    async def _serve(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        try:
+            body = await self._body(request)
+            serve = self._serve_request(request, endpoint, body)
+        except RequestRejected as error:
+            self.lifecycle.count_unparsed(error.reason)
+            return _rejection(error)
+        events = self.lifecycle.generate(serve)
+        async with contextlib.aclosing(events):
+            try:
+                first = await anext(events, None)
+            except RequestRejected as error:
+                return _rejection(error)
+            except RequestFailed as error:
+                return _error(error.http_status, error.reason, str(error))
+            if body.get("stream") is True:
+                return await self._stream(request, body, first, events)
+            assembler = Assembler(endpoint)
+            try:
+                if first is not None:
+                    assembler.add(first.chunk)
+                async for event in events:
+                    assembler.add(event.chunk)
+            except RequestFailed as error:
+                return _error(error.http_status, error.reason, str(error))
+            return web.json_response(assembler.response())
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise RequestRejected(RejectionReason.INVALID_REQUEST, "request body too large") from None
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RequestRejected(RejectionReason.INVALID_REQUEST, f"malformed JSON body: {error}") from None
+        if not isinstance(body, dict):
+            raise RequestRejected(RejectionReason.INVALID_REQUEST, "the JSON body must be an object")
+        return body
+
+    def _serve_request(self, request: web.Request, endpoint: Endpoint, body: dict[str, Any]) -> ServeRequest:
+        if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
+            raise RequestRejected(
+                RejectionReason.INVALID_REQUEST, "only n=1 (one choice per request) is supported"
+            )
+        prompt_text, prompt_tokens = _prompt_of(endpoint, body)
+        ceiling = self.lifecycle.config.limits.max_output_tokens
+        return ServeRequest(
+            endpoint=endpoint,
+            body=body,
+            slo_class=_first_header(request, CLASS_HEADERS),
+            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+            ttft_s=_ms_header_s(request, TTFT_HEADERS),
+            tpot_s=_ms_header_s(request, TPOT_HEADERS),
+            deadline_s=_ms_header_s(request, DEADLINE_HEADERS),
+            prompt_text=prompt_text,
+            prompt_tokens=prompt_tokens,
+            max_tokens=_max_tokens_of(endpoint, body, ceiling),
+        )
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], first: Any, events: Any
+    ) -> web.StreamResponse:
+        wish = UsageWish.of(body)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await response.prepare(request)
+        try:
+            if first is not None:
+                await _write_chunk(response, client_chunk(first.chunk, wish))
+            async for event in events:
+                await _write_chunk(response, client_chunk(event.chunk, wish))
+        except RequestFailed as error:
+            error_body = openai_error_body(str(error), error.http_status, error.reason)
+            await response.write(f"data: {json.dumps(error_body)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+async def _write_chunk(response: web.StreamResponse, data: bytes | None) -> None:
+    if data is not None:
+        await response.write(b"data: " + data + b"\n\n")

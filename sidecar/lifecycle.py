@@ -1,0 +1,521 @@
+"""The request lifecycle: the one place a request goes admit → queue → release → stream → finish.
+
+Both fronts (sidecar/grpc_server.py, sidecar/http_front.py) hand a `ServeRequest` to
+`Lifecycle.generate` and relay what it yields. Here the configured policy (through the port in
+sidecar/policy_port.py) admits or rejects, the release loop starts queued requests within the adaptive
+in-flight cap (sidecar/backpressure.py), the engine client streams, per-token timing feeds metrics, the
+policy and the cap, and every request's outcome is counted exactly once (`_Tracked.end`).
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sloguard.api.errors import RejectionReason
+from sloguard.api.sidecar_config import SidecarConfig, SLOClassConfig
+from sloguard.sidecar.backpressure import AimdCap, AimdSettings
+from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
+from sloguard.sidecar.errors import RequestFailed, RequestRejected
+from sloguard.sidecar.metrics import SidecarMetrics
+from sloguard.sidecar.policy_adapter import BuiltPolicy, build_policy
+from sloguard.sidecar.policy_port import Admission, AdmissionPolicy, EngineView, FinishOutcome, PolicyRequest
+
+log = logging.getLogger(__name__)
+
+UNRESOLVED_CLASS_LABEL = "_unresolved"  # slo_class label of requests refused before a class was known
+TICK_INTERVAL_S = 0.02  # release rounds for time-driven policy decisions, besides arrivals and finishes
+
+
+@dataclass
+class ServeRequest:
+    """A request as both fronts hand it over; targets in seconds override the class's where set."""
+
+    endpoint: Endpoint
+    body: dict[str, Any]
+    slo_class: str | None = None
+    request_id: str = ""
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    deadline_s: float | None = None
+    prompt_text: str | None = None
+    prompt_tokens: int = 0
+    max_tokens: int = 16
+    timeout_s: float | None = None  # the client's deadline (gRPC deadline), bounds the engine call
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    chunk: EngineChunk
+    first: bool  # carries the first token
+    since_arrival_s: float
+
+
+@dataclass
+class _Tracked:
+    request: PolicyRequest
+    slo_class: SLOClassConfig
+    endpoint: Endpoint
+    body: dict[str, Any]
+    admission: Admission | None = None
+    start: asyncio.Future[None] | None = None
+    policy: AdmissionPolicy | None = None
+    task: asyncio.Task[Any] | None = None
+    engine_priority: int | None = None  # ours (higher = more important); None: stamp none
+    released_s: float | None = None
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+    output_tokens: int = 0
+    finish_reason: str | None = None
+    drain_killed: bool = False
+    outcome: str | None = None  # set once, by _end
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        config: SidecarConfig,
+        engine: EngineClient,
+        metrics: SidecarMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.clock = clock
+        self.config = config
+        built = build_policy(config)
+        self.policy: AdmissionPolicy = built.policy
+        self.policy_name = built.effective
+        self.predictor_name = built.predictor
+        metrics.set_policy(built.requested, built.effective)
+        self.aimd = AimdCap(AimdSettings(config.limits.min_in_flight, config.limits.max_in_flight))
+        self.engine_up = True
+        self.draining = False
+        self._waiting: dict[str, _Tracked] = {}
+        self._running: dict[str, _Tracked] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._refresh_gauges()
+
+    # ---- configuration and limits -------------------------------------------------------------
+
+    def apply_config(self, config: SidecarConfig) -> None:
+        """Swap in a validated configuration without dropping traffic."""
+        old, limits = self.config, config.limits
+        rebuild = config.policy != old.policy or config.limits != old.limits or config.classes != old.classes
+        built = build_policy(config) if rebuild else None  # may raise: then nothing has changed
+        self.config = config
+        self.aimd.set_bounds(limits.min_in_flight, limits.max_in_flight)
+        if built is not None:
+            self._swap_policy(built)
+        self._pump()
+
+    def _swap_policy(self, built: BuiltPolicy) -> None:
+        """Serve new arrivals with `built`; queued requests re-arrive there in arrival order."""
+        self.policy, self.policy_name, self.predictor_name = built.policy, built.effective, built.predictor
+        self.metrics.set_policy(built.requested, built.effective)
+        now_s = self.clock()
+        for tracked in sorted(self._waiting.values(), key=lambda t: t.request.arrival_s):
+            tracked.policy = self.policy
+            admission = self.policy.on_arrival(tracked.request, now_s, self._view())
+            if not admission.admitted and tracked.start is not None and not tracked.start.done():
+                reason = admission.reason or RejectionReason.QUEUE_FULL
+                tracked.start.set_exception(RequestRejected(reason, "re-queued after a policy change"))
+
+    def set_limits(
+        self,
+        *,
+        in_flight_cap: int = 0,
+        min_in_flight: int = 0,
+        max_in_flight: int = 0,
+        clear_override: bool = False,
+    ) -> None:
+        if min_in_flight or max_in_flight:
+            self.aimd.set_bounds(
+                min_in_flight or self.aimd.settings.min_cap, max_in_flight or self.aimd.settings.max_cap
+            )
+        if clear_override:
+            self.aimd.unpin()
+        if in_flight_cap:
+            self.aimd.pin(in_flight_cap)
+        self._pump()
+
+    def count_unparsed(self, reason: RejectionReason) -> None:
+        """Count a request a front refused before it could be parsed (malformed JSON, garbage protobuf)."""
+        self.metrics.record_end(
+            UNRESOLVED_CLASS_LABEL,
+            outcome="rejected",
+            reason=reason.value,
+            met_slo=False,
+            now_s=self.clock(),
+            window_s=300.0,
+        )
+
+    # ---- resolution ---------------------------------------------------------------------------
+
+    def resolve(self, serve: ServeRequest, now_s: float) -> tuple[PolicyRequest, SLOClassConfig]:
+        limits = self.config.limits
+        if serve.slo_class:
+            slo_class = self.config.class_named(serve.slo_class)
+            if slo_class is None:
+                known = ", ".join(c.name for c in self.config.classes)
+                raise RequestRejected(
+                    RejectionReason.UNKNOWN_CLASS, f"unknown SLO class {serve.slo_class!r} (known: {known})"
+                )
+        else:
+            slo_class = self.config.default_class or self.config.classes[0]
+        if not 1 <= serve.max_tokens <= limits.max_output_tokens:
+            raise RequestRejected(
+                RejectionReason.INVALID_REQUEST,
+                f"max_tokens must be between 1 and {limits.max_output_tokens}, got {serve.max_tokens}",
+            )
+        if serve.prompt_tokens > limits.max_prompt_tokens:
+            raise RequestRejected(
+                RejectionReason.INVALID_REQUEST,
+                f"prompt of about {serve.prompt_tokens} tokens exceeds the limit {limits.max_prompt_tokens}",
+            )
+        for name, value in (("ttft", serve.ttft_s), ("tpot", serve.tpot_s), ("deadline", serve.deadline_s)):
+            if value is not None and not 0.0 < value <= 86400.0:
+                raise RequestRejected(RejectionReason.INVALID_REQUEST, f"{name} target must be in (0, 1 day]")
+        request = PolicyRequest(
+            request_id=serve.request_id or uuid.uuid4().hex,
+            slo_class=slo_class.name,
+            ttft_s=serve.ttft_s or slo_class.ttft_s,
+            tpot_s=serve.tpot_s or slo_class.tpot_s,
+            deadline_s=serve.deadline_s or slo_class.deadline_s,
+            priority=slo_class.priority,
+            on_unattainable=slo_class.on_unattainable,
+            prompt_tokens=serve.prompt_tokens,
+            max_tokens=serve.max_tokens,
+            prompt_text=serve.prompt_text,
+            arrival_s=now_s,
+        )
+        return request, slo_class
+
+    def _gate(self) -> None:
+        if self.draining:
+            raise RequestRejected(RejectionReason.DRAINING, "this replica is draining; retry elsewhere")
+        if not self.engine_up:
+            raise RequestRejected(RejectionReason.ENGINE_UNAVAILABLE, "the engine is not healthy", 1.0)
+
+    def estimate(self, serve: ServeRequest) -> Admission:
+        now_s = self.clock()
+        request, _ = self.resolve(serve, now_s)
+        self._gate()
+        return self.policy.estimate(request, now_s, self._view())
+
+    # ---- the lifecycle ------------------------------------------------------------------------
+
+    async def generate(self, serve: ServeRequest) -> AsyncGenerator[TokenEvent, None]:
+        """Admit, queue, stream. Raises RequestRejected before the first event, RequestFailed after."""
+        now_s = self.clock()
+        deadline_s = None if serve.timeout_s is None else now_s + serve.timeout_s
+        tracked = self._admit(serve, now_s)
+        try:
+            await self._wait_for_release(tracked, deadline_s)
+            async for event in self._stream(tracked, deadline_s):
+                yield event
+        except RequestRejected as rejected:
+            self._end(tracked, "rejected", rejected.reason.value)
+            raise
+        except asyncio.CancelledError:
+            if not tracked.drain_killed:
+                self._end(tracked, "cancelled", "client")
+                raise
+            self._end(tracked, "failed", "drain_timeout")
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise RequestFailed(
+                "the replica drained before the request finished", reason="draining"
+            ) from None
+        except GeneratorExit:  # the front stopped reading: its client left (or the drain cut it)
+            self._end(
+                tracked,
+                "failed" if tracked.drain_killed else "cancelled",
+                "drain_timeout" if tracked.drain_killed else "client",
+            )
+            raise
+        except TimeoutError:
+            self._end(tracked, "cancelled", "deadline_exceeded")
+            raise
+        finally:
+            self._leave(tracked)
+
+    def _admit(self, serve: ServeRequest, now_s: float) -> _Tracked:
+        """Resolve and admit, or count the rejection and raise it."""
+        try:
+            request, slo_class = self.resolve(serve, now_s)
+        except RequestRejected as rejected:
+            named = self.config.class_named(serve.slo_class) if serve.slo_class else self.config.default_class
+            label = named.name if named is not None else UNRESOLVED_CLASS_LABEL  # no client strings as labels
+            self.metrics.record_end(
+                label,
+                outcome="rejected",
+                reason=rejected.reason.value,
+                met_slo=False,
+                now_s=now_s,
+                window_s=300.0,
+            )
+            raise
+        tracked = _Tracked(request=request, slo_class=slo_class, endpoint=serve.endpoint, body=serve.body)
+        try:
+            self._gate()
+            if request.request_id in self._waiting or request.request_id in self._running:
+                raise RequestRejected(
+                    RejectionReason.INVALID_REQUEST,
+                    f"request id {request.request_id!r} is already in progress",
+                )
+            tracked.admission = admission = self.policy.on_arrival(request, now_s, self._view())
+            if not admission.admitted:
+                reason = admission.reason or RejectionReason.QUEUE_FULL
+                raise RequestRejected(
+                    reason, admission.explanation or "not admitted", admission.retry_after_s
+                )
+        except RequestRejected as rejected:
+            self._end(tracked, "rejected", rejected.reason.value)
+            raise
+        tracked.policy = self.policy
+        tracked.task = asyncio.current_task()
+        tracked.start = asyncio.get_running_loop().create_future()
+        self._waiting[request.request_id] = tracked
+        self._idle.clear()
+        self._pump()
+        return tracked
+
+    async def _wait_for_release(self, tracked: _Tracked, deadline_s: float | None) -> None:
+        assert tracked.start is not None
+        timeout = None if deadline_s is None else max(0.0, deadline_s - self.clock())
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(tracked.start)
+
+    async def _stream(self, tracked: _Tracked, deadline_s: float | None) -> AsyncGenerator[TokenEvent, None]:
+        request = tracked.request
+        stream = self.engine.stream(
+            tracked.endpoint, tracked.body, request_id=request.request_id, priority=tracked.engine_priority
+        )
+        try:
+            while True:
+                try:
+                    if deadline_s is None:
+                        chunk = await stream.__anext__()
+                    else:
+                        remaining = max(0.0, deadline_s - self.clock())
+                        chunk = await asyncio.wait_for(stream.__anext__(), remaining)
+                except StopAsyncIteration:
+                    break
+                event = self._on_chunk(tracked, chunk)
+                if event is not None:
+                    yield event
+        except EngineError as error:
+            if error.is_client_error:
+                raise RequestRejected(RejectionReason.INVALID_REQUEST, str(error)) from error
+            if error.status is None and not error.started:  # unreachable: refuse until the probe sees it back
+                self.engine_up = False
+                self.metrics.engine_up.labels(self.metrics.pool).set(0)
+            reason = "engine_error" if error.status is not None or error.started else "engine_unavailable"
+            self._end(tracked, "failed", reason)
+            log.warning("request %s failed: %s", request.request_id, error)
+            raise RequestFailed(str(error), engine_status=error.status, reason=reason) from error
+        finally:
+            await stream.aclose()
+        self._complete(tracked)
+
+    def _on_chunk(self, tracked: _Tracked, chunk: EngineChunk) -> TokenEvent | None:
+        request = tracked.request
+        policy = tracked.policy or self.policy
+        now_s = chunk.received_s
+        if chunk.prompt_tokens is not None:
+            tracked.request = _with_prompt_tokens(request, chunk.prompt_tokens)
+        if chunk.finish_reason:
+            tracked.finish_reason = chunk.finish_reason
+        first = False
+        if chunk.tokens > 0:
+            if tracked.first_token_s is None:
+                first = True
+                tracked.first_token_s = now_s
+                self.metrics.ttft.labels(self.metrics.pool, request.slo_class).observe(
+                    now_s - request.arrival_s
+                )
+                policy.on_first_token(request.request_id, now_s)
+            elif tracked.last_token_s is not None:
+                itl_s = (now_s - tracked.last_token_s) / chunk.tokens
+                self.aimd.observe_itl(itl_s, request.tpot_s, now_s)
+            tracked.last_token_s = now_s
+            tracked.output_tokens = chunk.completion_tokens
+            policy.on_tokens(request.request_id, now_s, chunk.completion_tokens)
+        elif chunk.usage_only:
+            tracked.output_tokens = chunk.completion_tokens
+        return TokenEvent(chunk=chunk, first=first, since_arrival_s=now_s - request.arrival_s)
+
+    def _complete(self, tracked: _Tracked) -> None:
+        request, pool = tracked.request, self.metrics.pool
+        if tracked.finish_reason == "abort":  # the engine gave up on it (vllm-behaviour.md §3.6)
+            self._end(tracked, "failed", "engine_abort")
+            raise RequestFailed("the engine aborted the request", reason="engine_abort")
+        met = self._met_slo(tracked)
+        if (
+            tracked.first_token_s is not None
+            and tracked.last_token_s is not None
+            and tracked.output_tokens > 1
+        ):
+            tpot_s = (tracked.last_token_s - tracked.first_token_s) / (tracked.output_tokens - 1)
+            self.metrics.tpot.labels(pool, request.slo_class).observe(tpot_s)
+        self.metrics.actual_tokens.labels(pool, request.slo_class).observe(tracked.output_tokens)
+        predicted = tracked.admission.predicted_output_tokens if tracked.admission else None
+        if predicted is not None:
+            self.metrics.predicted_tokens.labels(pool, request.slo_class).observe(predicted)
+        self._end(tracked, "completed", tracked.finish_reason or "unknown", met_slo=met)
+
+    def _met_slo(self, tracked: _Tracked) -> bool:
+        request = tracked.request
+        if tracked.first_token_s is None or tracked.last_token_s is None:
+            return False
+        if tracked.first_token_s - request.arrival_s > request.ttft_s:
+            return False
+        if tracked.output_tokens > 1:
+            tpot_s = (tracked.last_token_s - tracked.first_token_s) / (tracked.output_tokens - 1)
+            if tpot_s > request.tpot_s:
+                return False
+        return request.deadline_s is None or tracked.last_token_s - request.arrival_s <= request.deadline_s
+
+    def _end(self, tracked: _Tracked, outcome: str, reason: str, met_slo: bool = False) -> None:
+        """Count the request's outcome; the first call wins, so every request ends exactly once."""
+        if tracked.outcome is not None:
+            return
+        tracked.outcome = outcome
+        self.metrics.record_end(
+            tracked.request.slo_class,
+            outcome=outcome,
+            reason=reason,
+            met_slo=met_slo,
+            now_s=self.clock(),
+            window_s=tracked.slo_class.attainment_window_s,
+        )
+
+    def _leave(self, tracked: _Tracked) -> None:
+        request_id = tracked.request.request_id
+        now_s = self.clock()
+        policy = tracked.policy or self.policy
+        if self._waiting.pop(request_id, None) is not None:
+            policy.on_cancel(request_id, now_s)
+        if self._running.pop(request_id, None) is not None:
+            policy.on_finish(request_id, now_s, _finish_outcome(tracked.outcome), tracked.output_tokens)
+        if not self._waiting and not self._running:
+            self._idle.set()
+        self._pump()
+
+    # ---- the release loop ---------------------------------------------------------------------
+
+    def _view(self) -> EngineView:
+        by_class: dict[str, int] = {}
+        for tracked in self._running.values():
+            by_class[tracked.request.slo_class] = by_class.get(tracked.request.slo_class, 0) + 1
+        return EngineView(
+            in_flight=len(self._running), in_flight_cap=self.aimd.cap, in_flight_by_class=by_class
+        )
+
+    def _pump(self) -> None:
+        """One release round: start what the policy releases, within the cap; drop what it gives up."""
+        if self._waiting:
+            now_s = self.clock()
+            release = self.policy.release(now_s, self._view())
+            for request_id, reason in release.reject:
+                tracked = self._waiting.pop(request_id, None)
+                if tracked is not None and tracked.start is not None and not tracked.start.done():
+                    tracked.start.set_exception(
+                        RequestRejected(reason, "the policy gave up on the queued request")
+                    )
+            for request_id in release.start:
+                tracked = self._waiting.pop(request_id, None)
+                if tracked is None or tracked.start is None or tracked.start.done():
+                    continue
+                if len(self._running) >= self.aimd.cap:  # a policy must not exceed the cap: requeue in front
+                    self._waiting[request_id] = tracked
+                    continue
+                priority = release.engine_priority.get(request_id, tracked.request.priority)
+                tracked.engine_priority = priority
+                tracked.released_s = now_s
+                self._running[request_id] = tracked
+                self.metrics.queue_wait.labels(self.metrics.pool, tracked.request.slo_class).observe(
+                    now_s - tracked.request.arrival_s
+                )
+                tracked.start.set_result(None)
+            if self._waiting and len(self._running) >= self.aimd.cap:
+                self.aimd.note_saturated()
+        self._refresh_gauges()
+
+    def _refresh_gauges(self) -> None:
+        pool, m = self.metrics.pool, self.metrics
+        depth = self.policy.queue_depth_by_class()
+        running = self._view().in_flight_by_class
+        for slo_class in self.config.classes:
+            m.queue_depth.labels(pool, slo_class.name).set(depth.get(slo_class.name, 0))
+            m.in_flight.labels(pool, slo_class.name).set(running.get(slo_class.name, 0))
+        m.in_flight_cap.labels(pool).set(self.aimd.cap)
+        m.cap_overridden.labels(pool).set(1 if self.aimd.pinned else 0)
+
+    async def run_ticks(self) -> None:
+        """Periodic release rounds (policies that hold requests for time-driven reasons)."""
+        while True:
+            await asyncio.sleep(TICK_INTERVAL_S)
+            self._pump()
+
+    async def run_health_probe(self, interval_s: float = 1.0) -> None:
+        while True:
+            self.engine_up = await self.engine.healthy()
+            self.metrics.engine_up.labels(self.metrics.pool).set(1 if self.engine_up else 0)
+            await asyncio.sleep(interval_s)
+
+    # ---- state and drain ----------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def in_flight_by_class(self) -> dict[str, int]:
+        return dict(self._view().in_flight_by_class)
+
+    def start_draining(self) -> None:
+        self.draining = True
+        self.metrics.draining.labels(self.metrics.pool).set(1)
+
+    async def drain(self, grace_s: float) -> bool:
+        """Stop admitting; wait up to `grace_s` for queued and in-flight requests; end the rest as failed."""
+        self.start_draining()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._idle.wait()
+        if self._idle.is_set():
+            return True
+        for tracked in [*self._waiting.values(), *self._running.values()]:
+            tracked.drain_killed = True
+            if tracked.task is not None:
+                tracked.task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self._idle.wait()
+        return False
+
+
+def _with_prompt_tokens(request: PolicyRequest, prompt_tokens: int) -> PolicyRequest:
+    if request.prompt_tokens == prompt_tokens:
+        return request
+    return replace(request, prompt_tokens=prompt_tokens)
+
+
+def _finish_outcome(outcome: str | None) -> FinishOutcome:
+    """What a started request's end means to its policy (an engine 4xx after release counts as failed)."""
+    if outcome == "completed":
+        return "completed"
+    if outcome == "cancelled":
+        return "cancelled"
+    return "failed"

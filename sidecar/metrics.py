@@ -1,0 +1,145 @@
+"""The sidecar's Prometheus series (documented in docs/metrics.md), on a registry owned by one sidecar.
+
+The lifecycle, the config watcher and the engine health probe update them; the metrics server
+(sidecar/metrics_server.py) exposes the registry. Every series carries `pool`; per-class series carry
+`slo_class`. Attainment is computed over each class's `attainment_window_s`: requests that ended in the
+window and met their targets, over all that ended (rejected and failed count as missed, cancelled are
+left out because the client chose to leave).
+"""
+
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)
+TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
+TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+class SidecarMetrics:
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "sloguard_requests",
+            "Requests that ended, by outcome (completed, rejected, cancelled, failed) and reason.",
+            ["pool", "slo_class", "outcome", "reason"],
+            registry=r,
+        )
+        self.slo_met = Counter(
+            "sloguard_slo_met_requests",
+            "Completed requests that met TTFT, TPOT and deadline; rate() of it is the goodput.",
+            ["pool", "slo_class"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "sloguard_ttft_seconds",
+            "Time to first token seen by the sidecar, from arrival to the first token's chunk.",
+            ["pool", "slo_class"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "sloguard_tpot_seconds",
+            "Mean time per output token after the first, per completed request.",
+            ["pool", "slo_class"],
+            buckets=TPOT_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "sloguard_queue_wait_seconds",
+            "Time between admission and release to the engine.",
+            ["pool", "slo_class"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.attainment = Gauge(
+            "sloguard_slo_attainment_ratio",
+            "Fraction of requests ending in the class's attainment window that met their SLO.",
+            ["pool", "slo_class"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "sloguard_queue_depth",
+            "Admitted requests waiting in the sidecar.",
+            ["pool", "slo_class"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "sloguard_in_flight", "Requests released to the engine.", ["pool", "slo_class"], registry=r
+        )
+        self.in_flight_cap = Gauge("sloguard_in_flight_cap", "Current in-flight cap.", ["pool"], registry=r)
+        self.cap_overridden = Gauge(
+            "sloguard_in_flight_cap_overridden", "1 while SetLimits pins the cap.", ["pool"], registry=r
+        )
+        self.predicted_tokens = Histogram(
+            "sloguard_predicted_output_tokens",
+            "Output length predicted at admission, for requests that completed.",
+            ["pool", "slo_class"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.actual_tokens = Histogram(
+            "sloguard_output_tokens",
+            "Output tokens of requests that completed.",
+            ["pool", "slo_class"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.engine_up = Gauge(
+            "sloguard_engine_up", "1 when the engine answers its health check.", ["pool"], registry=r
+        )
+        self.ready = Gauge("sloguard_ready", "1 while the sidecar reports ready.", ["pool"], registry=r)
+        self.draining = Gauge("sloguard_draining", "1 once draining has started.", ["pool"], registry=r)
+        self.config_reloads = Counter(
+            "sloguard_config_reloads", "Configuration reloads, by result.", ["pool", "result"], registry=r
+        )
+        self.config_last_reload_ok = Gauge(
+            "sloguard_config_last_reload_success",
+            "1 when the last configuration file seen was valid and is in use.",
+            ["pool"],
+            registry=r,
+        )
+        self.policy_info = Gauge(
+            "sloguard_policy_info",
+            "1 for the configured (requested) and effective policy.",
+            ["pool", "requested", "effective"],
+            registry=r,
+        )
+        self._windows: dict[str, deque[tuple[float, bool]]] = {}
+
+    def record_end(
+        self, slo_class: str, *, outcome: str, reason: str, met_slo: bool, now_s: float, window_s: float
+    ) -> None:
+        self.requests.labels(self.pool, slo_class, outcome, reason).inc()
+        if met_slo:
+            self.slo_met.labels(self.pool, slo_class).inc()
+        if outcome == "cancelled":
+            return
+        window = self._windows.setdefault(slo_class, deque())
+        window.append((now_s, met_slo))
+        while window and window[0][0] < now_s - window_s:
+            window.popleft()
+        self.attainment.labels(self.pool, slo_class).set(sum(m for _, m in window) / len(window))
+
+    def set_policy(self, requested: str, effective: str) -> None:
+        self.policy_info.clear()
+        self.policy_info.labels(self.pool, requested, effective).set(1)

@@ -1,0 +1,33 @@
+"""The metrics port: Prometheus /metrics from the sidecar's registry, plus /healthz and /readyz.
+
+/healthz answers 200 while the process serves; /readyz answers 200 only while the sidecar is ready
+(engine healthy, not draining), so Kubernetes stops routing to a draining pod before it exits.
+"""
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sloguard.sidecar.metrics import SidecarMetrics
+
+
+def metrics_app(metrics: SidecarMetrics, ready: Callable[[], bool]) -> web.Application:
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ready\n")
+        return web.Response(text="not ready\n", status=503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

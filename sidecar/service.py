@@ -1,0 +1,198 @@
+"""One running sidecar: wires config, engine client, lifecycle, the gRPC and HTTP fronts and the metrics port.
+
+`sloguard sidecar --config FILE` (sidecar/command.py) runs one; the integration tests start one in-process
+on ephemeral ports. Drain (SIGTERM or Control.Drain): readiness goes false and gRPC health NOT_SERVING
+first, new requests are refused with UNAVAILABLE/503 `draining`, queued and in-flight requests get the
+grace period, then the servers stop.
+"""
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import aiohttp
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sloguard.api.sidecar_config import SidecarConfig
+from sloguard.sidecar.config_reload import ConfigWatcher, load_config
+from sloguard.sidecar.engine_client import EngineClient
+from sloguard.sidecar.grpc_server import CONTROL_SERVICE, SIDECAR_SERVICE, GrpcFront
+from sloguard.sidecar.http_front import HttpFront
+from sloguard.sidecar.lifecycle import Lifecycle
+from sloguard.sidecar.metrics import SidecarMetrics
+from sloguard.sidecar.metrics_server import metrics_app
+
+log = logging.getLogger(__name__)
+
+
+class SidecarService:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        host: str = "0.0.0.0",
+        reload_interval_s: float = 1.0,
+        health_interval_s: float = 1.0,
+    ) -> None:
+        self.config_path = config_path
+        self.host = host
+        self.reload_interval_s = reload_interval_s
+        self.health_interval_s = health_interval_s
+        config, digest = load_config(config_path)
+        self.config: SidecarConfig = config
+        self.config_hash = digest
+        self.metrics = SidecarMetrics(self.config.pool.name)
+        self.grpc_port = self.http_port = self.metrics_port = 0
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._drain_task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._runners: list[web.AppRunner] = []
+        self._health = health.aio.HealthServicer()
+
+    # ---- start / stop -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
+            connector=aiohttp.TCPConnector(limit=0),
+            read_bufsize=1 << 20,
+        )
+        engine = EngineClient(
+            self._session,
+            config.engine.url,
+            model=config.engine.model,
+            stamps_priority=config.engine.scheduling_policy == "priority",
+        )
+        self.engine_client = engine
+        self.lifecycle = Lifecycle(config, engine, self.metrics)
+        self.lifecycle.engine_up = await engine.healthy()
+        self.metrics.engine_up.labels(self.metrics.pool).set(1 if self.lifecycle.engine_up else 0)
+        self.watcher = ConfigWatcher(
+            self.config_path,
+            current=config,
+            current_hash=self.config_hash,
+            apply=self._apply_config,
+            metrics=self.metrics,
+            interval_s=self.reload_interval_s,
+        )
+
+        grpc_front = GrpcFront(
+            self.lifecycle, on_drain=self.request_drain, config_hash=lambda: self.watcher.current_hash
+        )
+        self._grpc = grpc.aio.server()
+        self._grpc.add_generic_rpc_handlers(grpc_front.handlers())
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        reflection.enable_server_reflection(
+            [SIDECAR_SERVICE, CONTROL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
+        )
+        self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{config.grpc_port}")
+        await self._grpc.start()
+
+        self.http_port = await self._serve_app(HttpFront(self.lifecycle).app(), config.http_port)
+        self.metrics_port = await self._serve_app(metrics_app(self.metrics, self.ready), config.metrics_port)
+        for coroutine in (
+            self.lifecycle.run_ticks(),
+            self._probe_engine(),
+            self.watcher.run(),
+        ):
+            self._tasks.append(asyncio.create_task(coroutine))
+        await self._set_serving()
+        log.info(
+            "sidecar for pool %s serving: grpc %d, http %d, metrics %d, engine %s",
+            config.pool.name,
+            self.grpc_port,
+            self.http_port,
+            self.metrics_port,
+            config.engine.url,
+        )
+
+    async def _serve_app(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, port)
+        await site.start()
+        self._runners.append(runner)
+        bound: int = runner.addresses[-1][1]  # the port actually bound (config port 0: ephemeral)
+        return bound
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        if self._session is not None:
+            await self._session.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    # ---- readiness, config, drain -------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self.lifecycle.engine_up and not self.lifecycle.draining
+
+    async def _set_serving(self) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.ready()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SIDECAR_SERVICE):
+            await self._health.set(service, status)
+        self.metrics.ready.labels(self.metrics.pool).set(1 if self.ready() else 0)
+
+    async def _probe_engine(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            up = await self.engine_client.healthy()
+            if up != self.lifecycle.engine_up:
+                log.log(
+                    logging.INFO if up else logging.WARNING,
+                    "engine %s is %s",
+                    self.config.engine.url,
+                    "up" if up else "down",
+                )
+            self.lifecycle.engine_up = up
+            self.metrics.engine_up.labels(self.metrics.pool).set(1 if up else 0)
+            await self._set_serving()
+
+    def _apply_config(self, config: SidecarConfig) -> None:
+        if config.engine != self.config.engine:
+            raise ValueError("the engine section cannot change without a restart")
+        self.lifecycle.apply_config(config)
+        self.config = config
+
+    def request_drain(self, grace_s: float | None = None) -> None:
+        """Start draining (idempotent); the service stops when done."""
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain(grace_s))
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        grace = self.config.drain_grace_s if grace_s is None else grace_s
+        self.lifecycle.start_draining()
+        await self._set_serving()
+        log.info(
+            "draining: %d queued, %d in flight, grace %.1fs",
+            self.lifecycle.queued,
+            self.lifecycle.in_flight,
+            grace,
+        )
+        finished = await self.lifecycle.drain(grace)
+        if not finished:
+            log.warning("drain grace period over; remaining requests were ended as failed")
+        await self.stop()

@@ -1,0 +1,129 @@
+"""What goes upstream (usage forced, priority polarity) and what comes back to the client (usage restored)."""
+
+import json
+from typing import Any
+
+import pytest
+
+from sloguard.sidecar.engine_client import EngineChunk, _chunk_of, prepare_upstream_body
+from sloguard.sidecar.relay import Assembler, UsageWish, client_chunk
+
+# Chunks as vllm-behaviour.md §3.3 records them (completions, continuous usage), tokens coalesced in one.
+STREAM: list[dict[str, Any]] = [
+    {
+        "id": "cmpl-1",
+        "choices": [{"index": 0, "text": " a", "finish_reason": None}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 1},
+    },
+    {
+        "id": "cmpl-1",
+        "choices": [{"index": 0, "text": " b c", "finish_reason": None}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 3},
+    },
+    {
+        "id": "cmpl-1",
+        "choices": [{"index": 0, "text": " d", "finish_reason": "length", "stop_reason": None}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 4},
+    },
+    {
+        "id": "cmpl-1",
+        "choices": [],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8},
+        "system_fingerprint": "fp",
+    },
+]
+
+
+def _chunks(payloads: list[dict[str, Any]]) -> list[EngineChunk]:
+    out, tokens = [], 0
+    for i, payload in enumerate(payloads):
+        chunk = _chunk_of(payload, float(i), tokens)
+        tokens = chunk.completion_tokens
+        out.append(chunk)
+    return out
+
+
+def test_tokens_are_counted_from_usage_not_chunks() -> None:
+    chunks = _chunks(STREAM)
+    assert [c.tokens for c in chunks] == [1, 2, 1, 0]
+    assert [c.usage_only for c in chunks] == [False, False, False, True]
+    assert chunks[2].finish_reason == "length" and chunks[0].prompt_tokens == 4
+
+
+def test_without_usage_each_chunk_with_a_token_counts_one() -> None:
+    role = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    content = {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}]}
+    assert [c.tokens for c in _chunks([role, content, content])] == [0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("options", "kept_usage", "kept_final"),
+    [
+        (None, 0, False),
+        ({"include_usage": True}, 0, True),
+        ({"include_usage": True, "continuous_usage_stats": True}, 3, True),
+        ({"include_usage": False}, 0, False),
+    ],
+)
+def test_client_chunk_restores_what_the_client_asked(
+    options: dict[str, bool] | None, kept_usage: int, kept_final: bool
+) -> None:
+    body: dict[str, Any] = {} if options is None else {"stream_options": options}
+    raw = [client_chunk(c, UsageWish.of(body)) for c in _chunks(STREAM)]
+    relayed = [None if r is None else json.loads(r) for r in raw]
+    assert (relayed[-1] is not None) is kept_final
+    assert sum(1 for r in relayed[:-1] if r is not None and "usage" in r) == kept_usage
+    assert [r for r in relayed[:-1]] == [
+        {k: v for k, v in c.items() if kept_usage or k != "usage"} for c in STREAM[:-1]
+    ]
+
+
+USAGE_LAYOUTS = [
+    # vLLM's compact layouts (vllm-behaviour.md §3.3, §3.4), a nested details object, and a spaced one
+    b'{"id":"c","choices":[{"index":0,"text":"a"}],"usage":{"prompt_tokens":4,"completion_tokens":1}}',
+    b'{"id":"c","choices":[{"index":0,"delta":{"content":"}"}}],"usage":{"prompt_tokens":15,'
+    b'"completion_tokens":2,"completion_tokens_details":null}}',
+    b'{"id":"c","choices":[{"index":0,"text":"x"}],"usage":{"prompt_tokens":4,"prompt_tokens_details":'
+    b'{"cached_tokens":0},"completion_tokens":1},"system_fingerprint":"f"}',
+    b'{"id": "c", "choices": [{"index": 0, "text": "a"}], '
+    b'"usage": {"prompt_tokens": 4, "completion_tokens": 1}}',
+]
+
+
+@pytest.mark.parametrize("raw", USAGE_LAYOUTS)
+def test_usage_is_stripped_exactly_whatever_the_layout(raw: bytes) -> None:
+    payload = json.loads(raw)
+    chunk = _chunk_of(payload, 0.0, 0, raw=raw)
+    relayed = client_chunk(chunk, UsageWish(include_usage=True, continuous=False))
+    assert relayed is not None
+    assert json.loads(relayed) == {k: v for k, v in payload.items() if k != "usage"}
+    assert client_chunk(chunk, UsageWish(include_usage=True, continuous=True)) == raw  # relayed untouched
+
+
+def test_assembler_builds_a_completion_and_a_chat_response() -> None:
+    completion = Assembler("completions")
+    for chunk in _chunks(STREAM):
+        completion.add(chunk)
+    answer = completion.response()
+    assert answer["choices"][0]["text"] == " a b c d" and answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] == 4 and answer["system_fingerprint"] == "fp"
+    chat = Assembler("chat")
+    for chunk in _chunks([{"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}]):
+        chat.add(chunk)
+    assert chat.response()["choices"][0]["message"] == {"role": "assistant", "content": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("stamps", "priority", "expected"),
+    [(True, 10, -10), (True, 0, 0), (True, None, None), (False, 10, None)],
+)
+def test_upstream_body_forces_usage_and_converts_priority(
+    stamps: bool, priority: int | None, expected: int | None
+) -> None:
+    body = {"prompt": "x", "priority": 7, "stream": False, "stream_options": {"include_usage": False}}
+    upstream = prepare_upstream_body(body, model="served", priority=priority, stamps_priority=stamps)
+    assert upstream["stream"] is True
+    assert upstream["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+    assert upstream["model"] == "served"
+    assert upstream.get("priority") == expected
+    assert body["priority"] == 7  # the client's body is not mutated
