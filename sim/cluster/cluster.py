@@ -8,7 +8,8 @@ Called by `sloguard bench autoscale` (`sloguard.bench.autoscale`) and the cluste
 * the router sends each interactive request to the ready pod with the fewest open interactive requests
   (then fewest open requests: join-shortest-queue); batch requests wait in a gateway queue (earliest
   deadline first) and spill into a ready pod only while that pod's sidecar queue is short
-  (`batch_queue_per_pod`), so batch fills spare capacity, as Chiron's mixed instances do;
+  (`batch_queue_per_pod`) and its batch requests leave `interactive_reserve` of its in-flight cap free,
+  so batch fills spare capacity, as Chiron's mixed instances do;
 * every `spec.autoscaling.interval` the autoscaling decision core (`sloguard.operator.core.autoscaling`,
   the operator's own code) gets a `PoolSnapshot` of the simulated state and its decision is applied:
   new pods start; a scale-down first cancels pods still starting, then drains the least-loaded ready
@@ -69,7 +70,8 @@ class ClusterConfig:
     profile: str = "llama-3-8b-h100"
     sidecar_policy: SchedulingPolicyName = SchedulingPolicyName.SLOGUARD
     seed: int = 0
-    batch_queue_per_pod: int = 4
+    batch_queue_per_pod: int = 4  # batch requests a pod's sidecar may hold queued
+    interactive_reserve: float = 0.25  # share of each pod's in-flight cap batch may not take
     progress_interval_s: float = 1.0
     pool: str = "sim"
 
@@ -119,7 +121,8 @@ class ClusterResult:
         return self.gpu_seconds / 3600.0
 
 
-PodFactory = Callable[[str, float, float], ClusterReplica]
+MAX_OVERRUN_S = 48 * 3600.0
+"""A run still going this long after its horizon has requests nothing will end: a bug, not a result."""
 
 
 class ClusterSimulation:
@@ -172,6 +175,11 @@ class ClusterSimulation:
         self._waiting_interactive: deque[RequestSpec] = deque()  # only while no pod is ready
         self._open_arrivals: dict[str, float] = {}  # open request -> arrival, for the oldest age
         self._routed_to: dict[str, int] = {}
+        self._arrivals: deque[RequestSpec] = deque()
+        self._batch_arrivals: deque[RequestSpec] = deque()
+        self._total = 0
+        self._next_tick = 0.0
+        self._batch_done = 0
 
     # --- pods ---------------------------------------------------------------------------------------
 
@@ -228,6 +236,7 @@ class ClusterSimulation:
             self.ended.add(ended_request(record, spec))
             self._open_arrivals.pop(record.request_id, None)
             if spec.request_id in self._batch_predicted:
+                self._batch_done += 1
                 self._gateway_predictor_observe(spec, record.output_tokens)
         pod.ended.clear()
         if pod.phase is Phase.DRAINING and pod.open_requests == 0:
@@ -274,7 +283,9 @@ class ClusterSimulation:
             self._waiting_interactive.append(spec)
             return
         name = spec.slo_class
-        index = min(ready, key=lambda i: (self.pods[i].open_by_class.get(name, 0), self.pods[i].open_requests, i))
+        index = min(
+            ready, key=lambda i: (self.pods[i].open_by_class.get(name, 0), self.pods[i].open_requests, i)
+        )
         self._route(spec, index)
         self.pods[index].release(self.now_s)
         self._collect(index)
@@ -287,10 +298,12 @@ class ClusterSimulation:
             if pod.phase is not Phase.READY:
                 continue
             moved = False
+            cap = pod.in_flight_cap if pod.in_flight_cap is not None else self.cap
+            room = math.floor(cap * (1.0 - self.config.interactive_reserve))
             while (
                 self._batch_queue
                 and pod.queued < self.config.batch_queue_per_pod
-                and pod.in_flight + pod.queued < pod.in_flight_cap + self.config.batch_queue_per_pod
+                and pod.open_by_class.get(self._batch_queue[0].slo_class, 0) < room
             ):
                 spec = self._batch_queue.popleft()
                 self._batch_predicted_sum -= self._batch_predicted[spec.request_id]
@@ -360,7 +373,11 @@ class ClusterSimulation:
         mean_batch = (
             self._batch_predicted_sum / len(self._batch_queue)
             if self._batch_queue
-            else (sum(self._batch_predicted.values()) / len(self._batch_predicted) if self._batch_predicted else 0.0)
+            else (
+                sum(self._batch_predicted.values()) / len(self._batch_predicted)
+                if self._batch_predicted
+                else 0.0
+            )
         )
         gateway = []
         oldest: dict[str, float] = {}
@@ -385,7 +402,9 @@ class ClusterSimulation:
         preempt = self._removed_preemptions + sum(
             p.engine.snapshot().num_preemptions_total for p in self.pods if p.phase is not Phase.REMOVED
         )
-        tokens = self._removed_tokens + sum(p.generated_tokens() for p in self.pods if p.phase is not Phase.REMOVED)
+        tokens = self._removed_tokens + sum(
+            p.generated_tokens() for p in self.pods if p.phase is not Phase.REMOVED
+        )
         self._preemptions.add(now, float(preempt))
         self._generated.add(now, float(tokens))
         self.ended.prune(now)
@@ -427,7 +446,7 @@ class ClusterSimulation:
                 draining=self.count(Phase.DRAINING),
                 desired=decision.desired_replicas if decision else self.count(Phase.READY),
                 interactive_attainment=min(attained) if attained else None,
-                batch_done=sum(1 for r in self.records if r in self._batch_predicted),
+                batch_done=self._batch_done,
             )
         )
         if self.on_tick is not None:
@@ -439,83 +458,96 @@ class ClusterSimulation:
     # --- the loop -----------------------------------------------------------------------------------
 
     def run(self) -> ClusterResult:
+        """Simulate until every request has ended and the horizon has passed."""
         config = self.config
         for _ in range(config.initial_replicas):
             self._new_pod(0.0, 0.0)
         for index in range(len(self.pods)):
             self._schedule(index)
-        ordered_batch = sorted(
-            config.batch, key=lambda s: (s.arrival_s + (s.deadline_s or math.inf), s.arrival_s, s.request_id)
+        self._batch_arrivals = deque(
+            sorted(
+                config.batch,
+                key=lambda s: (s.arrival_s + (s.deadline_s or math.inf), s.arrival_s, s.request_id),
+            )
         )
-        batch_arrivals = deque(ordered_batch)
-        arrivals = deque(sorted(config.interactive, key=lambda s: (s.arrival_s, s.request_id)))
-        total = len(config.interactive) + len(config.batch)
-        next_tick = self.interval_s
-        while True:
-            open_work = len(self.records) < total
-            candidates = []
-            if self._heap:
-                candidates.append(self._heap[0][0])
-            starting = [p.ready_s for p in self.pods if p.phase is Phase.STARTING]
-            if starting:
-                candidates.append(min(starting))
-            if arrivals:
-                candidates.append(arrivals[0].arrival_s)
-            if batch_arrivals:
-                candidates.append(batch_arrivals[0].arrival_s)
-            if open_work or next_tick <= config.horizon_s:
-                candidates.append(next_tick)
-            if not candidates or (not open_work and min(candidates) > config.horizon_s):
-                break
-            t = max(self.now_s, min(candidates))
-            if t > config.horizon_s + 48 * 3600:
-                raise RuntimeError(f"{total - len(self.records)} requests still open after the horizon")
-            self.now_s = t
-            touched: set[int] = set()
-            while self._heap and self._heap[0][0] <= t:
-                _, index, version = heapq.heappop(self._heap)
-                if version != self._version[index]:
-                    continue
-                self.pods[index].advance_to(t)
-                self._collect(index)
-                self._schedule(index)
+        self._arrivals = deque(sorted(config.interactive, key=lambda s: (s.arrival_s, s.request_id)))
+        self._total = len(config.interactive) + len(config.batch)
+        self._next_tick = self.interval_s
+        while (t := self._next_time()) is not None:
+            if t > config.horizon_s + MAX_OVERRUN_S:
+                raise RuntimeError(
+                    f"{self._total - len(self.records)} requests still open long after the horizon"
+                )
+            self._step(max(self.now_s, t))
+        return self._finish()
+
+    def _next_time(self) -> float | None:
+        open_work = len(self.records) < self._total
+        candidates = [p.ready_s for p in self.pods if p.phase is Phase.STARTING]
+        if self._heap:
+            candidates.append(self._heap[0][0])
+        if self._arrivals:
+            candidates.append(self._arrivals[0].arrival_s)
+        if self._batch_arrivals:
+            candidates.append(self._batch_arrivals[0].arrival_s)
+        if open_work or self._next_tick <= self.config.horizon_s:
+            candidates.append(self._next_tick)
+        if not candidates or (not open_work and min(candidates) > self.config.horizon_s):
+            return None
+        return min(candidates)
+
+    def _step(self, t: float) -> None:
+        self.now_s = t
+        touched: set[int] = set()
+        while self._heap and self._heap[0][0] <= t:
+            _, index, version = heapq.heappop(self._heap)
+            if version != self._version[index]:
+                continue
+            self.pods[index].advance_to(t)
+            self._collect(index)
+            self._schedule(index)
+            touched.add(index)
+        for index, pod in enumerate(self.pods):
+            if pod.phase is Phase.STARTING and pod.ready_s <= t:
+                pod.phase = Phase.READY
                 touched.add(index)
-            for index, pod in enumerate(self.pods):
-                if pod.phase is Phase.STARTING and pod.ready_s <= t:
-                    pod.phase = Phase.READY
-                    touched.add(index)
-                    self._schedule(index)
-            while self._waiting_interactive and self.serving():
-                self._route_interactive(self._waiting_interactive.popleft())
-            while batch_arrivals and batch_arrivals[0].arrival_s <= t:
-                spec = batch_arrivals.popleft()
-                self.specs[spec.request_id] = spec
-                self._open_arrivals[spec.request_id] = spec.arrival_s
-                predicted = self._gateway_predictor.predict(
-                    prompt_text=spec.prompt_text,
-                    prompt_tokens=spec.prompt_tokens,
-                    slo_class=spec.slo_class,
-                    max_tokens=spec.max_tokens,
-                ).mean_tokens
-                self._batch_predicted[spec.request_id] = predicted
-                self._batch_predicted_sum += predicted
-                self._batch_queue.append(spec)
-                touched.update(self.serving())
-            if self._batch_queue and touched:
-                self._spill_batch(sorted(touched))
-            while arrivals and arrivals[0].arrival_s <= t:
-                self._route_interactive(arrivals.popleft())
-            if t >= next_tick:
-                self._tick()
-                if self._batch_queue:
-                    self._spill_batch(self.serving())
-                next_tick += self.interval_s
-        end = max(config.horizon_s, self.now_s)
+                self._schedule(index)
+        while self._waiting_interactive and self.serving():
+            self._route_interactive(self._waiting_interactive.popleft())
+        while self._batch_arrivals and self._batch_arrivals[0].arrival_s <= t:
+            self._enqueue_batch(self._batch_arrivals.popleft())
+            touched.update(self.serving())
+        if self._batch_queue and touched:
+            self._spill_batch(sorted(touched))
+        while self._arrivals and self._arrivals[0].arrival_s <= t:
+            self._route_interactive(self._arrivals.popleft())
+        if t >= self._next_tick:
+            self._tick()
+            if self._batch_queue:
+                self._spill_batch(self.serving())
+            self._next_tick += self.interval_s
+
+    def _enqueue_batch(self, spec: RequestSpec) -> None:
+        self.specs[spec.request_id] = spec
+        self._open_arrivals[spec.request_id] = spec.arrival_s
+        predicted = self._gateway_predictor.predict(
+            prompt_text=spec.prompt_text,
+            prompt_tokens=spec.prompt_tokens,
+            slo_class=spec.slo_class,
+            max_tokens=spec.max_tokens,
+        ).mean_tokens
+        self._batch_predicted[spec.request_id] = predicted
+        self._batch_predicted_sum += predicted
+        self._batch_queue.append(spec)
+
+    def _finish(self) -> ClusterResult:
+        end = max(self.config.horizon_s, self.now_s)
+        self.now_s = end
         for index, pod in enumerate(self.pods):
             if pod.phase is not Phase.REMOVED:
-                self.now_s = end
                 self._remove(index)
-        missing = [s.request_id for s in (*config.interactive, *config.batch) if s.request_id not in self.records]
+        every = (*self.config.interactive, *self.config.batch)
+        missing = [s.request_id for s in every if s.request_id not in self.records]
         if missing:
             raise RuntimeError(f"{len(missing)} requests never ended, e.g. {missing[:3]}")
         return ClusterResult(

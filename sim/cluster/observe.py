@@ -110,7 +110,7 @@ class PodState:
 
 @dataclass(frozen=True, slots=True)
 class GatewayQueue:
-    """Requests of one class waiting in front of the pool (the batch backlog), as the sidecars would see it."""
+    """Requests of one class waiting in front of the pool (the batch backlog), reported as its queue."""
 
     slo_class: str
     depth: int
@@ -145,12 +145,12 @@ def build_snapshot(
         tpots = sorted(e.tpot_s for e in mine if e.tpot_s is not None)
         outs = [float(e.output_tokens) for e in lengths if e.slo_class == cls.name and e.completed]
         mean = sum(outs) / len(outs) if outs else None
-        std = (
-            math.sqrt(sum((x - mean) ** 2 for x in outs) / len(outs)) if outs and mean is not None else None
-        )
+        std = math.sqrt(sum((x - mean) ** 2 for x in outs) / len(outs)) if outs and mean is not None else None
         gate = gateway_by_class.get(cls.name)
         queued = sum(p.queued_by_class.get(cls.name, 0) for p in pods) + (gate.depth if gate else 0)
-        predicted = sidecar_queue_predicted_tokens.get(cls.name, 0.0) + (gate.predicted_tokens if gate else 0.0)
+        predicted = sidecar_queue_predicted_tokens.get(cls.name, 0.0) + (
+            gate.predicted_tokens if gate else 0.0
+        )
         class_snaps.append(
             ClassSnapshot(
                 name=cls.name,

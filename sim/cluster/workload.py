@@ -22,7 +22,8 @@ from sloguard.api.sidecar_config import SLOClassConfig
 from sloguard.sidecar.core.requests import RequestSpec
 
 AZURE_CONV = (
-    Path(__file__).resolve().parents[3] / "shared/data/azure_llm_inference_2023/AzureLLMInferenceTrace_conv.csv"
+    Path(__file__).resolve().parents[3]
+    / "shared/data/azure_llm_inference_2023/AzureLLMInferenceTrace_conv.csv"
 )
 
 INTERACTIVE = SLOClassConfig(
