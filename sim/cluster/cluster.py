@@ -174,7 +174,8 @@ class ClusterSimulation:
         self._batch_predicted_sum = 0.0
         self._waiting_interactive: deque[RequestSpec] = deque()  # only while no pod is ready
         self._open_arrivals: dict[str, float] = {}  # open request -> arrival, for the oldest age
-        self._routed_to: dict[str, int] = {}
+        self.routed_to: dict[str, int] = {}  # request -> index of the pod it was sent to
+        self.routed_at_s: dict[str, float] = {}  # request -> when it was sent there
         self._arrivals: deque[RequestSpec] = deque()
         self._batch_arrivals: deque[RequestSpec] = deque()
         self._total = 0
@@ -272,7 +273,8 @@ class ClusterSimulation:
     def _route(self, spec: RequestSpec, index: int) -> None:
         pod = self.pods[index]
         pod.note_routed(spec.slo_class)
-        self._routed_to[spec.request_id] = index
+        self.routed_to[spec.request_id] = index
+        self.routed_at_s[spec.request_id] = self.now_s
         pod.arrive(spec, self.now_s)
 
     def _route_interactive(self, spec: RequestSpec) -> None:
@@ -332,6 +334,7 @@ class ClusterSimulation:
             if surplus <= 0:
                 break
             self.pods[index].phase = Phase.DRAINING
+            self.pods[index].drain_started_s = self.now_s
             self._collect(index)  # removes it at once when it holds nothing
             surplus -= 1
 

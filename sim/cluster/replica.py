@@ -44,6 +44,7 @@ class ClusterReplica(SimulatedReplica):
         self.created_s = created_s
         self.ready_s = ready_s
         self.phase = Phase.STARTING if ready_s > created_s else Phase.READY
+        self.drain_started_s: float | None = None
         self.removed_s: float | None = None
         self.ended: list[RequestRecord] = []  # records in the order the requests ended
         self.finished_tokens = 0
