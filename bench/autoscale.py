@@ -117,7 +117,7 @@ def plot(results: dict[str, ClusterResult], title: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    fig, (top, bottom, batch) = plt.subplots(3, 1, figsize=(9, 8.5), sharex=True)
     for name, result in results.items():
         times = [p.time_s / 60.0 for p in result.timeline]
         top.step(
@@ -125,11 +125,14 @@ def plot(results: dict[str, ClusterResult], title: str) -> bytes:
         )
         att = [(p.time_s / 60.0, p.interactive_attainment) for p in result.timeline]
         bottom.plot([t for t, a in att if a is not None], [a for _, a in att if a is not None], label=name)
+        total = sum(1 for r in result.records.values() if r.slo_class == "batch") or 1
+        batch.plot(times, [p.batch_done / total for p in result.timeline], label=name)
     top.set_ylabel("pods (ready + starting + draining)")
     top.set_title(title)
     top.legend(loc="upper right")
     bottom.set_ylabel("interactive attainment (last 60 s)")
-    bottom.set_xlabel("time (min)")
+    batch.set_ylabel("batch requests ended (fraction)")
+    batch.set_xlabel("time (min)")
     bottom.axhline(0.99, color="grey", linestyle=":", linewidth=1)
     bottom.set_ylim(
         max(
