@@ -15,6 +15,7 @@ every pod from creation (cold start included) to removal (after its drain) or th
 `--quick`: the first 10 minutes of the trace, a 10-minute deadline and a backlog scaled to it.
 """
 
+import functools
 import io
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from sloguard.operator.core.autoscaling import POLICIES, AutoscalerLoop, Scaling
 from sloguard.sim.cluster import ClusterConfig, ClusterResult, ClusterSimulation
 from sloguard.sim.cluster.workload import (
     INTERACTIVE,
+    TraceRow,
     batch_backlog,
     batch_class,
     interactive_requests,
@@ -72,8 +74,13 @@ def pool_spec(scenario: Scenario) -> InferencePoolSpec:
     )
 
 
+@functools.cache
+def _trace() -> tuple[TraceRow, ...]:
+    return tuple(load_azure_trace())
+
+
 def build_config(scenario: Scenario, *, static: bool) -> ClusterConfig:
-    rows = load_azure_trace()
+    rows = _trace()
     batch = batch_class(scenario.deadline_s)
     return ClusterConfig(
         spec=pool_spec(scenario),
@@ -148,7 +155,11 @@ def plot(results: dict[str, ClusterResult], title: str) -> bytes:
 
 
 def run(quick: bool) -> BenchResult:
-    scenario = QUICK if quick else FULL
+    return run_scenario(QUICK if quick else FULL)
+
+
+def run_scenario(scenario: Scenario) -> BenchResult:
+    """Every policy on `scenario`: the JSON figures, the Markdown table and the plot."""
     results: dict[str, ClusterResult] = {}
     figures: dict[str, dict[str, Any]] = {}
     for policy in POLICY_ORDER:
@@ -188,7 +199,7 @@ def run(quick: bool) -> BenchResult:
         f"Goal (sloguard: >= 99% interactive, every batch deadline, >= 30% fewer GPU-hours than threshold): "
         f"{'met' if goal else 'NOT met'} — {saving * 100:.0f}% fewer GPU-hours.",
     ]
-    plot_name = f"autoscale{'-quick' if quick else ''}.png"
+    plot_name = "autoscale.png" if scenario.name == "full" else f"autoscale-{scenario.name}.png"
     lines.append(f"Plot: bench/results/{plot_name}")
     data = {
         "policies": figures,
