@@ -13,6 +13,7 @@ SCENARIOS: dict[str, str] = {
     # name -> module path; each module defines `run(quick: bool) -> BenchResult`
     "sim-speed": "sloguard.bench.sim_speed",
     "decision-cost": "sloguard.bench.decision_cost",
+    "autoscale": "sloguard.bench.autoscale",
     "sidecar-overhead": "sloguard.bench.sidecar_overhead",
     "scorpio": "sloguard.bench.scorpio",
     "ssjf": "sloguard.bench.ssjf",
