@@ -22,7 +22,7 @@ from sloguard.sidecar.backpressure import AimdCap, AimdSettings
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
 from sloguard.sidecar.errors import RequestFailed, RequestRejected
 from sloguard.sidecar.metrics import SidecarMetrics
-from sloguard.sidecar.policy_adapter import BuiltPolicy, build_policy
+from sloguard.sidecar.policy_adapter import BuiltPolicy, build_policy, new_predictor
 from sloguard.sidecar.policy_port import Admission, AdmissionPolicy, EngineView, FinishOutcome, PolicyRequest
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ class Lifecycle:
         self.metrics = metrics
         self.clock = clock
         self.config = config
-        built = build_policy(config)
+        self.predictor = new_predictor()  # one per event loop; every policy built here learns into it
+        built = build_policy(config, self.predictor)
         self.policy: AdmissionPolicy = built.policy
         self.policy_name = built.effective
         self.predictor_name = built.predictor
@@ -107,7 +108,8 @@ class Lifecycle:
         """Swap in a validated configuration without dropping traffic."""
         old, limits = self.config, config.limits
         rebuild = config.policy != old.policy or config.limits != old.limits or config.classes != old.classes
-        built = build_policy(config) if rebuild else None  # may raise: then nothing has changed
+        # may raise: then nothing has changed
+        built = build_policy(config, self.predictor) if rebuild else None
         self.config = config
         self.aimd.set_bounds(limits.min_in_flight, limits.max_in_flight)
         if built is not None:
