@@ -2,14 +2,15 @@
 
 Engines are `sloguard sim serve` subprocesses (their own processes, like vLLM), started with
 `--time-scale X` (engine time runs X times faster than the wall clock) and `--mean-output-tokens 1`, so a
-request's length is exactly what its `min_tokens` asks for (sloguard/demo/workload.py). The sidecars run
-in this process (real `SidecarService`s on loopback sockets, the same code as `sloguard sidecar`) on a
-clock scaled by the same X, so every latency they measure and every SLO they enforce is in engine seconds,
-the same seconds as the example SLO classes. The load generator posts to the sidecars' OpenAI fronts
-(least outstanding requests first), streams the answers and times them on that clock too.
+request's length is exactly what its `min_tokens` asks for (sloguard/demo/workload.py). The sidecars are
+`sloguard sidecar` subprocesses too (one event loop each, as in a pod; in-process they starved with the
+load generator on a busy 2-core machine), with `--clock-scale X`, so every latency they measure and every
+SLO they enforce is in engine seconds, the same seconds as the example SLO classes. This process is the
+load generator: it posts to the sidecars' OpenAI fronts (least outstanding requests first), streams the
+answers, times them on a clock scaled the same way, and samples the sidecars' queue depth from /metrics.
 
-Everything started here stops when `run_arm` returns or raises (Ctrl-C included): sidecars are stopped,
-engines terminated (killed after 10 s).
+Everything started here stops when `run_arm` returns or raises (Ctrl-C included): sidecars get SIGTERM
+(they drain), then the engines; anything still running after 10 s is killed.
 """
 
 import asyncio
@@ -29,10 +30,10 @@ from typing import Any
 
 import aiohttp
 
+from sloguard.api.metric_names import QUEUE_DEPTH
 from sloguard.api.sidecar_config import SLOClassConfig
 from sloguard.demo.workload import DemoRequest
 from sloguard.sidecar.errors import REASON_HEADER
-from sloguard.sidecar.service import SidecarService
 
 SAMPLE_INTERVAL_S = 0.25  # wall seconds between samples of queue depth and outcomes
 HEALTH_INTERVAL_S = 3600.0
@@ -159,16 +160,17 @@ def _engine_command(setup: EngineSetup, port: int, seed: int) -> list[str]:
 
 
 async def _wait_healthy(session: aiohttp.ClientSession, url: str, process: subprocess.Popen[bytes]) -> None:
+    """Until `url` answers 200; raises if the process exits or 60 s pass."""
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"engine {process.args!r} exited with {process.returncode}")
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
                 if response.status == 200:
                     return
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"engine at {url} not healthy after 60 s")
+    raise RuntimeError(f"{url} not ready after 60 s")
 
 
 def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -188,8 +190,27 @@ def _stop_processes(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+def _sidecar_command(config_path: Path, clock_scale: float) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "sloguard",
+        "--log-level",
+        "WARNING",
+        "sidecar",
+        "--config",
+        str(config_path),
+        "--host",
+        "127.0.0.1",
+        "--health-interval-s",
+        str(HEALTH_INTERVAL_S),
+        "--clock-scale",
+        str(clock_scale),
+    ]
+
+
 def _sidecar_config(
-    arm: ArmSetup, classes: Sequence[SLOClassConfig], engine_url: str, index: int
+    arm: ArmSetup, classes: Sequence[SLOClassConfig], engine_url: str, index: int, ports: dict[str, int]
 ) -> dict[str, Any]:
     return {
         "pool": {"name": f"demo-{index}", "namespace": "demo"},
@@ -202,9 +223,7 @@ def _sidecar_config(
         },
         "engine": {"url": engine_url, "scheduling_policy": "fcfs"},
         "drain_grace_s": 1.0,
-        "grpc_port": 0,
-        "http_port": 0,
-        "metrics_port": 0,
+        **ports,
     }
 
 
@@ -294,7 +313,7 @@ async def run_arm(
     records = [Record(r) for r in workload]
     result = ArmResult(arm.name, records)
     processes: list[subprocess.Popen[bytes]] = []
-    sidecars: list[SidecarService] = []
+    sidecars: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     wall0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sloguard-demo-") as tmp:
@@ -305,43 +324,53 @@ async def run_arm(
                 command = _engine_command(setup, port, seed=index)
                 processes.append(_spawn(command, Path(tmp) / f"engine-{index}.log", env))
                 urls.append(f"http://127.0.0.1:{port}")
+            fronts, metrics_urls = [], []
+            for index, url in enumerate(urls):
+                ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
+                config_path = Path(tmp) / f"sidecar-{index}.json"
+                config_path.write_text(json.dumps(_sidecar_config(arm, classes, url, index, ports)))
+                command = _sidecar_command(config_path, setup.time_scale)
+                sidecars.append(_spawn(command, Path(tmp) / f"sidecar-{index}.log", env))
+                fronts.append(f"http://127.0.0.1:{ports['http_port']}")
+                metrics_urls.append(f"http://127.0.0.1:{ports['metrics_port']}")
             connector = aiohttp.TCPConnector(limit=0)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 for url, process in zip(urls, processes, strict=True):
                     await _wait_healthy(session, f"{url}/health", process)
-                clock = ScaledClock(setup.time_scale)
-                for index, url in enumerate(urls):
-                    config_path = Path(tmp) / f"sidecar-{index}.json"
-                    config_path.write_text(json.dumps(_sidecar_config(arm, classes, url, index)))
-                    sidecar = SidecarService(
-                        config_path,
-                        host="127.0.0.1",
-                        reload_interval_s=5.0,
-                        health_interval_s=HEALTH_INTERVAL_S,
-                        clock=clock,
-                    )
-                    await sidecar.start()
-                    sidecars.append(sidecar)
-                fronts = _Fronts([f"http://127.0.0.1:{s.http_port}" for s in sidecars])
+                for url, process in zip(metrics_urls, sidecars, strict=True):
+                    await _wait_healthy(session, f"{url}/readyz", process)
                 await _replay(
                     session,
-                    fronts,
+                    _Fronts(fronts),
                     records,
-                    sidecars=sidecars,
-                    clock=clock,
+                    metrics_urls=metrics_urls,
+                    clock=ScaledClock(setup.time_scale),
                     result=result,
                     drain_wall_s=drain_wall_s,
                     progress=progress,
                     arm=arm,
                 )
         finally:
-            for sidecar in sidecars:
-                with contextlib.suppress(Exception):
-                    await sidecar.stop()
+            _stop_processes(sidecars)  # first: they drain, and nothing new reaches the engines
             _stop_processes(processes)
     result.wall_s = time.monotonic() - wall0
     return result
+
+
+async def _sidecar_queued(session: aiohttp.ClientSession, metrics_urls: Sequence[str]) -> int | None:
+    """Requests waiting in the sidecars' queues (sloguard_queue_depth summed), None if a scrape failed."""
+    total = 0.0
+    for url in metrics_urls:
+        try:
+            async with session.get(f"{url}/metrics", timeout=aiohttp.ClientTimeout(total=1)) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        for line in text.splitlines():
+            if line.startswith(QUEUE_DEPTH + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+    return int(total)
 
 
 async def _replay(
@@ -349,7 +378,7 @@ async def _replay(
     fronts: _Fronts,
     records: list[Record],
     *,
-    sidecars: Sequence[SidecarService],
+    metrics_urls: Sequence[str],
     clock: ScaledClock,
     result: ArmResult,
     drain_wall_s: float,
@@ -361,6 +390,7 @@ async def _replay(
     t0_s = result.t0_s = clock()  # the replay's zero on the engine-time clock
 
     async def sample() -> None:
+        last_queued = 0
         while True:
             waiting = running = 0
             for r in records:
@@ -369,7 +399,9 @@ async def _replay(
                         waiting += 1
                     else:
                         running += 1
-            queued = sum(s.lifecycle.queued for s in sidecars)
+            scraped = await _sidecar_queued(session, metrics_urls)
+            queued = last_queued if scraped is None else scraped
+            last_queued = queued
             now_s = clock() - t0_s
             result.samples.append(Sample(now_s, waiting, queued, running))
             progress(arm.name, min(1.0, now_s / end_s) if end_s else 1.0, records)
