@@ -15,7 +15,7 @@ def test_scale_one_is_the_monotonic_clock_itself() -> None:
 @pytest.mark.parametrize("scale", [0.5, 2.0, 10.0])
 def test_a_scaled_clock_advances_scale_times_faster(monkeypatch: pytest.MonkeyPatch, scale: float) -> None:
     now = [100.0]
-    monkeypatch.setattr(command.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     clock = command.scaled_clock(scale)
     start = clock()
     now[0] += 3.0
