@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     except WorkloadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # an engine or sidecar did not come up (everything started is stopped)
+        print(f"\nerror: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; engines and sidecars stopped", file=sys.stderr)
         return 130
