@@ -103,7 +103,7 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
         seen = b""
         while b"sent " not in seen:  # the replay has started: engines and sidecars are up
             chunk = process.stderr.read1(4096)  # type: ignore[attr-defined]
-            assert chunk, f"demo exited early: {seen[-2000:]!r}"
+            assert chunk, f"demo exited early (rc {process.wait()}): {seen[-3000:]!r}"
             seen += chunk
         engines = [pid for pid in _processes_with(marker) if pid != process.pid]
         assert engines, "no engine processes found"
