@@ -1,11 +1,13 @@
 """Benchmark `sidecar-overhead`: what the sidecar adds to TTFT, and how many tokens one sidecar core relays.
 
 The same closed-loop load (`concurrency` streams, each request `max_tokens` tokens with `ignore_eos`) is
-sent for `duration_s` straight to a simulated engine, then through a sidecar (fcfs policy) in front of
-it. Reported: added TTFT p50/p99 (sidecar quantile minus direct quantile, client-side, first data chunk)
-and the relay rate: tokens streamed through the sidecar per second of sidecar CPU time (user+system,
-from /proc), i.e. tokens/s per fully busy sidecar core. Goal (issue 8): added TTFT p99 <= 2 ms at 100
-streams and >= 20,000 tokens/s per core.
+sent straight to a simulated engine and through a sidecar (fcfs policy) in front of it, in interleaved
+rounds (A/B, then B/A, ...; each phase `phase_s` long) so slow drifts of this shared machine's load hit
+both paths alike. Each round pairs its two phases: added TTFT p50/p99 (sidecar quantile minus direct
+quantile, client-side, first data chunk) and their ratios (sidecar / direct); reported are the medians
+over rounds of those paired figures. The relay rate is tokens streamed through the sidecar per second of
+sidecar CPU time (user+system, from /proc), the median over rounds, i.e. tokens/s per fully busy sidecar
+core. Goal (issue 8): added TTFT p99 <= 2 ms at 100 streams and >= 20,000 tokens/s per core.
 
 The engine is `sloguard sim serve`; set SLOGUARD_BENCH_ENGINE_CMD (a shell-quoted command, `{port}` is
 replaced) to run another engine, e.g. real vLLM or a simulator from another checkout. Engine, sidecar and
@@ -17,6 +19,7 @@ import json
 import os
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,16 +123,23 @@ async def _phase(url: str, concurrency: int, max_tokens: int, duration_s: float,
 
 
 async def _measure(
-    engine: "Processes", concurrency: int, max_tokens: int, duration_s: float
-) -> tuple[Phase, Phase]:
+    engine: "Processes", concurrency: int, max_tokens: int, phase_s: float, rounds: int
+) -> list[tuple[Phase, Phase]]:
     async with aiohttp.ClientSession() as session:
         await _wait_ready(session, f"{engine.engine_url}/health", engine.engine)
         await _wait_ready(session, f"{engine.metrics_url}/readyz", engine.sidecar)
-    direct = await _phase(f"{engine.engine_url}/v1/completions", concurrency, max_tokens, duration_s, None)
-    through = await _phase(
-        f"{engine.sidecar_url}/v1/completions", concurrency, max_tokens, duration_s, engine.sidecar.pid
-    )
-    return direct, through
+    direct_url = f"{engine.engine_url}/v1/completions"
+    sidecar_url = f"{engine.sidecar_url}/v1/completions"
+    pairs = []
+    for round_index in range(rounds):
+        if round_index % 2 == 0:  # A/B, then B/A: neither path always runs first
+            direct = await _phase(direct_url, concurrency, max_tokens, phase_s, None)
+            through = await _phase(sidecar_url, concurrency, max_tokens, phase_s, engine.sidecar.pid)
+        else:
+            through = await _phase(sidecar_url, concurrency, max_tokens, phase_s, engine.sidecar.pid)
+            direct = await _phase(direct_url, concurrency, max_tokens, phase_s, None)
+        pairs.append((direct, through))
+    return pairs
 
 
 @dataclass
@@ -141,8 +151,8 @@ class Processes:
     metrics_url: str
 
 
-def measure(concurrency: int, max_tokens: int, duration_s: float) -> tuple[Phase, Phase]:
-    """Start an engine and a sidecar in front of it, load both paths in turn, stop them."""
+def measure(concurrency: int, max_tokens: int, phase_s: float, rounds: int) -> list[tuple[Phase, Phase]]:
+    """Start an engine and a sidecar in front of it, load both paths in interleaved rounds, stop them."""
     engine_port, ports = _free_port(), {k: _free_port() for k in ("grpc_port", "http_port", "metrics_port")}
     engine_cmd = os.environ.get("SLOGUARD_BENCH_ENGINE_CMD", DEFAULT_ENGINE_CMD).replace(
         "{port}", str(engine_port)
@@ -173,7 +183,7 @@ def measure(concurrency: int, max_tokens: int, duration_s: float) -> tuple[Phase
                 metrics_url=f"http://127.0.0.1:{ports['metrics_port']}",
             )
             try:
-                return asyncio.run(_measure(processes, concurrency, max_tokens, duration_s))
+                return asyncio.run(_measure(processes, concurrency, max_tokens, phase_s, rounds))
             finally:
                 for process in (processes.sidecar, processes.engine):
                     process.terminate()
@@ -184,53 +194,65 @@ def measure(concurrency: int, max_tokens: int, duration_s: float) -> tuple[Phase
                         process.kill()
 
 
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
 def run(quick: bool) -> BenchResult:
     concurrency, max_tokens = 100, 128
-    duration_s = 5.0 if quick else 20.0
-    direct, through = measure(concurrency, max_tokens, duration_s)
-    cpu_s = through.cpu_s or float("nan")
+    rounds, phase_s = (3, 3.0) if quick else (6, 5.0)
+    pairs = measure(concurrency, max_tokens, phase_s, rounds)
+    added_p50 = [t.quantile_ms(0.5) - d.quantile_ms(0.5) for d, t in pairs]
+    added_p99 = [t.quantile_ms(0.99) - d.quantile_ms(0.99) for d, t in pairs]
+    ratio_p50 = [t.quantile_ms(0.5) / d.quantile_ms(0.5) for d, t in pairs]
+    ratio_p99 = [t.quantile_ms(0.99) / d.quantile_ms(0.99) for d, t in pairs]
+    relay = [t.tokens / t.cpu_s for _, t in pairs if t.cpu_s]
     data = {
-        "added_ttft_p50_ms": round(through.quantile_ms(0.5) - direct.quantile_ms(0.5), 3),
-        "added_ttft_p99_ms": round(through.quantile_ms(0.99) - direct.quantile_ms(0.99), 3),
-        "relay_tokens_per_s_per_core": round(through.tokens / cpu_s, 1),
+        "added_ttft_p50_ms": round(_median(added_p50), 3),
+        "added_ttft_p99_ms": round(_median(added_p99), 3),
+        "relay_tokens_per_s_per_core": round(_median(relay), 1),
         "concurrency": concurrency,
-        "direct": {
-            "ttft_p50_ms": direct.quantile_ms(0.5),
-            "ttft_p99_ms": direct.quantile_ms(0.99),
-            "requests": len(direct.ttfts_s),
-            "tokens_per_s": direct.tokens / direct.wall_s,
-        },
-        "sidecar": {
-            "ttft_p50_ms": through.quantile_ms(0.5),
-            "ttft_p99_ms": through.quantile_ms(0.99),
-            "requests": len(through.ttfts_s),
-            "tokens_per_s": through.tokens / through.wall_s,
-            "sidecar_cpu_s": cpu_s,
-            "wall_s": through.wall_s,
-        },
+        "rounds": rounds,
+        "phase_s": phase_s,
+        "ttft_p50_ratio_median": round(_median(ratio_p50), 3),
+        "ttft_p99_ratio_median": round(_median(ratio_p99), 3),
+        "per_round": [
+            {
+                "direct_ttft_p50_ms": round(d.quantile_ms(0.5), 3),
+                "direct_ttft_p99_ms": round(d.quantile_ms(0.99), 3),
+                "sidecar_ttft_p50_ms": round(t.quantile_ms(0.5), 3),
+                "sidecar_ttft_p99_ms": round(t.quantile_ms(0.99), 3),
+                "direct_requests": len(d.ttfts_s),
+                "sidecar_requests": len(t.ttfts_s),
+                "sidecar_tokens_per_s": round(t.tokens / t.wall_s, 1),
+                "sidecar_cpu_s": t.cpu_s,
+            }
+            for d, t in pairs
+        ],
     }
     cores = os.cpu_count()
-    rows = [
-        ("straight to the engine (baseline)", direct),
-        ("through the sidecar", through),
-    ]
     lines = [
-        f"Workload: {concurrency} closed-loop streams x {max_tokens} tokens, {duration_s:.0f} s per phase, "
-        f"fcfs sidecar; engine, sidecar and load generator share {cores} cores.",
+        f"Workload: {concurrency} closed-loop streams x {max_tokens} tokens, {rounds} interleaved rounds "
+        f"(direct/sidecar, then sidecar/direct, ...) of {phase_s:.0f} s per phase, fcfs sidecar; engine, "
+        f"sidecar and load generator share {cores} cores.",
         "",
-        "| path | TTFT p50 ms | TTFT p99 ms | requests | tokens/s |",
-        "|---|---|---|---|---|",
+        "| round | direct TTFT p50 ms | sidecar TTFT p50 ms | direct TTFT p99 ms | sidecar TTFT p99 ms |"
+        " sidecar tokens/CPU-s |",
+        "|---|---|---|---|---|---|",
     ]
-    for label, phase in rows:
-        p50, p99 = phase.quantile_ms(0.5), phase.quantile_ms(0.99)
+    for index, (d, t) in enumerate(pairs):
+        per_core = f"{t.tokens / t.cpu_s:.0f}" if t.cpu_s else "-"
         lines.append(
-            f"| {label} | {p50:.2f} | {p99:.2f} | {len(phase.ttfts_s)} | {phase.tokens / phase.wall_s:.0f} |"
+            f"| {index + 1} | {d.quantile_ms(0.5):.2f} | {t.quantile_ms(0.5):.2f} "
+            f"| {d.quantile_ms(0.99):.2f} | {t.quantile_ms(0.99):.2f} | {per_core} |"
         )
     lines += [
         "",
-        f"Added TTFT: p50 {data['added_ttft_p50_ms']} ms, p99 {data['added_ttft_p99_ms']} ms (goal p99 <= 2)",
-        f"Relay: {data['relay_tokens_per_s_per_core']} tokens per sidecar CPU-second (goal: >= 20000).",
+        f"Added TTFT, median over rounds of the paired differences: p50 {data['added_ttft_p50_ms']} ms, "
+        f"p99 {data['added_ttft_p99_ms']} ms (goal p99 <= 2); paired ratios sidecar/direct: p50 "
+        f"{data['ttft_p50_ratio_median']}, p99 {data['ttft_p99_ratio_median']}.",
+        f"Relay: {data['relay_tokens_per_s_per_core']} tokens per sidecar CPU-second "
+        "(median over rounds; goal >= 20000).",
         "",
     ]
-    markdown = "\n".join(lines)
-    return BenchResult(data=data, markdown=markdown)
+    return BenchResult(data=data, markdown="\n".join(lines))

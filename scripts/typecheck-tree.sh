@@ -10,6 +10,9 @@ mkdir -p "$tree/sloguard"
 for f in "$root"/sloguard/*.py "$root"/sloguard/py.typed; do
   [ -e "$f" ] && ln -s "$f" "$tree/sloguard/"
 done
+for d in "$root"/sloguard/*/; do  # subpackages that live inside sloguard/ itself (sloguard/demo)
+  [ -e "$d/__init__.py" ] && ln -s "${d%/}" "$tree/sloguard/"
+done
 for sub in api sidecar operator sim bench; do
   ln -s "$root/$sub" "$tree/sloguard/$sub"
 done

@@ -4,6 +4,8 @@ import argparse
 import asyncio
 import logging
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,33 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     parser.add_argument(
         "--reload-interval-s", type=float, default=1.0, help="how often to look at the config file"
     )
+    parser.add_argument(
+        "--health-interval-s", type=float, default=1.0, help="how often to probe the engine's /health"
+    )
+    parser.add_argument(
+        "--clock-scale",
+        type=float,
+        default=1.0,
+        help="run the sidecar's clock this many times faster than the wall clock, to match a simulated "
+        "engine started with `sloguard sim serve --time-scale` (sloguard demo); 1 for real engines",
+    )
     parser.set_defaults(func=run)
+
+
+def scaled_clock(scale: float) -> Callable[[], float]:
+    """time.monotonic() run `scale` times faster (from this call on); scale 1 is time.monotonic itself."""
+    if scale == 1.0:
+        return time.monotonic
+    wall0 = time.monotonic()
+    return lambda: wall0 + (time.monotonic() - wall0) * scale
 
 
 def run(args: argparse.Namespace) -> int:
     from sloguard.sidecar.config_reload import ConfigError  # noqa: PLC0415 (keeps `sloguard --help` fast)
 
+    if not args.clock_scale > 0:
+        log.error("--clock-scale must be > 0, got %s", args.clock_scale)
+        return 2
     try:
         return asyncio.run(_serve(args))
     except (ConfigError, OSError, ValueError) as error:  # ValueError: bad policy parameters
@@ -33,7 +56,13 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from sloguard.sidecar.service import SidecarService  # noqa: PLC0415
 
-    service = SidecarService(args.config, host=args.host, reload_interval_s=args.reload_interval_s)
+    service = SidecarService(
+        args.config,
+        host=args.host,
+        reload_interval_s=args.reload_interval_s,
+        health_interval_s=args.health_interval_s,
+        clock=scaled_clock(args.clock_scale),
+    )
     await service.start()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

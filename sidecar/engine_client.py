@@ -12,7 +12,7 @@ stripped. Cancelling the consuming task closes the connection, which makes vLLM 
 
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ class EngineChunk:
 
     payload: dict[str, Any]
     raw: bytes  # the chunk's JSON exactly as the engine sent it (relayed as is where possible)
-    received_s: float  # time.monotonic() at arrival
+    received_s: float  # the client's clock (time.monotonic() unless given) at arrival
     tokens: int  # completion tokens this chunk adds (usage delta; 0 for role and usage-only chunks)
     completion_tokens: int  # cumulative
     prompt_tokens: int | None
@@ -86,7 +86,9 @@ class EngineClient:
         *,
         model: str = "",
         stamps_priority: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock  # stamps `EngineChunk.received_s`; the lifecycle's clock (the demo scales it)
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -135,7 +137,7 @@ class EngineClient:
                         if data == b"[DONE]":
                             done = True  # read on to the end, so the connection goes back to the pool
                             continue
-                        now_s = time.monotonic()
+                        now_s = self.clock()
                         payload = json.loads(data)
                         if not isinstance(payload, dict):
                             raise EngineError("engine sent a non-object SSE chunk", started=started)

@@ -22,7 +22,7 @@ from sloguard.sidecar.backpressure import AimdCap, AimdSettings
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
 from sloguard.sidecar.errors import RequestFailed, RequestRejected
 from sloguard.sidecar.metrics import SidecarMetrics
-from sloguard.sidecar.policy_adapter import BuiltPolicy, build_policy
+from sloguard.sidecar.policy_adapter import BuiltPolicy, build_policy, new_predictor
 from sloguard.sidecar.policy_port import Admission, AdmissionPolicy, EngineView, FinishOutcome, PolicyRequest
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,13 @@ class Lifecycle:
         self.metrics = metrics
         self.clock = clock
         self.config = config
-        built = build_policy(config)
+        self.predictor = new_predictor()  # one per event loop; every policy built here learns into it
+        built = build_policy(config, self.predictor)
         self.policy: AdmissionPolicy = built.policy
         self.policy_name = built.effective
         self.predictor_name = built.predictor
         metrics.set_policy(built.requested, built.effective)
+        metrics.set_classes(c.name for c in config.classes)
         self.aimd = AimdCap(AimdSettings(config.limits.min_in_flight, config.limits.max_in_flight))
         self.engine_up = True
         self.draining = False
@@ -107,8 +109,10 @@ class Lifecycle:
         """Swap in a validated configuration without dropping traffic."""
         old, limits = self.config, config.limits
         rebuild = config.policy != old.policy or config.limits != old.limits or config.classes != old.classes
-        built = build_policy(config) if rebuild else None  # may raise: then nothing has changed
+        # may raise: then nothing has changed
+        built = build_policy(config, self.predictor) if rebuild else None
         self.config = config
+        self.metrics.set_classes(c.name for c in config.classes)
         self.aimd.set_bounds(limits.min_in_flight, limits.max_in_flight)
         if built is not None:
             self._swap_policy(built)
@@ -453,9 +457,21 @@ class Lifecycle:
         pool, m = self.metrics.pool, self.metrics
         depth = self.policy.queue_depth_by_class()
         running = self._view().in_flight_by_class
+        now_s = self.clock()
+        predicted: dict[str, float] = {}
+        oldest_s: dict[str, float] = {}
+        for tracked in self._waiting.values():
+            request = tracked.request
+            admission = tracked.admission
+            tokens = admission.predicted_output_tokens if admission is not None else None
+            predicted[request.slo_class] = predicted.get(request.slo_class, 0.0) + (tokens or 0.0)
+            oldest_s[request.slo_class] = min(oldest_s.get(request.slo_class, now_s), request.arrival_s)
         for slo_class in self.config.classes:
-            m.queue_depth.labels(pool, slo_class.name).set(depth.get(slo_class.name, 0))
-            m.in_flight.labels(pool, slo_class.name).set(running.get(slo_class.name, 0))
+            name = slo_class.name
+            m.queue_depth.labels(pool, name).set(depth.get(name, 0))
+            m.queue_predicted_tokens.labels(pool, name).set(predicted.get(name, 0.0))
+            m.queue_oldest_age.labels(pool, name).set(max(0.0, now_s - oldest_s.get(name, now_s)))
+            m.in_flight.labels(pool, name).set(running.get(name, 0))
         m.in_flight_cap.labels(pool).set(self.aimd.cap)
         m.cap_overridden.labels(pool).set(1 if self.aimd.pinned else 0)
 

@@ -5,11 +5,20 @@ The lifecycle, the config watcher and the engine health probe update them; the m
 `slo_class`. Attainment is computed over each class's `attainment_window_s`: requests that ended in the
 window and met their targets, over all that ended (rejected and failed count as missed, cancelled are
 left out because the client chose to leave).
+
+The names the autoscaler's Prometheus adapter reads come from `sloguard.api.metric_names` (one edit renames
+both sides). Every configured class's per-class gauges exist from start-up (at 0), so a query over an idle
+class finds a series; `sloguard_slo_attainment_ratio` appears once a request of the class has ended.
 """
 
+import contextlib
 from collections import deque
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sloguard.api import metric_names as names
+from sloguard.api.metric_names import RequestOutcome
 
 LATENCY_BUCKETS_S = (
     0.005,
@@ -39,26 +48,26 @@ class SidecarMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "sloguard_requests",
+            _counter(names.REQUESTS_TOTAL),
             "Requests that ended, by outcome (completed, rejected, cancelled, failed) and reason.",
             ["pool", "slo_class", "outcome", "reason"],
             registry=r,
         )
         self.slo_met = Counter(
-            "sloguard_slo_met_requests",
+            _counter(names.SLO_ATTAINED_TOTAL),
             "Completed requests that met TTFT, TPOT and deadline; rate() of it is the goodput.",
             ["pool", "slo_class"],
             registry=r,
         )
         self.ttft = Histogram(
-            "sloguard_ttft_seconds",
+            names.TTFT_SECONDS,
             "Time to first token seen by the sidecar, from arrival to the first token's chunk.",
             ["pool", "slo_class"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
         self.tpot = Histogram(
-            "sloguard_tpot_seconds",
+            names.TPOT_SECONDS,
             "Mean time per output token after the first, per completed request.",
             ["pool", "slo_class"],
             buckets=TPOT_BUCKETS_S,
@@ -78,15 +87,27 @@ class SidecarMetrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "sloguard_queue_depth",
+            names.QUEUE_DEPTH,
             "Admitted requests waiting in the sidecar.",
             ["pool", "slo_class"],
             registry=r,
         )
-        self.in_flight = Gauge(
-            "sloguard_in_flight", "Requests released to the engine.", ["pool", "slo_class"], registry=r
+        self.queue_predicted_tokens = Gauge(
+            names.QUEUE_PREDICTED_TOKENS,
+            "Sum of the output tokens predicted at admission for the requests waiting in the sidecar.",
+            ["pool", "slo_class"],
+            registry=r,
         )
-        self.in_flight_cap = Gauge("sloguard_in_flight_cap", "Current in-flight cap.", ["pool"], registry=r)
+        self.queue_oldest_age = Gauge(
+            names.QUEUE_OLDEST_AGE_SECONDS,
+            "Age of the oldest request waiting in the sidecar (0 when none waits).",
+            ["pool", "slo_class"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            names.IN_FLIGHT, "Requests released to the engine.", ["pool", "slo_class"], registry=r
+        )
+        self.in_flight_cap = Gauge(names.IN_FLIGHT_CAP, "Current in-flight cap.", ["pool"], registry=r)
         self.cap_overridden = Gauge(
             "sloguard_in_flight_cap_overridden", "1 while SetLimits pins the cap.", ["pool"], registry=r
         )
@@ -98,7 +119,7 @@ class SidecarMetrics:
             registry=r,
         )
         self.actual_tokens = Histogram(
-            "sloguard_output_tokens",
+            names.OUTPUT_TOKENS,
             "Output tokens of requests that completed.",
             ["pool", "slo_class"],
             buckets=TOKEN_BUCKETS,
@@ -125,14 +146,48 @@ class SidecarMetrics:
             registry=r,
         )
         self._windows: dict[str, deque[tuple[float, bool]]] = {}
+        self._classes: set[str] = set()
+
+    @property
+    def class_gauges(self) -> tuple[Gauge, ...]:
+        """The per-class gauges that exist for every configured class from start-up."""
+        return (
+            self.queue_depth,
+            self.queue_predicted_tokens,
+            self.queue_oldest_age,
+            self.in_flight,
+        )
+
+    def set_classes(self, classes: Iterable[str]) -> None:
+        """Export every configured class's gauges (at 0 until set) and drop those of removed classes."""
+        wanted = set(classes)
+        for gone in self._classes - wanted:
+            for gauge in (*self.class_gauges, self.attainment):
+                with contextlib.suppress(KeyError):  # never set
+                    gauge.remove(self.pool, gone)
+            self._windows.pop(gone, None)
+        for new in wanted - self._classes:
+            for gauge in self.class_gauges:
+                gauge.labels(self.pool, new).set(0)
+            self.slo_met.labels(self.pool, new)  # the counter at 0, so rate() over it is defined
+        self._classes = wanted
 
     def record_end(
-        self, slo_class: str, *, outcome: str, reason: str, met_slo: bool, now_s: float, window_s: float
+        self,
+        slo_class: str,
+        *,
+        outcome: RequestOutcome | str,
+        reason: str,
+        met_slo: bool,
+        now_s: float,
+        window_s: float,
     ) -> None:
-        self.requests.labels(self.pool, slo_class, outcome, reason).inc()
+        """Count one request's end. Raises ValueError for an outcome that is not a `RequestOutcome`."""
+        outcome = RequestOutcome(outcome)
+        self.requests.labels(self.pool, slo_class, outcome.value, reason).inc()
         if met_slo:
             self.slo_met.labels(self.pool, slo_class).inc()
-        if outcome == "cancelled":
+        if outcome is RequestOutcome.CANCELLED:
             return
         window = self._windows.setdefault(slo_class, deque())
         window.append((now_s, met_slo))
@@ -143,3 +198,8 @@ class SidecarMetrics:
     def set_policy(self, requested: str, effective: str) -> None:
         self.policy_info.clear()
         self.policy_info.labels(self.pool, requested, effective).set(1)
+
+
+def _counter(name: str) -> str:
+    """prometheus_client appends `_total` to a counter's name itself."""
+    return name.removesuffix("_total")

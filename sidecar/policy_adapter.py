@@ -1,11 +1,15 @@
 """Builds the configured scheduling policy behind the sidecar's policy port (sidecar/policy_port.py).
 
 This is the ONE module of the sidecar's adapters that touches the scheduling core's policy interface
-(`sloguard.sidecar.core.policy.Policy`, built by `sloguard.sidecar.core.registry.create_policy`), so the
-core and the service can evolve and merge independently. The core is reached through `importlib` and
-duck typing until both branches are merged (then the imports can become static); where the core or its
-registry is absent, the FCFS pass-through serves and the substitution is reported (log line,
-`GetState.policy`, `sloguard_policy_info{requested,effective}`).
+(`sloguard.sidecar.core.policy.Policy`, built by `sloguard.sidecar.core.registry.create_policy`). Every
+policy, fcfs included, is the core's; the lifecycle (sidecar/lifecycle.py) builds one output-length
+predictor per process (`new_predictor`, the trained proxy model of sidecar/core/length_model.py; it is not
+thread-safe, and the sidecar runs one event loop) and hands it to every policy it builds, so the online
+correction survives configuration reloads.
+
+Online learning, as the core expects it: the lifecycle reports each in-flight request's first token and
+cumulative token count (`on_first_token`, `on_tokens`: the latency model's online calibration) and its end
+(`on_finish` with the actual output tokens: the core feeds completed requests to `predictor.observe`).
 
 Translation (port → core):
 - `on_arrival(PolicyRequest)` → `submit(RequestSpec, now_s)`; `Admitted`/`Rejected` → `Admission`;
@@ -19,33 +23,30 @@ Translation (port → core):
 - `on_cancel` (queued) → `cancel`. `queue_depth_by_class` → `snapshot().queued_by_class`.
 """
 
-import importlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sloguard.api.errors import RejectionReason
 from sloguard.api.sidecar_config import SidecarConfig
+from sloguard.sidecar.core import policy as core_policy
+from sloguard.sidecar.core.length_model import load_default_predictor
+from sloguard.sidecar.core.prediction import OutputLengthPredictor
+from sloguard.sidecar.core.registry import create_policy
+from sloguard.sidecar.core.requests import InvalidRequestError, Outcome, RequestSpec
 from sloguard.sidecar.policy_port import (
     Admission,
     AdmissionPolicy,
     EngineView,
-    FcfsPassThrough,
     FinishOutcome,
     PolicyRequest,
     Release,
 )
 
-log = logging.getLogger(__name__)
+PREDICTOR_NAME = "proxy-mlp"
+"""What GetState reports as the predictor: the trained proxy model with online correction."""
 
-CORE_REGISTRY = "sloguard.sidecar.core.registry"
-CORE_POLICY = "sloguard.sidecar.core.policy"
-CORE_REQUESTS = "sloguard.sidecar.core.requests"
-CORE_LENGTHS = "sloguard.sidecar.core.simple_lengths"
-
-CoreFactory = Callable[[SidecarConfig], Any]
-"""Builds a core `Policy` for a configuration (default: the core registry's `create_policy`)."""
+CoreFactory = Callable[[SidecarConfig, OutputLengthPredictor], core_policy.Policy]
+"""Builds a core `Policy` for a configuration and predictor (default: the registry's `create_policy`)."""
 
 
 @dataclass(frozen=True)
@@ -53,49 +54,49 @@ class BuiltPolicy:
     policy: AdmissionPolicy
     requested: str
     effective: str
-    predictor: str = "none"  # the output-length predictor behind the policy, "none" for the pass-through
+    predictor: str = PREDICTOR_NAME
+
+
+def new_predictor() -> OutputLengthPredictor:
+    """The trained output-length predictor, fresh (no online state). One per event loop."""
+    return load_default_predictor()
 
 
 class CorePolicyAdapter:
     """A core `Policy` (sloguard.sidecar.core.policy) behind the sidecar's port."""
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: core_policy.Policy) -> None:
         self.core = core
-        self.name = str(getattr(core.name, "value", core.name))
-        self._policy_mod = importlib.import_module(CORE_POLICY)
-        self._requests_mod = importlib.import_module(CORE_REQUESTS)
+        self.name = str(core.name.value)
 
-    def _spec(self, request: PolicyRequest) -> Any:
-        return self._requests_mod.RequestSpec(
-            request_id=request.request_id,
-            slo_class=request.slo_class,
-            ttft_s=request.ttft_s,
-            tpot_s=request.tpot_s,
-            deadline_s=request.deadline_s,
-            class_priority=request.priority,
-            on_unattainable=request.on_unattainable,
-            prompt_tokens=request.prompt_tokens,
-            max_tokens=request.max_tokens,
-            arrival_s=request.arrival_s,
-            prompt_text=request.prompt_text,
-        )
-
-    def _decide(self, request: PolicyRequest, now_s: float, method: str) -> Admission:
+    def _decide(self, request: PolicyRequest, now_s: float, *, submit: bool) -> Admission:
         try:
-            spec = self._spec(request)
-        except self._requests_mod.InvalidRequestError as error:
+            spec = RequestSpec(
+                request_id=request.request_id,
+                slo_class=request.slo_class,
+                ttft_s=request.ttft_s,
+                tpot_s=request.tpot_s,
+                deadline_s=request.deadline_s,
+                class_priority=request.priority,
+                on_unattainable=request.on_unattainable,
+                prompt_tokens=request.prompt_tokens,
+                max_tokens=request.max_tokens,
+                arrival_s=request.arrival_s,
+                prompt_text=request.prompt_text,
+            )
+        except InvalidRequestError as error:
             return Admission(admitted=False, reason=error.reason, explanation=str(error))
-        decision = getattr(self.core, method)(spec, now_s)
+        decision = self.core.submit(spec, now_s) if submit else self.core.estimate(spec, now_s)
         return _admission_of(decision)
 
     def estimate(self, request: PolicyRequest, now_s: float, view: EngineView) -> Admission:
-        return self._decide(request, now_s, "estimate")
+        return self._decide(request, now_s, submit=False)
 
     def on_arrival(self, request: PolicyRequest, now_s: float, view: EngineView) -> Admission:
-        return self._decide(request, now_s, "submit")
+        return self._decide(request, now_s, submit=True)
 
     def release(self, now_s: float, view: EngineView) -> Release:
-        step = self.core.release(now_s, self._policy_mod.EngineView(in_flight_cap=view.in_flight_cap))
+        step = self.core.release(now_s, core_policy.EngineView(in_flight_cap=max(0, view.in_flight_cap)))
         start = [r.request_id for r in step.releases]
         priorities = {
             r.request_id: None if r.engine_priority is None else -int(r.engine_priority)
@@ -117,23 +118,21 @@ class CorePolicyAdapter:
         if outcome == "cancelled":
             self.core.cancel(request_id, now_s)
             return
-        core_outcome = self._requests_mod.Outcome(outcome)
-        self.core.on_finish(request_id, now_s, outcome=core_outcome, output_tokens=output_tokens)
+        self.core.on_finish(request_id, now_s, outcome=Outcome(outcome), output_tokens=output_tokens)
 
     def queue_depth_by_class(self) -> dict[str, int]:
         return dict(self.core.snapshot().queued_by_class)
 
 
-def _admission_of(decision: Any) -> Admission:
-    reason = getattr(decision, "reason", None)
-    if reason is not None:  # core Rejected
+def _admission_of(decision: core_policy.Decision) -> Admission:
+    if isinstance(decision, core_policy.Rejected):
         return Admission(
             admitted=False,
-            reason=RejectionReason(reason),
+            reason=RejectionReason(decision.reason),
             retry_after_s=decision.retry_after_s,
             explanation=decision.detail,
         )
-    demoted = " (demoted to best effort)" if getattr(decision, "demoted", False) else ""
+    demoted = " (demoted to best effort)" if decision.demoted else ""
     return Admission(
         admitted=True,
         predicted_ttft_s=decision.predicted_ttft_s,
@@ -142,30 +141,16 @@ def _admission_of(decision: Any) -> Admission:
     )
 
 
-def _registry_factory() -> CoreFactory | None:
-    """`create_policy` with the per-class running-mean length predictor (until a trained one is wired)."""
-    try:
-        registry = importlib.import_module(CORE_REGISTRY)
-        lengths = importlib.import_module(CORE_LENGTHS)
-    except ModuleNotFoundError:
-        return None
-
-    def create(config: SidecarConfig) -> Any:
-        return registry.create_policy(config, predictor=lengths.ClassMeanLengths())
-
-    return create
+def _create(config: SidecarConfig, predictor: OutputLengthPredictor) -> core_policy.Policy:
+    return create_policy(config, predictor=predictor)
 
 
-def build_policy(config: SidecarConfig, core_factory: CoreFactory | None = None) -> BuiltPolicy:
-    """The configured policy behind the port; FCFS pass-through where the core cannot provide it.
+def build_policy(
+    config: SidecarConfig, predictor: OutputLengthPredictor, core_factory: CoreFactory = _create
+) -> BuiltPolicy:
+    """The configured core policy behind the port, predicting output lengths with `predictor`.
 
     Raises ValueError (the core's PolicyParameterError) for bad `policy.parameters`.
     """
-    requested = config.policy.name.value
-    factory = core_factory or _registry_factory()
-    if factory is not None:
-        return BuiltPolicy(CorePolicyAdapter(factory(config)), requested, requested, predictor="class-mean")
-    policy = FcfsPassThrough(max_queue_depth=config.limits.max_queue_depth)
-    if requested != policy.name:
-        log.warning("policy %r is not available in this build; serving with %r", requested, policy.name)
-    return BuiltPolicy(policy=policy, requested=requested, effective=policy.name)
+    name = config.policy.name.value
+    return BuiltPolicy(CorePolicyAdapter(core_factory(config, predictor)), requested=name, effective=name)

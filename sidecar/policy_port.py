@@ -1,9 +1,8 @@
-"""What the sidecar's request lifecycle needs from a scheduling policy, and a FCFS pass-through one.
+"""What the sidecar's request lifecycle needs from a scheduling policy.
 
 The lifecycle (sidecar/lifecycle.py) speaks only this protocol; sidecar/policy_adapter.py builds an
-implementation for a configured policy name (the scheduling core's policies, wrapped, or the pass-through
-below). Time is an argument (`now_s`, monotonic seconds), so a policy behind this port is as pure as the
-core it wraps.
+implementation for a configured policy name (the scheduling core's policies, wrapped). Time is an
+argument (`now_s`, monotonic seconds), so a policy behind this port is as pure as the core it wraps.
 
 Call order per request: `on_arrival` (admit or reject) → zero or more `release` rounds until the id is
 returned in `start` (or in `reject`, or `on_cancel` while queued) → `on_first_token`, `on_tokens`… →
@@ -12,7 +11,6 @@ The shape follows the scheduling core's `Policy` (sloguard.sidecar.core.policy: 
 on_first_token/on_tokens/on_finish/cancel/snapshot), so the adapter over it stays a thin translation.
 """
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -102,54 +100,3 @@ class AdmissionPolicy(Protocol):
         ...
 
     def queue_depth_by_class(self) -> dict[str, int]: ...
-
-
-class FcfsPassThrough:
-    """Admit everything up to `max_queue_depth` waiting; release in arrival order up to the cap."""
-
-    name = "fcfs"
-
-    def __init__(self, max_queue_depth: int) -> None:
-        self.max_queue_depth = max_queue_depth
-        self._queue: OrderedDict[str, PolicyRequest] = OrderedDict()
-
-    def estimate(self, request: PolicyRequest, now_s: float, view: EngineView) -> Admission:
-        if len(self._queue) >= self.max_queue_depth:
-            return Admission(
-                admitted=False,
-                reason=RejectionReason.QUEUE_FULL,
-                retry_after_s=1.0,
-                explanation=f"{len(self._queue)} requests already wait (max {self.max_queue_depth})",
-            )
-        return Admission(admitted=True, explanation="fcfs admits while the queue has room")
-
-    def on_arrival(self, request: PolicyRequest, now_s: float, view: EngineView) -> Admission:
-        admission = self.estimate(request, now_s, view)
-        if admission.admitted:
-            self._queue[request.request_id] = request
-        return admission
-
-    def release(self, now_s: float, view: EngineView) -> Release:
-        room = max(0, view.in_flight_cap - view.in_flight)
-        start = list(self._queue)[:room]
-        for request_id in start:
-            del self._queue[request_id]
-        return Release(start=start)
-
-    def on_cancel(self, request_id: str, now_s: float) -> None:
-        self._queue.pop(request_id, None)
-
-    def on_first_token(self, request_id: str, now_s: float) -> None:
-        pass
-
-    def on_tokens(self, request_id: str, now_s: float, output_tokens: int) -> None:
-        pass
-
-    def on_finish(self, request_id: str, now_s: float, outcome: FinishOutcome, output_tokens: int) -> None:
-        pass
-
-    def queue_depth_by_class(self) -> dict[str, int]:
-        depth: dict[str, int] = {}
-        for request in self._queue.values():
-            depth[request.slo_class] = depth.get(request.slo_class, 0) + 1
-        return depth

@@ -9,6 +9,8 @@ grace period, then the servers stop.
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -37,7 +39,9 @@ class SidecarService:
         host: str = "0.0.0.0",
         reload_interval_s: float = 1.0,
         health_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock  # every latency the sidecar measures; `sloguard demo` runs it on engine time
         self.config_path = config_path
         self.host = host
         self.reload_interval_s = reload_interval_s
@@ -69,9 +73,10 @@ class SidecarService:
             config.engine.url,
             model=config.engine.model,
             stamps_priority=config.engine.scheduling_policy == "priority",
+            clock=self.clock,
         )
         self.engine_client = engine
-        self.lifecycle = Lifecycle(config, engine, self.metrics)
+        self.lifecycle = Lifecycle(config, engine, self.metrics, clock=self.clock)
         self.lifecycle.engine_up = await engine.healthy()
         self.metrics.engine_up.labels(self.metrics.pool).set(1 if self.lifecycle.engine_up else 0)
         self.watcher = ConfigWatcher(

@@ -17,6 +17,7 @@ from sloguard import __version__
 SUBCOMMAND_MODULES = [
     "sloguard.bench_command",
     "sloguard.crds_command",
+    "sloguard.demo_command",
     "sloguard.predictor_command",
     "sloguard.sim.cli",
     "sloguard.sidecar.command",

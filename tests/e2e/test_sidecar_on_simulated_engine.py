@@ -1,11 +1,10 @@
 """The sidecar in front of the simulated vLLM engine (`sloguard sim serve`), both as real processes.
 
-Needs the simulator (`sloguard.sim.cli`); SLOGUARD_SIM_SERVE_CMD (a shell-quoted command with `{port}`)
-runs another engine build instead. Skipped, with the reason, when neither is available.
+Runs by default against this checkout's simulator (`sloguard sim serve`); SLOGUARD_SIM_SERVE_CMD (a
+shell-quoted command with `{port}`) runs another engine build instead.
 """
 
 import asyncio
-import importlib.util
 import json
 import os
 import shlex
@@ -26,12 +25,10 @@ from sloguard.sidecar.proto import sidecar_pb2 as pb
 pytestmark = pytest.mark.slow
 
 
-def _sim_command() -> list[str] | None:
+def _sim_command() -> list[str]:
     override = os.environ.get("SLOGUARD_SIM_SERVE_CMD")
     if override:
         return shlex.split(override)
-    if importlib.util.find_spec("sloguard.sim.cli") is None:
-        return None
     return [
         sys.executable,
         "-m",
@@ -72,8 +69,6 @@ async def _ready(session: aiohttp.ClientSession, url: str) -> bool:
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     command = _sim_command()
-    if command is None:
-        pytest.skip("the simulated engine (sloguard.sim) is not in this checkout; set SLOGUARD_SIM_SERVE_CMD")
     engine_port = _free_port()
     ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
     engine_cmd = [part.replace("{port}", str(engine_port)) for part in command]

@@ -186,7 +186,7 @@ async def test_health_reflection_and_control(tmp_path: Path) -> None:
             and not state.draining
         )
         assert [c.slo_class for c in state.classes] == ["interactive", "batch"]
-        assert state.in_flight_cap == 64 and not state.cap_overridden and state.predictor == "class-mean"
+        assert state.in_flight_cap == 64 and not state.cap_overridden and state.predictor == "proxy-mlp"
         pinned = await control.SetLimits(pb.SetLimitsRequest(in_flight_cap=3))
         assert pinned.in_flight_cap == 3 and pinned.cap_overridden
         assert h.sample("sloguard_in_flight_cap") == 3

@@ -1,140 +1,50 @@
 """The adapter translates between the lifecycle's policy port and the scheduling core's `Policy` interface.
 
-The core policy here is a recording test double of the interface published in sidecar/core/policy.py.
-Where the core's modules are not in this checkout yet, minimal stand-ins for `RequestSpec`, `EngineView`
-and `Outcome` are installed for the test only; once merged, the real ones are used.
+The translation is checked against a recording test double returning the core's own decision types; the
+wiring (every configured policy is the core's, with the trained predictor learning from completed
+requests and the latency model calibrating from first tokens) against the real core.
 """
 
-import importlib
-import sys
-import types
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import pytest
 
 from sloguard.api.errors import RejectionReason
+from sloguard.api.policies import SchedulingPolicyName
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.api.sloclass import OnUnattainable
-from sloguard.sidecar.policy_adapter import CORE_POLICY, CORE_REQUESTS, CorePolicyAdapter, build_policy
-from sloguard.sidecar.policy_port import EngineView, PolicyRequest
-
-
-def _module_available(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ModuleNotFoundError:
-        return False
-    return True
-
-
-@pytest.fixture
-def core_modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    if _module_available(CORE_POLICY) and _module_available(CORE_REQUESTS):
-        return
-
-    class InvalidRequestError(ValueError):
-        def __init__(self, message: str, reason: RejectionReason = RejectionReason.INVALID_REQUEST) -> None:
-            super().__init__(message)
-            self.reason = reason
-
-    @dataclass(frozen=True)
-    class RequestSpec:
-        request_id: str
-        slo_class: str
-        ttft_s: float
-        tpot_s: float
-        prompt_tokens: int
-        max_tokens: int
-        arrival_s: float
-        deadline_s: float | None = None
-        class_priority: int = 0
-        on_unattainable: Any = None
-        prompt_text: str | None = None
-
-        def __post_init__(self) -> None:
-            if self.max_tokens < 1:
-                raise InvalidRequestError("max_tokens must be >= 1")
-
-    @dataclass(frozen=True)
-    class CoreEngineView:
-        in_flight_cap: int
-        kv_free_tokens: int | None = None
-
-    class Outcome(StrEnum):
-        COMPLETED = "completed"
-        REJECTED = "rejected"
-        CANCELLED = "cancelled"
-        FAILED = "failed"
-
-    requests = types.ModuleType(CORE_REQUESTS)
-    requests.RequestSpec = RequestSpec  # type: ignore[attr-defined]
-    requests.InvalidRequestError = InvalidRequestError  # type: ignore[attr-defined]
-    requests.Outcome = Outcome  # type: ignore[attr-defined]
-    policy = types.ModuleType(CORE_POLICY)
-    policy.EngineView = CoreEngineView  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, CORE_REQUESTS, requests)
-    monkeypatch.setitem(sys.modules, CORE_POLICY, policy)
-
-
-@dataclass(frozen=True)
-class _Admitted:
-    request_id: str
-    predicted_output_tokens: float
-    predicted_ttft_s: float | None = None
-    demoted: bool = False
-
-
-@dataclass(frozen=True)
-class _Rejected:
-    request_id: str
-    reason: RejectionReason
-    retry_after_s: float | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class _Release:
-    request_id: str
-    engine_priority: int | None = None
-
-
-@dataclass(frozen=True)
-class _Step:
-    releases: tuple[_Release, ...] = ()
-    rejections: tuple[_Rejected, ...] = ()
-
-
-@dataclass
-class _Snapshot:
-    queued_by_class: dict[str, int]
+from sloguard.sidecar.core.base_policy import QueuePolicy
+from sloguard.sidecar.core.length_model import ProxyLengthPredictor
+from sloguard.sidecar.core.policy import Admitted, Policy, PolicySnapshot, Rejected, Release, ReleaseStep
+from sloguard.sidecar.policy_adapter import PREDICTOR_NAME, CorePolicyAdapter, build_policy, new_predictor
+from sloguard.sidecar.policy_port import EngineView, FinishOutcome, PolicyRequest
 
 
 @dataclass
 class RecordingCore:
     """Admits `interactive`, rejects everything else; releases what it holds with vLLM priority -5."""
 
-    name: str = "sloguard"
+    name: SchedulingPolicyName = SchedulingPolicyName.SLOGUARD
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     queued: list[str] = field(default_factory=list)
 
     def submit(self, spec: Any, now_s: float) -> Any:
         self.calls.append(("submit", spec.request_id, spec.class_priority, now_s))
         if spec.slo_class != "interactive":
-            return _Rejected(spec.request_id, RejectionReason.TTFT_UNATTAINABLE, 0.25, "too late")
+            return Rejected(spec.request_id, RejectionReason.TTFT_UNATTAINABLE, 0.25, "too late")
         self.queued.append(spec.request_id)
-        return _Admitted(spec.request_id, predicted_output_tokens=42.0, predicted_ttft_s=0.1)
+        return Admitted(spec.request_id, predicted_output_tokens=42.0, predicted_ttft_s=0.1)
 
     def estimate(self, spec: Any, now_s: float) -> Any:
-        return _Admitted(spec.request_id, predicted_output_tokens=7.0)
+        return Admitted(spec.request_id, predicted_output_tokens=7.0)
 
     def release(self, now_s: float, engine: Any) -> Any:
         self.calls.append(("release", engine.in_flight_cap))
         ids, self.queued = self.queued, []
-        return _Step(
-            releases=tuple(_Release(i, -5) for i in ids[:1]),
-            rejections=tuple(_Rejected(i, RejectionReason.DEADLINE_UNATTAINABLE) for i in ids[1:]),
+        return ReleaseStep(
+            releases=tuple(Release(i, -5) for i in ids[:1]),
+            rejections=tuple(Rejected(i, RejectionReason.DEADLINE_UNATTAINABLE) for i in ids[1:]),
         )
 
     def on_first_token(self, request_id: str, now_s: float) -> None:
@@ -151,7 +61,7 @@ class RecordingCore:
         return True
 
     def snapshot(self) -> Any:
-        return _Snapshot({"interactive": len(self.queued)})
+        return PolicySnapshot({"interactive": len(self.queued)})
 
 
 def _request(request_id: str, slo_class: str = "interactive", max_tokens: int = 8) -> PolicyRequest:
@@ -170,10 +80,9 @@ def _request(request_id: str, slo_class: str = "interactive", max_tokens: int = 
     )
 
 
-@pytest.mark.usefixtures("core_modules")
 def test_translation_both_ways() -> None:
     core = RecordingCore()
-    adapter = CorePolicyAdapter(core)
+    adapter = CorePolicyAdapter(cast(Policy, core))
     view = EngineView(in_flight=0, in_flight_cap=3)
     admitted = adapter.on_arrival(_request("a"), 1.0, view)
     assert admitted.admitted and admitted.predicted_output_tokens == 42.0 and admitted.predicted_ttft_s == 0.1
@@ -201,16 +110,76 @@ def test_translation_both_ways() -> None:
     ]
 
 
-@pytest.mark.usefixtures("core_modules")
 def test_a_spec_the_core_refuses_becomes_a_rejection() -> None:
-    adapter = CorePolicyAdapter(RecordingCore())
+    adapter = CorePolicyAdapter(cast(Policy, RecordingCore()))
     answer = adapter.on_arrival(_request("a", max_tokens=0), 1.0, EngineView(in_flight=0, in_flight_cap=1))
     assert not answer.admitted and answer.reason == RejectionReason.INVALID_REQUEST
 
 
-@pytest.mark.usefixtures("core_modules")
-def test_build_policy_uses_the_core_factory_when_given() -> None:
-    config = SidecarConfig.model_validate({"classes": [{"name": "interactive", "ttft_s": 1, "tpot_s": 0.1}]})
-    built = build_policy(config, core_factory=lambda _: RecordingCore())
-    assert (built.requested, built.effective) == ("sloguard", "sloguard")
+def _config(policy: str) -> SidecarConfig:
+    return SidecarConfig.model_validate(
+        {
+            "classes": [{"name": "interactive", "ttft_s": 1, "tpot_s": 0.1}],
+            "policy": {"name": policy},
+        }
+    )
+
+
+@pytest.mark.parametrize("name", [p.value for p in SchedulingPolicyName])
+def test_every_configured_policy_is_the_cores(name: str) -> None:
+    built = build_policy(_config(name), new_predictor())
     assert isinstance(built.policy, CorePolicyAdapter)
+    assert (built.requested, built.effective, built.policy.name) == (name, name, name)
+    assert built.predictor == PREDICTOR_NAME
+
+
+def test_the_predictor_given_is_the_one_the_policy_uses() -> None:
+    predictor = new_predictor()
+    built = build_policy(_config("sloguard"), predictor)
+    assert isinstance(built.policy, CorePolicyAdapter)
+    assert isinstance(built.policy.core, QueuePolicy) and built.policy.core.predictor is predictor
+
+
+def _serve(adapter: CorePolicyAdapter, request_id: str, now_s: float, ttft_s: float, tokens: int) -> str:
+    """Admit, release, stream and end one request; returns how it ended for the core."""
+    view = EngineView(in_flight=0, in_flight_cap=8)
+    request = replace(_request(request_id, max_tokens=4096), arrival_s=now_s)
+    assert adapter.on_arrival(request, now_s, view).admitted
+    assert adapter.release(now_s, view).start == [request_id]
+    adapter.on_first_token(request_id, now_s + ttft_s)
+    adapter.on_tokens(request_id, now_s + ttft_s + 0.5, tokens)
+    adapter.on_finish(request_id, now_s + ttft_s + 1.0, "completed", tokens)
+    return "completed"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "learns"), [("completed", True), ("failed", False), ("cancelled", False)]
+)
+def test_the_trained_predictor_learns_from_completed_requests_only(outcome: str, learns: bool) -> None:
+    predictor = new_predictor()
+    assert isinstance(predictor, ProxyLengthPredictor)
+    adapter = build_policy(_config("sloguard"), predictor).policy
+    assert isinstance(adapter, CorePolicyAdapter)
+    view = EngineView(in_flight=0, in_flight_cap=8)
+    before = predictor.bias("interactive")
+    for i in range(5):
+        request_id = f"r{i}"
+        request = replace(_request(request_id, max_tokens=4096), arrival_s=float(i))
+        assert adapter.on_arrival(request, float(i), view).admitted
+        assert adapter.release(float(i), view).start == [request_id]
+        adapter.on_first_token(request_id, i + 0.1)
+        adapter.on_tokens(request_id, i + 0.5, 3000)  # far longer than a 5-token "hi" predicts
+        adapter.on_finish(request_id, i + 0.9, cast(FinishOutcome, outcome), 3000)
+    assert (predictor.bias("interactive") > before) is learns
+    assert adapter.queue_depth_by_class() == {}
+
+
+def test_first_tokens_calibrate_the_latency_model() -> None:
+    adapter = build_policy(_config("sloguard"), new_predictor()).policy
+    assert isinstance(adapter, CorePolicyAdapter)
+    assert isinstance(adapter.core, QueuePolicy)
+    latency = adapter.core.latency
+    before = latency.prefill_scale
+    for i in range(64):  # first tokens far slower than the default profile predicts
+        _serve(adapter, f"r{i}", float(i) * 10, ttft_s=0.9, tokens=20)
+    assert latency.prefill_scale > before
