@@ -10,8 +10,9 @@ also answers well for unknown classes and text-less requests. Then the TF-IDF ne
 (`length_neighbours`) is built over the training prompts, and the four blend coefficients of MLP and
 neighbours (see `length_model`) are fitted by least squares on the validation split, the same rows that
 stop the MLP early; quantiles and the smearing factor come from the blended validation residuals.
-On the validation split (1,226 rows) the blend raised Kendall's tau from 0.350 (MLP alone) to 0.377 and
-cut MAE from 154 to 146 tokens; five-bucket accuracy moved from 0.383 to 0.375.
+The MLP is an ensemble of `members` nets (member j trained with seed + j), averaged in log space.
+Measured on the validation split (1,226 rows): one MLP tau 0.350, bucket accuracy 0.383, MAE 154; one MLP
++ neighbours 0.377, 0.375, 146; two MLPs + neighbours (the default) 0.384, 0.387, 144.
 
 Determinism: a single `numpy.random.Generator(seed)` drives initialisation, shuffling and the dropouts,
 and every array op is float32 numpy on one thread's worth of data, so the same seed and rows give the same
@@ -48,6 +49,7 @@ class TrainConfig:
     class_dropout: float = 0.3
     text_dropout: float = 0.25
     patience: int = 4
+    members: int = 2  # MLPs averaged, member j trained with seed + j
     neighbour_hash_bits: int = 20
     neighbours_k: int = 80
     neighbours_power: float = 4.0
@@ -186,17 +188,16 @@ def _predict_all(
     return out
 
 
-def train(
-    train_rows: Sequence[LengthRow], validation_rows: Sequence[LengthRow], config: TrainConfig
-) -> ProxyWeights:
-    """Fit the proxy model; deterministic for a given config and row order."""
-    if not train_rows or not validation_rows:
-        raise ValueError("training needs at least one training row and one validation row")
-    rng = np.random.default_rng(config.seed)
-    data = _encode(train_rows, config.hash_bits)
-    valid = _encode(validation_rows, config.hash_bits)
-    mean = data.dense.mean(axis=0)
-    std = np.maximum(data.dense.std(axis=0), 1e-3).astype(np.float32)
+def _train_member(
+    data: _Encoded,
+    valid: _Encoded,
+    *,
+    mean: FloatArray,
+    std: FloatArray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+) -> _Params:
+    """One MLP of the ensemble: Adam with early stopping on the validation loss; the best epoch's weights."""
     k, hidden = config.embedding_dim, config.hidden
     width = k + DENSE_FEATURES + len(TRAINING_CLASSES)
     params = _Params(
@@ -243,21 +244,41 @@ def train(
             stale += 1
             if stale >= config.patience:
                 break
-    best.embeddings = best.embeddings.astype(np.float16).astype(np.float32)  # as shipped
+    return best
+
+
+def train(
+    train_rows: Sequence[LengthRow], validation_rows: Sequence[LengthRow], config: TrainConfig
+) -> ProxyWeights:
+    """Fit the proxy model; deterministic for a given config and row order."""
+    if not train_rows or not validation_rows:
+        raise ValueError("training needs at least one training row and one validation row")
+    data = _encode(train_rows, config.hash_bits)
+    valid = _encode(validation_rows, config.hash_bits)
+    mean = data.dense.mean(axis=0)
+    std = np.maximum(data.dense.std(axis=0), 1e-3).astype(np.float32)
+    members = [
+        _train_member(
+            data, valid, mean=mean, std=std, config=config, rng=np.random.default_rng(config.seed + member)
+        )
+        for member in range(config.members)
+    ]
+    for best in members:
+        best.embeddings = best.embeddings.astype(np.float16).astype(np.float32)  # as shipped
     index = _build_neighbours(train_rows, config)
-    z_mlp = _predict_all(best, valid, mean, std).astype(np.float64)
+    z_mlp = np.mean([_predict_all(best, valid, mean, std) for best in members], axis=0).astype(np.float64)
     blend, z_hat = _fit_blend(index, validation_rows, z_mlp, valid.target.astype(np.float64), config)
     residuals = valid.target - z_hat.astype(np.float32)
     return ProxyWeights(
         hash_bits=config.hash_bits,
         classes=TRAINING_CLASSES,
-        embeddings=best.embeddings,
+        embeddings=np.stack([m.embeddings for m in members]),
         dense_mean=mean.astype(np.float32),
         dense_std=std,
-        w1=best.w1,
-        b1=best.b1,
-        w2=best.w2,
-        b2=float(best.b2[0]),
+        w1=np.stack([m.w1 for m in members]),
+        b1=np.stack([m.b1 for m in members]),
+        w2=np.stack([m.w2 for m in members]),
+        b2=np.concatenate([m.b2 for m in members]),
         quantile_levels=QUANTILE_LEVELS,
         residual_quantiles=np.quantile(residuals, QUANTILE_LEVELS).astype(np.float32),
         smearing=float(np.mean(np.exp(residuals.astype(np.float64)))),

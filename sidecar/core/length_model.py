@@ -5,7 +5,8 @@ offline by `sloguard predictor train` (`sloguard.sidecar.length_training`), whic
 package data beside this module (`length_model.npz`). Reading that file is this module's only I/O.
 
 Prediction, in log space (`z = log1p(output tokens)`):
-    z_mlp = MLP([mean of the prompt's hashed n-gram embeddings, standardised dense features, class one-hot])
+    z_mlp = mean over an ensemble of MLPs (same inputs, other seeds) of
+            MLP([mean of the prompt's hashed n-gram embeddings, standardised dense features, class one-hot])
     z_nn, s = the TF-IDF nearest training prompts' weighted mean log length and best cosine similarity
               (`length_neighbours`; skipped when the text is unknown or shares no feature with the index)
     z_hat = a*z_mlp + b*z_nn + c + d*(z_nn - z_mlp)*s     (a..d fitted on the validation split)
@@ -68,13 +69,13 @@ class ProxyWeights:
 
     hash_bits: int
     classes: tuple[str, ...]
-    embeddings: FloatArray  # (2**hash_bits, k)
+    embeddings: FloatArray  # (members, 2**hash_bits, k): an ensemble of MLPs, averaged
     dense_mean: FloatArray  # (DENSE_FEATURES,)
     dense_std: FloatArray  # (DENSE_FEATURES,)
-    w1: FloatArray  # (k + DENSE_FEATURES + len(classes), hidden)
-    b1: FloatArray  # (hidden,)
-    w2: FloatArray  # (hidden,)
-    b2: float
+    w1: FloatArray  # (members, k + DENSE_FEATURES + len(classes), hidden)
+    b1: FloatArray  # (members, hidden)
+    w2: FloatArray  # (members, hidden)
+    b2: FloatArray  # (members,)
     quantile_levels: tuple[float, ...]
     residual_quantiles: FloatArray  # (len(quantile_levels),), log space
     smearing: float  # E[exp(residual)]
@@ -83,11 +84,16 @@ class ProxyWeights:
     blend: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # see `blended_log`
 
     def __post_init__(self) -> None:
-        k = self.embeddings.shape[1]
-        if self.embeddings.shape[0] != 1 << self.hash_bits:
-            raise ValueError("embedding table does not match hash_bits")
-        if self.w1.shape != (k + DENSE_FEATURES + len(self.classes), self.b1.shape[0]):
+        if self.embeddings.ndim != 3 or self.embeddings.shape[1] != 1 << self.hash_bits:
+            raise ValueError("embedding tables do not match hash_bits")
+        members, k = self.embeddings.shape[0], self.embeddings.shape[2]
+        hidden = self.b1.shape[-1]
+        if self.w1.shape != (members, k + DENSE_FEATURES + len(self.classes), hidden):
             raise ValueError(f"w1 has shape {self.w1.shape}, inconsistent with the other weights")
+        if self.b1.shape != (members, hidden) or self.w2.shape != (members, hidden):
+            raise ValueError("b1 and w2 must be (members, hidden)")
+        if self.b2.shape != (members,):
+            raise ValueError("b2 must hold one bias per member")
         if len(self.quantile_levels) != self.residual_quantiles.shape[0]:
             raise ValueError("one residual quantile per level is required")
         if np.any(np.diff(self.residual_quantiles) < 0):
@@ -112,7 +118,7 @@ class ProxyWeights:
             "w1": self.w1,
             "b1": self.b1,
             "w2": self.w2,
-            "b2": np.array(self.b2, dtype=np.float32),
+            "b2": self.b2,
             "quantile_levels": np.array(self.quantile_levels, dtype=np.float64),
             "residual_quantiles": self.residual_quantiles,
             "smearing": np.array(self.smearing, dtype=np.float64),
@@ -128,13 +134,13 @@ class ProxyWeights:
         return cls(
             hash_bits=int(arrays["hash_bits"]),
             classes=tuple(str(c) for c in arrays["classes"]),
-            embeddings=f32("embeddings"),
+            embeddings=f32("embeddings").reshape(-1, *arrays["embeddings"].shape[-2:]),
             dense_mean=f32("dense_mean"),
             dense_std=f32("dense_std"),
-            w1=f32("w1"),
-            b1=f32("b1"),
-            w2=f32("w2"),
-            b2=float(arrays["b2"]),
+            w1=f32("w1").reshape(-1, *arrays["w1"].shape[-2:]),
+            b1=f32("b1").reshape(-1, arrays["b1"].shape[-1]),
+            w2=f32("w2").reshape(-1, arrays["w2"].shape[-1]),
+            b2=f32("b2").reshape(-1),
             quantile_levels=tuple(float(q) for q in arrays["quantile_levels"]),
             residual_quantiles=f32("residual_quantiles"),
             smearing=float(arrays["smearing"]),
@@ -157,13 +163,17 @@ class ProxyWeights:
     def mlp_log(self, features: PromptFeatures, slo_class: str) -> float:
         """The MLP's z_hat; `features` may be hashed more finely than the MLP's table (they are masked)."""
         mask = (1 << self.hash_bits) - 1
-        bag = self.embeddings[[i & mask for i in features.indices]].mean(axis=0)
+        bag = self.embeddings[:, [i & mask for i in features.indices]].mean(axis=1)
         dense = (np.asarray(features.dense, dtype=np.float32) - self.dense_mean) / self.dense_std
         onehot = np.zeros(len(self.classes), dtype=np.float32)
         if slo_class in self.classes:
             onehot[self.classes.index(slo_class)] = 1.0
-        hidden = np.maximum(np.concatenate((bag, dense, onehot)) @ self.w1 + self.b1, 0.0)
-        return float(hidden @ self.w2) + self.b2
+        rest = np.broadcast_to(
+            np.concatenate((dense, onehot)), (bag.shape[0], dense.shape[0] + onehot.shape[0])
+        )
+        x = np.concatenate((bag, rest), axis=1)
+        hidden = np.maximum(np.einsum("mi,mih->mh", x, self.w1) + self.b1, 0.0)
+        return float(np.mean(np.einsum("mh,mh->m", hidden, self.w2) + self.b2))
 
 
 def blended_log(
@@ -249,7 +259,7 @@ def load_weights(data: bytes) -> ProxyWeights:
     with np.load(BytesIO(data), allow_pickle=False) as arrays:
         weights = ProxyWeights.from_arrays(arrays)
     w = weights
-    for array in (w.embeddings, w.dense_mean, w.dense_std, w.w1, w.b1, w.w2, w.residual_quantiles):
+    for array in (w.embeddings, w.dense_mean, w.dense_std, w.w1, w.b1, w.w2, w.b2, w.residual_quantiles):
         array.flags.writeable = False
     if w.neighbours is not None:
         n = w.neighbours

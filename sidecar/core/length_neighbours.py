@@ -121,7 +121,7 @@ class NeighbourIndex:
             f"{prefix}keys": self.keys,
             f"{prefix}idf": self.idf,
             f"{prefix}indptr": self.indptr,
-            f"{prefix}rows": self.rows,
+            f"{prefix}rows": self.rows.astype(np.uint16 if self.row_class.shape[0] <= 1 << 16 else np.int32),
             f"{prefix}weights": self.weights.astype(np.float16),
             f"{prefix}row_log_length": self.row_log_length,
             f"{prefix}row_class": self.row_class,
