@@ -108,3 +108,18 @@ def test_the_shipped_model_blends_neighbours_and_an_mlp_only_artifact_still_load
         prompt_text=text, prompt_tokens=10, slo_class="x", max_tokens=100
     )
     assert 0 <= prediction.mean_tokens <= 100
+
+
+def test_a_single_mlp_artifact_of_the_older_layout_loads_as_a_one_member_ensemble() -> None:
+    arrays = load_default_predictor().weights.to_arrays()
+    older = {
+        k: v
+        for k, v in arrays.items()
+        if not k.startswith("nn_") and k not in {"blend", "neighbour_hash_bits"}
+    }
+    for name in ("embeddings", "w1", "b1", "w2", "b2"):
+        older[name] = np.asarray(arrays[name])[0]  # member 0, without the member axis
+    weights = ProxyWeights.from_arrays(older)
+    assert weights.embeddings.shape[0] == 1
+    assert weights.b2.shape == (1,)
+    assert np.isfinite(weights.predict_log("Write a poem about the sea.", 8, "sharegpt"))
