@@ -95,6 +95,14 @@ def baselines(fit_rows: Sequence[LengthRow]) -> dict[str, OutputLengthPredictor]
     }
 
 
+def evaluate_by_class(
+    model: OutputLengthPredictor, fit_rows: Sequence[LengthRow], test_rows: Sequence[LengthRow]
+) -> dict[str, Report]:
+    """The same report on each SLO class's (data set's) test rows alone, baselines fitted on all fit rows."""
+    classes = sorted({row.slo_class for row in test_rows})
+    return {c: evaluate(model, fit_rows, [r for r in test_rows if r.slo_class == c]) for c in classes}
+
+
 def evaluate(
     model: OutputLengthPredictor, fit_rows: Sequence[LengthRow], test_rows: Sequence[LengthRow]
 ) -> Report:

@@ -6,7 +6,13 @@ n-grams, concatenated with standardised dense features and the training class, t
 z = log1p(output tokens), fitted by mini-batch Adam on the squared error in log space (lazy Adam on the
 embedding rows a batch touches), with early stopping on the validation split. For a share of the rows the
 class is dropped (zero one-hot) and for another share the text is dropped (token count only), so the model
-also answers well for unknown classes and text-less requests. Quantiles come from the validation residuals.
+also answers well for unknown classes and text-less requests. Then the TF-IDF neighbour index
+(`length_neighbours`) is built over the training prompts, and the four blend coefficients of MLP and
+neighbours (see `length_model`) are fitted by least squares on the validation split, the same rows that
+stop the MLP early; quantiles and the smearing factor come from the blended validation residuals.
+The MLP is an ensemble of `members` nets (member j trained with seed + j), averaged in log space.
+Measured on the validation split (1,226 rows): one MLP tau 0.350, bucket accuracy 0.383, MAE 154; one MLP
++ neighbours 0.377, 0.375, 146; two MLPs + neighbours (the default) 0.384, 0.387, 144.
 
 Determinism: a single `numpy.random.Generator(seed)` drives initialisation, shuffling and the dropouts,
 and every array op is float32 numpy on one thread's worth of data, so the same seed and rows give the same
@@ -21,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from sloguard.sidecar.core.length_features import DENSE_FEATURES, prompt_features
-from sloguard.sidecar.core.length_model import ProxyWeights
+from sloguard.sidecar.core.length_model import BLEND_TERMS, ProxyWeights
+from sloguard.sidecar.core.length_neighbours import NeighbourIndex
 from sloguard.sidecar.length_dataset import TRAINING_CLASSES, LengthRow
 
 QUANTILE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
@@ -42,6 +49,12 @@ class TrainConfig:
     class_dropout: float = 0.3
     text_dropout: float = 0.25
     patience: int = 4
+    members: int = 2  # MLPs averaged, member j trained with seed + j
+    neighbour_hash_bits: int = 20
+    neighbours_k: int = 80
+    neighbours_power: float = 4.0
+    neighbours_max_df: float = 0.1
+    neighbours_min_similarity: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -175,17 +188,16 @@ def _predict_all(
     return out
 
 
-def train(
-    train_rows: Sequence[LengthRow], validation_rows: Sequence[LengthRow], config: TrainConfig
-) -> ProxyWeights:
-    """Fit the proxy model; deterministic for a given config and row order."""
-    if not train_rows or not validation_rows:
-        raise ValueError("training needs at least one training row and one validation row")
-    rng = np.random.default_rng(config.seed)
-    data = _encode(train_rows, config.hash_bits)
-    valid = _encode(validation_rows, config.hash_bits)
-    mean = data.dense.mean(axis=0)
-    std = np.maximum(data.dense.std(axis=0), 1e-3).astype(np.float32)
+def _train_member(
+    data: _Encoded,
+    valid: _Encoded,
+    *,
+    mean: FloatArray,
+    std: FloatArray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+) -> _Params:
+    """One MLP of the ensemble: Adam with early stopping on the validation loss; the best epoch's weights."""
     k, hidden = config.embedding_dim, config.hidden
     width = k + DENSE_FEATURES + len(TRAINING_CLASSES)
     params = _Params(
@@ -232,19 +244,92 @@ def train(
             stale += 1
             if stale >= config.patience:
                 break
-    best.embeddings = best.embeddings.astype(np.float16).astype(np.float32)  # as shipped
-    residuals = valid.target - _predict_all(best, valid, mean, std)
+    return best
+
+
+def train(
+    train_rows: Sequence[LengthRow], validation_rows: Sequence[LengthRow], config: TrainConfig
+) -> ProxyWeights:
+    """Fit the proxy model; deterministic for a given config and row order."""
+    if not train_rows or not validation_rows:
+        raise ValueError("training needs at least one training row and one validation row")
+    data = _encode(train_rows, config.hash_bits)
+    valid = _encode(validation_rows, config.hash_bits)
+    mean = data.dense.mean(axis=0)
+    std = np.maximum(data.dense.std(axis=0), 1e-3).astype(np.float32)
+    members = [
+        _train_member(
+            data, valid, mean=mean, std=std, config=config, rng=np.random.default_rng(config.seed + member)
+        )
+        for member in range(config.members)
+    ]
+    for best in members:
+        best.embeddings = best.embeddings.astype(np.float16).astype(np.float32)  # as shipped
+    index = _build_neighbours(train_rows, config)
+    z_mlp = np.mean([_predict_all(best, valid, mean, std) for best in members], axis=0).astype(np.float64)
+    blend, z_hat = _fit_blend(index, validation_rows, z_mlp, valid.target.astype(np.float64), config)
+    residuals = valid.target - z_hat.astype(np.float32)
     return ProxyWeights(
         hash_bits=config.hash_bits,
         classes=TRAINING_CLASSES,
-        embeddings=best.embeddings,
+        embeddings=np.stack([m.embeddings for m in members]),
         dense_mean=mean.astype(np.float32),
         dense_std=std,
-        w1=best.w1,
-        b1=best.b1,
-        w2=best.w2,
-        b2=float(best.b2[0]),
+        w1=np.stack([m.w1 for m in members]),
+        b1=np.stack([m.b1 for m in members]),
+        w2=np.stack([m.w2 for m in members]),
+        b2=np.concatenate([m.b2 for m in members]),
         quantile_levels=QUANTILE_LEVELS,
         residual_quantiles=np.quantile(residuals, QUANTILE_LEVELS).astype(np.float32),
         smearing=float(np.mean(np.exp(residuals.astype(np.float64)))),
+        neighbours=index,
+        neighbour_hash_bits=config.neighbour_hash_bits,
+        blend=blend,
     )
+
+
+def _class_id(slo_class: str) -> int:
+    return TRAINING_CLASSES.index(slo_class) if slo_class in TRAINING_CLASSES else -1
+
+
+def _build_neighbours(rows: Sequence[LengthRow], config: TrainConfig) -> NeighbourIndex:
+    bits = config.neighbour_hash_bits
+    return NeighbourIndex.build(
+        [prompt_features(r.prompt_text, r.prompt_tokens, hash_bits=bits).indices for r in rows],
+        [math.log1p(r.output_tokens) for r in rows],
+        [_class_id(r.slo_class) for r in rows],
+        k=config.neighbours_k,
+        power=config.neighbours_power,
+        min_similarity=config.neighbours_min_similarity,
+        max_df=config.neighbours_max_df,
+    )
+
+
+def _fit_blend(
+    index: NeighbourIndex,
+    rows: Sequence[LengthRow],
+    z_mlp: npt.NDArray[np.float64],
+    target: npt.NDArray[np.float64],
+    config: TrainConfig,
+) -> tuple[tuple[float, float, float, float], npt.NDArray[np.float64]]:
+    """Least-squares blend of the MLP and the neighbours on the validation rows, and the blended z there.
+
+    Rows the index has nothing for keep the MLP's answer (as at serving time); with fewer matched rows
+    than coefficients the blend stays the MLP alone."""
+    design: list[tuple[float, float, float, float]] = []
+    matched: list[int] = []
+    for i, row in enumerate(rows):
+        features = prompt_features(row.prompt_text, row.prompt_tokens, hash_bits=config.neighbour_hash_bits)
+        answer = index.query(features.indices, _class_id(row.slo_class))
+        if answer is not None:
+            z_nn, z = answer.log_length, float(z_mlp[i])
+            design.append((z, z_nn, 1.0, (z_nn - z) * answer.best_similarity))
+            matched.append(i)
+    z_hat = z_mlp.copy()
+    if len(matched) <= BLEND_TERMS:
+        return (1.0, 0.0, 0.0, 0.0), z_hat
+    x = np.array(design, dtype=np.float64)
+    coef = np.linalg.lstsq(x, target[matched], rcond=None)[0]
+    z_hat[matched] = x @ coef
+    a, b, c, d = (float(v) for v in coef)
+    return (a, b, c, d), z_hat

@@ -3,7 +3,8 @@
 `train` reads shared/data, fits on the deterministic training split (see `sloguard.sidecar.length_dataset`)
 and writes the weights to the package data file the sidecar loads (`sidecar/core/length_model.npz`), or to
 `--out`. `eval` scores an artifact (the shipped one by default) and the three baselines on the held-out
-split and writes {"model": {...}, "baselines": {...}, "test_rows": n} to `--json`.
+split and writes {"model": {...}, "baselines": {...}, "test_rows": n} to `--json` (pooled over both data
+sets); `--by-class` also prints the same figures for each data set's test rows to stderr.
 """
 
 # Imports of numpy and the predictor modules stay inside the handlers so that `sloguard --help` stays fast.
@@ -76,7 +77,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from sloguard.sidecar.core.length_model import ProxyLengthPredictor, load_weights
     from sloguard.sidecar.length_dataset import Split
-    from sloguard.sidecar.length_evaluation import evaluate
+    from sloguard.sidecar.length_evaluation import evaluate, evaluate_by_class
 
     by_split = _split_rows(Path(args.data_dir), None)
     if by_split is None:
@@ -91,6 +92,13 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(text)
     print(text, end="")
+    if args.by_class:
+        fit_rows = by_split[Split.TRAIN] + by_split[Split.VALIDATION]
+        for name, part in evaluate_by_class(model, fit_rows, by_split[Split.TEST]).items():
+            figures = {"model": part["model"]} | part["baselines"]
+            for who, scores in figures.items():
+                line = " ".join(f"{k} {v}" for k, v in scores.items())
+                print(f"{name} ({part['test_rows']} rows) {who}: {line}", file=sys.stderr)
     return 0
 
 
@@ -109,4 +117,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     eval_parser.add_argument("--data-dir", default=str(default_data_dir()), help="the shared/data folder")
     eval_parser.add_argument("--artifact", default=str(default_artifact()), help="the .npz weights to score")
     eval_parser.add_argument("--json", metavar="FILE", help="write the figures here as JSON")
+    eval_parser.add_argument(
+        "--by-class", action="store_true", help="also print the figures per data set (class) to stderr"
+    )
     eval_parser.set_defaults(func=run_eval)

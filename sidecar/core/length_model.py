@@ -5,7 +5,11 @@ offline by `sloguard predictor train` (`sloguard.sidecar.length_training`), whic
 package data beside this module (`length_model.npz`). Reading that file is this module's only I/O.
 
 Prediction, in log space (`z = log1p(output tokens)`):
-    z_hat = MLP([mean of the prompt's hashed n-gram embeddings, standardised dense features, class one-hot])
+    z_mlp = mean over an ensemble of MLPs (same inputs, other seeds) of
+            MLP([mean of the prompt's hashed n-gram embeddings, standardised dense features, class one-hot])
+    z_nn, s = the TF-IDF nearest training prompts' weighted mean log length and best cosine similarity
+              (`length_neighbours`; skipped when the text is unknown or shares no feature with the index)
+    z_hat = a*z_mlp + b*z_nn + c + d*(z_nn - z_mlp)*s     (a..d fitted on the validation split)
           + online bias of the class
 Quantiles are z_hat plus the empirical quantiles of the validation residuals (so they are monotone by
 construction); the mean is the smearing estimate exp(z_hat) * E[exp(residual)] - 1. Everything is capped at
@@ -24,16 +28,20 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from io import BytesIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from sloguard.sidecar.core.length_features import DENSE_FEATURES, prompt_features
+from sloguard.sidecar.core.length_features import DENSE_FEATURES, PromptFeatures, prompt_features
+from sloguard.sidecar.core.length_neighbours import NeighbourIndex
 from sloguard.sidecar.core.prediction import LengthPrediction
 
 ARTIFACT_NAME = "length_model.npz"
 MIN_RATE = 0.02
 SHRINK = 10.0
+BLEND_TERMS = 4
+NEIGHBOUR_PREFIX = "nn_"
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -61,30 +69,47 @@ class ProxyWeights:
 
     hash_bits: int
     classes: tuple[str, ...]
-    embeddings: FloatArray  # (2**hash_bits, k)
+    embeddings: FloatArray  # (members, 2**hash_bits, k): an ensemble of MLPs, averaged
     dense_mean: FloatArray  # (DENSE_FEATURES,)
     dense_std: FloatArray  # (DENSE_FEATURES,)
-    w1: FloatArray  # (k + DENSE_FEATURES + len(classes), hidden)
-    b1: FloatArray  # (hidden,)
-    w2: FloatArray  # (hidden,)
-    b2: float
+    w1: FloatArray  # (members, k + DENSE_FEATURES + len(classes), hidden)
+    b1: FloatArray  # (members, hidden)
+    w2: FloatArray  # (members, hidden)
+    b2: FloatArray  # (members,)
     quantile_levels: tuple[float, ...]
     residual_quantiles: FloatArray  # (len(quantile_levels),), log space
     smearing: float  # E[exp(residual)]
+    neighbours: NeighbourIndex | None = None  # None: the MLP alone
+    neighbour_hash_bits: int = 20
+    blend: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # see `blended_log`
 
     def __post_init__(self) -> None:
-        k = self.embeddings.shape[1]
-        if self.embeddings.shape[0] != 1 << self.hash_bits:
-            raise ValueError("embedding table does not match hash_bits")
-        if self.w1.shape != (k + DENSE_FEATURES + len(self.classes), self.b1.shape[0]):
+        if self.embeddings.ndim != 3 or self.embeddings.shape[1] != 1 << self.hash_bits:
+            raise ValueError("embedding tables do not match hash_bits")
+        members, k = self.embeddings.shape[0], self.embeddings.shape[2]
+        hidden = self.b1.shape[-1]
+        if self.w1.shape != (members, k + DENSE_FEATURES + len(self.classes), hidden):
             raise ValueError(f"w1 has shape {self.w1.shape}, inconsistent with the other weights")
+        if self.b1.shape != (members, hidden) or self.w2.shape != (members, hidden):
+            raise ValueError("b1 and w2 must be (members, hidden)")
+        if self.b2.shape != (members,):
+            raise ValueError("b2 must hold one bias per member")
         if len(self.quantile_levels) != self.residual_quantiles.shape[0]:
             raise ValueError("one residual quantile per level is required")
         if np.any(np.diff(self.residual_quantiles) < 0):
             raise ValueError("residual quantiles must be non-decreasing")
+        if self.neighbours is not None and self.neighbour_hash_bits < self.hash_bits:
+            raise ValueError("the neighbour index must hash at least as finely as the MLP")
+        if len(self.blend) != BLEND_TERMS:
+            raise ValueError(f"the blend has {BLEND_TERMS} coefficients")
 
     def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
-        return {
+        extra: dict[str, npt.NDArray[np.generic]] = {}
+        if self.neighbours is not None:
+            extra = self.neighbours.to_arrays(NEIGHBOUR_PREFIX)
+            extra["neighbour_hash_bits"] = np.array(self.neighbour_hash_bits)
+            extra["blend"] = np.array(self.blend, dtype=np.float64)
+        return extra | {
             "hash_bits": np.array(self.hash_bits),
             "classes": np.array(self.classes, dtype=np.str_),
             "embeddings": self.embeddings.astype(np.float16),
@@ -93,7 +118,7 @@ class ProxyWeights:
             "w1": self.w1,
             "b1": self.b1,
             "w2": self.w2,
-            "b2": np.array(self.b2, dtype=np.float32),
+            "b2": self.b2,
             "quantile_levels": np.array(self.quantile_levels, dtype=np.float64),
             "residual_quantiles": self.residual_quantiles,
             "smearing": np.array(self.smearing, dtype=np.float64),
@@ -109,28 +134,67 @@ class ProxyWeights:
         return cls(
             hash_bits=int(arrays["hash_bits"]),
             classes=tuple(str(c) for c in arrays["classes"]),
-            embeddings=f32("embeddings"),
+            embeddings=f32("embeddings").reshape(-1, *arrays["embeddings"].shape[-2:]),
             dense_mean=f32("dense_mean"),
             dense_std=f32("dense_std"),
-            w1=f32("w1"),
-            b1=f32("b1"),
-            w2=f32("w2"),
-            b2=float(arrays["b2"]),
+            w1=f32("w1").reshape(-1, *arrays["w1"].shape[-2:]),
+            b1=f32("b1").reshape(-1, arrays["b1"].shape[-1]),
+            w2=f32("w2").reshape(-1, arrays["w2"].shape[-1]),
+            b2=f32("b2").reshape(-1),
             quantile_levels=tuple(float(q) for q in arrays["quantile_levels"]),
             residual_quantiles=f32("residual_quantiles"),
             smearing=float(arrays["smearing"]),
+            **_neighbour_fields(arrays),
         )
 
     def predict_log(self, prompt_text: str | None, prompt_tokens: int, slo_class: str) -> float:
-        """z_hat before any online bias."""
-        features = prompt_features(prompt_text, prompt_tokens, hash_bits=self.hash_bits)
-        bag = self.embeddings[list(features.indices)].mean(axis=0)
+        """z_hat before any online bias: the MLP, blended with the neighbours when the prompt has any."""
+        bits = self.hash_bits if self.neighbours is None else self.neighbour_hash_bits
+        features = prompt_features(prompt_text, prompt_tokens, hash_bits=bits)
+        z_mlp = self.mlp_log(features, slo_class)
+        if self.neighbours is None or prompt_text is None:
+            return z_mlp
+        class_id = self.classes.index(slo_class) if slo_class in self.classes else -1
+        answer = self.neighbours.query(features.indices, class_id)
+        if answer is None:
+            return z_mlp
+        return blended_log(self.blend, z_mlp, answer.log_length, answer.best_similarity)
+
+    def mlp_log(self, features: PromptFeatures, slo_class: str) -> float:
+        """The MLP's z_hat; `features` may be hashed more finely than the MLP's table (they are masked)."""
+        mask = (1 << self.hash_bits) - 1
+        bag = self.embeddings[:, [i & mask for i in features.indices]].mean(axis=1)
         dense = (np.asarray(features.dense, dtype=np.float32) - self.dense_mean) / self.dense_std
         onehot = np.zeros(len(self.classes), dtype=np.float32)
         if slo_class in self.classes:
             onehot[self.classes.index(slo_class)] = 1.0
-        hidden = np.maximum(np.concatenate((bag, dense, onehot)) @ self.w1 + self.b1, 0.0)
-        return float(hidden @ self.w2) + self.b2
+        rest = np.broadcast_to(
+            np.concatenate((dense, onehot)), (bag.shape[0], dense.shape[0] + onehot.shape[0])
+        )
+        x = np.concatenate((bag, rest), axis=1)
+        hidden = np.maximum(np.einsum("mi,mih->mh", x, self.w1) + self.b1, 0.0)
+        return float(np.mean(np.einsum("mh,mh->m", hidden, self.w2) + self.b2))
+
+
+def blended_log(
+    blend: tuple[float, float, float, float], z_mlp: float, z_neighbours: float, best_similarity: float
+) -> float:
+    """a*z_mlp + b*z_nn + c + d*(z_nn - z_mlp)*best_similarity: near-duplicates lean on their neighbours."""
+    a, b, c, d = blend
+    return a * z_mlp + b * z_neighbours + c + d * (z_neighbours - z_mlp) * best_similarity
+
+
+def _neighbour_fields(
+    arrays: "np.lib.npyio.NpzFile | dict[str, npt.NDArray[np.generic]]",
+) -> dict[str, Any]:
+    """The optional neighbour part of an artifact (absent in MLP-only artifacts)."""
+    if f"{NEIGHBOUR_PREFIX}keys" not in arrays:
+        return {}
+    return {
+        "neighbours": NeighbourIndex.from_arrays(arrays, NEIGHBOUR_PREFIX),
+        "neighbour_hash_bits": int(arrays["neighbour_hash_bits"]),
+        "blend": tuple(float(x) for x in arrays["blend"]),
+    }
 
 
 @dataclass
@@ -195,8 +259,12 @@ def load_weights(data: bytes) -> ProxyWeights:
     with np.load(BytesIO(data), allow_pickle=False) as arrays:
         weights = ProxyWeights.from_arrays(arrays)
     w = weights
-    for array in (w.embeddings, w.dense_mean, w.dense_std, w.w1, w.b1, w.w2, w.residual_quantiles):
+    for array in (w.embeddings, w.dense_mean, w.dense_std, w.w1, w.b1, w.w2, w.b2, w.residual_quantiles):
         array.flags.writeable = False
+    if w.neighbours is not None:
+        n = w.neighbours
+        for part in (n.keys, n.idf, n.indptr, n.rows, n.weights, n.row_log_length, n.row_class):
+            part.flags.writeable = False
     return weights
 
 

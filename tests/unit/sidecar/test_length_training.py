@@ -10,7 +10,7 @@ import pytest
 from sloguard.cli import main
 from sloguard.sidecar.core.length_model import ProxyLengthPredictor, load_default_predictor, load_weights
 from sloguard.sidecar.length_dataset import LengthRow, Split, load_rows, qwen_token_counter, split_of
-from sloguard.sidecar.length_evaluation import evaluate
+from sloguard.sidecar.length_evaluation import evaluate, evaluate_by_class
 from sloguard.sidecar.length_training import TrainConfig, train
 
 
@@ -92,3 +92,13 @@ def test_commands_fail_clearly_without_data(
 ) -> None:
     assert main(["predictor", action, "--data-dir", str(tmp_path / "missing")]) == 2
     assert "training data missing" in capsys.readouterr().err
+
+
+def test_per_class_reports_split_the_test_rows_by_data_set(rows: list[LengthRow]) -> None:
+    test = by_split(rows, Split.TEST)[::10]
+    reports = evaluate_by_class(load_default_predictor(), by_split(rows, Split.TRAIN), test)
+    assert set(reports) == {"alpaca_eval", "sharegpt"}
+    assert sum(r["test_rows"] for r in reports.values()) == len(test)
+    assert all(
+        set(r["baselines"]) == {"global_mean", "class_mean", "prompt_linear"} for r in reports.values()
+    )
