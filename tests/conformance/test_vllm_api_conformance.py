@@ -191,6 +191,23 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
     start_server: StartServer, policy: str, expected: list[str]
 ) -> None:  # §1.1, §2.1
     server = await start_server(policy)  # both configurations have two seats (max_num_seqs 2)
+    # The ordering is only observable if A and B still hold both seats when the other four have queued up.
+    # On a stalled machine they can finish first (500 tokens take about a second on real vLLM); such an
+    # attempt proves nothing either way, so it is repeated (at most 3 attempts), never judged.
+    attempts: list[list[str]] = []
+    for _ in range(3):
+        order, seats_busy, preemptions = await _priority_attempt(server.base_url)
+        attempts.append(order)
+        if seats_busy:
+            break
+    assert seats_busy, f"A and B finished before the queue filled in every attempt: {attempts}"
+    assert ["".join(sorted(order[i : i + 2])) for i in (0, 2, 4)] == expected
+    assert preemptions == 0
+
+
+async def _priority_attempt(base_url: str) -> tuple[list[str], bool, float]:
+    """Send A, B (seat holders), then E, D and C, F; returns first-token order, whether A and B still held
+    the seats while the queue filled, and the preemptions counted meanwhile."""
     order: list[str] = []
     accepted: dict[str, asyncio.Event] = {name: asyncio.Event() for name in "ABEDCF"}
 
@@ -204,7 +221,7 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
         headers = {"X-Vllm-Priority": str(prio)} if header else {}
         if not header:
             body["priority"] = prio
-        async with session.post(f"{server.base_url}/v1/completions", json=body, headers=headers) as resp:
+        async with session.post(f"{base_url}/v1/completions", json=body, headers=headers) as resp:
             accepted[name].set()
             async for _ in sse_events(resp):
                 order.append(name)
@@ -212,7 +229,8 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
             await collect(resp)
 
     async with aiohttp.ClientSession() as s:
-        before = await metrics(s, server.base_url)
+        await wait_for(lambda: _idle(s, base_url))
+        before = await metrics(s, base_url)
         tasks = [asyncio.create_task(run(s, "A", 10)), asyncio.create_task(run(s, "B", 10))]
         await wait_for(lambda: _done(order, 2))
         # E and D arrive before C and F (two waves; headers come at acceptance, while queued)
@@ -222,10 +240,8 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
                 await asyncio.wait_for(accepted[name].wait(), 10)
         seats_busy = len(order) == 2  # nothing but A and B has started while the queue filled
         await asyncio.gather(*tasks)
-        m = await metrics(s, server.base_url)
-    assert seats_busy, f"A and B finished before the queue filled (machine overloaded?): {order}"
-    assert ["".join(sorted(order[i : i + 2])) for i in (0, 2, 4)] == expected
-    assert delta(m, before, "vllm:num_preemptions_total") == 0
+        m = await metrics(s, base_url)
+    return order, seats_busy, delta(m, before, "vllm:num_preemptions_total")
 
 
 async def _done(order: list[str], n: int) -> bool:
@@ -259,11 +275,12 @@ async def test_a_unary_client_that_gives_up_aborts_its_request(start_server: Sta
     server = await start_server(time_scale=1.0)
     body = {"prompt": "the quick brown fox", "max_tokens": 500, "ignore_eos": True}
     # Real vLLM generates these 500 tokens in about a second, and on a loaded machine it can notice a
-    # disconnect later than that (measured: up to ~0.5 s): an attempt whose request finished anyway is
-    # a legitimate success (e2e counted), so up to 3 attempts; at least one must be aborted.
+    # disconnect later than that (measured: up to ~0.5 s; under a stalled CI machine, longer): an attempt
+    # whose request finished anyway is a legitimate success (e2e counted) that proves nothing, so up to 6
+    # attempts; at least one must be aborted.
     outcomes: list[tuple[float, float]] = []
     async with aiohttp.ClientSession() as s:
-        for _ in range(3):
+        for _ in range(6):
             before = await metrics(s, server.base_url)
             request = asyncio.create_task(s.post(f"{server.base_url}/v1/completions", json=body))
 
@@ -290,6 +307,27 @@ async def test_kv_pressure_preempts_the_least_urgent_and_loses_no_token(
     start_server: StartServer,
 ) -> None:  # §2.3
     server = await start_server("priority_kv")
+    # The three only compete for blocks if all three are in the engine together. On a stalled machine A
+    # (about a second on real vLLM) can finish before C arrives; such an attempt proves nothing, so it is
+    # repeated (at most 3 attempts), never judged.
+    attempts: list[list[str]] = []
+    for _ in range(3):
+        finished, counts, overlapped, m_delta = await _kv_pressure_attempt(server.base_url)
+        attempts.append(finished)
+        if overlapped:
+            break
+    assert overlapped, f"A finished before C arrived in every attempt: {attempts}"
+    assert finished == ["A", "C", "B"]
+    assert counts == {"A": 300, "B": 300, "C": 300}
+    assert m_delta["vllm:num_preemptions_total"] >= 2
+    assert m_delta["vllm:prompt_tokens_total"] == 300  # re-prefill after preemption is not counted
+
+
+async def _kv_pressure_attempt(
+    base_url: str,
+) -> tuple[list[str], dict[str, int], bool, dict[str, float]]:
+    """A (priority 0), B (10), C (5) with 300 tokens each on the KV-starved server; returns the finish
+    order, tokens per request, whether all three were accepted before any finished, and metric deltas."""
     finished: list[str] = []
     counts: dict[str, int] = {}
     accepted: dict[str, asyncio.Event] = {name: asyncio.Event() for name in "ABC"}
@@ -303,26 +341,26 @@ async def test_kv_pressure_preempts_the_least_urgent_and_loses_no_token(
             "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": True},
         }
-        async with session.post(f"{server.base_url}/v1/completions", json=body) as resp:
+        async with session.post(f"{base_url}/v1/completions", json=body) as resp:
             accepted[name].set()
             events = await collect(resp)
         counts[name] = [e for e in events if isinstance(e, dict)][-1]["usage"]["completion_tokens"]
         finished.append(name)
 
     async with aiohttp.ClientSession() as s:
-        before = await metrics(s, server.base_url)
+        await wait_for(lambda: _idle(s, base_url))
+        before = await metrics(s, base_url)
         tasks = []
         for name, prio in [("A", 0), ("B", 10), ("C", 5)]:
             tasks.append(asyncio.create_task(run(s, name, prio)))
             # Arrival order A, B, C: headers come at acceptance. (A gauge poll for "all three in the
             # engine" can miss the moment on a loaded machine: real vLLM finishes A in about a second.)
             await asyncio.wait_for(accepted[name].wait(), 10)
+        overlapped = not finished
         await asyncio.gather(*tasks)
-        m = await metrics(s, server.base_url)
-    assert finished == ["A", "C", "B"]
-    assert counts == {"A": 300, "B": 300, "C": 300}
-    assert delta(m, before, "vllm:num_preemptions_total") >= 2
-    assert delta(m, before, "vllm:prompt_tokens_total") == 300  # re-prefill after preemption is not counted
+        m = await metrics(s, base_url)
+    names = ("vllm:num_preemptions_total", "vllm:prompt_tokens_total")
+    return finished, counts, overlapped, {name: delta(m, before, name) for name in names}
 
 
 ERROR_CASES = [
