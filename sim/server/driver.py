@@ -4,6 +4,11 @@
 the engine to `virtual_now()` whenever an iteration ends (engine time runs `time_scale` times faster
 than wall time). After every advance it tells each open request how many tokens it has, so streams
 send what exists (several tokens per chunk when the server falls behind, as vLLM does).
+
+A stalled process is a stalled engine: when the wall clock jumps by more than `max_stall_wall_s` between
+two looks (the machine froze this process), engine time advances by that much only, as a real engine
+that got no CPU would. Otherwise one catch-up advance would finish whole generations at once and the
+streams would flush them in arbitrary task order, which no real engine does.
 """
 
 import asyncio
@@ -20,6 +25,7 @@ from sloguard.sim.engine import Engine, Finished, FirstToken, Preempted, SimRequ
 from sloguard.sim.server.metrics import VllmMetrics
 
 _MIN_WAKE_S = 0.0005
+MAX_STALL_WALL_S = 0.05
 log = logging.getLogger(__name__)
 
 
@@ -44,22 +50,31 @@ class EngineDriver:
         *,
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        max_stall_wall_s: float = MAX_STALL_WALL_S,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
+        if max_stall_wall_s <= 0:
+            raise ValueError("max_stall_wall_s must be > 0")
         self.engine = engine
         self.metrics = metrics
         self.time_scale = time_scale
         self._clock = clock
-        self._v0 = engine.now_s
-        self._w0 = clock()
+        self._max_stall_wall_s = max_stall_wall_s
+        self._virtual_s = engine.now_s
+        self._wall_s = clock()
         self._handles: dict[str, RequestHandle] = {}
         self._wake = asyncio.Event()
         self._iter_seen: dict[int, int] = {}
         self._lv = metrics.labels()
 
     def virtual_now(self) -> float:
-        return max(self.engine.now_s, self._v0 + (self._clock() - self._w0) * self.time_scale)
+        """Engine time now: wall time since the last look, scaled, with stalls cut to max_stall_wall_s."""
+        wall_s = self._clock()
+        elapsed_s = min(max(wall_s - self._wall_s, 0.0), self._max_stall_wall_s)
+        self._wall_s = wall_s
+        self._virtual_s = max(self.engine.now_s, self._virtual_s + elapsed_s * self.time_scale)
+        return self._virtual_s
 
     def submit(self, request: SimRequest, max_tokens: int) -> RequestHandle:
         now = self.virtual_now()
