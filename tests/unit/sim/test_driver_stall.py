@@ -4,7 +4,7 @@ import pytest
 from sloguard_testing.sim_engine import toy_step_time
 
 from sloguard.sim.engine import Engine, EngineConfig, SimRequest
-from sloguard.sim.server.driver import MAX_STALL_WALL_S, EngineDriver
+from sloguard.sim.server.driver import MAX_STALL_WALL_S, EngineDriver, RequestHandle
 from sloguard.sim.server.metrics import VllmMetrics
 
 
@@ -49,11 +49,16 @@ def test_tokens_due_during_a_stall_come_out_over_several_looks_not_at_once() -> 
     handle = driver.submit(SimRequest("r", prompt_tokens=10, max_tokens=400, ignore_eos=True), 400)
     clock.now_s += 60.0  # long enough for the whole generation, had the engine run meanwhile
     driver.refresh_gauges()
-    assert 0 < handle.generated < 400 and handle.finished is None
-    while handle.finished is None:
+    assert 0 < handle.generated < 400
+    assert not driver_finished(handle)
+    while not driver_finished(handle):
         clock.now_s += MAX_STALL_WALL_S
         driver.refresh_gauges()
     assert handle.generated == 400
+
+
+def driver_finished(handle: RequestHandle) -> bool:
+    return handle.finished is not None
 
 
 def test_the_stall_cap_must_be_positive() -> None:
