@@ -24,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -122,72 +123,92 @@ async def _phase(url: str, concurrency: int, max_tokens: int, duration_s: float,
     return Phase(ttfts_s=ttfts, tokens=tokens, wall_s=wall, cpu_s=cpu)
 
 
+PATHS = ("direct", "null_relay", "sidecar")
+Rounds = list[dict[str, "Phase"]]  # per round: each path's phase
+
+
 async def _measure(
-    engine: "Processes", concurrency: int, max_tokens: int, phase_s: float, rounds: int
-) -> list[tuple[Phase, Phase]]:
+    procs: "Processes", concurrency: int, max_tokens: int, phase_s: float, rounds: int
+) -> Rounds:
     async with aiohttp.ClientSession() as session:
-        await _wait_ready(session, f"{engine.engine_url}/health", engine.engine)
-        await _wait_ready(session, f"{engine.metrics_url}/readyz", engine.sidecar)
-    direct_url = f"{engine.engine_url}/v1/completions"
-    sidecar_url = f"{engine.sidecar_url}/v1/completions"
-    pairs = []
+        await _wait_ready(session, f"{procs.engine_url}/health", procs.engine)
+        await _wait_ready(session, f"{procs.null_relay_url}/health", procs.null_relay)
+        await _wait_ready(session, f"{procs.metrics_url}/readyz", procs.sidecar)
+    urls = {
+        "direct": procs.engine_url,
+        "null_relay": procs.null_relay_url,
+        "sidecar": procs.sidecar_url,
+    }
+    pids = {"direct": None, "null_relay": procs.null_relay.pid, "sidecar": procs.sidecar.pid}
+    rounds_out: Rounds = []
     for round_index in range(rounds):
-        if round_index % 2 == 0:  # A/B, then B/A: neither path always runs first
-            direct = await _phase(direct_url, concurrency, max_tokens, phase_s, None)
-            through = await _phase(sidecar_url, concurrency, max_tokens, phase_s, engine.sidecar.pid)
-        else:
-            through = await _phase(sidecar_url, concurrency, max_tokens, phase_s, engine.sidecar.pid)
-            direct = await _phase(direct_url, concurrency, max_tokens, phase_s, None)
-        pairs.append((direct, through))
-    return pairs
+        shift = round_index % len(PATHS)  # rotate the order: no path always runs first or last
+        phases: dict[str, Phase] = {}
+        for path in PATHS[shift:] + PATHS[:shift]:
+            url = f"{urls[path]}/v1/completions"
+            phases[path] = await _phase(url, concurrency, max_tokens, phase_s, pids[path])
+        rounds_out.append(phases)
+    async with aiohttp.ClientSession() as session, session.get(f"{procs.metrics_url}/debug/hops") as response:
+        procs.hops = await response.json() if response.status == 200 else {}
+    return rounds_out
 
 
 @dataclass
 class Processes:
     engine: subprocess.Popen[bytes]
+    null_relay: subprocess.Popen[bytes]
     sidecar: subprocess.Popen[bytes]
     engine_url: str
+    null_relay_url: str
     sidecar_url: str
     metrics_url: str
+    hops: dict[str, Any] = field(default_factory=dict)  # the sidecar's /debug/hops after the last round
 
 
-def measure(concurrency: int, max_tokens: int, phase_s: float, rounds: int) -> list[tuple[Phase, Phase]]:
-    """Start an engine and a sidecar in front of it, load both paths in interleaved rounds, stop them."""
-    engine_port, ports = _free_port(), {k: _free_port() for k in ("grpc_port", "http_port", "metrics_port")}
+def measure(concurrency: int, max_tokens: int, phase_s: float, rounds: int) -> tuple[Rounds, dict[str, Any]]:
+    """Start an engine, a null relay and a sidecar in front of it, load the three paths in rotated rounds."""
+    engine_port, relay_port = _free_port(), _free_port()
+    ports = {k: _free_port() for k in ("grpc_port", "http_port", "metrics_port")}
     engine_cmd = os.environ.get("SLOGUARD_BENCH_ENGINE_CMD", DEFAULT_ENGINE_CMD).replace(
         "{port}", str(engine_port)
     )
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    engine_url = f"http://127.0.0.1:{engine_port}"
     with tempfile.TemporaryDirectory() as tmp:
         config = {
             "pool": {"name": "bench"},
             "classes": [{"name": "standard", "ttft_s": 60.0, "tpot_s": 10.0, "default": True}],
             "policy": {"name": "fcfs"},
             "limits": {"max_queue_depth": 100_000, "min_in_flight": 1, "max_in_flight": 65536},
-            "engine": {"url": f"http://127.0.0.1:{engine_port}", "scheduling_policy": "fcfs"},
+            "engine": {"url": engine_url, "scheduling_policy": "fcfs"},
             **ports,
         }
         config_path = Path(tmp) / "sidecar.json"
         config_path.write_text(json.dumps(config))
         sidecar_cmd = [sys.executable, "-m", "sloguard", "--log-level", "WARNING", "sidecar"]
+        relay_cmd = [sys.executable, "-m", "sloguard.bench.null_relay", "--port", str(relay_port)]
         with (Path(tmp) / "engine.log").open("wb") as engine_log:  # the engine's access log is loud
-            processes = Processes(
+            procs = Processes(
                 engine=subprocess.Popen(
                     shlex.split(engine_cmd), env=env, stdout=engine_log, stderr=engine_log
                 ),
+                null_relay=subprocess.Popen([*relay_cmd, "--upstream", engine_url], env=env),
                 sidecar=subprocess.Popen(
                     [*sidecar_cmd, "--config", str(config_path), "--host", "127.0.0.1"], env=env
                 ),
-                engine_url=f"http://127.0.0.1:{engine_port}",
+                engine_url=engine_url,
+                null_relay_url=f"http://127.0.0.1:{relay_port}",
                 sidecar_url=f"http://127.0.0.1:{ports['http_port']}",
                 metrics_url=f"http://127.0.0.1:{ports['metrics_port']}",
             )
+            processes = (procs.sidecar, procs.null_relay, procs.engine)
             try:
-                return asyncio.run(_measure(processes, concurrency, max_tokens, phase_s, rounds))
+                measured = asyncio.run(_measure(procs, concurrency, max_tokens, phase_s, rounds))
+                return measured, procs.hops
             finally:
-                for process in (processes.sidecar, processes.engine):
+                for process in processes:
                     process.terminate()
-                for process in (processes.sidecar, processes.engine):
+                for process in processes:
                     try:
                         process.wait(timeout=30)
                     except subprocess.TimeoutExpired:
@@ -198,61 +219,90 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def _added(rounds: Rounds, path: str, q: float) -> list[float]:
+    """Per round: `path`'s TTFT quantile minus the direct path's, in ms (paired within the round)."""
+    return [r[path].quantile_ms(q) - r["direct"].quantile_ms(q) for r in rounds]
+
+
+def _per_core(phase: Phase) -> float | None:
+    """Tokens streamed per second of the relaying process's CPU time (user + system)."""
+    return phase.tokens / phase.cpu_s if phase.cpu_s else None
+
+
 def run(quick: bool) -> BenchResult:
     concurrency, max_tokens = 100, 128
     rounds, phase_s = (3, 3.0) if quick else (6, 5.0)
-    pairs = measure(concurrency, max_tokens, phase_s, rounds)
-    added_p50 = [t.quantile_ms(0.5) - d.quantile_ms(0.5) for d, t in pairs]
-    added_p99 = [t.quantile_ms(0.99) - d.quantile_ms(0.99) for d, t in pairs]
-    ratio_p50 = [t.quantile_ms(0.5) / d.quantile_ms(0.5) for d, t in pairs]
-    ratio_p99 = [t.quantile_ms(0.99) / d.quantile_ms(0.99) for d, t in pairs]
-    relay = [t.tokens / t.cpu_s for _, t in pairs if t.cpu_s]
+    measured, hops = measure(concurrency, max_tokens, phase_s, rounds)
+    ratio_p50 = [r["sidecar"].quantile_ms(0.5) / r["direct"].quantile_ms(0.5) for r in measured]
+    ratio_p99 = [r["sidecar"].quantile_ms(0.99) / r["direct"].quantile_ms(0.99) for r in measured]
+    relay = [v for r in measured if (v := _per_core(r["sidecar"])) is not None]
+    null_relay = [v for r in measured if (v := _per_core(r["null_relay"])) is not None]
     data = {
-        "added_ttft_p50_ms": round(_median(added_p50), 3),
-        "added_ttft_p99_ms": round(_median(added_p99), 3),
+        "added_ttft_p50_ms": round(_median(_added(measured, "sidecar", 0.5)), 3),
+        "added_ttft_p99_ms": round(_median(_added(measured, "sidecar", 0.99)), 3),
         "relay_tokens_per_s_per_core": round(_median(relay), 1),
         "concurrency": concurrency,
+        "max_tokens": max_tokens,
         "rounds": rounds,
         "phase_s": phase_s,
         "ttft_p50_ratio_median": round(_median(ratio_p50), 3),
         "ttft_p99_ratio_median": round(_median(ratio_p99), 3),
+        "null_relay_added_ttft_p50_ms": round(_median(_added(measured, "null_relay", 0.5)), 3),
+        "null_relay_added_ttft_p99_ms": round(_median(_added(measured, "null_relay", 0.99)), 3),
+        "null_relay_tokens_per_s_per_core": round(_median(null_relay), 1),
+        "sidecar_hops": hops,
         "per_round": [
             {
-                "direct_ttft_p50_ms": round(d.quantile_ms(0.5), 3),
-                "direct_ttft_p99_ms": round(d.quantile_ms(0.99), 3),
-                "sidecar_ttft_p50_ms": round(t.quantile_ms(0.5), 3),
-                "sidecar_ttft_p99_ms": round(t.quantile_ms(0.99), 3),
-                "direct_requests": len(d.ttfts_s),
-                "sidecar_requests": len(t.ttfts_s),
-                "sidecar_tokens_per_s": round(t.tokens / t.wall_s, 1),
-                "sidecar_cpu_s": t.cpu_s,
+                f"{path}_{key}": value
+                for path in PATHS
+                for key, value in {
+                    "ttft_p50_ms": round(r[path].quantile_ms(0.5), 3),
+                    "ttft_p99_ms": round(r[path].quantile_ms(0.99), 3),
+                    "requests": len(r[path].ttfts_s),
+                    "tokens_per_s": round(r[path].tokens / r[path].wall_s, 1),
+                    "cpu_s": r[path].cpu_s,
+                }.items()
             }
-            for d, t in pairs
+            for r in measured
         ],
     }
     cores = os.cpu_count()
     lines = [
-        f"Workload: {concurrency} closed-loop streams x {max_tokens} tokens, {rounds} interleaved rounds "
-        f"(direct/sidecar, then sidecar/direct, ...) of {phase_s:.0f} s per phase, fcfs sidecar; engine, "
-        f"sidecar and load generator share {cores} cores.",
+        f"Workload: {concurrency} closed-loop streams x {max_tokens} tokens, {rounds} rounds of "
+        f"{phase_s:.0f} s per path and round, the three paths' order rotated each round (direct "
+        "engine; a do-nothing Python relay, bench/null_relay.py; the fcfs sidecar); engine, relays and "
+        f"load generator share {cores} cores. CPU: the relaying process's user+system time.",
         "",
-        "| round | direct TTFT p50 ms | sidecar TTFT p50 ms | direct TTFT p99 ms | sidecar TTFT p99 ms |"
-        " sidecar tokens/CPU-s |",
-        "|---|---|---|---|---|---|",
+        "| round | TTFT p50 ms direct / null relay / sidecar | TTFT p99 ms direct / null relay / sidecar |"
+        " tokens/CPU-s null relay / sidecar |",
+        "|---|---|---|---|",
     ]
-    for index, (d, t) in enumerate(pairs):
-        per_core = f"{t.tokens / t.cpu_s:.0f}" if t.cpu_s else "-"
-        lines.append(
-            f"| {index + 1} | {d.quantile_ms(0.5):.2f} | {t.quantile_ms(0.5):.2f} "
-            f"| {d.quantile_ms(0.99):.2f} | {t.quantile_ms(0.99):.2f} | {per_core} |"
-        )
+    for index, r in enumerate(measured):
+        p50 = " / ".join(f"{r[p].quantile_ms(0.5):.1f}" for p in PATHS)
+        p99 = " / ".join(f"{r[p].quantile_ms(0.99):.1f}" for p in PATHS)
+        per_core = " / ".join(f"{v:.0f}" if (v := _per_core(r[p])) else "-" for p in PATHS[1:])
+        lines.append(f"| {index + 1} | {p50} | {p99} | {per_core} |")
     lines += [
         "",
-        f"Added TTFT, median over rounds of the paired differences: p50 {data['added_ttft_p50_ms']} ms, "
-        f"p99 {data['added_ttft_p99_ms']} ms (goal p99 <= 2); paired ratios sidecar/direct: p50 "
-        f"{data['ttft_p50_ratio_median']}, p99 {data['ttft_p99_ratio_median']}.",
-        f"Relay: {data['relay_tokens_per_s_per_core']} tokens per sidecar CPU-second "
-        "(median over rounds; goal >= 20000).",
+        "Added TTFT over direct, median over rounds of the paired differences: sidecar p50 "
+        f"{data['added_ttft_p50_ms']} ms, p99 {data['added_ttft_p99_ms']} ms (goal p99 <= 2); null relay p50 "
+        f"{data['null_relay_added_ttft_p50_ms']} ms, p99 {data['null_relay_added_ttft_p99_ms']} ms. Paired "
+        f"ratios sidecar/direct: p50 {data['ttft_p50_ratio_median']}, p99 {data['ttft_p99_ratio_median']}.",
+        f"Relay: sidecar {data['relay_tokens_per_s_per_core']} tokens per CPU-second (median over rounds; "
+        f"goal >= 20000); null relay {data['null_relay_tokens_per_s_per_core']}.",
         "",
     ]
+    if hops.get("hops"):
+        lines += [
+            "Sidecar hops over the whole run (`GET /debug/hops`, ms):",
+            "",
+            "| hop | count | p50 | p99 | max |",
+            "|---|---|---|---|---|",
+        ]
+        for name, summary in hops["hops"].items():
+            lines.append(
+                f"| {name} | {summary['count']} | {summary['p50_ms']:.2f} | {summary['p99_ms']:.2f} "
+                f"| {summary['max_ms']:.2f} |"
+            )
+        lines.append("")
     return BenchResult(data=data, markdown="\n".join(lines))

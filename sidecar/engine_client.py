@@ -4,7 +4,8 @@ Called by the lifecycle (sidecar/lifecycle.py) for every released request. It al
 with `stream_options: {include_usage, continuous_usage_stats}` forced, so every chunk carries the
 cumulative `usage.completion_tokens` — one SSE chunk can carry several tokens under load
 (reference/vllm-behaviour.md §3.9) — and timestamps each chunk on arrival (the first token's chunk, not
-the response headers, defines TTFT). What the client asked for is restored by the fronts (sidecar/relay.py).
+the response headers, defines TTFT); the chunks one read delivered come as one list, so a front can relay
+them in one write. What the client asked for is restored by the fronts (sidecar/relay.py).
 The vLLM `priority` field is stamped only when the engine runs priority scheduling, with polarity
 converted (ours: higher = more important; vLLM: lower = earlier); otherwise any client-sent value is
 stripped. Cancelling the consuming task closes the connection, which makes vLLM abort the request (§3.7).
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
+
+from sloguard.sidecar.hop_timing import Hop, HopTimer
 
 Endpoint = Literal["completions", "chat"]
 ENDPOINT_PATHS: dict[Endpoint, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -114,9 +117,22 @@ class EngineClient:
             return False
 
     async def stream(
-        self, endpoint: Endpoint, body: dict[str, Any], *, request_id: str, priority: int | None
-    ) -> AsyncGenerator[EngineChunk, None]:
-        """Stream the request's chunks; raises EngineError unless the stream ends with `[DONE]`."""
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        priority: int | None,
+        hops: HopTimer | None = None,
+    ) -> AsyncGenerator[list[EngineChunk], None]:
+        """Stream the request's chunks, all those already buffered at once (one list per socket read).
+
+        Under load several SSE chunks of one stream arrive between two turns of the event loop; handing
+        them over together lets the fronts relay them in one write (fewer syscalls and loop hops per
+        token). Every chunk keeps its own token count. Raises EngineError unless the stream ends with
+        `[DONE]`. `hops` (sidecar/hop_timing.py) is marked when the response headers and the first chunk
+        arrive.
+        """
         upstream = prepare_upstream_body(
             body, model=self.model, priority=priority, stamps_priority=self.stamps_priority
         )
@@ -124,29 +140,28 @@ class EngineClient:
         started = False
         try:
             async with self.session.post(url, json=upstream, headers={"X-Request-Id": request_id}) as resp:
+                if hops is not None:
+                    hops.mark(Hop.ENGINE_CONNECT)
                 if resp.status != 200:
                     raise EngineError(await _error_message(resp), status=resp.status)
                 completion_tokens = 0
                 done = False
+                pending = b""  # an incomplete line carried over to the next read
                 try:
-                    async for raw_line in resp.content:
-                        line = raw_line.strip()
-                        if not line.startswith(b"data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == b"[DONE]":
-                            done = True  # read on to the end, so the connection goes back to the pool
-                            continue
-                        now_s = self.clock()
-                        payload = json.loads(data)
-                        if not isinstance(payload, dict):
-                            raise EngineError("engine sent a non-object SSE chunk", started=started)
-                        if "error" in payload:
-                            raise EngineError(f"engine error mid-stream: {payload['error']}", started=started)
-                        chunk = _chunk_of(payload, now_s, completion_tokens, raw=data)
-                        completion_tokens = chunk.completion_tokens
-                        started = True
-                        yield chunk
+                    while True:
+                        data = await resp.content.readany()  # everything buffered; b"" at the end
+                        lines = (pending + data).split(b"\n")
+                        pending = lines.pop() if data else b""
+                        batch = _chunks_of_lines(lines, self.clock(), completion_tokens, started=started)
+                        done = done or batch.done  # read on to the end: the connection goes back to the pool
+                        if batch.chunks:
+                            completion_tokens = batch.chunks[-1].completion_tokens
+                            if not started and hops is not None:
+                                hops.mark(Hop.ENGINE_FIRST_CHUNK)
+                            started = True
+                            yield batch.chunks
+                        if not data:
+                            break
                 except BaseException:
                     resp.close()  # abort upstream: vLLM stops generating when the connection closes
                     raise
@@ -157,6 +172,35 @@ class EngineClient:
         except (aiohttp.ClientError, json.JSONDecodeError, TimeoutError) as error:
             kind = type(error).__name__
             raise EngineError(f"engine connection failed ({kind}: {error})", started=started) from error
+
+
+@dataclass(slots=True)
+class _Batch:
+    chunks: list[EngineChunk]
+    done: bool  # the `[DONE]` line was among the lines
+
+
+def _chunks_of_lines(lines: list[bytes], now_s: float, previous_tokens: int, *, started: bool) -> _Batch:
+    """The data chunks among complete SSE lines (other lines and fields are skipped), all stamped `now_s`."""
+    batch = _Batch([], done=False)
+    for raw_line in lines:
+        line = raw_line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            batch.done = True
+            continue
+        payload = json.loads(data)
+        if not isinstance(payload, dict):
+            raise EngineError("engine sent a non-object SSE chunk", started=started or bool(batch.chunks))
+        if "error" in payload:
+            message = f"engine error mid-stream: {payload['error']}"
+            raise EngineError(message, started=started or bool(batch.chunks))
+        chunk = _chunk_of(payload, now_s, previous_tokens, raw=data)
+        previous_tokens = chunk.completion_tokens
+        batch.chunks.append(chunk)
+    return batch
 
 
 def _chunk_of(payload: dict[str, Any], now_s: float, previous_tokens: int, raw: bytes = b"") -> EngineChunk:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +26,8 @@ from sloguard.sidecar.errors import (
     http_status_of,
     openai_error_body,
 )
-from sloguard.sidecar.lifecycle import Lifecycle, ServeRequest
+from sloguard.sidecar.hop_timing import Hop, HopTimer
+from sloguard.sidecar.lifecycle import Lifecycle, ServeRequest, TokenEvent
 from sloguard.sidecar.relay import Assembler, UsageWish, client_chunk
 
 log = logging.getLogger(__name__)
@@ -135,28 +137,32 @@ class HttpFront:
         return await self._serve(request, "chat")
 
     async def _serve(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        hops = HopTimer()
         try:
             body = await self._body(request)
             serve = self._serve_request(request, endpoint, body)
         except RequestRejected as error:
             self.lifecycle.count_unparsed(error.reason)
             return _rejection(error)
-        events = self.lifecycle.generate(serve)
-        async with contextlib.aclosing(events):
+        serve.hops = hops
+        hops.mark(Hop.FRONT_PARSE)
+        batches = self.lifecycle.generate_batches(serve)
+        async with contextlib.aclosing(batches):
             try:
-                first = await anext(events, None)
+                first = await anext(batches, None)
             except RequestRejected as error:
                 return _rejection(error)
             except RequestFailed as error:
                 return _error(error.http_status, error.reason, str(error))
             if body.get("stream") is True:
-                return await self._stream(request, body, first, events)
+                return await self._stream(request, body, first, batches, hops)
             assembler = Assembler(endpoint)
             try:
-                if first is not None:
-                    assembler.add(first.chunk)
-                async for event in events:
+                for event in first or ():
                     assembler.add(event.chunk)
+                async for batch in batches:
+                    for event in batch:
+                        assembler.add(event.chunk)
             except RequestFailed as error:
                 return _error(error.http_status, error.reason, str(error))
             return web.json_response(assembler.response())
@@ -195,16 +201,23 @@ class HttpFront:
         )
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], first: Any, events: Any
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        first: list[TokenEvent] | None,
+        batches: AsyncIterator[list[TokenEvent]],
+        hops: HopTimer,
     ) -> web.StreamResponse:
         wish = UsageWish.of(body)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await response.prepare(request)
         try:
             if first is not None:
-                await _write_chunk(response, client_chunk(first.chunk, wish))
-            async for event in events:
-                await _write_chunk(response, client_chunk(event.chunk, wish))
+                await _write_events(response, first, wish)
+                hops.mark(Hop.CLIENT_FIRST_WRITE)
+                self.lifecycle.metrics.observe_hops(hops)
+            async for batch in batches:
+                await _write_events(response, batch, wish)
         except RequestFailed as error:
             error_body = openai_error_body(str(error), error.http_status, error.reason)
             await response.write(f"data: {json.dumps(error_body)}\n\n".encode())
@@ -213,6 +226,8 @@ class HttpFront:
         return response
 
 
-async def _write_chunk(response: web.StreamResponse, data: bytes | None) -> None:
-    if data is not None:
-        await response.write(b"data: " + data + b"\n\n")
+async def _write_events(response: web.StreamResponse, events: list[TokenEvent], wish: UsageWish) -> None:
+    """Relay one engine read's chunks as one write (one syscall, one loop hop); dropped ones skipped."""
+    out = [b"data: " + data + b"\n\n" for e in events if (data := client_chunk(e.chunk, wish)) is not None]
+    if out:
+        await response.write(b"".join(out))

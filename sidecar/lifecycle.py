@@ -21,6 +21,7 @@ from sloguard.api.sidecar_config import SidecarConfig, SLOClassConfig
 from sloguard.sidecar.backpressure import AimdCap, AimdSettings
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
 from sloguard.sidecar.errors import RequestFailed, RequestRejected
+from sloguard.sidecar.hop_timing import Hop, HopTimer
 from sloguard.sidecar.metrics import SidecarMetrics
 from sloguard.sidecar.policy_adapter import BuiltPolicy, build_policy, new_predictor
 from sloguard.sidecar.policy_port import Admission, AdmissionPolicy, EngineView, FinishOutcome, PolicyRequest
@@ -46,6 +47,7 @@ class ServeRequest:
     prompt_tokens: int = 0
     max_tokens: int = 16
     timeout_s: float | None = None  # the client's deadline (gRPC deadline), bounds the engine call
+    hops: HopTimer | None = None  # per-hop timing (sidecar/hop_timing.py), marked here when given
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class _Tracked:
     finish_reason: str | None = None
     drain_killed: bool = False
     outcome: str | None = None  # set once, by _end
+    hops: HopTimer | None = None
 
 
 class Lifecycle:
@@ -215,14 +218,26 @@ class Lifecycle:
     # ---- the lifecycle ------------------------------------------------------------------------
 
     async def generate(self, serve: ServeRequest) -> AsyncGenerator[TokenEvent, None]:
-        """Admit, queue, stream. Raises RequestRejected before the first event, RequestFailed after."""
+        """Admit, queue, stream, one event per chunk (`generate_batches`, flattened; the gRPC front)."""
+        batches = self.generate_batches(serve)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def generate_batches(self, serve: ServeRequest) -> AsyncGenerator[list[TokenEvent], None]:
+        """Admit, queue, stream. Raises RequestRejected before the first batch, RequestFailed after.
+
+        Each batch holds the events of the chunks one engine read delivered (never empty), so a front
+        can relay them with one write; the per-token bookkeeping runs once per batch.
+        """
         now_s = self.clock()
         deadline_s = None if serve.timeout_s is None else now_s + serve.timeout_s
         tracked = self._admit(serve, now_s)
         try:
             await self._wait_for_release(tracked, deadline_s)
-            async for event in self._stream(tracked, deadline_s):
-                yield event
+            async for batch in self._stream(tracked, deadline_s):
+                yield batch
         except RequestRejected as rejected:
             self._end(tracked, "rejected", rejected.reason.value)
             raise
@@ -266,7 +281,9 @@ class Lifecycle:
                 window_s=300.0,
             )
             raise
-        tracked = _Tracked(request=request, slo_class=slo_class, endpoint=serve.endpoint, body=serve.body)
+        tracked = _Tracked(
+            request=request, slo_class=slo_class, endpoint=serve.endpoint, body=serve.body, hops=serve.hops
+        )
         try:
             self._gate()
             if request.request_id in self._waiting or request.request_id in self._running:
@@ -297,24 +314,28 @@ class Lifecycle:
         async with asyncio.timeout(timeout):
             await asyncio.shield(tracked.start)
 
-    async def _stream(self, tracked: _Tracked, deadline_s: float | None) -> AsyncGenerator[TokenEvent, None]:
+    async def _stream(
+        self, tracked: _Tracked, deadline_s: float | None
+    ) -> AsyncGenerator[list[TokenEvent], None]:
         request = tracked.request
         stream = self.engine.stream(
-            tracked.endpoint, tracked.body, request_id=request.request_id, priority=tracked.engine_priority
+            tracked.endpoint,
+            tracked.body,
+            request_id=request.request_id,
+            priority=tracked.engine_priority,
+            hops=tracked.hops,
         )
         try:
             while True:
                 try:
                     if deadline_s is None:
-                        chunk = await stream.__anext__()
+                        chunks = await anext(stream)
                     else:
                         remaining = max(0.0, deadline_s - self.clock())
-                        chunk = await asyncio.wait_for(stream.__anext__(), remaining)
+                        chunks = await asyncio.wait_for(anext(stream), remaining)
                 except StopAsyncIteration:
                     break
-                event = self._on_chunk(tracked, chunk)
-                if event is not None:
-                    yield event
+                yield self._on_chunks(tracked, chunks)
         except EngineError as error:
             if error.is_client_error:
                 raise RequestRejected(RejectionReason.INVALID_REQUEST, str(error)) from error
@@ -329,32 +350,43 @@ class Lifecycle:
             await stream.aclose()
         self._complete(tracked)
 
-    def _on_chunk(self, tracked: _Tracked, chunk: EngineChunk) -> TokenEvent | None:
+    def _on_chunks(self, tracked: _Tracked, chunks: list[EngineChunk]) -> list[TokenEvent]:
+        """The events of one engine read; timing, the cap and the policy are fed once per read."""
+        request = tracked.request
+        events = []
+        tokens = 0
+        first = False
+        for chunk in chunks:
+            if chunk.prompt_tokens is not None:
+                request = tracked.request = _with_prompt_tokens(request, chunk.prompt_tokens)
+            if chunk.finish_reason:
+                tracked.finish_reason = chunk.finish_reason
+            if chunk.tokens > 0 or chunk.usage_only:
+                tracked.output_tokens = chunk.completion_tokens
+            is_first = chunk.tokens > 0 and tracked.first_token_s is None and not first
+            first = first or is_first
+            if chunk.tokens > 0 and not is_first:
+                tokens += chunk.tokens
+            events.append(
+                TokenEvent(chunk=chunk, first=is_first, since_arrival_s=chunk.received_s - request.arrival_s)
+            )
+        if first or tokens:
+            self._on_tokens(tracked, chunks[-1].received_s, first, tokens)
+        return events
+
+    def _on_tokens(self, tracked: _Tracked, now_s: float, first: bool, later_tokens: int) -> None:
+        """One read brought the first token (`first`) and/or `later_tokens` more, all seen at `now_s`."""
         request = tracked.request
         policy = tracked.policy or self.policy
-        now_s = chunk.received_s
-        if chunk.prompt_tokens is not None:
-            tracked.request = _with_prompt_tokens(request, chunk.prompt_tokens)
-        if chunk.finish_reason:
-            tracked.finish_reason = chunk.finish_reason
-        first = False
-        if chunk.tokens > 0:
-            if tracked.first_token_s is None:
-                first = True
-                tracked.first_token_s = now_s
-                self.metrics.ttft.labels(self.metrics.pool, request.slo_class).observe(
-                    now_s - request.arrival_s
-                )
-                policy.on_first_token(request.request_id, now_s)
-            elif tracked.last_token_s is not None:
-                itl_s = (now_s - tracked.last_token_s) / chunk.tokens
-                self.aimd.observe_itl(itl_s, request.tpot_s, now_s)
-            tracked.last_token_s = now_s
-            tracked.output_tokens = chunk.completion_tokens
-            policy.on_tokens(request.request_id, now_s, chunk.completion_tokens)
-        elif chunk.usage_only:
-            tracked.output_tokens = chunk.completion_tokens
-        return TokenEvent(chunk=chunk, first=first, since_arrival_s=now_s - request.arrival_s)
+        if first:
+            tracked.first_token_s = now_s
+            self.metrics.ttft.labels(self.metrics.pool, request.slo_class).observe(now_s - request.arrival_s)
+            policy.on_first_token(request.request_id, now_s)
+        elif tracked.last_token_s is not None and later_tokens:
+            itl_s = (now_s - tracked.last_token_s) / later_tokens
+            self.aimd.observe_itl(itl_s, request.tpot_s, now_s)
+        tracked.last_token_s = now_s
+        policy.on_tokens(request.request_id, now_s, tracked.output_tokens)
 
     def _complete(self, tracked: _Tracked) -> None:
         request, pool = tracked.request, self.metrics.pool
@@ -444,6 +476,8 @@ class Lifecycle:
                 priority = release.engine_priority.get(request_id, tracked.request.priority)
                 tracked.engine_priority = priority
                 tracked.released_s = now_s
+                if tracked.hops is not None:
+                    tracked.hops.mark(Hop.ADMIT_QUEUE)
                 self._running[request_id] = tracked
                 self.metrics.queue_wait.labels(self.metrics.pool, tracked.request.slo_class).observe(
                     now_s - tracked.request.arrival_s

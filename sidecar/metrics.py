@@ -14,11 +14,13 @@ class finds a series; `sloguard_slo_attainment_ratio` appears once a request of 
 import contextlib
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sloguard.api import metric_names as names
 from sloguard.api.metric_names import RequestOutcome
+from sloguard.sidecar.hop_timing import HOP_ORDER, HopTimer, LatencyWindow
 
 LATENCY_BUCKETS_S = (
     0.005,
@@ -39,6 +41,7 @@ LATENCY_BUCKETS_S = (
     30.0,
 )
 TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
+HOP_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
@@ -145,6 +148,22 @@ class SidecarMetrics:
             ["pool", "requested", "effective"],
             registry=r,
         )
+        self.hop_seconds = Histogram(
+            "sloguard_sidecar_hop_seconds",
+            "Time an HTTP request spent in each hop up to its first client write (sidecar/hop_timing.py).",
+            ["pool", "hop"],
+            buckets=HOP_BUCKETS_S,
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "sloguard_event_loop_lag_seconds",
+            "How late the sidecar's event loop ran a timer (sidecar/loop_lag.py): time callbacks wait.",
+            ["pool"],
+            buckets=HOP_BUCKETS_S,
+            registry=r,
+        )
+        self.hop_windows = {hop: LatencyWindow() for hop in HOP_ORDER}  # GET /debug/hops
+        self.loop_lag_window = LatencyWindow()
         self._windows: dict[str, deque[tuple[float, bool]]] = {}
         self._classes: set[str] = set()
 
@@ -194,6 +213,23 @@ class SidecarMetrics:
         while window and window[0][0] < now_s - window_s:
             window.popleft()
         self.attainment.labels(self.pool, slo_class).set(sum(m for _, m in window) / len(window))
+
+    def observe_hops(self, timer: HopTimer) -> None:
+        """Record one request's hop durations (the HTTP front calls this after its first client write)."""
+        for hop, seconds in timer.durations_s():
+            self.hop_seconds.labels(self.pool, hop.value).observe(seconds)
+            self.hop_windows[hop].observe(seconds)
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        self.loop_lag.labels(self.pool).observe(seconds)
+        self.loop_lag_window.observe(seconds)
+
+    def hops_summary(self) -> dict[str, Any]:
+        """What `GET /debug/hops` answers: recent per-hop and event-loop-lag figures in ms."""
+        return {
+            "hops": {hop.value: window.summary() for hop, window in self.hop_windows.items()},
+            "event_loop_lag": self.loop_lag_window.summary(),
+        }
 
     def set_policy(self, requested: str, effective: str) -> None:
         self.policy_info.clear()

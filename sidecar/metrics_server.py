@@ -2,6 +2,7 @@
 
 /healthz answers 200 while the process serves; /readyz answers 200 only while the sidecar is ready
 (engine healthy, not draining), so Kubernetes stops routing to a draining pod before it exits.
+/debug/hops answers JSON: recent per-hop latencies and event-loop lag (sidecar/hop_timing.py), in ms.
 """
 
 from collections.abc import Callable
@@ -26,8 +27,12 @@ def metrics_app(metrics: SidecarMetrics, ready: Callable[[], bool]) -> web.Appli
             return web.Response(text="ready\n")
         return web.Response(text="not ready\n", status=503)
 
+    async def hops(_: web.Request) -> web.Response:
+        return web.json_response(metrics.hops_summary())
+
     app = web.Application()
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/debug/hops", hops)
     return app

@@ -25,6 +25,7 @@ from sloguard.sidecar.engine_client import EngineClient
 from sloguard.sidecar.grpc_server import CONTROL_SERVICE, SIDECAR_SERVICE, GrpcFront
 from sloguard.sidecar.http_front import HttpFront
 from sloguard.sidecar.lifecycle import Lifecycle
+from sloguard.sidecar.loop_lag import run_loop_lag
 from sloguard.sidecar.metrics import SidecarMetrics
 from sloguard.sidecar.metrics_server import metrics_app
 
@@ -106,6 +107,7 @@ class SidecarService:
             self.lifecycle.run_ticks(),
             self._probe_engine(),
             self.watcher.run(),
+            run_loop_lag(self.metrics.observe_loop_lag),
         ):
             self._tasks.append(asyncio.create_task(coroutine))
         await self._set_serving()
