@@ -150,9 +150,8 @@ class EngineClient:
                 try:
                     while True:
                         data = await resp.content.readany()  # everything buffered; b"" at the end
-                        lines = (pending + data).split(b"\n")
-                        pending = lines.pop() if data else b""
-                        batch = _chunks_of_lines(lines, self.clock(), completion_tokens, started=started)
+                        lines, pending = split_lines(pending, data)
+                        batch = chunks_of_lines(lines, self.clock(), completion_tokens, started=started)
                         done = done or batch.done  # read on to the end: the connection goes back to the pool
                         if batch.chunks:
                             completion_tokens = batch.chunks[-1].completion_tokens
@@ -169,9 +168,21 @@ class EngineClient:
                     raise EngineError("engine stream ended before [DONE]", started=started)
         except EngineError:
             raise
-        except (aiohttp.ClientError, json.JSONDecodeError, TimeoutError) as error:
+        except (aiohttp.ClientError, json.JSONDecodeError, UnicodeDecodeError, TimeoutError) as error:
             kind = type(error).__name__
             raise EngineError(f"engine connection failed ({kind}: {error})", started=started) from error
+
+
+_decode_json = json.JSONDecoder().decode  # json.loads minus its per-call encoding sniffing (bytes) and checks
+
+
+def split_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines of `pending + data` and the incomplete rest; `data` b"" (the end) flushes all."""
+    lines = (pending + data).split(b"\n")
+    if not data:
+        return lines, b""
+    rest = lines.pop()
+    return lines, rest
 
 
 @dataclass(slots=True)
@@ -180,7 +191,7 @@ class _Batch:
     done: bool  # the `[DONE]` line was among the lines
 
 
-def _chunks_of_lines(lines: list[bytes], now_s: float, previous_tokens: int, *, started: bool) -> _Batch:
+def chunks_of_lines(lines: list[bytes], now_s: float, previous_tokens: int, *, started: bool) -> _Batch:
     """The data chunks among complete SSE lines (other lines and fields are skipped), all stamped `now_s`."""
     batch = _Batch([], done=False)
     for raw_line in lines:
@@ -191,7 +202,7 @@ def _chunks_of_lines(lines: list[bytes], now_s: float, previous_tokens: int, *, 
         if data == b"[DONE]":
             batch.done = True
             continue
-        payload = json.loads(data)
+        payload = _decode_json(data.decode())
         if not isinstance(payload, dict):
             raise EngineError("engine sent a non-object SSE chunk", started=started or bool(batch.chunks))
         if "error" in payload:
@@ -207,12 +218,16 @@ def _chunk_of(payload: dict[str, Any], now_s: float, previous_tokens: int, raw: 
     choices = payload.get("choices") or []
     usage = payload.get("usage") or {}
     usage_only = not choices and bool(usage)
+    if len(choices) == 1:  # n=1, all the fronts accept: no generator per chunk on the hot path
+        text = _text_of(choices[0])
+        finish = choices[0].get("finish_reason") or None
+    else:
+        text = "".join(_text_of(c) for c in choices)
+        finish = next((c.get("finish_reason") for c in choices if c.get("finish_reason")), None)
     if "completion_tokens" in usage:
         cumulative = max(previous_tokens, int(usage["completion_tokens"]))
     else:  # no usage on this chunk: one token per chunk carrying a choice with text or a finish
-        has_token = any(_text_of(c) or c.get("finish_reason") for c in choices)
-        cumulative = previous_tokens + (1 if has_token else 0)
-    finish = next((c.get("finish_reason") for c in choices if c.get("finish_reason")), None)
+        cumulative = previous_tokens + (1 if text or finish is not None else 0)
     return EngineChunk(
         payload=payload,
         raw=raw or json.dumps(payload, separators=(",", ":")).encode(),
@@ -222,7 +237,7 @@ def _chunk_of(payload: dict[str, Any], now_s: float, previous_tokens: int, raw: 
         prompt_tokens=usage.get("prompt_tokens"),
         usage_only=usage_only,
         finish_reason=finish,
-        text="".join(_text_of(c) for c in choices),
+        text=text,
     )
 
 
