@@ -102,6 +102,7 @@ class Lifecycle:
         self.draining = False
         self._waiting: dict[str, _Tracked] = {}
         self._running: dict[str, _Tracked] = {}
+        self._running_by_class: dict[str, int] = {}  # kept with _running: views cost O(classes)
         self._idle = asyncio.Event()
         self._idle.set()
         self._refresh_gauges()
@@ -434,12 +435,14 @@ class Lifecycle:
         )
 
     def _leave(self, tracked: _Tracked) -> None:
-        request_id = tracked.request.request_id
+        request = tracked.request
+        request_id = request.request_id
         now_s = self.clock()
         policy = tracked.policy or self.policy
         if self._waiting.pop(request_id, None) is not None:
             policy.on_cancel(request_id, now_s)
         if self._running.pop(request_id, None) is not None:
+            self._running_by_class[request.slo_class] -= 1
             policy.on_finish(request_id, now_s, _finish_outcome(tracked.outcome), tracked.output_tokens)
         if not self._waiting and not self._running:
             self._idle.set()
@@ -448,9 +451,7 @@ class Lifecycle:
     # ---- the release loop ---------------------------------------------------------------------
 
     def _view(self) -> EngineView:
-        by_class: dict[str, int] = {}
-        for tracked in self._running.values():
-            by_class[tracked.request.slo_class] = by_class.get(tracked.request.slo_class, 0) + 1
+        by_class = {name: n for name, n in self._running_by_class.items() if n}
         return EngineView(
             in_flight=len(self._running), in_flight_cap=self.aimd.cap, in_flight_by_class=by_class
         )
@@ -479,6 +480,8 @@ class Lifecycle:
                 if tracked.hops is not None:
                     tracked.hops.mark(Hop.ADMIT_QUEUE)
                 self._running[request_id] = tracked
+                slo_class = tracked.request.slo_class
+                self._running_by_class[slo_class] = self._running_by_class.get(slo_class, 0) + 1
                 self.metrics.queue_wait.labels(self.metrics.pool, tracked.request.slo_class).observe(
                     now_s - tracked.request.arrival_s
                 )
@@ -488,9 +491,9 @@ class Lifecycle:
         self._refresh_gauges()
 
     def _refresh_gauges(self) -> None:
-        pool, m = self.metrics.pool, self.metrics
+        m = self.metrics
         depth = self.policy.queue_depth_by_class()
-        running = self._view().in_flight_by_class
+        running = self._running_by_class
         now_s = self.clock()
         predicted: dict[str, float] = {}
         oldest_s: dict[str, float] = {}
@@ -502,12 +505,13 @@ class Lifecycle:
             oldest_s[request.slo_class] = min(oldest_s.get(request.slo_class, now_s), request.arrival_s)
         for slo_class in self.config.classes:
             name = slo_class.name
-            m.queue_depth.labels(pool, name).set(depth.get(name, 0))
-            m.queue_predicted_tokens.labels(pool, name).set(predicted.get(name, 0.0))
-            m.queue_oldest_age.labels(pool, name).set(max(0.0, now_s - oldest_s.get(name, now_s)))
-            m.in_flight.labels(pool, name).set(running.get(name, 0))
-        m.in_flight_cap.labels(pool).set(self.aimd.cap)
-        m.cap_overridden.labels(pool).set(1 if self.aimd.pinned else 0)
+            gauges = m.class_gauges_of(name)
+            gauges.queue_depth.set(depth.get(name, 0))
+            gauges.queue_predicted_tokens.set(predicted.get(name, 0.0))
+            gauges.queue_oldest_age.set(max(0.0, now_s - oldest_s.get(name, now_s)))
+            gauges.in_flight.set(running.get(name, 0))
+        m.pool_gauges.in_flight_cap.set(self.aimd.cap)
+        m.pool_gauges.cap_overridden.set(1 if self.aimd.pinned else 0)
 
     async def run_ticks(self) -> None:
         """Periodic release rounds (policies that hold requests for time-driven reasons)."""

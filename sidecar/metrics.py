@@ -14,6 +14,7 @@ class finds a series; `sloguard_slo_attainment_ratio` appears once a request of 
 import contextlib
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -43,6 +44,22 @@ LATENCY_BUCKETS_S = (
 TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
 HOP_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+@dataclass(frozen=True)
+class ClassGauges:
+    """One class's labelled gauge children (looking a child up by labels on every release round is costly)."""
+
+    queue_depth: Gauge
+    queue_predicted_tokens: Gauge
+    queue_oldest_age: Gauge
+    in_flight: Gauge
+
+
+@dataclass(frozen=True)
+class PoolGauges:
+    in_flight_cap: Gauge
+    cap_overridden: Gauge
 
 
 class SidecarMetrics:
@@ -164,6 +181,8 @@ class SidecarMetrics:
         )
         self.hop_windows = {hop: LatencyWindow() for hop in HOP_ORDER}  # GET /debug/hops
         self.loop_lag_window = LatencyWindow()
+        self.pool_gauges = PoolGauges(self.in_flight_cap.labels(pool), self.cap_overridden.labels(pool))
+        self._class_gauges: dict[str, ClassGauges] = {}
         self._windows: dict[str, deque[tuple[float, bool]]] = {}
         self._window_met: dict[str, int] = {}  # requests in each class's window that met their SLO
         self._classes: set[str] = set()
@@ -186,12 +205,26 @@ class SidecarMetrics:
                 with contextlib.suppress(KeyError):  # never set
                     gauge.remove(self.pool, gone)
             self._windows.pop(gone, None)
+            self._class_gauges.pop(gone, None)
             self._window_met.pop(gone, None)
         for new in wanted - self._classes:
             for gauge in self.class_gauges:
                 gauge.labels(self.pool, new).set(0)
             self.slo_met.labels(self.pool, new)  # the counter at 0, so rate() over it is defined
         self._classes = wanted
+
+    def class_gauges_of(self, slo_class: str) -> ClassGauges:
+        """The class's gauge children, looked up once (until `set_classes` removes the class)."""
+        gauges = self._class_gauges.get(slo_class)
+        if gauges is None:
+            pool = self.pool
+            gauges = self._class_gauges[slo_class] = ClassGauges(
+                self.queue_depth.labels(pool, slo_class),
+                self.queue_predicted_tokens.labels(pool, slo_class),
+                self.queue_oldest_age.labels(pool, slo_class),
+                self.in_flight.labels(pool, slo_class),
+            )
+        return gauges
 
     def record_end(
         self,

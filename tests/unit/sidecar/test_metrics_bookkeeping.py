@@ -1,4 +1,4 @@
-"""`sloguard_slo_attainment_ratio` keeps a running count of met requests (O(1) per end, not O(window))."""
+"""SidecarMetrics bookkeeping: a running attainment count (O(1) per end) and cached per-class gauges."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -44,3 +44,14 @@ def test_a_removed_class_starts_again_from_nothing() -> None:
         metrics.registry.get_sample_value("sloguard_slo_attainment_ratio", {"pool": "p", "slo_class": "a"})
         == 0.0
     )
+
+
+def test_cached_class_gauges_follow_a_class_removed_and_added_again() -> None:
+    metrics = SidecarMetrics("p")
+    metrics.set_classes(["a"])
+    metrics.class_gauges_of("a").queue_depth.set(3)
+    metrics.set_classes([])
+    assert metrics.registry.get_sample_value("sloguard_queue_depth", {"pool": "p", "slo_class": "a"}) is None
+    metrics.set_classes(["a"])
+    metrics.class_gauges_of("a").queue_depth.set(5)  # a stale cached child: detached, not exported
+    assert metrics.registry.get_sample_value("sloguard_queue_depth", {"pool": "p", "slo_class": "a"}) == 5
