@@ -1,16 +1,20 @@
 """Benchmark `sidecar-overhead`: what the sidecar adds to TTFT, and how many tokens one sidecar core relays.
 
 The same closed-loop load (`concurrency` streams, each request `max_tokens` tokens with `ignore_eos`) is
-sent straight to a simulated engine and through a sidecar (fcfs policy) in front of it, in interleaved
-rounds (A/B, then B/A, ...; each phase `phase_s` long) so slow drifts of this shared machine's load hit
-both paths alike. Each round pairs its two phases: added TTFT p50/p99 (sidecar quantile minus direct
-quantile, client-side, first data chunk) and their ratios (sidecar / direct); reported are the medians
-over rounds of those paired figures. The relay rate is tokens streamed through the sidecar per second of
-sidecar CPU time (user+system, from /proc), the median over rounds, i.e. tokens/s per fully busy sidecar
-core. Goal (issue 8): added TTFT p99 <= 2 ms at 100 streams and >= 20,000 tokens/s per core.
+sent along three paths in rotated rounds (each path `phase_s` long per round; the order shifts by one each
+round, so no path always runs first or last and slow drifts of this shared machine's load hit all alike):
+straight to a simulated engine ("direct"); through bench/null_relay.py, a do-nothing aiohttp relay (the
+floor any Python relay pays here); and through a sidecar (fcfs policy). Each round pairs its phases:
+added TTFT p50/p99 (a relay's quantile minus direct's, client-side, first data chunk) and ratios; reported
+are the medians over rounds of those paired figures. The relay rate is tokens streamed through a relay per
+second of that process's CPU time (user+system, from /proc), the median over rounds: tokens/s per fully
+busy core. Tokens come from each stream's usage, chunks are counted too: an engine that falls behind packs
+several tokens into one chunk, which makes tokens cheaper to relay. After the last round the sidecar's
+`GET /debug/hops` (sidecar/hop_timing.py) says where its requests' TTFT went, hop by hop, and how late its
+event loop ran. Goal (issue 8): added TTFT p99 <= 2 ms at 100 streams and >= 20,000 tokens/s per core.
 
 The engine is `sloguard sim serve`; set SLOGUARD_BENCH_ENGINE_CMD (a shell-quoted command, `{port}` is
-replaced) to run another engine, e.g. real vLLM or a simulator from another checkout. Engine, sidecar and
+replaced) to run another engine, e.g. real vLLM or a simulator from another checkout. Engine, relays and
 load generator share this machine's cores, so the figures are upper bounds of the overhead.
 """
 
@@ -40,7 +44,8 @@ DEFAULT_ENGINE_CMD = (
 @dataclass
 class Phase:
     ttfts_s: list[float]
-    tokens: int
+    tokens: int  # completion tokens, from each stream's final usage (the engine may pack several per chunk)
+    chunks: int  # SSE data chunks the client received
     wall_s: float
     cpu_s: float | None = None
 
@@ -76,7 +81,10 @@ async def _wait_ready(session: aiohttp.ClientSession, url: str, process: subproc
     raise RuntimeError(f"{url} not ready after 60 s")
 
 
-async def _one(session: aiohttp.ClientSession, url: str, max_tokens: int, ttfts: list[float]) -> int:
+async def _one(
+    session: aiohttp.ClientSession, url: str, max_tokens: int, ttfts: list[float]
+) -> tuple[int, int]:
+    """One streamed request: (completion tokens, data chunks received); its TTFT is appended to `ttfts`."""
     body = {
         "prompt": "the quick brown fox jumps over the lazy dog",
         "max_tokens": max_tokens,
@@ -86,33 +94,35 @@ async def _one(session: aiohttp.ClientSession, url: str, max_tokens: int, ttfts:
     }
     start = time.perf_counter()
     first = None
-    tokens = 0
+    tokens = chunks = 0
     async with session.post(url, json=body) as response:
         response.raise_for_status()
         async for line in response.content:
             if not line.startswith(b"data: {"):
                 continue
+            chunks += 1
             if first is None:
                 first = time.perf_counter() - start
             if b'"usage"' in line:
                 tokens = json.loads(line[6:])["usage"]["completion_tokens"]
     if first is not None:
         ttfts.append(first)
-    return tokens
+    return tokens, chunks
 
 
 async def _phase(url: str, concurrency: int, max_tokens: int, duration_s: float, pid: int | None) -> Phase:
     ttfts: list[float] = []
-    tokens = 0
+    tokens = chunks = 0
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         stop_at = time.monotonic() + duration_s
 
         async def worker() -> None:
-            nonlocal tokens
+            nonlocal tokens, chunks
             while time.monotonic() < stop_at:
-                done = await _one(session, url, max_tokens, ttfts)
+                done, received = await _one(session, url, max_tokens, ttfts)
                 tokens += done  # not `tokens += await …`: that reads `tokens` before the await
+                chunks += received
 
         await asyncio.gather(*(_one(session, url, 4, []) for _ in range(concurrency)))  # open connections
         cpu0 = _cpu_s(pid) if pid else None
@@ -120,7 +130,7 @@ async def _phase(url: str, concurrency: int, max_tokens: int, duration_s: float,
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - wall0
         cpu = _cpu_s(pid) - cpu0 if pid and cpu0 is not None else None
-    return Phase(ttfts_s=ttfts, tokens=tokens, wall_s=wall, cpu_s=cpu)
+    return Phase(ttfts_s=ttfts, tokens=tokens, chunks=chunks, wall_s=wall, cpu_s=cpu)
 
 
 PATHS = ("direct", "null_relay", "sidecar")
@@ -250,6 +260,12 @@ def run(quick: bool) -> BenchResult:
         "null_relay_added_ttft_p50_ms": round(_median(_added(measured, "null_relay", 0.5)), 3),
         "null_relay_added_ttft_p99_ms": round(_median(_added(measured, "null_relay", 0.99)), 3),
         "null_relay_tokens_per_s_per_core": round(_median(null_relay), 1),
+        "sidecar_chunks_per_s_per_core": round(
+            _median([r["sidecar"].chunks / c for r in measured if (c := r["sidecar"].cpu_s)]), 1
+        ),
+        "sidecar_tokens_per_chunk": round(
+            _median([r["sidecar"].tokens / max(1, r["sidecar"].chunks) for r in measured]), 3
+        ),
         "sidecar_hops": hops,
         "per_round": [
             {
@@ -259,6 +275,7 @@ def run(quick: bool) -> BenchResult:
                     "ttft_p50_ms": round(r[path].quantile_ms(0.5), 3),
                     "ttft_p99_ms": round(r[path].quantile_ms(0.99), 3),
                     "requests": len(r[path].ttfts_s),
+                    "chunks": r[path].chunks,
                     "tokens_per_s": round(r[path].tokens / r[path].wall_s, 1),
                     "cpu_s": r[path].cpu_s,
                 }.items()
@@ -289,7 +306,9 @@ def run(quick: bool) -> BenchResult:
         f"{data['null_relay_added_ttft_p50_ms']} ms, p99 {data['null_relay_added_ttft_p99_ms']} ms. Paired "
         f"ratios sidecar/direct: p50 {data['ttft_p50_ratio_median']}, p99 {data['ttft_p99_ratio_median']}.",
         f"Relay: sidecar {data['relay_tokens_per_s_per_core']} tokens per CPU-second (median over rounds; "
-        f"goal >= 20000); null relay {data['null_relay_tokens_per_s_per_core']}.",
+        f"goal >= 20000); null relay {data['null_relay_tokens_per_s_per_core']}. The sidecar relayed "
+        f"{data['sidecar_chunks_per_s_per_core']} SSE chunks per CPU-second at "
+        f"{data['sidecar_tokens_per_chunk']} tokens per chunk (an engine that falls behind packs tokens).",
         "",
     ]
     if hops.get("hops"):
