@@ -1,9 +1,10 @@
 """Where a request's time to first token goes inside the sidecar: per-hop timing (issue 8).
 
 A `HopTimer` is started when the HTTP front (sidecar/http_front.py) takes a request and is marked at each
-hop boundary: the front has parsed it (`front_parse`), the policy released it (`admit_queue`, in
-sidecar/lifecycle.py), the engine's response headers arrived (`engine_connect`) and its first chunk
-(`engine_first_chunk`, both in sidecar/engine_client.py), and the front wrote the first chunk to the client
+hop boundary: the front has parsed it (`front_parse`); the policy released it and its task runs again
+(`admit_queue`, in sidecar/lifecycle.py: the event loop's wake-up delay is the sidecar's, not the
+engine's); the engine's response headers arrived (`engine_connect`) and its first chunk
+(`engine_first_chunk`, both in sidecar/engine_client.py); the front wrote the first chunk to the client
 (`client_first_write`). Each hop's duration is the time since the previous mark. The front hands the
 finished timer to `SidecarMetrics.observe_hops` (sidecar/metrics.py), which feeds the histogram
 `sloguard_sidecar_hop_seconds{hop=...}` and a `LatencyWindow` per hop that `GET /debug/hops` on the metrics
@@ -21,7 +22,7 @@ class Hop(Enum):
     """The hops in the order a request passes them; each is timed from the previous mark."""
 
     FRONT_PARSE = "front_parse"  # handler entry -> body read, JSON parsed, headers resolved
-    ADMIT_QUEUE = "admit_queue"  # -> the policy admitted it and the release loop started it
+    ADMIT_QUEUE = "admit_queue"  # -> admitted, released, and its task running again (loop wake-up included)
     ENGINE_CONNECT = "engine_connect"  # -> the engine's response headers (connection, request sent)
     ENGINE_FIRST_CHUNK = "engine_first_chunk"  # -> the first SSE chunk parsed (the engine's prefill)
     CLIENT_FIRST_WRITE = "client_first_write"  # -> the first chunk handed to the client's socket

@@ -237,6 +237,8 @@ class Lifecycle:
         tracked = self._admit(serve, now_s)
         try:
             await self._wait_for_release(tracked, deadline_s)
+            if serve.hops is not None:
+                serve.hops.mark(Hop.ADMIT_QUEUE)  # released, and this task has run again
             async for batch in self._stream(tracked, deadline_s):
                 yield batch
         except RequestRejected as rejected:
@@ -477,8 +479,6 @@ class Lifecycle:
                 priority = release.engine_priority.get(request_id, tracked.request.priority)
                 tracked.engine_priority = priority
                 tracked.released_s = now_s
-                if tracked.hops is not None:
-                    tracked.hops.mark(Hop.ADMIT_QUEUE)
                 self._running[request_id] = tracked
                 slo_class = tracked.request.slo_class
                 self._running_by_class[slo_class] = self._running_by_class.get(slo_class, 0) + 1
