@@ -96,7 +96,7 @@ async def test_drain_finishes_in_flight_refuses_new_and_stops(tmp_path: Path) ->
         assert [status for status, _ in await asyncio.gather(*pending)] == [200, 200]
         await asyncio.wait_for(h.sidecar.wait_stopped(), 10)
         assert h.outcomes() == {
-            ("interactive", "completed", "length"): 2,
+            ("interactive", "completed", ""): 2,
             ("interactive", "rejected", "draining"): 1,
         }
 
@@ -133,7 +133,7 @@ async def test_metrics_port_exposes_documented_series(tmp_path: Path, repo_root:
         for name in exposed:
             assert f"`{name}" in documented, f"{name} is not documented in docs/metrics.md"
         assert (
-            'sloguard_requests_total{outcome="completed",pool="test-pool",reason="length",'
+            'sloguard_requests_total{outcome="completed",pool="test-pool",reason="",'
             'slo_class="interactive"} 1.0' in text
         )
         assert 'sloguard_slo_attainment_ratio{pool="test-pool",slo_class="interactive"} 1.0' in text
