@@ -246,7 +246,7 @@ async def _sidecar_state(side: SidecarHandle) -> pb.GetStateResponse:
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
-    return dict(error.trailing_metadata() or ()).get("sloguard-reason", "")
+    return str(dict(error.trailing_metadata() or ()).get("sloguard-reason", ""))
 
 
 # ---- streaming and answers -------------------------------------------------------------------------------
@@ -409,7 +409,7 @@ async def test_bad_http_input_is_refused_as_invalid_and_counted(side: SidecarHan
 
 async def test_bad_grpc_input_is_refused_as_invalid_argument_and_counted(side: SidecarHandle) -> None:
     async with grpc.aio.insecure_channel(side.grpc_target) as channel:
-        raw = channel.unary_stream("/sloguard.v1.Sidecar/Generate")  # no serializer: bytes on the wire
+        raw: Any = channel.unary_stream("/sloguard.v1.Sidecar/Generate")  # no serializer: bytes as they are
         with pytest.raises(grpc.aio.AioRpcError) as garbage:
             await raw(b"\xff\xfe this is not a protobuf \x00\x01").read()
         assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -144,15 +144,15 @@ class EngineLink:
     ) -> None:
         try:
             while data := await reader.read(READ_BYTES):
-                if response and not pair.frozen and (self._holding or pair.seen_event):
+                if response and (self._holding or pair.seen_event):
                     now, later = self._split_at_first_event(pair, data)
                     await self._write(writer, now)
-                    if pair.frozen:
-                        await self._released.wait()
-                        pair.frozen = pair.seen_event = False
-                        data = later
-                    else:
-                        data = b""
+                    if later is None:  # not frozen (yet)
+                        continue
+                    pair.frozen = True
+                    await self._released.wait()
+                    pair.frozen = pair.seen_event = False
+                    data = later
                 await self._write(writer, data)
         except (ConnectionError, OSError):
             pass
@@ -164,18 +164,17 @@ class EngineLink:
             await writer.drain()
 
     @staticmethod
-    def _split_at_first_event(pair: _Pair, data: bytes) -> tuple[bytes, bytes]:
-        """(bytes to forward, bytes kept back): the response freezes after its first SSE event."""
+    def _split_at_first_event(pair: _Pair, data: bytes) -> tuple[bytes, bytes | None]:
+        """(bytes to forward now, bytes kept back): kept back is None until the first event has ended."""
         start = 0
         if not pair.seen_event:
             at = data.find(SSE_EVENT)
             if at < 0:
-                return data, b""
+                return data, None
             pair.seen_event = True
             start = at
         end = data.find(SSE_EVENT_END, start)
         if end < 0:
-            return data, b""
-        pair.frozen = True
+            return data, None
         cut_at = end + len(SSE_EVENT_END)
         return data[:cut_at], data[cut_at:]
