@@ -533,10 +533,7 @@ async def test_an_engine_down_then_back_is_refused_then_served(tmp_path: Path, l
 
 
 async def _ready(side: SidecarHandle, status: int) -> bool:
-    with contextlib.suppress(aiohttp.ClientError):
-        async with side.http.get(f"{side.metrics_url}/readyz") as response:
-            return response.status == status
-    return False
+    return await _status_is(side.http, f"{side.metrics_url}/readyz", status)
 
 
 # ---- operations: reload and drain ------------------------------------------------------------------------
@@ -605,6 +602,57 @@ async def test_drain_lets_in_flight_requests_finish_or_fails_them_once(
     ended = ("interactive", "completed", "") if finishes else ("interactive", "failed", "drain_timeout")
     await asyncio.wait_for(side.sidecar.wait_stopped(), WAIT_S)  # drained: its ports are closed now
     assert side.outcomes() == {ended: 1, ("interactive", "rejected", "draining"): 2}
+
+
+async def test_sigterm_drains_a_sidecar_process_with_a_stream_in_flight(
+    tmp_path: Path, link: EngineLink
+) -> None:
+    """`sloguard sidecar` as a process: SIGTERM refuses new work, lets the stream finish, exits 0."""
+    ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
+    config_path = tmp_path / "sidecar.json"
+    config_path.write_text(json.dumps(sidecar_config(link.url, drain_grace_s=60.0, **ports)))
+    command = ["-m", "sloguard", "sidecar", "--config", str(config_path), "--host", "127.0.0.1"]
+    with (tmp_path / "sidecar.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *command, env={**os.environ, "PYTHONSAFEPATH": "1"}, stdout=log, stderr=log
+        )
+    http_url, metrics_url = (
+        f"http://127.0.0.1:{ports['http_port']}",
+        f"http://127.0.0.1:{ports['metrics_port']}",
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_for(
+                lambda: _status_is(session, f"{metrics_url}/readyz", 200), "the sidecar to be ready"
+            )
+            link.hold()
+            running = await session.post(
+                f"{http_url}/v1/completions", json=_completion(LONG_TOKENS, stream=True)
+            )
+            await _first_event(running)
+            process.terminate()
+            await _wait_for(
+                lambda: _status_is(session, f"{metrics_url}/readyz", 503), "readiness to go false"
+            )
+            async with session.post(f"{http_url}/v1/completions", json=_completion(4)) as refused:
+                assert refused.status == 503 and refused.headers["x-sloguard-reason"] == "draining"
+            assert process.returncode is None  # still serving the stream in flight
+            link.release()
+            events = await _sse(running)
+            running.close()
+        assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "length"
+        assert await asyncio.wait_for(process.wait(), WAIT_S) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _status_is(session: aiohttp.ClientSession, url: str, status: int) -> bool:
+    with contextlib.suppress(aiohttp.ClientError):
+        async with session.get(url) as response:
+            return response.status == status
+    return False
 
 
 # ---- exactly once under a mix --------------------------------------------------------------------------
