@@ -265,10 +265,17 @@ async def test_streams_look_exactly_as_the_engine_sends_them(
         {"include_usage": True},
         {"include_usage": True, "continuous_usage_stats": True},
     ]
+    sent = 0
     for options in wishes:
-        body = make(6, stream=True, **({} if options is None else {"stream_options": options}))
-        direct = await _post_sse(side.http, f"{engine_url}{path}", body)
-        relayed = await _post_sse(side.http, f"{side.http_url}{path}", body)
+        body = make(16, stream=True, **({} if options is None else {"stream_options": options}))
+        for _attempt in range(3):
+            direct = await _post_sse(side.http, f"{engine_url}{path}", body)
+            relayed = await _post_sse(side.http, f"{side.http_url}{path}", body)
+            sent += 1
+            # precondition: neither stream had all its tokens coalesced into the finish chunk (an engine
+            # process stalled for the whole generation on a loaded machine, vllm-behaviour.md §3.9)
+            if min(_token_chunks(direct), _token_chunks(relayed)) >= 2:
+                break
         assert _chunk_shapes(relayed) == _chunk_shapes(direct), options
         chunks = [e for e in relayed if isinstance(e, dict)]
         assert relayed[-1] == "[DONE]"
@@ -278,8 +285,13 @@ async def test_streams_look_exactly_as_the_engine_sends_them(
             assert all("usage" not in c for c in chunks)
             assert chunks[-1]["choices"][0]["finish_reason"] == "length"
         else:
-            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
-    await assert_counted_once(side, {("interactive", "completed", ""): 3})
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 16
+    await assert_counted_once(side, {("interactive", "completed", ""): sent})
+
+
+def _token_chunks(events: list[Any]) -> int:
+    """Chunks that carry a choice (role, content or finish), as opposed to the usage-only one."""
+    return sum(1 for e in events if isinstance(e, dict) and e.get("choices"))
 
 
 async def test_unstreamed_answers_have_the_engines_layout(side: SidecarHandle, engine_url: str) -> None:
@@ -577,38 +589,45 @@ async def _reloads(side: SidecarHandle, result: str, n: int) -> bool:
 async def test_drain_lets_in_flight_requests_finish_or_fails_them_once(
     side: SidecarHandle, link: EngineLink, finishes: bool
 ) -> None:
+    """Within the grace, new work is refused (UNAVAILABLE / 503 `draining`) while the stream finishes;
+    past it, the stream ends with a `draining` error event and counts as failed, once."""
     link.hold()
     running = await side.http.post(
         f"{side.http_url}/v1/completions", json=_completion(LONG_TOKENS, stream=True)
     )
     await _first_event(running)
     async with grpc.aio.insecure_channel(side.grpc_target) as channel:
-        drained = await stubs.control(channel).Drain(pb.DrainRequest(grace_ms=60_000 if finishes else 3_000))
+        drained = await stubs.control(channel).Drain(pb.DrainRequest(grace_ms=60_000 if finishes else 200))
         assert drained.in_flight == 1
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stubs.sidecar(channel).Generate(pb.GenerateRequest(text="hi", max_tokens=4)).read()
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and _reason(caught.value) == "draining"
-    async with side.http.post(f"{side.http_url}/v1/completions", json=_completion(4)) as refused:
-        assert refused.status == 503 and refused.headers["x-sloguard-reason"] == "draining"
-    assert await _ready(side, 503)
-    if finishes:
-        link.release()
+        if finishes:  # (past the grace, the sidecar may be gone before a request could be refused)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stubs.sidecar(channel).Generate(pb.GenerateRequest(text="hi", max_tokens=4)).read()
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and _reason(caught.value) == "draining"
+            async with side.http.post(f"{side.http_url}/v1/completions", json=_completion(4)) as refused:
+                assert refused.status == 503 and refused.headers["x-sloguard-reason"] == "draining"
+            assert await _ready(side, 503)
+            link.release()
     events = await _sse(running)
     running.close()
+    await asyncio.wait_for(side.sidecar.wait_stopped(), WAIT_S)  # drained: its ports are closed now
     if finishes:
         assert events[-2]["choices"][0]["finish_reason"] == "length"
+        expected = {("interactive", "completed", ""): 1, ("interactive", "rejected", "draining"): 2}
     else:
         assert events[-2]["error"]["reason"] == "draining"
-    ended = ("interactive", "completed", "") if finishes else ("interactive", "failed", "drain_timeout")
-    await asyncio.wait_for(side.sidecar.wait_stopped(), WAIT_S)  # drained: its ports are closed now
-    assert side.outcomes() == {ended: 1, ("interactive", "rejected", "draining"): 2}
+        expected = {("interactive", "failed", "drain_timeout"): 1}
+    assert side.outcomes() == expected
 
 
 async def test_sigterm_drains_a_sidecar_process_with_a_stream_in_flight(
     tmp_path: Path, link: EngineLink
 ) -> None:
     """`sloguard sidecar` as a process: SIGTERM refuses new work, lets the stream finish, exits 0."""
-    ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
+    ports: dict[str, Any] = {
+        "grpc_port": _free_port(),
+        "http_port": _free_port(),
+        "metrics_port": _free_port(),
+    }
     config_path = tmp_path / "sidecar.json"
     config_path.write_text(json.dumps(sidecar_config(link.url, drain_grace_s=60.0, **ports)))
     command = ["-m", "sloguard", "sidecar", "--config", str(config_path), "--host", "127.0.0.1"]
