@@ -16,6 +16,7 @@ from sloguard_testing import grpc_stubs as stubs
 from sloguard_testing.fake_vllm import FakeVllm
 from sloguard_testing.sidecar_harness import CLASSES, running_sidecar, sidecar_config, wait_until
 
+from sloguard.sidecar import service
 from sloguard.sidecar.proto import sidecar_pb2 as pb
 
 COMPLETION = {"model": "tiny", "prompt": "hello there", "max_tokens": 3}
@@ -206,3 +207,33 @@ async def test_the_in_flight_cap_backs_off_when_itl_exceeds_the_tightest_tpot(tm
         async with grpc.aio.insecure_channel(h.grpc_target) as channel:
             state = await stubs.control(channel).GetState(pb.GetStateRequest())
         assert state.in_flight_cap == h.sample("sloguard_in_flight_cap") and not state.cap_overridden
+
+
+async def test_the_engine_probe_outlives_a_hanging_or_failing_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A health check that hangs past the probe's timeout, or raises, means down; the probe goes on and
+    sees the engine back (before, one exception ended the probe task and readiness froze)."""
+    monkeypatch.setattr(service, "PROBE_TIMEOUT_S", 0.05)
+    async with running_sidecar(tmp_path) as h:
+        client = h.sidecar.engine_client
+        real_check = client.healthy
+        mode = {"now": "hang"}
+        calls = {"raise": 0}
+
+        async def check(timeout_s: float = 2.0) -> bool:
+            if mode["now"] == "hang":
+                await asyncio.sleep(3600)
+            if mode["now"] == "raise":
+                calls["raise"] += 1
+                raise RuntimeError("a bug in the check")
+            return await real_check(timeout_s)
+
+        monkeypatch.setattr(client, "healthy", check)
+        await wait_until(lambda: not h.sidecar.ready(), what="a hanging check to count as down")
+        mode["now"] = "raise"
+        await wait_until(lambda: calls["raise"] >= 2, what="the probe to run on after a failing check")
+        assert not h.sidecar.ready() and h.sample("sloguard_engine_up") == 0
+        mode["now"] = "answer"
+        await wait_until(h.sidecar.ready, what="the engine back")
+        assert (await _post(h.http, h.http_url))[0] == 200
