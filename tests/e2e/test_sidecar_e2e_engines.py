@@ -468,7 +468,7 @@ async def test_a_client_leaving_aborts_the_engine_request(side: SidecarHandle, l
             pb.GenerateRequest(text="hi", max_tokens=LONG_TOKENS, sampling=pb.SamplingParams(ignore_eos=True))
         )
         first = await call.read()
-        assert first.completion_tokens >= 0 and link.frozen_responses == 1
+        assert first.first and first.tokens >= 1 and link.frozen_responses == 1
         call.cancel()
         await _wait_for(lambda: _no_frozen(link), "the sidecar to close its engine connection (gRPC)")
     async with aiohttp.ClientSession() as session:

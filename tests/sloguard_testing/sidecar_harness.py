@@ -100,14 +100,21 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, wha
 
 @asynccontextmanager
 async def running_sidecar(
-    tmp_path: Path, fake: FakeVllm | None = None, engine_policy: str = "fcfs", **config_overrides: Any
+    tmp_path: Path,
+    fake: FakeVllm | None = None,
+    engine_policy: str = "fcfs",
+    *,
+    health_interval_s: float = 0.05,
+    **config_overrides: Any,
 ) -> AsyncIterator[Harness]:
     engine = fake or FakeVllm()
     await engine.start()
     config_path = tmp_path / "sidecar.json"
     config = sidecar_config(engine.url, engine_policy, **config_overrides)
     config_path.write_text(json.dumps(config))
-    sidecar = SidecarService(config_path, host="127.0.0.1", reload_interval_s=0.05, health_interval_s=0.05)
+    sidecar = SidecarService(
+        config_path, host="127.0.0.1", reload_interval_s=0.05, health_interval_s=health_interval_s
+    )
     await sidecar.start()
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:

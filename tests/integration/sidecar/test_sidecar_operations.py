@@ -237,3 +237,16 @@ async def test_the_engine_probe_outlives_a_hanging_or_failing_check(
         mode["now"] = "answer"
         await wait_until(h.sidecar.ready, what="the engine back")
         assert (await _post(h.http, h.http_url))[0] == 200
+
+
+async def test_a_sidecar_started_before_its_engine_is_ready_soon_after_it(tmp_path: Path) -> None:
+    """With the periodic probe effectively off (as `sloguard demo` runs it), a down engine is still
+    re-checked every DOWN_PROBE_INTERVAL_S, so a sidecar that started first becomes ready without waiting
+    out --health-interval-s."""
+    fake = FakeVllm()
+    fake.healthy = False
+    async with running_sidecar(tmp_path, fake, health_interval_s=3600.0) as h:
+        assert not h.sidecar.ready()
+        fake.healthy = True
+        await wait_until(h.sidecar.ready, timeout_s=10 * service.DOWN_PROBE_INTERVAL_S, what="ready")
+        assert (await _post(h.http, h.http_url))[0] == 200
