@@ -482,6 +482,33 @@ async def _no_frozen(link: EngineLink) -> bool:
     return link.frozen_responses == 0
 
 
+async def test_a_grpc_deadline_ends_the_request_and_its_engine_call(
+    side: SidecarHandle, link: EngineLink
+) -> None:
+    """The client's deadline passes mid-stream (frozen by the link): DEADLINE_EXCEEDED, the engine
+    connection closed, one `cancelled` end (`deadline_exceeded` when the sidecar's own timer fired first,
+    `client` when gRPC cancelled the call first)."""
+    link.hold()
+    async with grpc.aio.insecure_channel(side.grpc_target) as channel:
+        call = stubs.sidecar(channel).Generate(
+            pb.GenerateRequest(
+                text="hi", max_tokens=LONG_TOKENS, sampling=pb.SamplingParams(ignore_eos=True)
+            ),
+            timeout=3.0,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            while await call.read() != grpc.aio.EOF:
+                pass
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await _wait_for(lambda: _no_frozen(link), "the sidecar to close its engine connection")
+    await _wait_for(lambda: _ended_at_least(side, 1), "the request to end")
+    ended = await outcomes_of(side)
+    assert ended in (
+        {("interactive", "cancelled", "deadline_exceeded"): 1},
+        {("interactive", "cancelled", "client"): 1},
+    )
+
+
 async def test_the_engine_dying_mid_stream_fails_the_request_once(
     side: SidecarHandle, link: EngineLink
 ) -> None:
