@@ -23,7 +23,6 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   others, so the engine's queue and its preemption choices agree with the sidecar.
 """
 
-import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +35,13 @@ from sloguard.sidecar.core.ldf_policy import LdfPolicy
 from sloguard.sidecar.core.policy import Admitted, Decision, PolicyParameterError, Rejected
 from sloguard.sidecar.core.requests import Outcome
 from sloguard.sidecar.core.tpot_guard import tpot_admission
-from sloguard.sidecar.core.ttft_guard import Sweep, insertion_is_harmless, next_expiry_s, sweep
+from sloguard.sidecar.core.ttft_guard import (
+    SortedQueue,
+    Sweep,
+    insertion_is_harmless,
+    next_expiry_s,
+    sweep,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,10 @@ class SloguardPolicy(LdfPolicy):
         self.inflation = self.params.eta
         self._sweep: Sweep | None = None  # the last walk of the queue, reused while nothing grew a wait
         self._sweep_state: tuple[float, ...] = ()
+        # The SLO-bound queue again, ranked by (predicted output tokens, TTFT deadline): keyed once at
+        # arrival (a queued request's prediction never changes), so short-first release reads the
+        # shortest relaxed requests off its head instead of ranking the whole queue on every release.
+        self._by_length = SortedQueue()
 
     def _queue_weight(self, entry: Entry) -> float:
         return entry.predicted_output_tokens
@@ -177,6 +186,11 @@ class SloguardPolicy(LdfPolicy):
 
     def _push(self, entry: Entry, now_s: float) -> None:
         super()._push(entry, now_s)
+        if not entry.demoted:
+            spec = entry.spec
+            self._by_length.push(
+                spec.request_id, entry.predicted_output_tokens, spec.prompt_tokens, tie=spec.ttft_deadline_s
+            )
         if self._sweep is not None and not entry.demoted:
             harmless = insertion_is_harmless(
                 self._sweep,
@@ -189,6 +203,14 @@ class SloguardPolicy(LdfPolicy):
             )
             if not harmless:
                 self._sweep = None
+
+    def _remove(self, entry: Entry) -> None:
+        super()._remove(entry)
+        self._by_length.remove(entry.request_id)
+
+    def move_to_best_effort(self, entry: Entry) -> None:
+        self._by_length.remove(entry.request_id)
+        super().move_to_best_effort(entry)
 
     def _expire(self, now_s: float) -> list[tuple[Entry, RejectionReason]]:
         if self._cached_sweep(now_s) is not None:
@@ -223,19 +245,23 @@ class SloguardPolicy(LdfPolicy):
         whole_queue_s = self._wait_s(
             self.pending_prefill_tokens() + main.total_tokens, len(main), main.total_weight
         )
-        horizon = whole_queue_s + self.params.margin_s + self.params.short_first_buffer_s
-        relaxed: list[Entry] = []
-        for item in self._main:
-            entry = self._entries[item[4]]
-            if item[0] - now_s < horizon:
-                yield entry
-            else:
-                relaxed.append(entry)
-        if relaxed:
-            wanted = room + self.params.max_skips + 1
-            yield from heapq.nsmallest(
-                wanted, relaxed, key=lambda e: (e.predicted_output_tokens, e.spec.ttft_deadline_s)
-            )
+        horizon_s = whole_queue_s + self.params.margin_s + self.params.short_first_buffer_s  # of slack
+        urgent = 0
+        for item in main:  # LDF order: the urgent ones are a prefix
+            if item[0] - now_s >= horizon_s:
+                break
+            urgent += 1
+            yield self._entries[item[4]]
+        # The relaxed ones, shortest first; the urgent ones met again here were yielded above. At most
+        # room + max_skips + 1 of them, as the release loop stops after room releases and max_skips skips.
+        wanted = room + self.params.max_skips + 1 if urgent < len(main) else 0
+        for item in self._by_length:
+            if wanted <= 0:
+                break
+            if item[1] - now_s < horizon_s:
+                continue
+            wanted -= 1
+            yield self._entries[item[4]]
         for item in self._best_effort:
             yield self._entries[item[4]]
 

@@ -1,6 +1,7 @@
 """What makes each policy itself: order, rejection, demotion, gating and the priorities it stamps."""
 
 import dataclasses
+import random
 from typing import Any
 
 import pytest
@@ -222,3 +223,46 @@ def test_sloguard_inflates_its_tpot_prediction_toward_what_completed_requests_sa
     assert policy.inflation == 1.0  # type: ignore[attr-defined]
     policy.on_finish("b", 1.1, outcome=Outcome.COMPLETED, output_tokens=51)  # 20 ms observed / 14 ms
     assert policy.inflation == pytest.approx(1.0 + 0.5 * (0.02 / 0.014 - 1.0))  # type: ignore[attr-defined]
+
+
+def _reference_candidates(policy: Any, now: float, room: int) -> tuple[list[str], int]:
+    """sloguard's release order computed the slow way: scan the whole queue, rank the relaxed ones."""
+    main = policy._main
+    whole_s = policy._wait_s(
+        policy.pending_prefill_tokens() + main.total_tokens, len(main), main.total_weight
+    )
+    horizon_s = whole_s + policy.params.margin_s + policy.params.short_first_buffer_s
+    urgent = [item[4] for item in main if item[0] - now < horizon_s]
+    relaxed = [policy._entries[item[4]] for item in main if item[0] - now >= horizon_s]
+    relaxed.sort(key=lambda e: (e.predicted_output_tokens, e.spec.ttft_deadline_s))
+    shortest = [e.request_id for e in relaxed[: room + policy.params.max_skips + 1]]
+    return urgent + shortest + [item[4] for item in policy._best_effort], len(shortest)
+
+
+def test_sloguard_ranks_relaxed_requests_by_length_kept_incrementally_like_a_full_rescan() -> None:
+    """The length rank is kept across arrivals, releases, demotions and finishes, never rebuilt; its
+    order must equal a full scan's at every step (distinct lengths, so the order is unique)."""
+    rng = random.Random(3)
+    config = SidecarConfig.model_validate({"classes": CLASSES, "policy": {"name": "sloguard"}})
+    policy = create_policy(config, predictor=FixedLength(1), latency=LATENCY, oracle=True)
+    lengths = rng.sample(range(1, 5000), 400)
+    now = 0.0
+    compared = demoted_seen = relaxed_seen = 0
+    for i, out in enumerate(lengths):
+        now += rng.expovariate(40.0)
+        cls = rng.choice(["chat", "batch", "batch", "code"])
+        policy.submit(req(f"r{i}", cls, arrival=now, prompt=rng.randint(10, 3000), true_out=out), now)
+        if i % 3 == 0:
+            room = rng.randint(1, 4)
+            in_flight = policy.snapshot().in_flight
+            expected, relaxed = _reference_candidates(policy, now, room)
+            assert [e.request_id for e in policy._candidates(now, room)] == expected  # type: ignore[attr-defined]
+            compared += 1
+            demoted_seen += policy.snapshot().demoted_queued > 0
+            relaxed_seen += relaxed > 1
+            step = policy.release(now, EngineView(in_flight_cap=in_flight + room))
+            for r in step.releases:
+                policy.on_first_token(r.request_id, now)
+        for entry in list(policy.in_flight_entries())[: rng.randint(0, 1)]:
+            policy.on_finish(entry.request_id, now, outcome=Outcome.COMPLETED, output_tokens=3)
+    assert compared > 100 and demoted_seen > 10 and relaxed_seen > 10
