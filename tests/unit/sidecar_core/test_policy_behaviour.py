@@ -149,7 +149,7 @@ def test_scorpio_gates_on_tpot_head_of_line() -> None:
 
 
 def test_sloguard_skips_a_candidate_that_breaks_tpot_and_stamps_priorities() -> None:
-    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.1)
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.1, urgent_headroom=1.0)
     for i in range(3):
         policy.submit(req(f"c{i}", "chat"), 0.0)
     assert released(policy, 0.0) == ["c0", "c1", "c2"]
@@ -159,6 +159,21 @@ def test_sloguard_skips_a_candidate_that_breaks_tpot_and_stamps_priorities() -> 
     step = policy.release(0.0, EngineView(in_flight_cap=100))
     assert [r.request_id for r in step.releases] == ["s"]
     assert step.releases[0].engine_priority == 1000
+
+
+@pytest.mark.parametrize(("prompt", "let_in"), [(100, True), (300, False)])
+def test_sloguard_lets_an_urgent_short_prompt_past_the_tpot_gate_within_urgent_headroom(
+    prompt: int, let_in: bool
+) -> None:
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.1, kv_reservation=False)
+    for i in range(3):
+        policy.submit(req(f"c{i}", "chat"), 0.0)
+    assert released(policy, 0.0) == ["c0", "c1", "c2"]
+    policy.submit(req("s", "strict"), 0.0)  # (10 + 8) * 1.1 = 19.8 < 20
+    # (10 + 10) * 1.1 = 22 > 20 but < 1.15 * 20; the ITL does not depend on lengths here, only the
+    # prompt decides whether it is short (<= 256 tokens) and gets the urgent headroom
+    policy.submit(req("s2", "strict", prompt=prompt), 0.0)
+    assert released(policy, 0.0) == (["s", "s2"] if let_in else ["s"])
 
 
 def test_sloguard_demotes_best_effort_and_stamps_it_behind_everyone() -> None:
@@ -266,3 +281,37 @@ def test_sloguard_ranks_relaxed_requests_by_length_kept_incrementally_like_a_ful
         for entry in list(policy.in_flight_entries())[: rng.randint(0, 1)]:
             policy.on_finish(entry.request_id, now, outcome=Outcome.COMPLETED, output_tokens=3)
     assert compared > 100 and demoted_seen > 10 and relaxed_seen > 10
+
+
+@pytest.mark.parametrize(
+    ("kv_free", "reservation", "second_released"), [(300, True, False), (400, True, True), (300, False, True)]
+)
+def test_sloguard_reserves_kv_for_what_in_flight_requests_will_still_take(
+    kv_free: int, reservation: bool, second_released: bool
+) -> None:
+    """`a` holds 100 prompt tokens not yet prefilled plus 100 predicted output: 200 KV tokens to come.
+    `b` needs 200; with the reservation it starts only if the free room covers both."""
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, kv_reservation=reservation)
+    policy.submit(req("a", "batch"), 0.0)
+    assert released(policy, 0.0) == ["a"]
+    policy.submit(req("b", "batch"), 0.0)
+    step = policy.release(0.0, EngineView(in_flight_cap=100, kv_free_tokens=kv_free))
+    assert [r.request_id for r in step.releases] == (["b"] if second_released else [])
+
+
+def test_sloguard_serves_equal_deadlines_shortest_predicted_first() -> None:
+    """A burst of one class shares one TTFT deadline; shortest first meets the most of them."""
+    config = SidecarConfig.model_validate({"classes": CLASSES, "policy": {"name": "sloguard"}})
+    policy = create_policy(config, predictor=FixedLength(1), latency=LATENCY, oracle=True)
+    for rid, out in (("long", 400), ("short", 5), ("mid", 60)):
+        policy.submit(req(rid, "chat", true_out=out), 0.0)
+    assert released(policy, 0.0, cap=1) == ["short"]
+    edf = create_policy(
+        SidecarConfig.model_validate({"classes": CLASSES, "policy": {"name": "edf"}}),
+        predictor=FixedLength(1),
+        latency=LATENCY,
+        oracle=True,
+    )
+    for rid, out in (("long", 400), ("short", 5), ("mid", 60)):
+        edf.submit(req(rid, "chat", true_out=out), 0.0)
+    assert released(edf, 0.0, cap=1) == ["long"]  # the shared LDF queue keeps arrival order for others
