@@ -105,8 +105,13 @@ class SloguardPolicy(LdfPolicy):
     def _tie(self, entry: Entry) -> float:
         """Among equal deadlines (a burst of one class), the more important class first, then the shorter
         predicted output: with one deadline shared, shortest first meets the most of them."""
-        tokens = min(entry.predicted_output_tokens, _TIE_TOKENS - 1.0)
+        tokens = min(self._rank(entry), _TIE_TOKENS - 1.0)
         return -entry.spec.class_priority * _TIE_TOKENS + tokens
+
+    @staticmethod
+    def _rank(entry: Entry) -> float:
+        """Shortest-first key: the prediction before online correction, comparable across arrivals."""
+        return min(float(entry.spec.max_tokens), entry.prediction.rank_key)
 
     def _queue_weight(self, entry: Entry) -> float:
         """The slot a queued request will hold, in output tokens: the `wait_quantile` of its predicted
@@ -228,7 +233,7 @@ class SloguardPolicy(LdfPolicy):
         if not entry.demoted:
             spec = entry.spec
             self._by_length.push(
-                spec.request_id, entry.predicted_output_tokens, spec.prompt_tokens, tie=spec.ttft_deadline_s
+                spec.request_id, self._rank(entry), spec.prompt_tokens, tie=spec.ttft_deadline_s
             )
         if self._sweep is not None and not entry.demoted:
             harmless = insertion_is_harmless(

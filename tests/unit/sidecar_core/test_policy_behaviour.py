@@ -13,6 +13,7 @@ from sloguard.api.sloclass import OnUnattainable
 from sloguard.sidecar.core.base_policy import PRIORITY_DEMOTED_OFFSET, QueuePolicy
 from sloguard.sidecar.core.latency import DecodeModel, LatencyModel, PrefillModel
 from sloguard.sidecar.core.policy import Admitted, EngineView, Rejected
+from sloguard.sidecar.core.prediction import LengthPrediction
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
 from sloguard.sidecar.core.simple_lengths import ClassMeanLengths, FixedLength
@@ -315,3 +316,22 @@ def test_sloguard_serves_equal_deadlines_shortest_predicted_first() -> None:
     for rid, out in (("long", 400), ("short", 5), ("mid", 60)):
         edf.submit(req(rid, "chat", true_out=out), 0.0)
     assert released(edf, 0.0, cap=1) == ["long"]  # the shared LDF queue keeps arrival order for others
+
+
+class _RankedLengths:
+    """Mean 100 for everyone; the offline rank key is the prompt length (as if corrections differed)."""
+
+    def predict(
+        self, *, prompt_text: str | None, prompt_tokens: int, slo_class: str, max_tokens: int
+    ) -> LengthPrediction:
+        return LengthPrediction(mean_tokens=100.0, rank_tokens=float(prompt_tokens))
+
+    def observe(self, **kwargs: Any) -> None:
+        return None
+
+
+def test_sloguard_orders_by_the_predictions_rank_key_not_its_corrected_mean() -> None:
+    policy = make(Name.SLOGUARD, _RankedLengths(), calibrate_prefill=False)
+    for rid, prompt in (("p300", 300), ("p10", 10), ("p90", 90)):
+        policy.submit(req(rid, "chat", prompt=prompt), 0.0)
+    assert released(policy, 0.0, cap=1) == ["p10"]
