@@ -272,7 +272,7 @@ def test_sloguard_ranks_relaxed_requests_by_length_kept_incrementally_like_a_ful
             room = rng.randint(1, 4)
             in_flight = policy.snapshot().in_flight
             expected, relaxed = _reference_candidates(policy, now, room)
-            assert [e.request_id for e in policy._candidates(now, room)] == expected  # type: ignore[attr-defined]
+            assert [e.request_id for e in policy._candidates(now, room)] == expected
             compared += 1
             demoted_seen += policy.snapshot().demoted_queued > 0
             relaxed_seen += relaxed > 1
