@@ -53,7 +53,7 @@ from sloguard.sidecar.core.ttft_guard import (
     sweep,
 )
 
-_TIE_TOKENS = float(1 << 24)  # predicted tokens below this order within one class priority in the tie
+_TIE_TOKENS = float(1 << 24)  # `_tie` = -class priority * this + rank tokens (capped below this)
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,9 @@ class SloguardPolicy(LdfPolicy):
         self.inflation = self.params.eta
         self._sweep: Sweep | None = None  # the last walk of the queue, reused while nothing grew a wait
         self._sweep_state: tuple[float, ...] = ()
-        # The SLO-bound queue again, ranked by (predicted output tokens, TTFT deadline): keyed once at
-        # arrival (a queued request's prediction never changes), so short-first release reads the
-        # shortest relaxed requests off its head instead of ranking the whole queue on every release.
+        # The SLO-bound queue again, ranked by (`_rank`, TTFT deadline): keyed once at arrival (a queued
+        # request's prediction never changes), so short-first release reads the shortest relaxed
+        # requests off its head instead of ranking the whole queue on every release.
         self._by_length = SortedQueue()
 
     def _tie(self, entry: Entry) -> float:
