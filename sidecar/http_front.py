@@ -28,7 +28,7 @@ from sloguard.sidecar.errors import (
 )
 from sloguard.sidecar.hop_timing import Hop, HopTimer
 from sloguard.sidecar.lifecycle import Lifecycle, ServeRequest, TokenEvent
-from sloguard.sidecar.relay import Assembler, UsageWish, client_chunk
+from sloguard.sidecar.relay import Assembler, StreamRelay, UsageWish
 
 log = logging.getLogger(__name__)
 
@@ -208,16 +208,17 @@ class HttpFront:
         batches: AsyncIterator[list[TokenEvent]],
         hops: HopTimer,
     ) -> web.StreamResponse:
-        wish = UsageWish.of(body)
+        relay = StreamRelay(UsageWish.of(body))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await response.prepare(request)
         try:
             if first is not None:
-                await _write_events(response, first, wish)
+                await _write_events(response, relay, first)
                 hops.mark(Hop.CLIENT_FIRST_WRITE)
                 self.lifecycle.metrics.observe_hops(hops)
             async for batch in batches:
-                await _write_events(response, batch, wish)
+                await _write_events(response, relay, batch)
+            await _write_chunks(response, relay.flush())
         except RequestFailed as error:
             error_body = openai_error_body(str(error), error.http_status, error.reason)
             await response.write(f"data: {json.dumps(error_body)}\n\n".encode())
@@ -226,8 +227,11 @@ class HttpFront:
         return response
 
 
-async def _write_events(response: web.StreamResponse, events: list[TokenEvent], wish: UsageWish) -> None:
-    """Relay one engine read's chunks as one write (one syscall, one loop hop); dropped ones skipped."""
-    out = [b"data: " + data + b"\n\n" for e in events if (data := client_chunk(e.chunk, wish)) is not None]
-    if out:
-        await response.write(b"".join(out))
+async def _write_events(response: web.StreamResponse, relay: StreamRelay, events: list[TokenEvent]) -> None:
+    """Relay one engine read's chunks as one write (one syscall, one loop hop)."""
+    await _write_chunks(response, [data for event in events for data in relay.feed(event.chunk)])
+
+
+async def _write_chunks(response: web.StreamResponse, chunks: list[bytes]) -> None:
+    if chunks:
+        await response.write(b"".join(b"data: " + data + b"\n\n" for data in chunks))
