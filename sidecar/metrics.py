@@ -180,6 +180,8 @@ class SidecarMetrics:
             registry=r,
         )
         self.hop_windows = {hop: LatencyWindow() for hop in HOP_ORDER}  # GET /debug/hops
+        self._hop_children = {hop: self.hop_seconds.labels(pool, hop.value) for hop in HOP_ORDER}
+        self._loop_lag_child = self.loop_lag.labels(pool)
         self.loop_lag_window = LatencyWindow()
         self.pool_gauges = PoolGauges(self.in_flight_cap.labels(pool), self.cap_overridden.labels(pool))
         self._class_gauges: dict[str, ClassGauges] = {}
@@ -254,11 +256,11 @@ class SidecarMetrics:
     def observe_hops(self, timer: HopTimer) -> None:
         """Record one request's hop durations (the HTTP front calls this after its first client write)."""
         for hop, seconds in timer.durations_s():
-            self.hop_seconds.labels(self.pool, hop.value).observe(seconds)
+            self._hop_children[hop].observe(seconds)  # children looked up once: this runs per request
             self.hop_windows[hop].observe(seconds)
 
     def observe_loop_lag(self, seconds: float) -> None:
-        self.loop_lag.labels(self.pool).observe(seconds)
+        self._loop_lag_child.observe(seconds)
         self.loop_lag_window.observe(seconds)
 
     def hops_summary(self) -> dict[str, Any]:
