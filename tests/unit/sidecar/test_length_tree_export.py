@@ -50,8 +50,9 @@ def test_training_the_trees_twice_gives_the_same_arrays() -> None:
 
 def test_categorical_splits_are_refused() -> None:
     x, y = synthetic(1000, 5)
+    params = {"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_per_group": 5}
     booster = lightgbm.train(
-        {"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_per_group": 5, "cat_smooth": 1},
+        params,
         lightgbm.Dataset(x, y, categorical_feature=[3]),
         num_boost_round=5,
     )
