@@ -39,8 +39,8 @@ SVD_POWER_ITERATIONS = 4
 @dataclasses.dataclass(frozen=True)
 class TreeConfig:
     seed: int = 0
-    vector_dim: int = 64
-    max_words: int = 20000
+    vector_dim: int = 32
+    max_words: int = 8000
     min_df: int = 3
     learning_rate: float = 0.05
     max_trees: int = 800

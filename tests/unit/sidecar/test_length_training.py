@@ -72,7 +72,10 @@ def test_eval_command_writes_the_agreed_json(
     assert main(["predictor", "eval", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     keys = {"mae", "kendall_tau", "bucket5_accuracy", "p50_ms", "p99_ms"}
-    assert set(report) == {"model", "baselines", "test_rows"}
+    assert set(report) == {"model", "baselines", "ceiling", "test_rows"}
+    ceiling = report["ceiling"]
+    assert ceiling["rows"] == 4 * 157  # AlpacaEval's test instructions, four answers each
+    assert ceiling["kendall_tau"] > ceiling["model_kendall_tau"]
     assert set(report["model"]) == keys
     assert set(report["baselines"]) == {"global_mean", "class_mean", "prompt_linear"}
     assert all(set(v) == keys for v in report["baselines"].values())
