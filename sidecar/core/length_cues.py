@@ -138,9 +138,9 @@ _ITEM_UNITS = frozenset(
         "tweets", "variations", "alternatives",
     }
 )  # fmt: skip
+_ANY_UNIT = _ITEM_UNITS | frozenset(_UNITS)
 _UNIT_LOOKAHEAD = 3  # "10 creative blog ideas": the unit may follow up to two other words
 _UPPER = re.compile(r"[A-Z]")
-_DIGIT = re.compile(r"[0-9]")
 _NUMBER_WORDS = {
     "one": 1,
     "two": 2,
@@ -179,6 +179,8 @@ CUE_COUNT = len(CUE_NAMES)
 def _requested(words: list[str]) -> tuple[float, float]:
     """log1p of the largest requested size in tokens, and log1p of the number of items asked for."""
     best_tokens, items = 0.0, 0.0
+    if _ANY_UNIT.isdisjoint(words):
+        return 0.0, 0.0
     for i, word in enumerate(words):
         count = float(word) if word.isdigit() and len(word) <= 4 else float(_NUMBER_WORDS.get(word, 0))
         if count <= 0:
@@ -222,27 +224,26 @@ def cue_vector(prompt_text: str | None) -> tuple[float, ...]:
     """`CUE_COUNT` numbers for one prompt, in the order of `CUE_NAMES`."""
     if prompt_text is None:
         return (0.0,) * CUE_COUNT
-    text = prompt_text.lower()
-    head = text[:HEAD_CHARS]
-    tail = text[-TAIL_CHARS:]
+    head = prompt_text[:HEAD_CHARS].lower()  # never the whole text: a pasted document can be 100k characters
+    tail = prompt_text[-TAIL_CHARS:].lower()
     head_words = _WORD.findall(head)[:HEAD_WORDS]
     tail_words = _WORD.findall(tail)[-TAIL_WORDS:]
     flags = _flags(head_words) + _flags(tail_words)
-    flags += [1.0 if "```" in text else 0.0, 1.0 if _ARITHMETIC.search(head) else 0.0]
+    flags += [1.0 if "```" in head or "```" in tail else 0.0, 1.0 if _ARITHMETIC.search(head) else 0.0]
     requested_tokens, requested_items = _requested(head_words + tail_words)
     sample = prompt_text[:HEAD_CHARS] + prompt_text[-TAIL_CHARS:]
     n = max(1, len(sample))
     upper = len(_UPPER.findall(sample)) / n
-    digits = len(_DIGIT.findall(sample)) / n
+    digits = sum(sample.count(d) for d in "0123456789") / n
     non_ascii = (len(sample) - len(sample.encode("ascii", "ignore"))) / n
     sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count("\n") + 1
     return (
         *flags,
         requested_tokens,
         requested_items,
-        float(min(text.count("?"), 20)),
+        float(min(head.count("?") + tail.count("?"), 20)),
         math.log1p(sentences),
-        1.0 if text.rstrip().endswith(":") else 0.0,
+        1.0 if tail.rstrip().endswith(":") else 0.0,
         upper,
         digits,
         non_ascii,
