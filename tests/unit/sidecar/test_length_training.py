@@ -71,7 +71,15 @@ def test_eval_command_writes_the_agreed_json(
     out = tmp_path / "eval.json"
     assert main(["predictor", "eval", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    keys = {"mae", "kendall_tau", "bucket5_accuracy", "p50_ms", "p99_ms"}
+    keys = {
+        "mae",
+        "kendall_tau",
+        "bucket5_accuracy",
+        "median_mae",
+        "median_bucket5_accuracy",
+        "p50_ms",
+        "p99_ms",
+    }
     assert set(report) == {"model", "baselines", "ceiling", "test_rows"}
     ceiling = report["ceiling"]
     assert ceiling["rows"] == 4 * 157  # AlpacaEval's test instructions, four answers each
