@@ -70,7 +70,7 @@ demo: $(STAMP) ## run the whole system locally on simulated engines (no cluster 
 	$(BIN)/sloguard demo
 
 .PHONY: bench
-bench: $(STAMP) ## run the quick variant of every benchmark; results under bench/results/
+bench: $(STAMP) ## run the quick variant of every benchmark; results under bench/results/quick/ (not committed)
 	$(BIN)/sloguard bench all --quick
 
 .PHONY: clean

@@ -17,7 +17,7 @@ LABEL_POOL = "pool"
 LABEL_NAMESPACE = "namespace"
 LABEL_SLO_CLASS = "slo_class"
 LABEL_OUTCOME = "outcome"
-LABEL_REASON = "reason"  # a RejectionReason value; empty unless outcome is rejected or failed
+LABEL_REASON = "reason"  # why it did not complete (docs/metrics.md); empty for completed requests
 
 
 class RequestOutcome(StrEnum):

@@ -1,8 +1,9 @@
 """Benchmarks: each scenario is a module here, run by `sloguard bench NAME [--quick] --json FILE`.
 
 Benchmarks are not tests. Each scenario module exposes `run(quick: bool) -> BenchResult`; the runner
-prints the Markdown table (workload, baseline, ratio), writes it to `bench/results/NAME.md`, and writes
-the machine-readable figures to the `--json` file. Register a scenario by adding it to `SCENARIOS`.
+prints the Markdown table (workload, baseline, ratio), writes it to `bench/results/NAME.md` (`--quick`:
+`bench/results/quick/NAME.md`), and writes the machine-readable figures to the `--json` file. Register a
+scenario by adding it to `SCENARIOS`.
 """
 
 from dataclasses import dataclass, field

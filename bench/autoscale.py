@@ -199,8 +199,8 @@ def run_scenario(scenario: Scenario) -> BenchResult:
         f"Goal (sloguard: >= 99% interactive, every batch deadline, >= 30% fewer GPU-hours than threshold): "
         f"{'met' if goal else 'NOT met'} — {saving * 100:.0f}% fewer GPU-hours.",
     ]
-    plot_name = "autoscale.png" if scenario.name == "full" else f"autoscale-{scenario.name}.png"
-    lines.append(f"Plot: bench/results/{plot_name}")
+    plot_name = "autoscale.png"
+    lines.append(f"Plot: {plot_name}, beside this table")
     data = {
         "policies": figures,
         "scenario": {

@@ -26,7 +26,7 @@ from sloguard.sidecar.errors import (
     openai_error_body,
 )
 from sloguard.sidecar.lifecycle import Lifecycle, ServeRequest
-from sloguard.sidecar.relay import Assembler, UsageWish, client_chunk
+from sloguard.sidecar.relay import Assembler, StreamRelay, UsageWish
 
 log = logging.getLogger(__name__)
 
@@ -197,14 +197,15 @@ class HttpFront:
     async def _stream(
         self, request: web.Request, body: dict[str, Any], first: Any, events: Any
     ) -> web.StreamResponse:
-        wish = UsageWish.of(body)
+        relay = StreamRelay(UsageWish.of(body))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await response.prepare(request)
         try:
             if first is not None:
-                await _write_chunk(response, client_chunk(first.chunk, wish))
+                await _write_chunks(response, relay.feed(first.chunk))
             async for event in events:
-                await _write_chunk(response, client_chunk(event.chunk, wish))
+                await _write_chunks(response, relay.feed(event.chunk))
+            await _write_chunks(response, relay.flush())
         except RequestFailed as error:
             error_body = openai_error_body(str(error), error.http_status, error.reason)
             await response.write(f"data: {json.dumps(error_body)}\n\n".encode())
@@ -213,6 +214,6 @@ class HttpFront:
         return response
 
 
-async def _write_chunk(response: web.StreamResponse, data: bytes | None) -> None:
-    if data is not None:
+async def _write_chunks(response: web.StreamResponse, chunks: list[bytes]) -> None:
+    for data in chunks:
         await response.write(b"data: " + data + b"\n\n")

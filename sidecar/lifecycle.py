@@ -373,7 +373,7 @@ class Lifecycle:
         predicted = tracked.admission.predicted_output_tokens if tracked.admission else None
         if predicted is not None:
             self.metrics.predicted_tokens.labels(pool, request.slo_class).observe(predicted)
-        self._end(tracked, "completed", tracked.finish_reason or "unknown", met_slo=met)
+        self._end(tracked, "completed", "", met_slo=met)  # reason: only for rejected, cancelled and failed
 
     def _met_slo(self, tracked: _Tracked) -> bool:
         request = tracked.request

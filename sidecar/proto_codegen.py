@@ -1,9 +1,10 @@
-"""Generates the checked-in Python stubs of sidecar/proto/sidecar.proto (run by `make generate`).
+"""Generates the checked-in Python stubs of the gRPC contract api/sidecar.proto (run by `make generate`).
 
-The proto is compiled from a temporary tree laid out as the installed package
-(`sloguard/sidecar/proto/sidecar.proto`), so the generated `_pb2_grpc` module imports
-`sloguard.sidecar.proto.sidecar_pb2` rather than a top-level `sidecar_pb2`. Needs grpcio-tools
-(lint/test dependency group), imported lazily.
+The proto lives in api/ with the rest of the contract (DESIGN.md); the stubs live in sidecar/proto/,
+the only package that serves or calls it. The proto is compiled from a temporary tree laid out as the
+installed stubs' package (`sloguard/sidecar/proto/sidecar.proto`), so the generated `_pb2_grpc`
+module imports `sloguard.sidecar.proto.sidecar_pb2` rather than a top-level `sidecar_pb2`. Needs
+grpcio-tools (lint/test dependency group), imported lazily.
 """
 
 import importlib.resources
@@ -14,6 +15,7 @@ from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent / "proto"
 PROTO_NAME = "sidecar.proto"
+PROTO_SOURCE = Path(importlib.resources.files("sloguard.api") / PROTO_NAME)  # type: ignore[arg-type]
 GENERATED = ("sidecar_pb2.py", "sidecar_pb2.pyi", "sidecar_pb2_grpc.py")
 
 
@@ -24,7 +26,7 @@ def generate(out_dir: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         package_dir = Path(tmp) / "sloguard" / "sidecar" / "proto"
         package_dir.mkdir(parents=True)
-        shutil.copy(PROTO_DIR / PROTO_NAME, package_dir / PROTO_NAME)
+        shutil.copy(PROTO_SOURCE, package_dir / PROTO_NAME)
         well_known = str(importlib.resources.files("grpc_tools") / "_proto")
         args = [
             "grpc_tools.protoc",
@@ -36,7 +38,7 @@ def generate(out_dir: Path) -> list[Path]:
             f"sloguard/sidecar/proto/{PROTO_NAME}",
         ]
         if protoc.main(args) != 0:
-            raise RuntimeError(f"protoc failed on {PROTO_DIR / PROTO_NAME}")
+            raise RuntimeError(f"protoc failed on {PROTO_SOURCE}")
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for name in GENERATED:

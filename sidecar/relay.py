@@ -3,7 +3,9 @@
 Upstream we always stream with usage forced (sidecar/engine_client.py). A streaming client gets the
 chunks as vLLM sent them, minus the per-chunk `usage` unless it asked for `continuous_usage_stats`, and
 minus the final usage-only chunk unless it asked for `include_usage` (OpenAI contract: no
-`stream_options` → no usage). A non-streaming client gets one response assembled from the chunks.
+`stream_options` → no usage); vLLM then puts `system_fingerprint` on the finish chunk instead
+(reference/vllm-behaviour.md §3.1, §3.2), and so does `StreamRelay`. A non-streaming client gets one
+response assembled from the chunks, in vLLM's field layout for a non-streamed answer (§1.1).
 """
 
 import json
@@ -46,6 +48,47 @@ def client_chunk(chunk: EngineChunk, wish: UsageWish) -> bytes | None:
     return stripped
 
 
+def with_fingerprint(raw: bytes, fingerprint: str) -> bytes:
+    """The chunk's JSON object with `system_fingerprint` appended as its last member, as vLLM places it."""
+    body = raw.rstrip()
+    if not body.endswith(b"}"):
+        raise ValueError("not a JSON object")
+    return body[:-1] + b',"system_fingerprint":' + json.dumps(fingerprint).encode() + b"}"
+
+
+@dataclass
+class StreamRelay:
+    """The bytes to relay to one streaming client, chunk by chunk (`feed`, then `flush` at the end).
+
+    Without `include_usage` the usage-only chunk, which carries `system_fingerprint` upstream, is dropped:
+    the finish chunk is then held back until it comes, and relayed with the fingerprint (as vLLM sends it
+    to a client that did not ask for usage)."""
+
+    wish: UsageWish
+    _held: bytes | None = None
+
+    def feed(self, chunk: EngineChunk) -> list[bytes]:
+        out = self.flush()
+        if chunk.usage_only and not self.wish.include_usage:
+            fingerprint = chunk.payload.get("system_fingerprint")
+            if out and isinstance(fingerprint, str):
+                out[-1] = with_fingerprint(out[-1], fingerprint)
+            return out
+        data = client_chunk(chunk, self.wish)
+        if data is None:
+            return out
+        if chunk.finish_reason and not self.wish.include_usage and b'"system_fingerprint"' not in data:
+            self._held = data
+        else:
+            out.append(data)
+        return out
+
+    def flush(self) -> list[bytes]:
+        """What is still held back (the finish chunk when the stream ended without a usage chunk)."""
+        held, self._held = self._held, None
+        return [] if held is None else [held]
+
+
 @dataclass
 class Assembler:
     """Builds a non-streamed OpenAI response from the streamed chunks."""
@@ -74,17 +117,30 @@ class Assembler:
             self.fingerprint = payload["system_fingerprint"]
 
     def response(self) -> dict[str, Any]:
+        """vLLM 0.32's non-streamed answer, member for member (vllm-behaviour.md §1.1)."""
         first = self.first or {}
         text = "".join(self.text)
+        choice: dict[str, Any]
         if self.endpoint == "chat":
-            choice: dict[str, Any] = {
+            choice = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": None,
+                    "annotations": None,
+                    "audio": None,
+                    "function_call": None,
+                    "reasoning": None,
+                },
                 "logprobs": None,
                 "finish_reason": self.finish_reason,
                 "stop_reason": self.stop_reason,
+                "token_ids": None,
+                "routed_experts": None,
             }
             obj = "chat.completion"
+            tail: dict[str, Any] = {"prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None}
         else:
             choice = {
                 "index": 0,
@@ -92,16 +148,34 @@ class Assembler:
                 "logprobs": None,
                 "finish_reason": self.finish_reason,
                 "stop_reason": self.stop_reason,
+                "token_ids": None,
+                "prompt_logprobs": None,
+                "prompt_token_ids": None,
+                "routed_experts": None,
             }
             obj = "text_completion"
-        response: dict[str, Any] = {
+            tail = {}
+        usage = None
+        if self.usage is not None:
+            prompt, completion = self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
+            usage = {
+                "prompt_tokens": prompt,
+                "total_tokens": self.usage.get("total_tokens", prompt + completion),
+                "completion_tokens": completion,
+                "prompt_tokens_details": self.usage.get("prompt_tokens_details"),
+                "completion_tokens_details": None,
+            }
+        return {
             "id": first.get("id", ""),
             "object": obj,
             "created": first.get("created", 0),
             "model": first.get("model", ""),
             "choices": [choice],
-            "usage": self.usage,
+            "service_tier": None,
+            "system_fingerprint": self.fingerprint,
+            "usage": usage,
+            **tail,
+            "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
         }
-        if self.fingerprint:
-            response["system_fingerprint"] = self.fingerprint
-        return response

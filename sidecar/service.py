@@ -30,6 +30,11 @@ from sloguard.sidecar.metrics_server import metrics_app
 
 log = logging.getLogger(__name__)
 
+DOWN_PROBE_INTERVAL_S = 1.0
+"""While the engine is down, its health is checked at least this often, whatever --health-interval-s says:
+a sidecar that started before its engine (or saw it restart) becomes ready about a second after it is."""
+PROBE_TIMEOUT_S = 2.0  # an engine that does not answer /health within this is down
+
 
 class SidecarService:
     def __init__(
@@ -162,9 +167,15 @@ class SidecarService:
         self.metrics.ready.labels(self.metrics.pool).set(1 if self.ready() else 0)
 
     async def _probe_engine(self) -> None:
+        """Every health_interval_s while the engine is up; at least every DOWN_PROBE_INTERVAL_S while it is
+        down, also when a failed stream (not this probe) marked it down in the middle of a long interval."""
+        probed_s = time.monotonic()
         while True:
-            await asyncio.sleep(self.health_interval_s)
-            up = await self.engine_client.healthy()
+            await asyncio.sleep(min(self.health_interval_s, DOWN_PROBE_INTERVAL_S))
+            if self.lifecycle.engine_up and time.monotonic() - probed_s < self.health_interval_s:
+                continue
+            probed_s = time.monotonic()
+            up = await self._engine_healthy()
             if up != self.lifecycle.engine_up:
                 log.log(
                     logging.INFO if up else logging.WARNING,
@@ -175,6 +186,15 @@ class SidecarService:
             self.lifecycle.engine_up = up
             self.metrics.engine_up.labels(self.metrics.pool).set(1 if up else 0)
             await self._set_serving()
+
+    async def _engine_healthy(self) -> bool:
+        """One probe: 200 from /health in time is up; anything else (refused, slow, 5xx, a bug) is down."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S + 1.0):
+                return await self.engine_client.healthy(timeout_s=PROBE_TIMEOUT_S)
+        except Exception:  # the probe must outlive anything the engine does; down is the safe answer
+            log.exception("engine health probe failed")
+            return False
 
     def _apply_config(self, config: SidecarConfig) -> None:
         if config.engine != self.config.engine:

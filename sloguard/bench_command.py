@@ -1,7 +1,9 @@
 """`sloguard bench NAME [--quick] [--json FILE]`: run one registered benchmark scenario (or `all`).
 
 The scenario prints its Markdown table; the runner also writes it to `<results-dir>/NAME.md`, writes the
-scenario's extra files (plots) beside it, and writes the JSON figures to `--json` when given.
+scenario's extra files (plots) beside it, and writes the JSON figures to `--json` when given. The results
+dir defaults to `bench/results/` (full runs, committed) or `bench/results/quick/` for `--quick` (ignored
+by git, so `make bench` leaves the tree clean).
 """
 
 import argparse
@@ -22,12 +24,18 @@ def run_scenario(name: str, *, quick: bool, out_dir: Path) -> BenchResult:
     return result
 
 
+def out_dir(args: argparse.Namespace) -> Path:
+    if args.results_dir is not None:
+        return Path(args.results_dir)
+    return results_dir() / "quick" if args.quick else results_dir()
+
+
 def run(args: argparse.Namespace) -> int:
     names = sorted(SCENARIOS) if args.name == "all" else [args.name]
     collected = {}
     for name in names:
         print(f"## {name}{' (quick)' if args.quick else ''}", flush=True)
-        result = run_scenario(name, quick=args.quick, out_dir=Path(args.results_dir))
+        result = run_scenario(name, quick=args.quick, out_dir=out_dir(args))
         print(result.markdown, flush=True)
         collected[name] = result.data
     if args.json:
@@ -41,5 +49,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument("name", choices=[*sorted(SCENARIOS), "all"], help="scenario to run")
     parser.add_argument("--quick", action="store_true", help="the short variant (make bench runs these)")
     parser.add_argument("--json", metavar="FILE", help="write the machine-readable figures here")
-    parser.add_argument("--results-dir", default=str(results_dir()), help="where tables and plots go")
+    parser.add_argument(
+        "--results-dir",
+        default=None,
+        help=f"where tables and plots go (default {results_dir()}, {results_dir() / 'quick'} with --quick)",
+    )
     parser.set_defaults(func=run)

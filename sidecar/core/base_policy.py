@@ -146,7 +146,7 @@ class QueuePolicy(Policy):
         rejections = [self._give_up(entry, reason, now_s) for entry, reason in self._expire(now_s)]
         self._last_cap = min(engine.in_flight_cap, self.limits.max_in_flight)
         room = self._last_cap - len(self._in_flight)
-        kv_free = engine.kv_free_tokens
+        kv_free = self._kv_room(engine.kv_free_tokens)
         chosen: list[Entry] = []
         if room > 0 and self._queued:
             for entry in self._candidates(now_s, room):
@@ -287,6 +287,11 @@ class QueuePolicy(Policy):
 
     def _engine_priority(self, entry: Entry) -> int | None:
         return None
+
+    def _kv_room(self, kv_free_tokens: int | None) -> float | None:
+        """KV tokens this release step may hand out (None: unknown, no KV gating); default: the engine's
+        free room as it is now."""
+        return kv_free_tokens
 
     # --- helpers for subclasses ---------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ class LdfPolicy(QueuePolicy):
             spec.request_id,
             spec.ttft_deadline_s,
             spec.prompt_tokens,
-            tie=-spec.class_priority,
+            tie=self._tie(entry),
             weight=self._queue_weight(entry),
         )
 
@@ -41,6 +41,10 @@ class LdfPolicy(QueuePolicy):
         for queue in (self._main, self._best_effort):
             for item in queue:
                 yield self._entries[item[4]]
+
+    def _tie(self, entry: Entry) -> float:
+        """Order among equal TTFT deadlines (lower first): the more important class first."""
+        return float(-entry.spec.class_priority)
 
     def _queue_weight(self, entry: Entry) -> float:
         """Weight of a queued item handed to the wait model (sloguard: predicted output tokens)."""
@@ -58,6 +62,6 @@ class LdfPolicy(QueuePolicy):
                 spec.request_id,
                 spec.ttft_deadline_s,
                 spec.prompt_tokens,
-                tie=-spec.class_priority,
+                tie=self._tie(entry),
                 weight=self._queue_weight(entry),
             )

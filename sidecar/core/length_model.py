@@ -284,13 +284,17 @@ class ProxyLengthPredictor:
         self, *, prompt_text: str | None, prompt_tokens: int, slo_class: str, max_tokens: int
     ) -> LengthPrediction:
         check_request(prompt_tokens=prompt_tokens, max_tokens=max_tokens)
-        z = self.weights.predict_log(prompt_text, int(prompt_tokens), slo_class) + self.bias(slo_class)
+        z_offline = self.weights.predict_log(prompt_text, int(prompt_tokens), slo_class)
+        z = z_offline + self.bias(slo_class)
         cap = float(max_tokens)
         levels = self.weights.quantile_levels
         values = np.minimum(np.expm1(np.maximum(z + self.weights.residual_quantiles, 0.0)), cap)
         mean = min(max(math.exp(z) * self.weights.smearing - 1.0, 0.0), cap)
+        offline = min(max(math.exp(z_offline) * self.weights.smearing - 1.0, 0.0), cap)
         return LengthPrediction(
-            mean_tokens=mean, quantiles={q: float(v) for q, v in zip(levels, values, strict=True)}
+            mean_tokens=mean,
+            quantiles={q: float(v) for q, v in zip(levels, values, strict=True)},
+            rank_tokens=offline,
         )
 
     def observe(

@@ -19,14 +19,25 @@ class LengthPrediction:
 
     `quantiles` maps probability levels in (0, 1) to token counts, non-decreasing in the level.
     `quantile(q)` interpolates linearly between the given levels and clamps outside them.
+    `rank_tokens`: for a predictor that corrects itself online, its answer without that correction, so
+    predictions made at different times still order requests consistently (a shift learned between two
+    arrivals moves only the later one's mean); None when the mean itself is that (`rank_key`).
     """
 
     mean_tokens: float
     quantiles: Mapping[float, float] = field(default_factory=dict)
+    rank_tokens: float | None = None
+
+    @property
+    def rank_key(self) -> float:
+        """What to order requests by, shortest first: `rank_tokens` when given, else the mean."""
+        return self.mean_tokens if self.rank_tokens is None else self.rank_tokens
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.mean_tokens) or self.mean_tokens < 0:
             raise ValueError(f"mean_tokens must be a finite non-negative number, got {self.mean_tokens!r}")
+        if self.rank_tokens is not None and (not math.isfinite(self.rank_tokens) or self.rank_tokens < 0):
+            raise ValueError(f"rank_tokens must be a finite non-negative number, got {self.rank_tokens!r}")
         levels = sorted(self.quantiles)
         if any(not 0.0 < q < 1.0 for q in levels):
             raise ValueError(f"quantile levels must lie in (0, 1), got {levels}")

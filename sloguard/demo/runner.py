@@ -37,9 +37,11 @@ from sloguard.sidecar.errors import REASON_HEADER
 
 SAMPLE_INTERVAL_S = 0.25  # wall seconds between samples of queue depth and outcomes
 HEALTH_INTERVAL_S = 3600.0
-"""The sidecars' engine probe, effectively off: on a CPU-starved laptop a busy simulated engine can miss the
-probe's 2 s timeout, and a sidecar would then refuse requests as `engine_unavailable` for a reason that is
-the demo machine's, not the policy's. A stream that cannot connect still marks the engine down."""
+"""The sidecars' engine probe, effectively off while the engine is up: on a CPU-starved laptop a busy
+simulated engine can miss the probe's 2 s timeout, and a sidecar would then refuse requests as
+`engine_unavailable` for a reason that is the demo machine's, not the policy's. A stream that cannot
+connect still marks the engine down, and a sidecar whose engine is down probes it every second
+(sidecar/service.py DOWN_PROBE_INTERVAL_S)."""
 
 
 @dataclass(frozen=True)
@@ -324,20 +326,26 @@ async def run_arm(
                 command = _engine_command(setup, port, seed=index)
                 processes.append(_spawn(command, Path(tmp) / f"engine-{index}.log", env))
                 urls.append(f"http://127.0.0.1:{port}")
-            fronts, metrics_urls = [], []
-            for index, url in enumerate(urls):
-                ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
-                config_path = Path(tmp) / f"sidecar-{index}.json"
-                config_path.write_text(json.dumps(_sidecar_config(arm, classes, url, index, ports)))
-                command = _sidecar_command(config_path, setup.time_scale)
-                sidecars.append(_spawn(command, Path(tmp) / f"sidecar-{index}.log", env))
-                fronts.append(f"http://127.0.0.1:{ports['http_port']}")
-                metrics_urls.append(f"http://127.0.0.1:{ports['metrics_port']}")
             connector = aiohttp.TCPConnector(limit=0)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                # engines first: a sidecar started before its engine is up is not ready until its probe
+                # sees the engine (within service.DOWN_PROBE_INTERVAL_S), which only slows the start
                 for url, process in zip(urls, processes, strict=True):
                     await _wait_healthy(session, f"{url}/health", process)
+                fronts, metrics_urls = [], []
+                for index, url in enumerate(urls):
+                    ports = {
+                        "grpc_port": _free_port(),
+                        "http_port": _free_port(),
+                        "metrics_port": _free_port(),
+                    }
+                    config_path = Path(tmp) / f"sidecar-{index}.json"
+                    config_path.write_text(json.dumps(_sidecar_config(arm, classes, url, index, ports)))
+                    command = _sidecar_command(config_path, setup.time_scale)
+                    sidecars.append(_spawn(command, Path(tmp) / f"sidecar-{index}.log", env))
+                    fronts.append(f"http://127.0.0.1:{ports['http_port']}")
+                    metrics_urls.append(f"http://127.0.0.1:{ports['metrics_port']}")
                 for url, process in zip(metrics_urls, sidecars, strict=True):
                     await _wait_healthy(session, f"{url}/readyz", process)
                 await _replay(

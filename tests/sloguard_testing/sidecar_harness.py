@@ -1,4 +1,9 @@
-"""Starts an in-process sidecar in front of a FakeVllm on 127.0.0.1 ephemeral ports, for integration tests."""
+"""Starts an in-process sidecar on 127.0.0.1 ephemeral ports, for integration and end-to-end tests.
+
+`running_sidecar` puts one in front of a fresh FakeVllm (tests/integration/sidecar/); `sidecar_in_front`
+puts one in front of any engine URL (the simulator or real vLLM, usually through an engine_link.EngineLink;
+tests/e2e/test_sidecar_e2e_engines.py).
+"""
 
 import asyncio
 import json
@@ -38,8 +43,9 @@ def sidecar_config(engine_url: str, engine_policy: str = "fcfs", **overrides: An
 
 
 @dataclass
-class Harness:
-    engine: FakeVllm
+class SidecarHandle:
+    """A running in-process sidecar, its config file (rewrite it to reload) and an HTTP client session."""
+
     sidecar: SidecarService
     config_path: Path
     http: aiohttp.ClientSession
@@ -79,6 +85,11 @@ class Harness:
         tmp.replace(self.config_path)  # atomic, like a ConfigMap symlink swap
 
 
+@dataclass
+class Harness(SidecarHandle):
+    engine: FakeVllm
+
+
 async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -89,14 +100,21 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, wha
 
 @asynccontextmanager
 async def running_sidecar(
-    tmp_path: Path, fake: FakeVllm | None = None, engine_policy: str = "fcfs", **config_overrides: Any
+    tmp_path: Path,
+    fake: FakeVllm | None = None,
+    engine_policy: str = "fcfs",
+    *,
+    health_interval_s: float = 0.05,
+    **config_overrides: Any,
 ) -> AsyncIterator[Harness]:
     engine = fake or FakeVllm()
     await engine.start()
     config_path = tmp_path / "sidecar.json"
     config = sidecar_config(engine.url, engine_policy, **config_overrides)
     config_path.write_text(json.dumps(config))
-    sidecar = SidecarService(config_path, host="127.0.0.1", reload_interval_s=0.05, health_interval_s=0.05)
+    sidecar = SidecarService(
+        config_path, host="127.0.0.1", reload_interval_s=0.05, health_interval_s=health_interval_s
+    )
     await sidecar.start()
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
@@ -106,6 +124,31 @@ async def running_sidecar(
         if not sidecar._stopped.is_set():
             await sidecar.stop()
         await engine.stop()
+
+
+@asynccontextmanager
+async def sidecar_in_front(
+    tmp_path: Path,
+    engine_url: str,
+    *,
+    engine_policy: str = "fcfs",
+    health_interval_s: float = 0.05,
+    **config_overrides: Any,
+) -> AsyncIterator[SidecarHandle]:
+    """A sidecar (test classes, fcfs policy unless overridden) in front of the engine at `engine_url`."""
+    config_path = tmp_path / "sidecar.json"
+    config_path.write_text(json.dumps(sidecar_config(engine_url, engine_policy, **config_overrides)))
+    sidecar = SidecarService(
+        config_path, host="127.0.0.1", reload_interval_s=0.05, health_interval_s=health_interval_s
+    )
+    await sidecar.start()
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+    try:
+        yield SidecarHandle(sidecar=sidecar, config_path=config_path, http=http)
+    finally:
+        await http.close()
+        if not sidecar._stopped.is_set():
+            await sidecar.stop()
 
 
 def sse_payloads(raw: bytes) -> list[Any]:

@@ -19,11 +19,20 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
 - TPOT guard with the real batch size (an unmodified vLLM decodes every running request each
   iteration) and no head-of-line blocking: up to `max_skips` candidates that would break the tightest
   running TPOT are passed over for ones that fit.
+- The wait model prices each queued request's slot by the `wait_quantile` (default 25th percentile) of
+  its predicted length rather than the mean: a heavy-tailed mean overprices the queue and rejects
+  arrivals that would have made it.
+- KV reservation (`_kv_room`): a release starts a request only while the engine's free KV covers what
+  the in-flight requests will still take at their predicted lengths plus the candidate's need, so a
+  KV-starved engine does not queue or preempt what the sidecar released (a preempted request misses).
+- Urgent short prompts: a request that cannot wait (TTFT slack under the whole queue's predicted wait)
+  with a prompt of at most `urgent_prompt_tokens` passes the TPOT gate with `urgent_headroom` (1.15):
+  its prefill barely stalls the batch, while holding it back costs its TTFT for sure.
+- Equal deadlines (a burst of one class) are served shortest predicted output first.
 - The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
   others, so the engine's queue and its preemption choices agree with the sidecar.
 """
 
-import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +45,15 @@ from sloguard.sidecar.core.ldf_policy import LdfPolicy
 from sloguard.sidecar.core.policy import Admitted, Decision, PolicyParameterError, Rejected
 from sloguard.sidecar.core.requests import Outcome
 from sloguard.sidecar.core.tpot_guard import tpot_admission
-from sloguard.sidecar.core.ttft_guard import Sweep, insertion_is_harmless, next_expiry_s, sweep
+from sloguard.sidecar.core.ttft_guard import (
+    SortedQueue,
+    Sweep,
+    insertion_is_harmless,
+    next_expiry_s,
+    sweep,
+)
+
+_TIE_TOKENS = float(1 << 24)  # `_tie` = -class priority * this + rank tokens (capped below this)
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,10 @@ class SloguardParameters:
     eta_max: float = field(default=4.0, metadata={"min": 1.0})
     headroom: float = field(default=1.0, metadata={"min": 0.0})
     reject_quantile: float = field(default=0.25, metadata={"min": 0.0})
+    wait_quantile: float = field(default=0.25, metadata={"min": 0.0})  # queued lengths in the wait model
+    kv_reservation: bool = True  # release only while running + candidate fit at their predicted lengths
+    urgent_headroom: float = field(default=1.15, metadata={"min": 0.0})  # TPOT gate, short urgent ones
+    urgent_prompt_tokens: int = field(default=256, metadata={"min": 0})  # "short" for urgent_headroom
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
     short_first_buffer_s: float = field(default=5.0, metadata={"min": 0.0})  # measured on bench/sa
@@ -66,6 +87,9 @@ class SloguardPolicy(LdfPolicy):
         super()._init_queue()
         if not 0.0 < self.params.reject_quantile < 1.0:
             raise PolicyParameterError("reject_quantile must lie in (0, 1)")
+        if not 0.0 < self.params.wait_quantile < 1.0:
+            raise PolicyParameterError("wait_quantile must lie in (0, 1)")
+        self._urgent_slack_s = math.inf  # set by each release's candidate walk
         self.calibrate_prefill = self.params.calibrate_prefill
         self.calibrate_decode = self.params.calibrate_decode
         self.learn_lengths_online = self.params.learn_lengths_online
@@ -73,9 +97,37 @@ class SloguardPolicy(LdfPolicy):
         self.inflation = self.params.eta
         self._sweep: Sweep | None = None  # the last walk of the queue, reused while nothing grew a wait
         self._sweep_state: tuple[float, ...] = ()
+        # The SLO-bound queue again, ranked by (`_rank`, TTFT deadline): keyed once at arrival (a queued
+        # request's prediction never changes), so short-first release reads the shortest relaxed
+        # requests off its head instead of ranking the whole queue on every release.
+        self._by_length = SortedQueue()
+
+    def _tie(self, entry: Entry) -> float:
+        """Among equal deadlines (a burst of one class), the more important class first, then the shorter
+        predicted output: with one deadline shared, shortest first meets the most of them."""
+        tokens = min(self._rank(entry), _TIE_TOKENS - 1.0)
+        return -entry.spec.class_priority * _TIE_TOKENS + tokens
+
+    @staticmethod
+    def _rank(entry: Entry) -> float:
+        """Shortest-first key: the prediction before online correction, comparable across arrivals."""
+        return min(float(entry.spec.max_tokens), entry.prediction.rank_key)
 
     def _queue_weight(self, entry: Entry) -> float:
-        return entry.predicted_output_tokens
+        """The slot a queued request will hold, in output tokens: the `wait_quantile` of its predicted
+        length (capped at max_tokens), not the mean, so a heavy-tailed prediction does not overprice the
+        queue ahead of an arrival and reject it."""
+        return min(float(entry.spec.max_tokens), entry.prediction.quantile(self.params.wait_quantile))
+
+    def _kv_room(self, kv_free_tokens: int | None) -> float | None:
+        """The engine's free KV less what the in-flight requests will still take at their predicted
+        lengths (prompts released but not yet prefilled, and output still to come), so a release does
+        not start a request that later runs the engine out of KV (a preemption, or a request stuck in
+        the engine's queue behind one that cannot get blocks)."""
+        if kv_free_tokens is None or not self.params.kv_reservation or not self._in_flight:
+            return kv_free_tokens
+        allocated = self.running_len_tokens() - self.pending_prefill_tokens()
+        return kv_free_tokens - max(0.0, self._kv_reserved_tokens - allocated)
 
     def _slot_wait_s(self, count: int, out_tokens: float, prompt_tokens: float) -> float:
         """Wait for an in-flight slot at a queue position with `count` requests, `out_tokens` predicted
@@ -123,11 +175,12 @@ class SloguardPolicy(LdfPolicy):
         pending = self.pending_prefill_tokens()
         slack_s = spec.ttft_deadline_s - now_s
         total = pending + self._main.total_tokens + spec.prompt_tokens
-        own_out = entry.predicted_output_tokens
+        own_out = self._queue_weight(entry)
         wait_s = self._wait_s(total, len(self._main) + 1, self._main.total_weight + own_out)
         if slack_s < wait_s + self.params.margin_s:  # not feasible at the tail: find its LDF position
-            ahead_tokens, ahead_count = self._main.ahead_of(spec.ttft_deadline_s, -spec.class_priority)
-            ahead_out = self._main.weight_ahead_of(spec.ttft_deadline_s, -spec.class_priority)
+            tie = self._tie(entry)
+            ahead_tokens, ahead_count = self._main.ahead_of(spec.ttft_deadline_s, tie)
+            ahead_out = self._main.weight_ahead_of(spec.ttft_deadline_s, tie)
             wait_s = self._wait_s(
                 pending + ahead_tokens + spec.prompt_tokens, ahead_count + 1, ahead_out + own_out
             )
@@ -177,6 +230,11 @@ class SloguardPolicy(LdfPolicy):
 
     def _push(self, entry: Entry, now_s: float) -> None:
         super()._push(entry, now_s)
+        if not entry.demoted:
+            spec = entry.spec
+            self._by_length.push(
+                spec.request_id, self._rank(entry), spec.prompt_tokens, tie=spec.ttft_deadline_s
+            )
         if self._sweep is not None and not entry.demoted:
             harmless = insertion_is_harmless(
                 self._sweep,
@@ -189,6 +247,14 @@ class SloguardPolicy(LdfPolicy):
             )
             if not harmless:
                 self._sweep = None
+
+    def _remove(self, entry: Entry) -> None:
+        super()._remove(entry)
+        self._by_length.remove(entry.request_id)
+
+    def move_to_best_effort(self, entry: Entry) -> None:
+        self._by_length.remove(entry.request_id)
+        super().move_to_best_effort(entry)
 
     def _expire(self, now_s: float) -> list[tuple[Entry, RejectionReason]]:
         if self._cached_sweep(now_s) is not None:
@@ -216,6 +282,7 @@ class SloguardPolicy(LdfPolicy):
         `short_first_buffer_s`, i.e. it would meet its TTFT even if served last, so serving short jobs
         first among these cuts mean latency (as SSJF does) without costing any of them its SLO."""
         self._skips = 0
+        self._urgent_slack_s = math.inf
         if not self.params.short_first or not len(self._main):
             yield from super()._candidates(now_s, room)
             return
@@ -223,19 +290,24 @@ class SloguardPolicy(LdfPolicy):
         whole_queue_s = self._wait_s(
             self.pending_prefill_tokens() + main.total_tokens, len(main), main.total_weight
         )
-        horizon = whole_queue_s + self.params.margin_s + self.params.short_first_buffer_s
-        relaxed: list[Entry] = []
-        for item in self._main:
-            entry = self._entries[item[4]]
-            if item[0] - now_s < horizon:
-                yield entry
-            else:
-                relaxed.append(entry)
-        if relaxed:
-            wanted = room + self.params.max_skips + 1
-            yield from heapq.nsmallest(
-                wanted, relaxed, key=lambda e: (e.predicted_output_tokens, e.spec.ttft_deadline_s)
-            )
+        horizon_s = whole_queue_s + self.params.margin_s + self.params.short_first_buffer_s  # of slack
+        self._urgent_slack_s = horizon_s
+        urgent = 0
+        for item in main:  # LDF order: the urgent ones are a prefix
+            if item[0] - now_s >= horizon_s:
+                break
+            urgent += 1
+            yield self._entries[item[4]]
+        # The relaxed ones, shortest first; the urgent ones met again here were yielded above. At most
+        # room + max_skips + 1 of them, as the release loop stops after room releases and max_skips skips.
+        wanted = room + self.params.max_skips + 1 if urgent < len(main) else 0
+        for item in self._by_length:
+            if wanted <= 0:
+                break
+            if item[1] - now_s < horizon_s:
+                continue
+            wanted -= 1
+            yield self._entries[item[4]]
         for item in self._best_effort:
             yield self._entries[item[4]]
 
@@ -250,7 +322,7 @@ class SloguardPolicy(LdfPolicy):
             candidate_prompt_tokens=entry.spec.prompt_tokens,
             candidate_output_tokens=entry.predicted_output_tokens,
             eta=self.inflation,
-            headroom=self.params.headroom,
+            headroom=self._headroom(entry, now_s),
             virtual=self.params.credit_batching,
         )
         if verdict.admit:
@@ -258,6 +330,19 @@ class SloguardPolicy(LdfPolicy):
             return Gate.RELEASE
         self._skips += 1
         return Gate.SKIP if self._skips <= self.params.max_skips else Gate.STOP
+
+    def _headroom(self, entry: Entry, now_s: float) -> float:
+        """TPOT gate headroom: `urgent_headroom` for an urgent request (TTFT slack under the whole
+        queue's predicted wait plus buffer) with a short prompt, whose prefill barely stalls the running
+        decodes; held back, it would miss its TTFT for sure, let in, the batch risks a few percent of TPOT."""
+        spec = entry.spec
+        if (
+            spec.prompt_tokens <= self.params.urgent_prompt_tokens
+            and not entry.demoted
+            and spec.ttft_deadline_s - now_s < self._urgent_slack_s
+        ):
+            return self.params.urgent_headroom
+        return self.params.headroom
 
     def on_finish(self, request_id: str, now_s: float, *, outcome: Outcome, output_tokens: int) -> None:
         entry = self._in_flight.get(request_id)

@@ -43,8 +43,7 @@ async def test_streamed_completion_relays_tokens_and_restores_the_clients_usage_
         assert upstream["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
         assert "priority" not in upstream  # the engine runs fcfs
         assert (
-            h.sample("sloguard_requests_total", slo_class="interactive", outcome="completed", reason="length")
-            == 1
+            h.sample("sloguard_requests_total", slo_class="interactive", outcome="completed", reason="") == 1
         )
 
 
@@ -183,7 +182,7 @@ async def test_queue_full_is_429_with_retry_after_and_nothing_is_lost(tmp_path: 
             assert response.status == 200
             response.release()
         assert h.outcomes() == {
-            ("interactive", "completed", "length"): 2,
+            ("interactive", "completed", ""): 2,
             ("batch", "rejected", "queue_full"): 1,
         }
 
@@ -211,9 +210,7 @@ async def test_explicit_targets_and_llm_d_headers_are_accepted(tmp_path: Path) -
         async with h.http.post(f"{h.http_url}/v1/completions", json=COMPLETION, headers=headers) as resp:
             assert resp.status == 200
             await resp.read()
-        assert (
-            h.sample("sloguard_requests_total", slo_class="batch", outcome="completed", reason="length") == 1
-        )
+        assert h.sample("sloguard_requests_total", slo_class="batch", outcome="completed", reason="") == 1
 
 
 async def test_a_client_leaving_while_queued_is_cancelled_and_never_reaches_the_engine(

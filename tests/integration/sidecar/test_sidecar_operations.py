@@ -16,6 +16,7 @@ from sloguard_testing import grpc_stubs as stubs
 from sloguard_testing.fake_vllm import FakeVllm
 from sloguard_testing.sidecar_harness import CLASSES, running_sidecar, sidecar_config, wait_until
 
+from sloguard.sidecar import service
 from sloguard.sidecar.proto import sidecar_pb2 as pb
 
 COMPLETION = {"model": "tiny", "prompt": "hello there", "max_tokens": 3}
@@ -96,7 +97,7 @@ async def test_drain_finishes_in_flight_refuses_new_and_stops(tmp_path: Path) ->
         assert [status for status, _ in await asyncio.gather(*pending)] == [200, 200]
         await asyncio.wait_for(h.sidecar.wait_stopped(), 10)
         assert h.outcomes() == {
-            ("interactive", "completed", "length"): 2,
+            ("interactive", "completed", ""): 2,
             ("interactive", "rejected", "draining"): 1,
         }
 
@@ -133,7 +134,7 @@ async def test_metrics_port_exposes_documented_series(tmp_path: Path, repo_root:
         for name in exposed:
             assert f"`{name}" in documented, f"{name} is not documented in docs/metrics.md"
         assert (
-            'sloguard_requests_total{outcome="completed",pool="test-pool",reason="length",'
+            'sloguard_requests_total{outcome="completed",pool="test-pool",reason="",'
             'slo_class="interactive"} 1.0' in text
         )
         assert 'sloguard_slo_attainment_ratio{pool="test-pool",slo_class="interactive"} 1.0' in text
@@ -206,3 +207,46 @@ async def test_the_in_flight_cap_backs_off_when_itl_exceeds_the_tightest_tpot(tm
         async with grpc.aio.insecure_channel(h.grpc_target) as channel:
             state = await stubs.control(channel).GetState(pb.GetStateRequest())
         assert state.in_flight_cap == h.sample("sloguard_in_flight_cap") and not state.cap_overridden
+
+
+async def test_the_engine_probe_outlives_a_hanging_or_failing_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A health check that hangs past the probe's timeout, or raises, means down; the probe goes on and
+    sees the engine back (before, one exception ended the probe task and readiness froze)."""
+    monkeypatch.setattr(service, "PROBE_TIMEOUT_S", 0.05)
+    async with running_sidecar(tmp_path) as h:
+        client = h.sidecar.engine_client
+        real_check = client.healthy
+        mode = {"now": "hang"}
+        calls = {"raise": 0}
+
+        async def check(timeout_s: float = 2.0) -> bool:
+            if mode["now"] == "hang":
+                await asyncio.sleep(3600)
+            if mode["now"] == "raise":
+                calls["raise"] += 1
+                raise RuntimeError("a bug in the check")
+            return await real_check(timeout_s)
+
+        monkeypatch.setattr(client, "healthy", check)
+        await wait_until(lambda: not h.sidecar.ready(), what="a hanging check to count as down")
+        mode["now"] = "raise"
+        await wait_until(lambda: calls["raise"] >= 2, what="the probe to run on after a failing check")
+        assert not h.sidecar.ready() and h.sample("sloguard_engine_up") == 0
+        mode["now"] = "answer"
+        await wait_until(h.sidecar.ready, what="the engine back")
+        assert (await _post(h.http, h.http_url))[0] == 200
+
+
+async def test_a_sidecar_started_before_its_engine_is_ready_soon_after_it(tmp_path: Path) -> None:
+    """With the periodic probe effectively off (as `sloguard demo` runs it), a down engine is still
+    re-checked every DOWN_PROBE_INTERVAL_S, so a sidecar that started first becomes ready without waiting
+    out --health-interval-s."""
+    fake = FakeVllm()
+    fake.healthy = False
+    async with running_sidecar(tmp_path, fake, health_interval_s=3600.0) as h:
+        assert not h.sidecar.ready()
+        fake.healthy = True
+        await wait_until(h.sidecar.ready, timeout_s=10 * service.DOWN_PROBE_INTERVAL_S, what="ready")
+        assert (await _post(h.http, h.http_url))[0] == 200

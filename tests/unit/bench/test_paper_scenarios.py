@@ -61,7 +61,7 @@ def test_ssjf_tiny_run_reports_mean_jct_for_the_required_policies() -> None:
 
 @needs_data
 def test_sa_tiny_run_has_cases_with_attainment_latency_and_g() -> None:
-    spec = dataclasses.replace(sa_bench.QUICK, requests=8, max_batches=(1, 4))
+    spec = dataclasses.replace(sa_bench.QUICK, requests=8, max_batches=(1, 4), seeds=(5, 6))
     data = sa_bench.run_spec(spec)
     assert [c["max_batch"] for c in data["cases"]] == [1, 4]
     for case in data["cases"]:
@@ -69,6 +69,10 @@ def test_sa_tiny_run_has_cases_with_attainment_latency_and_g() -> None:
         for figures in case["policies"].values():
             assert 0.0 <= figures["attainment"] <= 1.0 and _number(figures["G"])
             assert figures["mean_latency_s"] is None or figures["mean_latency_s"] > 0
+            per_seed = figures["attainment_per_seed"]
+            assert len(per_seed) == 2 and figures["attainment"] == pytest.approx(sum(per_seed) / 2, abs=1e-4)
+        assert 0 <= sa_bench.wins(case, "sloguard", "sa") <= 2
+    assert "| >= sa on |" in sa_bench.markdown(data)
 
 
 @needs_data

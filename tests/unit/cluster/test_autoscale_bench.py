@@ -25,4 +25,4 @@ def test_the_benchmark_reports_every_policy_in_the_documented_shape() -> None:
     assert policies["static"]["scale_events"] == 0
     for name in POLICY_ORDER:
         assert f"| {name} |" in result.markdown
-    assert result.files["autoscale-tiny.png"].startswith(b"\x89PNG")
+    assert result.files["autoscale.png"].startswith(b"\x89PNG")

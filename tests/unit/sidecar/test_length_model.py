@@ -80,6 +80,17 @@ def test_online_correction_moves_each_class_toward_its_observations(true_tokens:
     assert low < p.bias("new") < high
 
 
+def test_the_rank_key_is_the_offline_answer_while_the_mean_follows_the_online_correction() -> None:
+    p = fresh()
+    before = ask(p)
+    assert before.rank_key == pytest.approx(before.mean_tokens)  # nothing learned yet
+    for _ in range(50):
+        p.observe(prompt_text=ESSAY, prompt_tokens=20, slo_class="sharegpt", max_tokens=4096, output_tokens=5)
+    after = ask(p)
+    assert after.mean_tokens < 0.5 * before.mean_tokens
+    assert after.rank_key == before.rank_key  # predictions made before and after still rank alike
+
+
 def test_outputs_cut_off_at_max_tokens_never_lower_the_prediction() -> None:
     p = fresh()
     before = ask(p).mean_tokens

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from sloguard.sidecar.engine_client import EngineChunk, _chunk_of, prepare_upstream_body
-from sloguard.sidecar.relay import Assembler, UsageWish, client_chunk
+from sloguard.sidecar.relay import Assembler, StreamRelay, UsageWish, client_chunk, with_fingerprint
 
 # Chunks as vllm-behaviour.md §3.3 records them (completions, continuous usage), tokens coalesced in one.
 STREAM: list[dict[str, Any]] = [
@@ -107,10 +107,66 @@ def test_assembler_builds_a_completion_and_a_chat_response() -> None:
     answer = completion.response()
     assert answer["choices"][0]["text"] == " a b c d" and answer["choices"][0]["finish_reason"] == "length"
     assert answer["usage"]["completion_tokens"] == 4 and answer["system_fingerprint"] == "fp"
+    assert answer["usage"] == {
+        "prompt_tokens": 4,
+        "total_tokens": 8,
+        "completion_tokens": 4,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": None,
+    }
     chat = Assembler("chat")
     for chunk in _chunks([{"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}]):
         chat.add(chunk)
-    assert chat.response()["choices"][0]["message"] == {"role": "assistant", "content": "hi"}
+    message = chat.response()["choices"][0]["message"]
+    assert (message["role"], message["content"]) == ("assistant", "hi")
+
+
+def test_assembled_answers_have_vllms_member_order() -> None:  # vllm-behaviour.md §1.1
+    completion = Assembler("completions")
+    for chunk in _chunks(STREAM):
+        completion.add(chunk)
+    assert list(completion.response()) == [
+        "id", "object", "created", "model", "choices", "service_tier", "system_fingerprint", "usage",
+        "kv_transfer_params", "ec_transfer_params", "metrics",
+    ]  # fmt: skip
+    assert list(completion.response()["choices"][0]) == [
+        "index", "text", "logprobs", "finish_reason", "stop_reason", "token_ids", "prompt_logprobs",
+        "prompt_token_ids", "routed_experts",
+    ]  # fmt: skip
+    chat = Assembler("chat").response()
+    assert list(chat)[-6:] == [
+        "prompt_logprobs", "prompt_token_ids", "prompt_text",
+        "kv_transfer_params", "ec_transfer_params", "metrics",
+    ]  # fmt: skip
+
+
+def _relayed(wish: UsageWish, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    relay = StreamRelay(wish)
+    out = [data for chunk in _chunks(payloads) for data in relay.feed(chunk)] + relay.flush()
+    return [json.loads(data) for data in out]
+
+
+def test_without_usage_the_fingerprint_moves_to_the_finish_chunk() -> None:  # vllm-behaviour.md §3.1
+    relayed = _relayed(UsageWish(False, False), STREAM)
+    assert len(relayed) == 3 and all("usage" not in c for c in relayed)
+    assert (
+        relayed[-1]["choices"][0]["finish_reason"] == "length" and relayed[-1]["system_fingerprint"] == "fp"
+    )
+    assert all("system_fingerprint" not in c for c in relayed[:-1])
+    assert list(relayed[-1])[-1] == "system_fingerprint"  # the last member, where vLLM puts it
+    # with usage asked for, the usage chunk keeps it (§3.2); a stream without a usage chunk loses nothing
+    assert [("system_fingerprint" in c) for c in _relayed(UsageWish(True, False), STREAM)] == [0, 0, 0, 1]
+    assert [c["choices"][0]["text"] for c in _relayed(UsageWish(False, False), STREAM[:-1])] == [
+        " a",
+        " b c",
+        " d",
+    ]
+
+
+def test_with_fingerprint_appends_the_member() -> None:
+    assert json.loads(with_fingerprint(b'{"a":1} ', "fp")) == {"a": 1, "system_fingerprint": "fp"}
+    with pytest.raises(ValueError, match="JSON object"):
+        with_fingerprint(b"[1]", "fp")
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """What makes each policy itself: order, rejection, demotion, gating and the priorities it stamps."""
 
 import dataclasses
+import random
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from sloguard.api.sloclass import OnUnattainable
 from sloguard.sidecar.core.base_policy import PRIORITY_DEMOTED_OFFSET, QueuePolicy
 from sloguard.sidecar.core.latency import DecodeModel, LatencyModel, PrefillModel
 from sloguard.sidecar.core.policy import Admitted, EngineView, Rejected
+from sloguard.sidecar.core.prediction import LengthPrediction
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
 from sloguard.sidecar.core.simple_lengths import ClassMeanLengths, FixedLength
@@ -148,7 +150,7 @@ def test_scorpio_gates_on_tpot_head_of_line() -> None:
 
 
 def test_sloguard_skips_a_candidate_that_breaks_tpot_and_stamps_priorities() -> None:
-    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.1)
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.1, urgent_headroom=1.0)
     for i in range(3):
         policy.submit(req(f"c{i}", "chat"), 0.0)
     assert released(policy, 0.0) == ["c0", "c1", "c2"]
@@ -158,6 +160,21 @@ def test_sloguard_skips_a_candidate_that_breaks_tpot_and_stamps_priorities() -> 
     step = policy.release(0.0, EngineView(in_flight_cap=100))
     assert [r.request_id for r in step.releases] == ["s"]
     assert step.releases[0].engine_priority == 1000
+
+
+@pytest.mark.parametrize(("prompt", "let_in"), [(100, True), (300, False)])
+def test_sloguard_lets_an_urgent_short_prompt_past_the_tpot_gate_within_urgent_headroom(
+    prompt: int, let_in: bool
+) -> None:
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.1, kv_reservation=False)
+    for i in range(3):
+        policy.submit(req(f"c{i}", "chat"), 0.0)
+    assert released(policy, 0.0) == ["c0", "c1", "c2"]
+    policy.submit(req("s", "strict"), 0.0)  # (10 + 8) * 1.1 = 19.8 < 20
+    # (10 + 10) * 1.1 = 22 > 20 but < 1.15 * 20; the ITL does not depend on lengths here, only the
+    # prompt decides whether it is short (<= 256 tokens) and gets the urgent headroom
+    policy.submit(req("s2", "strict", prompt=prompt), 0.0)
+    assert released(policy, 0.0) == (["s", "s2"] if let_in else ["s"])
 
 
 def test_sloguard_demotes_best_effort_and_stamps_it_behind_everyone() -> None:
@@ -222,3 +239,99 @@ def test_sloguard_inflates_its_tpot_prediction_toward_what_completed_requests_sa
     assert policy.inflation == 1.0  # type: ignore[attr-defined]
     policy.on_finish("b", 1.1, outcome=Outcome.COMPLETED, output_tokens=51)  # 20 ms observed / 14 ms
     assert policy.inflation == pytest.approx(1.0 + 0.5 * (0.02 / 0.014 - 1.0))  # type: ignore[attr-defined]
+
+
+def _reference_candidates(policy: Any, now: float, room: int) -> tuple[list[str], int]:
+    """sloguard's release order computed the slow way: scan the whole queue, rank the relaxed ones."""
+    main = policy._main
+    whole_s = policy._wait_s(
+        policy.pending_prefill_tokens() + main.total_tokens, len(main), main.total_weight
+    )
+    horizon_s = whole_s + policy.params.margin_s + policy.params.short_first_buffer_s
+    urgent = [item[4] for item in main if item[0] - now < horizon_s]
+    relaxed = [policy._entries[item[4]] for item in main if item[0] - now >= horizon_s]
+    relaxed.sort(key=lambda e: (e.predicted_output_tokens, e.spec.ttft_deadline_s))
+    shortest = [e.request_id for e in relaxed[: room + policy.params.max_skips + 1]]
+    return urgent + shortest + [item[4] for item in policy._best_effort], len(shortest)
+
+
+def test_sloguard_ranks_relaxed_requests_by_length_kept_incrementally_like_a_full_rescan() -> None:
+    """The length rank is kept across arrivals, releases, demotions and finishes, never rebuilt; its
+    order must equal a full scan's at every step (distinct lengths, so the order is unique)."""
+    rng = random.Random(3)
+    config = SidecarConfig.model_validate({"classes": CLASSES, "policy": {"name": "sloguard"}})
+    policy = create_policy(config, predictor=FixedLength(1), latency=LATENCY, oracle=True)
+    lengths = rng.sample(range(1, 5000), 400)
+    now = 0.0
+    compared = demoted_seen = relaxed_seen = 0
+    for i, out in enumerate(lengths):
+        now += rng.expovariate(40.0)
+        cls = rng.choice(["chat", "batch", "batch", "code"])
+        policy.submit(req(f"r{i}", cls, arrival=now, prompt=rng.randint(10, 3000), true_out=out), now)
+        if i % 3 == 0:
+            room = rng.randint(1, 4)
+            in_flight = policy.snapshot().in_flight
+            expected, relaxed = _reference_candidates(policy, now, room)
+            assert [e.request_id for e in policy._candidates(now, room)] == expected
+            compared += 1
+            demoted_seen += policy.snapshot().demoted_queued > 0
+            relaxed_seen += relaxed > 1
+            step = policy.release(now, EngineView(in_flight_cap=in_flight + room))
+            for r in step.releases:
+                policy.on_first_token(r.request_id, now)
+        for entry in list(policy.in_flight_entries())[: rng.randint(0, 1)]:
+            policy.on_finish(entry.request_id, now, outcome=Outcome.COMPLETED, output_tokens=3)
+    assert compared > 100 and demoted_seen > 10 and relaxed_seen > 10
+
+
+@pytest.mark.parametrize(
+    ("kv_free", "reservation", "second_released"), [(300, True, False), (400, True, True), (300, False, True)]
+)
+def test_sloguard_reserves_kv_for_what_in_flight_requests_will_still_take(
+    kv_free: int, reservation: bool, second_released: bool
+) -> None:
+    """`a` holds 100 prompt tokens not yet prefilled plus 100 predicted output: 200 KV tokens to come.
+    `b` needs 200; with the reservation it starts only if the free room covers both."""
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, kv_reservation=reservation)
+    policy.submit(req("a", "batch"), 0.0)
+    assert released(policy, 0.0) == ["a"]
+    policy.submit(req("b", "batch"), 0.0)
+    step = policy.release(0.0, EngineView(in_flight_cap=100, kv_free_tokens=kv_free))
+    assert [r.request_id for r in step.releases] == (["b"] if second_released else [])
+
+
+def test_sloguard_serves_equal_deadlines_shortest_predicted_first() -> None:
+    """A burst of one class shares one TTFT deadline; shortest first meets the most of them."""
+    config = SidecarConfig.model_validate({"classes": CLASSES, "policy": {"name": "sloguard"}})
+    policy = create_policy(config, predictor=FixedLength(1), latency=LATENCY, oracle=True)
+    for rid, out in (("long", 400), ("short", 5), ("mid", 60)):
+        policy.submit(req(rid, "chat", true_out=out), 0.0)
+    assert released(policy, 0.0, cap=1) == ["short"]
+    edf = create_policy(
+        SidecarConfig.model_validate({"classes": CLASSES, "policy": {"name": "edf"}}),
+        predictor=FixedLength(1),
+        latency=LATENCY,
+        oracle=True,
+    )
+    for rid, out in (("long", 400), ("short", 5), ("mid", 60)):
+        edf.submit(req(rid, "chat", true_out=out), 0.0)
+    assert released(edf, 0.0, cap=1) == ["long"]  # the shared LDF queue keeps arrival order for others
+
+
+class _RankedLengths:
+    """Mean 100 for everyone; the offline rank key is the prompt length (as if corrections differed)."""
+
+    def predict(
+        self, *, prompt_text: str | None, prompt_tokens: int, slo_class: str, max_tokens: int
+    ) -> LengthPrediction:
+        return LengthPrediction(mean_tokens=100.0, rank_tokens=float(prompt_tokens))
+
+    def observe(self, **kwargs: Any) -> None:
+        return None
+
+
+def test_sloguard_orders_by_the_predictions_rank_key_not_its_corrected_mean() -> None:
+    policy = make(Name.SLOGUARD, _RankedLengths(), calibrate_prefill=False)
+    for rid, prompt in (("p300", 300), ("p10", 10), ("p90", 90)):
+        policy.submit(req(rid, "chat", prompt=prompt), 0.0)
+    assert released(policy, 0.0, cap=1) == ["p10"]

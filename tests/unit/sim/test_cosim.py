@@ -81,6 +81,20 @@ def test_every_request_ends_exactly_once_under_overload(policy_name: str) -> Non
     assert summary["all"].completed + summary["all"].rejected == 150
 
 
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_sloguard_meets_more_slos_than_scorpio_on_a_kv_starved_engine(seed: int) -> None:
+    """150 requests at 40 req/s onto 600 KV blocks: the sidecar must not release what the engine cannot
+    hold (sloguard reserves KV for the in-flight requests' predicted lengths). Measured: 72 / 65 / 79 met
+    against scorpio's 53 / 32 / 50 (before the reservation sloguard met 26 / 12 / 43)."""
+    specs = workload(150, rate_rps=40.0, seed=seed)
+    by_id = {s.request_id: s for s in specs}
+    met = {}
+    for name in ("scorpio", "sloguard"):
+        records = run_replica(make_replica(name, num_gpu_blocks=600), specs)
+        met[name] = sum(r.met(by_id[r.request_id]) for r in records)
+    assert met["sloguard"] > met["scorpio"]
+
+
 def test_identical_inputs_give_identical_records() -> None:
     specs = workload(80, rate_rps=20.0, seed=3)
     first = run_replica(make_replica("sloguard"), specs)
