@@ -1,9 +1,13 @@
 """Held-out evaluation of output-length predictors: accuracy and per-prediction latency.
 
 Called by `sloguard predictor eval` and the shipped-artifact test. The model and three baselines are scored
-on the same test rows (`length_dataset`'s deterministic 20 % split). Baselines are fitted on the training
+on the same test rows (`length_dataset`'s deterministic 20 % split), and `ceiling` reports the
+same-prompt bound (other sampled answers to the same prompt as the prediction) on the test rows that have
+such answers, next to the model on those rows. Baselines are fitted on the training
 and validation rows. Every predictor's point estimate is its `mean_tokens` (the field policies read), used
-for MAE, Kendall's tau-b against the true lengths, and SSJF's five-bucket accuracy. Latency is the wall time
+for MAE, Kendall's tau-b against the true lengths, and SSJF's five-bucket accuracy; MAE and bucket
+accuracy are also reported for the predicted median (`quantile(0.5)`), the point a bucket classifier would
+pick (the mean of a right-skewed length lies above it). Latency is the wall time
 of one `predict()` call, from the Python call to the returned `LengthPrediction`, per test row after a short
 warm-up, on whatever machine runs the command. Each row is timed in `TIMING_PASSES` passes and its least time
 is kept (as `timeit` advises): on a shared machine a pass is sometimes preempted by other processes, which
@@ -39,13 +43,28 @@ class Scores(TypedDict):
     mae: float
     kendall_tau: float
     bucket5_accuracy: float
+    median_mae: float  # the same two figures from the predicted median (quantile 0.5) instead of the mean
+    median_bucket5_accuracy: float
     p50_ms: float
     p99_ms: float
+
+
+class Ceiling(TypedDict):
+    """How well the other answers to the same prompt predict an answer, against the model on those rows."""
+
+    rows: int
+    mae: float
+    kendall_tau: float
+    bucket5_accuracy: float
+    model_mae: float
+    model_kendall_tau: float
+    model_bucket5_accuracy: float
 
 
 class Report(TypedDict):
     model: Scores
     baselines: dict[str, Scores]
+    ceiling: Ceiling
     test_rows: int
 
 
@@ -60,6 +79,7 @@ def score(predictor: OutputLengthPredictor, rows: Sequence[LengthRow]) -> Scores
             max_tokens=EVAL_MAX_TOKENS,
         )
     predicted = np.empty(len(rows))
+    median = np.empty(len(rows))
     latency_s = np.full(len(rows), np.inf)
     gc.collect()
     gc.freeze()
@@ -75,6 +95,7 @@ def score(predictor: OutputLengthPredictor, rows: Sequence[LengthRow]) -> Scores
                 )
                 latency_s[i] = min(latency_s[i], time.perf_counter() - start)
                 predicted[i] = prediction.mean_tokens
+                median[i] = prediction.quantile(0.5)
     finally:
         gc.unfreeze()
     true = np.array([row.output_tokens for row in rows], dtype=np.float64)
@@ -82,6 +103,8 @@ def score(predictor: OutputLengthPredictor, rows: Sequence[LengthRow]) -> Scores
         mae=round(mean_absolute_error(true, predicted), 3),
         kendall_tau=round(kendall_tau_b(true, predicted), 4),
         bucket5_accuracy=round(bucket5_accuracy(true, predicted), 4),
+        median_mae=round(mean_absolute_error(true, median), 3),
+        median_bucket5_accuracy=round(bucket5_accuracy(true, median), 4),
         p50_ms=round(float(np.percentile(latency_s, 50)) * 1e3, 4),
         p99_ms=round(float(np.percentile(latency_s, 99)) * 1e3, 4),
     )
@@ -103,11 +126,62 @@ def evaluate_by_class(
     return {c: evaluate(model, fit_rows, [r for r in test_rows if r.slo_class == c]) for c in classes}
 
 
+def ceiling(model: OutputLengthPredictor, test_rows: Sequence[LengthRow]) -> Ceiling:
+    """The same-prompt bound: rows whose group holds several answers to one prompt (AlpacaEval's four
+    models) are predicted by the geometric mean of the other answers' lengths, log1p-averaged. No predictor
+    that reads only the prompt can know more about one sampled answer than the other samples do, up to
+    their own sampling noise, so this estimates how far the labels' noise lets any such predictor go."""
+    groups: dict[str, list[LengthRow]] = {}
+    for row in test_rows:
+        groups.setdefault(row.group, []).append(row)
+    shared = [rows for rows in groups.values() if len(rows) > 1]
+    if not shared:
+        return Ceiling(
+            rows=0,
+            mae=0.0,
+            kendall_tau=0.0,
+            bucket5_accuracy=0.0,
+            model_mae=0.0,
+            model_kendall_tau=0.0,
+            model_bucket5_accuracy=0.0,
+        )
+    true: list[float] = []
+    others: list[float] = []
+    for rows in shared:
+        logs = np.log1p(np.array([r.output_tokens for r in rows], dtype=np.float64))
+        for i, row in enumerate(rows):
+            true.append(float(row.output_tokens))
+            others.append(float(np.expm1((logs.sum() - logs[i]) / (len(rows) - 1))))
+    flat = [row for rows in shared for row in rows]
+    model_predicted = np.array(
+        [
+            model.predict(
+                prompt_text=r.prompt_text,
+                prompt_tokens=r.prompt_tokens,
+                slo_class=r.slo_class,
+                max_tokens=EVAL_MAX_TOKENS,
+            ).mean_tokens
+            for r in flat
+        ]
+    )
+    t, o = np.array(true), np.array(others)
+    return Ceiling(
+        rows=len(flat),
+        mae=round(mean_absolute_error(t, o), 3),
+        kendall_tau=round(kendall_tau_b(t, o), 4),
+        bucket5_accuracy=round(bucket5_accuracy(t, o), 4),
+        model_mae=round(mean_absolute_error(t, model_predicted), 3),
+        model_kendall_tau=round(kendall_tau_b(t, model_predicted), 4),
+        model_bucket5_accuracy=round(bucket5_accuracy(t, model_predicted), 4),
+    )
+
+
 def evaluate(
     model: OutputLengthPredictor, fit_rows: Sequence[LengthRow], test_rows: Sequence[LengthRow]
 ) -> Report:
     return Report(
         model=score(model, test_rows),
         baselines={name: score(p, test_rows) for name, p in baselines(fit_rows).items()},
+        ceiling=ceiling(model, test_rows),
         test_rows=len(test_rows),
     )

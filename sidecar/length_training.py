@@ -19,9 +19,10 @@ and every array op is float32 numpy on one thread's worth of data, so the same s
 weights (the reproducibility test checks this bit for bit).
 """
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,7 @@ from sloguard.sidecar.core.length_features import DENSE_FEATURES, prompt_feature
 from sloguard.sidecar.core.length_model import BLEND_TERMS, ProxyWeights
 from sloguard.sidecar.core.length_neighbours import NeighbourIndex
 from sloguard.sidecar.length_dataset import TRAINING_CLASSES, LengthRow
+from sloguard.sidecar.length_tree_training import TreeConfig, add_trees
 
 QUANTILE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 IntArray = npt.NDArray[np.int64]
@@ -55,6 +57,7 @@ class TrainConfig:
     neighbours_power: float = 4.0
     neighbours_max_df: float = 0.1
     neighbours_min_similarity: float = 0.05
+    trees: TreeConfig | None = field(default_factory=TreeConfig)  # None: the blend alone (--no-trees)
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,7 @@ def train(
     z_mlp = np.mean([_predict_all(best, valid, mean, std) for best in members], axis=0).astype(np.float64)
     blend, z_hat = _fit_blend(index, validation_rows, z_mlp, valid.target.astype(np.float64), config)
     residuals = valid.target - z_hat.astype(np.float32)
-    return ProxyWeights(
+    weights = ProxyWeights(
         hash_bits=config.hash_bits,
         classes=TRAINING_CLASSES,
         embeddings=np.stack([m.embeddings for m in members]),
@@ -286,6 +289,10 @@ def train(
         neighbour_hash_bits=config.neighbour_hash_bits,
         blend=blend,
     )
+    if config.trees is None:
+        return weights
+    tree_config = dataclasses.replace(config.trees, seed=config.seed)
+    return add_trees(weights, train_rows, validation_rows, tree_config, QUANTILE_LEVELS)
 
 
 def _class_id(slo_class: str) -> int:

@@ -52,6 +52,8 @@ def _split_rows(data_dir: Path, max_rows: int | None) -> "dict[Split, list[Lengt
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import numpy as np
 
     from sloguard.sidecar.length_dataset import Split
@@ -62,7 +64,13 @@ def run_train(args: argparse.Namespace) -> int:
     if by_split is None:
         return 2
     config = TrainConfig(seed=args.seed)
-    weights = train(by_split[Split.TRAIN], by_split[Split.VALIDATION], config)
+    if args.no_trees:
+        config = dataclasses.replace(config, trees=None)
+    try:
+        weights = train(by_split[Split.TRAIN], by_split[Split.VALIDATION], config)
+    except RuntimeError as exc:  # a missing training dependency (the `train` extra)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as handle:
@@ -112,6 +120,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     train_parser.add_argument("--out", default=str(default_artifact()), help="where the .npz weights go")
     train_parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
     train_parser.add_argument("--max-rows", type=int, default=None, help="train on the first N training rows")
+    train_parser.add_argument(
+        "--no-trees", action="store_true", help="train the MLP/neighbour blend alone, without stacked trees"
+    )
     train_parser.set_defaults(func=run_train)
     eval_parser = actions.add_parser("eval", help="score the model and the baselines on the held-out split")
     eval_parser.add_argument("--data-dir", default=str(default_data_dir()), help="the shared/data folder")

@@ -9,8 +9,12 @@ Prediction, in log space (`z = log1p(output tokens)`):
             MLP([mean of the prompt's hashed n-gram embeddings, standardised dense features, class one-hot])
     z_nn, s = the TF-IDF nearest training prompts' weighted mean log length and best cosine similarity
               (`length_neighbours`; skipped when the text is unknown or shares no feature with the index)
-    z_hat = a*z_mlp + b*z_nn + c + d*(z_nn - z_mlp)*s     (a..d fitted on the validation split)
+    z_blend = a*z_mlp + b*z_nn + c + d*(z_nn - z_mlp)*s   (a..d fitted on the validation split)
+    z_tree = boosted regression trees (`length_trees`) over the dense statistics, instruction cues
+             (`length_cues`), static word vectors (`length_vectors`) and the class
+    z_hat = e*z_blend + f*z_tree + g                     (the stack; e..g fitted on the validation split)
           + online bias of the class
+An artifact without trees (`sloguard predictor train --no-trees`) serves z_hat = z_blend.
 Quantiles are z_hat plus the empirical quantiles of the validation residuals (so they are monotone by
 construction); the mean is the smearing estimate exp(z_hat) * E[exp(residual)] - 1. Everything is capped at
 `max_tokens`. An SLO class that was not a training class gets a zero one-hot (the model was trained with the
@@ -33,8 +37,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sloguard.sidecar.core.length_cues import CUE_COUNT
 from sloguard.sidecar.core.length_features import DENSE_FEATURES, PromptFeatures, prompt_features
 from sloguard.sidecar.core.length_neighbours import NeighbourIndex
+from sloguard.sidecar.core.length_trees import TreeEnsemble, tree_inputs
+from sloguard.sidecar.core.length_vectors import WordVectors
 from sloguard.sidecar.core.prediction import LengthPrediction
 
 ARTIFACT_NAME = "length_model.npz"
@@ -42,6 +49,9 @@ MIN_RATE = 0.02
 SHRINK = 10.0
 BLEND_TERMS = 4
 NEIGHBOUR_PREFIX = "nn_"
+TREE_PREFIX = "tree_"
+VECTOR_PREFIX = "wv_"
+STACK_TERMS = 3
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -82,6 +92,9 @@ class ProxyWeights:
     neighbours: NeighbourIndex | None = None  # None: the MLP alone
     neighbour_hash_bits: int = 20
     blend: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # see `blended_log`
+    trees: TreeEnsemble | None = None  # None: the blend alone
+    vectors: WordVectors | None = None  # the trees' word table (present exactly when trees are)
+    stack: tuple[float, float, float] = (1.0, 0.0, 0.0)  # z_hat = e*z_blend + f*z_tree + g
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 3 or self.embeddings.shape[1] != 1 << self.hash_bits:
@@ -102,6 +115,16 @@ class ProxyWeights:
             raise ValueError("the neighbour index must hash at least as finely as the MLP")
         if len(self.blend) != BLEND_TERMS:
             raise ValueError(f"the blend has {BLEND_TERMS} coefficients")
+        if (self.trees is None) != (self.vectors is None):
+            raise ValueError("trees and their word vectors come together")
+        if len(self.stack) != STACK_TERMS:
+            raise ValueError(f"the stack has {STACK_TERMS} coefficients")
+        if self.trees is not None and self.vectors is not None:
+            expected = DENSE_FEATURES + CUE_COUNT + self.vectors.dim + len(self.classes)
+            if self.trees.n_features != expected:
+                raise ValueError(
+                    f"the trees read {self.trees.n_features} features, the inputs have {expected}"
+                )
 
     def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
         extra: dict[str, npt.NDArray[np.generic]] = {}
@@ -109,6 +132,9 @@ class ProxyWeights:
             extra = self.neighbours.to_arrays(NEIGHBOUR_PREFIX)
             extra["neighbour_hash_bits"] = np.array(self.neighbour_hash_bits)
             extra["blend"] = np.array(self.blend, dtype=np.float64)
+        if self.trees is not None and self.vectors is not None:
+            extra |= self.trees.to_arrays(TREE_PREFIX) | self.vectors.to_arrays(VECTOR_PREFIX)
+            extra["stack"] = np.array(self.stack, dtype=np.float64)
         return extra | {
             "hash_bits": np.array(self.hash_bits),
             "classes": np.array(self.classes, dtype=np.str_),
@@ -145,16 +171,34 @@ class ProxyWeights:
             residual_quantiles=f32("residual_quantiles"),
             smearing=float(arrays["smearing"]),
             **_neighbour_fields(arrays),
+            **_tree_fields(arrays),
         )
 
     def predict_log(self, prompt_text: str | None, prompt_tokens: int, slo_class: str) -> float:
-        """z_hat before any online bias: the MLP, blended with the neighbours when the prompt has any."""
+        """z_hat before any online bias: the blend, stacked with the trees when the artifact has them."""
         bits = self.hash_bits if self.neighbours is None else self.neighbour_hash_bits
         features = prompt_features(prompt_text, prompt_tokens, hash_bits=bits)
+        class_id = self.classes.index(slo_class) if slo_class in self.classes else -1
+        z_blend = self.blend_log(features, prompt_text, slo_class, class_id)
+        if self.trees is None or self.vectors is None:
+            return z_blend
+        x = tree_inputs(
+            dense=features.dense,
+            prompt_text=prompt_text,
+            class_id=class_id,
+            classes=len(self.classes),
+            vectors=self.vectors,
+        )
+        e, f, g = self.stack
+        return e * z_blend + f * self.trees.predict(x) + g
+
+    def blend_log(
+        self, features: PromptFeatures, prompt_text: str | None, slo_class: str, class_id: int
+    ) -> float:
+        """The MLP, blended with the neighbours when the prompt has any (z_blend above)."""
         z_mlp = self.mlp_log(features, slo_class)
         if self.neighbours is None or prompt_text is None:
             return z_mlp
-        class_id = self.classes.index(slo_class) if slo_class in self.classes else -1
         answer = self.neighbours.query(features.indices, class_id)
         if answer is None:
             return z_mlp
@@ -194,6 +238,19 @@ def _neighbour_fields(
         "neighbours": NeighbourIndex.from_arrays(arrays, NEIGHBOUR_PREFIX),
         "neighbour_hash_bits": int(arrays["neighbour_hash_bits"]),
         "blend": tuple(float(x) for x in arrays["blend"]),
+    }
+
+
+def _tree_fields(
+    arrays: "np.lib.npyio.NpzFile | dict[str, npt.NDArray[np.generic]]",
+) -> dict[str, Any]:
+    """The optional tree part of an artifact (absent in artifacts trained with --no-trees)."""
+    if f"{TREE_PREFIX}roots" not in arrays:
+        return {}
+    return {
+        "trees": TreeEnsemble.from_arrays(arrays, TREE_PREFIX),
+        "vectors": WordVectors.from_arrays(arrays, VECTOR_PREFIX),
+        "stack": tuple(float(x) for x in arrays["stack"]),
     }
 
 
@@ -265,6 +322,9 @@ def load_weights(data: bytes) -> ProxyWeights:
     w = weights
     for array in (w.embeddings, w.dense_mean, w.dense_std, w.w1, w.b1, w.w2, w.b2, w.residual_quantiles):
         array.flags.writeable = False
+    if w.trees is not None and w.vectors is not None:
+        w.trees.freeze()
+        w.vectors.freeze()
     if w.neighbours is not None:
         n = w.neighbours
         for part in (n.keys, n.idf, n.indptr, n.rows, n.weights, n.row_log_length, n.row_class):

@@ -92,16 +92,19 @@ def test_bad_parameters_are_rejected(change: dict[str, float], message: str | No
 def test_the_shipped_model_blends_neighbours_and_an_mlp_only_artifact_still_loads() -> None:
     shipped = load_default_predictor().weights
     assert shipped.neighbours is not None
-    arrays = {k: v for k, v in shipped.to_arrays().items() if not k.startswith("nn_")}
-    arrays.pop("neighbour_hash_bits")
-    arrays.pop("blend")
+    arrays = {k: v for k, v in shipped.to_arrays().items() if not k.startswith(("nn_", "tree_", "wv_"))}
+    for name in ("neighbour_hash_bits", "blend", "stack"):
+        arrays.pop(name)
     mlp_only = ProxyWeights.from_arrays(arrays)
-    assert mlp_only.neighbours is None
+    assert mlp_only.neighbours is None and mlp_only.trees is None
     text = "Write a Python function that sorts a list."
     mlp_z = mlp_only.predict_log(text, 10, "sharegpt")
     assert np.isfinite(mlp_z)
-    # without text the neighbours have nothing to say: both artifacts answer alike
-    assert shipped.predict_log(None, 10, "sharegpt") == pytest.approx(
+    blend = {k: v for k, v in shipped.to_arrays().items() if not k.startswith(("tree_", "wv_"))}
+    blend.pop("stack")
+    blend_only = ProxyWeights.from_arrays(blend)
+    # without text the neighbours have nothing to say: the blend and the MLP alone answer alike
+    assert blend_only.predict_log(None, 10, "sharegpt") == pytest.approx(
         mlp_only.predict_log(None, 10, "sharegpt")
     )
     prediction = ProxyLengthPredictor(mlp_only).predict(
@@ -115,7 +118,7 @@ def test_a_single_mlp_artifact_of_the_older_layout_loads_as_a_one_member_ensembl
     older = {
         k: v
         for k, v in arrays.items()
-        if not k.startswith("nn_") and k not in {"blend", "neighbour_hash_bits"}
+        if not k.startswith(("nn_", "tree_", "wv_")) and k not in {"blend", "neighbour_hash_bits", "stack"}
     }
     for name in ("embeddings", "w1", "b1", "w2", "b2"):
         older[name] = np.asarray(arrays[name])[0]  # member 0, without the member axis

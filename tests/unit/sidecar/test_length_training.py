@@ -1,6 +1,7 @@
 """Training on the real data: the shipped artifact beats the baselines on held-out rows, training is
 reproducible, and `sloguard predictor eval --json` writes the agreed figures."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from sloguard.sidecar.core.length_model import ProxyLengthPredictor, load_defaul
 from sloguard.sidecar.length_dataset import LengthRow, Split, load_rows, qwen_token_counter, split_of
 from sloguard.sidecar.length_evaluation import evaluate, evaluate_by_class
 from sloguard.sidecar.length_training import TrainConfig, train
+from sloguard.sidecar.length_tree_training import TreeConfig
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +48,15 @@ def test_shipped_artifact_beats_the_baselines_on_a_held_out_slice(rows: list[Len
 
 def test_same_seed_gives_the_same_weights(rows: list[LengthRow]) -> None:
     small_train, small_valid = by_split(rows, Split.TRAIN)[:300], by_split(rows, Split.VALIDATION)[:80]
-    config = TrainConfig(seed=7, hash_bits=10, embedding_dim=8, hidden=8, epochs=2)
+    trees = TreeConfig(vector_dim=8, max_trees=20, min_data_in_leaf=10)
+    config = TrainConfig(seed=7, hash_bits=10, embedding_dim=8, hidden=8, epochs=2, trees=trees)
     first, second = train(small_train, small_valid, config), train(small_train, small_valid, config)
-    other = train(
-        small_train, small_valid, TrainConfig(seed=8, hash_bits=10, embedding_dim=8, hidden=8, epochs=2)
-    )
+    other = train(small_train, small_valid, dataclasses.replace(config, seed=8))
     a, b, c = first.to_arrays(), second.to_arrays(), other.to_arrays()
+    assert "tree_value" in a and "wv_vectors" in a
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["w1"], c["w1"])
+    assert not np.array_equal(a["tree_value"], c["tree_value"])  # bagging follows the seed
 
 
 def test_training_rejects_empty_input() -> None:
@@ -68,8 +71,19 @@ def test_eval_command_writes_the_agreed_json(
     out = tmp_path / "eval.json"
     assert main(["predictor", "eval", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    keys = {"mae", "kendall_tau", "bucket5_accuracy", "p50_ms", "p99_ms"}
-    assert set(report) == {"model", "baselines", "test_rows"}
+    keys = {
+        "mae",
+        "kendall_tau",
+        "bucket5_accuracy",
+        "median_mae",
+        "median_bucket5_accuracy",
+        "p50_ms",
+        "p99_ms",
+    }
+    assert set(report) == {"model", "baselines", "ceiling", "test_rows"}
+    ceiling = report["ceiling"]
+    assert ceiling["rows"] == 4 * 157  # AlpacaEval's test instructions, four answers each
+    assert ceiling["kendall_tau"] > ceiling["model_kendall_tau"]
     assert set(report["model"]) == keys
     assert set(report["baselines"]) == {"global_mean", "class_mean", "prompt_linear"}
     assert all(set(v) == keys for v in report["baselines"].values())
@@ -77,11 +91,14 @@ def test_eval_command_writes_the_agreed_json(
     assert all(isinstance(v, float) for v in report["model"].values())
 
 
-def test_train_command_writes_a_loadable_artifact(tmp_path: Path, shared_data_dir: Path) -> None:
+@pytest.mark.parametrize("trees", [True, False])
+def test_train_command_writes_a_loadable_artifact(tmp_path: Path, shared_data_dir: Path, trees: bool) -> None:
     out = tmp_path / "model.npz"
     args = ["predictor", "train", "--data-dir", str(shared_data_dir), "--out", str(out), "--max-rows", "200"]
-    assert main(args) == 0
-    predictor = ProxyLengthPredictor(load_weights(out.read_bytes()))
+    assert main(args + ([] if trees else ["--no-trees"])) == 0
+    weights = load_weights(out.read_bytes())
+    assert (weights.trees is not None) is trees
+    predictor = ProxyLengthPredictor(weights)
     prediction = predictor.predict(prompt_text="Say hi.", prompt_tokens=3, slo_class="x", max_tokens=50)
     assert 0 <= prediction.quantile(0.5) <= prediction.quantile(0.99) <= 50
 
