@@ -251,24 +251,35 @@ async def _done(order: list[str], n: int) -> bool:
 async def test_client_disconnect_aborts_and_frees_the_blocks(start_server: StartServer) -> None:  # §3.7
     server = await start_server()
     body = {"prompt": "the quick brown fox", "max_tokens": 500, "ignore_eos": True, "stream": True}
+    # As in the unary test below: 500 tokens take real vLLM about a second, and a CPU-starved API server can
+    # notice the disconnect after the engine has finished; such an attempt is a legitimate completion that
+    # proves nothing, so up to 6 attempts, and the last must show the abort.
+    outcomes: list[tuple[float, float]] = []
     async with aiohttp.ClientSession() as s:
-        before = await metrics(s, server.base_url)
-        async with s.post(f"{server.base_url}/v1/completions", json=body) as resp:
-            seen = 0
-            async for _ in sse_events(resp):
-                seen += 1
-                if seen == 5:
-                    break
-            resp.close()
 
         async def idle() -> bool:
             m = await metrics(s, server.base_url)
             return m["vllm:num_requests_running"] == 0 and m["vllm:kv_cache_usage_perc"] == 0
 
-        await wait_for(idle)
-        m = await metrics(s, server.base_url)
-    assert 5 <= delta(m, before, "vllm:generation_tokens_total") < 500
-    assert all(delta(m, before, k) == 0 for k in m if k.startswith("vllm:request_success_total{"))
+        for _ in range(6):
+            before = await metrics(s, server.base_url)
+            async with s.post(f"{server.base_url}/v1/completions", json=body) as resp:
+                seen = 0
+                async for _ in sse_events(resp):
+                    seen += 1
+                    if seen == 5:
+                        break
+                resp.close()
+            await wait_for(idle)
+            m = await metrics(s, server.base_url)
+            generated = delta(m, before, "vllm:generation_tokens_total")
+            successes = sum(delta(m, before, k) for k in m if k.startswith("vllm:request_success_total{"))
+            outcomes.append((generated, successes))
+            if generated < 500:
+                break
+    generated, successes = outcomes[-1]
+    assert 5 <= generated < 500, f"never aborted: (tokens, successes) per attempt {outcomes}"
+    assert successes == 0  # an aborted request is no success
 
 
 async def test_a_unary_client_that_gives_up_aborts_its_request(start_server: StartServer) -> None:  # §3.7
