@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from sloguard.api.openai_layout import unary_answer
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk
 
 
@@ -119,42 +120,6 @@ class Assembler:
     def response(self) -> dict[str, Any]:
         """vLLM 0.32's non-streamed answer, member for member (vllm-behaviour.md §1.1)."""
         first = self.first or {}
-        text = "".join(self.text)
-        choice: dict[str, Any]
-        if self.endpoint == "chat":
-            choice = {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": text,
-                    "refusal": None,
-                    "annotations": None,
-                    "audio": None,
-                    "function_call": None,
-                    "reasoning": None,
-                },
-                "logprobs": None,
-                "finish_reason": self.finish_reason,
-                "stop_reason": self.stop_reason,
-                "token_ids": None,
-                "routed_experts": None,
-            }
-            obj = "chat.completion"
-            tail: dict[str, Any] = {"prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None}
-        else:
-            choice = {
-                "index": 0,
-                "text": text,
-                "logprobs": None,
-                "finish_reason": self.finish_reason,
-                "stop_reason": self.stop_reason,
-                "token_ids": None,
-                "prompt_logprobs": None,
-                "prompt_token_ids": None,
-                "routed_experts": None,
-            }
-            obj = "text_completion"
-            tail = {}
         usage = None
         if self.usage is not None:
             prompt, completion = self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
@@ -165,17 +130,14 @@ class Assembler:
                 "prompt_tokens_details": self.usage.get("prompt_tokens_details"),
                 "completion_tokens_details": None,
             }
-        return {
-            "id": first.get("id", ""),
-            "object": obj,
-            "created": first.get("created", 0),
-            "model": first.get("model", ""),
-            "choices": [choice],
-            "service_tier": None,
-            "system_fingerprint": self.fingerprint,
-            "usage": usage,
-            **tail,
-            "kv_transfer_params": None,
-            "ec_transfer_params": None,
-            "metrics": None,
-        }
+        return unary_answer(
+            chat=self.endpoint == "chat",
+            response_id=first.get("id", ""),
+            created=first.get("created", 0),
+            model=first.get("model", ""),
+            text="".join(self.text),
+            finish_reason=self.finish_reason,
+            stop_reason=self.stop_reason,
+            fingerprint=self.fingerprint,
+            usage=usage,
+        )

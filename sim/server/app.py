@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sloguard.api.openai_layout import unary_answer
 from sloguard.sim.engine import Engine, EngineConfig, Finished, SimRequest
 from sloguard.sim.profiles import load_profile
 from sloguard.sim.server.driver import EngineDriver, RequestHandle
@@ -269,53 +270,18 @@ async def _unary(
         "prompt_tokens_details": None,
         "completion_tokens_details": None,
     }
-    created = int(time.time())
-    tail: dict[str, Any] = {"kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
-    if chat:  # field for field what vLLM 0.32 returns (compared against a live server)
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": text,
-                "refusal": None,
-                "annotations": None,
-                "audio": None,
-                "function_call": None,
-                "reasoning": None,
-            },
-            "logprobs": None,
-            "finish_reason": done.finish_reason,
-            "stop_reason": None,
-            "token_ids": None,
-            "routed_experts": None,
-        }
-        obj = "chat.completion"
-        tail = {"prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None, **tail}
-    else:
-        choice = {
-            "index": 0,
-            "text": text,
-            "logprobs": None,
-            "finish_reason": done.finish_reason,
-            "stop_reason": None,
-            "token_ids": None,
-            "prompt_logprobs": None,
-            "prompt_token_ids": None,
-            "routed_experts": None,
-        }
-        obj = "text_completion"
-    return _json(
-        {
-            "id": response_id,
-            "object": obj,
-            "created": created,
-            "model": model,
-            "choices": [choice],
-            "service_tier": None,
-            "system_fingerprint": _fingerprint(),
-            "usage": usage,
-            **tail,
-        }
+    return _json(  # field for field what vLLM 0.32 returns (compared against a live server)
+        unary_answer(
+            chat=chat,
+            response_id=response_id,
+            created=int(time.time()),
+            model=model,
+            text=text,
+            finish_reason=done.finish_reason,
+            stop_reason=None,
+            fingerprint=_fingerprint(),
+            usage=usage,
+        )
     )
 
 
