@@ -9,7 +9,7 @@ queue (for a backlog that arrived together, exactly; for a trickle, conservative
 
 The queued requests' work is what the output-length predictor said at enqueue time, and a predictor
 trained on another domain is biased (the Azure batch trace: 289 tokens predicted on average against
-211 generated). `length_bias` corrects it with the ratio of actual to predicted mean over the
+210 generated). `length_bias` corrects it with the ratio of actual to predicted mean over the
 requests of the class that completed recently, both of which the sidecar exports, clamped to the
 tuning's range; without both means the queue is taken at face value.
 
