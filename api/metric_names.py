@@ -60,6 +60,9 @@ TPOT_SECONDS = "sloguard_tpot_seconds"
 OUTPUT_TOKENS = "sloguard_output_tokens"
 """Histogram {pool, slo_class}: output tokens of each completed request."""
 
+PREDICTED_OUTPUT_TOKENS = "sloguard_predicted_output_tokens"
+"""Histogram {pool, slo_class}: output tokens predicted at admission, observed when the request completes."""
+
 # ---- vLLM series (V1 names, reference/anchors.md §6.4) --------------------------------------------------
 VLLM_NUM_REQUESTS_RUNNING = "vllm:num_requests_running"
 VLLM_NUM_REQUESTS_WAITING = "vllm:num_requests_waiting"
@@ -79,4 +82,5 @@ SIDECAR_SERIES = (
     TTFT_SECONDS,
     TPOT_SECONDS,
     OUTPUT_TOKENS,
+    PREDICTED_OUTPUT_TOKENS,
 )

@@ -90,6 +90,10 @@ def pool_queries(pool: str, namespace: str | None, settings: AdapterSettings) ->
             f"{by} (increase({m.OUTPUT_TOKENS}_sum{s}[{tw}]))"
             f" / {by} (increase({m.OUTPUT_TOKENS}_count{s}[{tw}]))"
         ),
+        "predicted_tokens_mean": (
+            f"{by} (increase({m.PREDICTED_OUTPUT_TOKENS}_sum{s}[{tw}]))"
+            f" / {by} (increase({m.PREDICTED_OUTPUT_TOKENS}_count{s}[{tw}]))"
+        ),
         "output_tokens_buckets": (
             f"sum by ({m.LABEL_SLO_CLASS}, le) (increase({m.OUTPUT_TOKENS}_bucket{s}[{tw}]))"
         ),
@@ -115,6 +119,7 @@ _PER_CLASS_FIELDS = (
     "tpot_p50_s",
     "tpot_p99_s",
     "output_tokens_mean",
+    "predicted_tokens_mean",
 )
 _VLLM_FIELDS = (
     "kv_usage_mean",

@@ -132,7 +132,7 @@ class SidecarMetrics:
             "sloguard_in_flight_cap_overridden", "1 while SetLimits pins the cap.", ["pool"], registry=r
         )
         self.predicted_tokens = Histogram(
-            "sloguard_predicted_output_tokens",
+            names.PREDICTED_OUTPUT_TOKENS,
             "Output length predicted at admission, for requests that completed.",
             ["pool", "slo_class"],
             buckets=TOKEN_BUCKETS,

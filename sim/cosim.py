@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sloguard.api.errors import RejectionReason
 from sloguard.sidecar.core.latency import LatencyModel
-from sloguard.sidecar.core.policy import EngineView, Policy, Rejected
+from sloguard.sidecar.core.policy import Admitted, EngineView, Policy, Rejected
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
 from sloguard.sim.engine import BatchShape, Engine, Finished, FirstToken, SimRequest, StepTimeModel
 
@@ -131,6 +131,7 @@ class SimulatedReplica:
         self.specs: dict[str, RequestSpec] = {}
         self.records: dict[str, RequestRecord] = {}
         self._first_token_s: dict[str, float] = {}
+        self.predicted_tokens: dict[str, float] = {}  # output tokens the policy predicted at admission
         self._in_flight: set[str] = set()
         self._next_progress_s = math.inf
         self._released_at_s = -math.inf
@@ -142,6 +143,8 @@ class SimulatedReplica:
         self._advance_engine(now_s)
         self.specs[spec.request_id] = spec
         decision = self.policy.submit(spec, now_s)
+        if isinstance(decision, Admitted):
+            self.predicted_tokens[spec.request_id] = decision.predicted_output_tokens
         if isinstance(decision, Rejected):
             self._end_rejected(decision, now_s)
 

@@ -234,7 +234,8 @@ class ClusterSimulation:
                 raise RuntimeError(f"request {record.request_id} ended twice")
             self.records[record.request_id] = record
             spec = self.specs[record.request_id]
-            self.ended.add(ended_request(record, spec))
+            predicted = self._batch_predicted.get(spec.request_id, pod.predicted_tokens.get(spec.request_id))
+            self.ended.add(ended_request(record, spec, predicted))
             self._open_arrivals.pop(record.request_id, None)
             if spec.request_id in self._batch_predicted:
                 self._batch_done += 1

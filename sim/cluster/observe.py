@@ -3,7 +3,8 @@
 The operator builds the same snapshot from Prometheus (docs/autoscaling.md, "PromQL"); here each field is
 computed from the simulated replicas with the same meaning and windows: per-class rates, attainment and
 TTFT/TPOT quantiles over the requests that *ended* in the last `rate_window_s` (60 s), output-length
-mean and standard deviation over the last `tokens_window_s` (600 s), queue depths and in-flight counts
+mean and standard deviation, and the mean length predicted for the same completed requests, over the
+last `tokens_window_s` (600 s), queue depths and in-flight counts
 now, KV usage mean/max over the pods' engines, preemption and generated-token rates over the rate
 window. Pods with a running sidecar (ready or draining) are scraped; `replicas` counts ready
 (not draining) and starting pods as the Deployment would. Called by `sloguard.sim.cluster.cluster`.
@@ -33,9 +34,12 @@ class EndedRequest:
     tpot_s: float | None
     output_tokens: int
     completed: bool
+    predicted_tokens: float | None = None  # output tokens predicted at admission (sidecar histogram)
 
 
-def ended_request(record: RequestRecord, spec: RequestSpec) -> EndedRequest:
+def ended_request(
+    record: RequestRecord, spec: RequestSpec, predicted_tokens: float | None = None
+) -> EndedRequest:
     end = record.finish_s if record.finish_s is not None else record.arrival_s
     return EndedRequest(
         end_s=end,
@@ -46,6 +50,7 @@ def ended_request(record: RequestRecord, spec: RequestSpec) -> EndedRequest:
         tpot_s=record.tpot_s if record.output_tokens > 1 else None,
         output_tokens=record.output_tokens,
         completed=record.outcome is Outcome.COMPLETED,
+        predicted_tokens=predicted_tokens,
     )
 
 
@@ -143,8 +148,10 @@ def build_snapshot(
         judged = [e for e in mine if not e.cancelled]
         ttfts = sorted(e.ttft_s for e in mine if e.ttft_s is not None)
         tpots = sorted(e.tpot_s for e in mine if e.tpot_s is not None)
-        outs = [float(e.output_tokens) for e in lengths if e.slo_class == cls.name and e.completed]
+        done = [e for e in lengths if e.slo_class == cls.name and e.completed]
+        outs = [float(e.output_tokens) for e in done]
         mean = sum(outs) / len(outs) if outs else None
+        preds = [e.predicted_tokens for e in done if e.predicted_tokens is not None]
         std = math.sqrt(sum((x - mean) ** 2 for x in outs) / len(outs)) if outs and mean is not None else None
         gate = gateway_by_class.get(cls.name)
         queued = sum(p.queued_by_class.get(cls.name, 0) for p in pods) + (gate.depth if gate else 0)
@@ -166,6 +173,7 @@ def build_snapshot(
                 attainment=sum(e.met for e in judged) / len(judged) if judged else None,
                 output_tokens_mean=mean,
                 output_tokens_std=std,
+                predicted_tokens_mean=sum(preds) / len(preds) if preds else None,
             )
         )
     kv = [p.kv_usage for p in pods]

@@ -142,6 +142,12 @@ def _openmetrics() -> str:
             {"50": 0, "100": 20, "200": 80, "400": 100, "+Inf": 100},
             15_000.0,
         ),
+        # predicted at admission for the same completed batch requests: mean 20,000/100 = 200
+        "sloguard_predicted_output_tokens": (
+            "batch",
+            {"100": 0, "200": 50, "400": 100, "+Inf": 100},
+            20_000.0,
+        ),
     }
     for name, (slo_class, buckets, sum_per_step) in histograms.items():
         lines.append(f"# TYPE {name} histogram")
@@ -256,12 +262,14 @@ def test_adapter_reads_the_series_and_the_core_scales_the_mixed_pool_out(prometh
     assert batch.queue_oldest_age_s == 1800.0
     assert batch.output_tokens_mean == pytest.approx(150.0)
     assert batch.output_tokens_std == pytest.approx(math.sqrt(5400.0))
+    assert batch.predicted_tokens_mean == pytest.approx(200.0)
 
     # Mixed pool, cap 10/pod at u* = 0.8. Interactive: demand 32 → 4 replicas (attainment 0.9 vs 0.99
     # while queueing also asks ready + 2 = 4). Nothing left for batch on the 2 ready replicas:
-    # 900,000 + ½·4·150 = 900,300 tokens (+2.326·√(6002·5400) = 13,244) at 400 tokens/s per replica,
-    # 3600 − 1800 − 360 − 7.5 = 1432.5 s left, new replicas productive for 1312.5 s → 1.74 replicas.
-    # 4 + 1.74 → 6; +4 from 2 is allowed.
+    # 900,000 queued tokens predicted, corrected by the bias 150/200: 675,000 + ½·4·150 = 675,300 tokens
+    # (+2.326·√(6002·5400) = 13,244) at 400 tokens/s per replica,
+    # 3600 − 1800 − 360 − 7.5 = 1432.5 s left, new replicas productive for 1312.5 s → 1.31 replicas.
+    # 4 + 1.31 → 6; +4 from 2 is allowed.
     ctx = context(PoolRole.MIXED, (INTERACTIVE, BATCH))
     decision = decide(SLOGuardPolicy(), snap, ctx, ScalingHistory(), now_s)
     assert (decision.from_replicas, decision.desired_replicas, decision.limited_by) == (2, 6, "")

@@ -37,6 +37,16 @@ class AutoscalerTuning:
     in_flight_remaining_fraction: float = 0.5  # share of an in-flight request's tokens still to generate
     prior_tokens_per_s_per_replica: float | None = None  # profiled decode throughput, if known
     idle_queue_depth: float = 0.5  # interactive queue at or below this (pool total) counts as empty
+    # queued predicted tokens are scaled by actual/predicted of completed requests, clamped to this range
+    length_bias_min: float = 0.25
+    length_bias_max: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.length_bias_min <= 1 <= self.length_bias_max:
+            raise ValueError(
+                "need 0 < length_bias_min <= 1 <= length_bias_max, "
+                f"got {self.length_bias_min}..{self.length_bias_max}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ class ClassSnapshot:
     attainment: float | None = None  # fraction of ended requests meeting the SLO, over the rate window
     output_tokens_mean: float | None = None  # per completed request
     output_tokens_std: float | None = None  # per completed request
+    predicted_tokens_mean: float | None = None  # predicted at admission, per completed request (same window)
 
     @property
     def demand(self) -> float | None:

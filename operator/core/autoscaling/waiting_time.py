@@ -7,6 +7,12 @@ queued requests is a sum of n output lengths, so by the central limit theorem it
 so the work ahead of a class's most urgent request is everything in more urgent classes plus its own
 queue (for a backlog that arrived together, exactly; for a trickle, conservative).
 
+The queued requests' work is what the output-length predictor said at enqueue time, and a predictor
+trained on another domain is biased (the Azure batch trace: 289 tokens predicted on average against
+210 generated). `length_bias` corrects it with the ratio of actual to predicted mean over the
+requests of the class that completed recently, both of which the sidecar exports, clamped to the
+tuning's range; without both means the queue is taken at face value.
+
 `replicas_to_drain` adds what the papers leave out: a replica asked for now serves only after the
 pool's start-up time, so the existing capacity must carry the work alone until then.
 Pure functions; called by the SLOGuard and Chiron policies.
@@ -17,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sloguard.api.sidecar_config import SLOClassConfig
-from sloguard.operator.core.autoscaling.context import ScalingContext, z_for
+from sloguard.operator.core.autoscaling.context import AutoscalerTuning, ScalingContext, z_for
 from sloguard.operator.core.autoscaling.snapshot import ClassSnapshot
 
 
@@ -37,6 +43,14 @@ class BatchBacklog:
     def tokens_upper(self) -> float:
         """Upper `target` quantile of the work ahead (normal approximation)."""
         return self.tokens_mean + z_for(self.target) * math.sqrt(max(0.0, self.tokens_variance))
+
+
+def length_bias(snap: ClassSnapshot, tuning: AutoscalerTuning) -> float:
+    """Actual over predicted output tokens of the class's completed requests, clamped; 1 when unknown."""
+    actual, predicted = snap.output_tokens_mean, snap.predicted_tokens_mean
+    if actual is None or predicted is None or predicted <= 0 or actual < 0:
+        return 1.0
+    return min(tuning.length_bias_max, max(tuning.length_bias_min, actual / predicted))
 
 
 def batch_backlogs(
@@ -62,7 +76,7 @@ def batch_backlogs(
         if snap.queue_predicted_tokens is not None and queued > 0:
             per_request = snap.queue_predicted_tokens / queued
             mean = mean if mean is not None else per_request
-            queued_tokens = snap.queue_predicted_tokens
+            queued_tokens = snap.queue_predicted_tokens * length_bias(snap, tuning)
         elif mean is not None:
             queued_tokens = queued * mean
         else:

@@ -226,6 +226,28 @@ def test_the_autoscaler_sees_the_simulated_state() -> None:
                 assert got.ttft_p99_s is not None and got.ttft_p99_s <= worst + 1e-9
             else:
                 assert got.attainment is None
+            completed = [
+                r
+                for r in sim.records.values()
+                if r.slo_class == cls.name
+                and r.outcome is Outcome.COMPLETED
+                and r.finish_s is not None
+                and now_s - 600.0 < r.finish_s <= now_s
+            ]
+            if completed:
+                # what the queued work was priced at: the gateway's prediction for batch, the pod's otherwise
+                predicted = [
+                    sim._batch_predicted[r.request_id]
+                    if cls is BATCH
+                    else sim.pods[sim.routed_to[r.request_id]].predicted_tokens[r.request_id]
+                    for r in completed
+                ]
+                assert got.predicted_tokens_mean == pytest.approx(sum(predicted) / len(predicted))
+                assert got.output_tokens_mean == pytest.approx(
+                    sum(r.output_tokens for r in completed) / len(completed)
+                )
+            else:
+                assert got.predicted_tokens_mean is None
         if batch.queue_depth:
             oldest = max(
                 now_s - sim.specs[rid].arrival_s for rid in sim._open_arrivals if rid.startswith("b")
