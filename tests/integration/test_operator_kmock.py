@@ -255,12 +255,20 @@ async def test_missing_class_is_a_condition_then_heals(operator: Any) -> None:
 
 
 class FailFirst:
-    """A kmock filter that matches the first `count` requests it sees, then none."""
+    """A kmock filter that matches the first `count` `method` requests to a path containing `path_part`.
 
-    def __init__(self, count: int) -> None:
+    It checks the method and path itself: kmock does not promise to evaluate a rule's other criteria
+    first, and a filter that counted every request it was shown could be used up by unrelated GETs.
+    """
+
+    def __init__(self, count: int, method: str, path_part: str) -> None:
         self.left = count
+        self.method = method.upper()
+        self.path_part = path_part
 
     def __call__(self, request: Any) -> bool:
+        if str(request.method.value) != self.method or self.path_part not in str(request.url.path):
+            return False
         if self.left <= 0:
             return False
         self.left -= 1
@@ -276,7 +284,7 @@ async def test_injected_api_errors_are_retried_and_nothing_is_lost(
     operator: Any, verb: str, status: int, reason: str
 ) -> None:
     k = operator
-    failing = FailFirst(2)
+    failing = FailFirst(2, verb, "/deployments")
     body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": status}
     await k.post(CLASSES_URL, json=sloclass("interactive"))
     if verb == "patch":  # an update of an existing Deployment conflicts
