@@ -46,6 +46,23 @@ def unary_choice(*, chat: bool, text: str, finish_reason: str | None, stop_reaso
     }
 
 
+def unary_usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    *,
+    total_tokens: int | None = None,
+    prompt_tokens_details: Any = None,
+) -> dict[str, Any]:
+    """The `usage` member of a non-streamed answer."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion_tokens if total_tokens is None else total_tokens,
+        "completion_tokens": completion_tokens,
+        "prompt_tokens_details": prompt_tokens_details,
+        "completion_tokens_details": None,
+    }
+
+
 def unary_answer(
     *,
     chat: bool,

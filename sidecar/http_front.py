@@ -2,8 +2,8 @@
 
 Existing OpenAI clients work unchanged; the SLO class comes from `x-slo-class` (or the GAIE/llm-d
 objective headers), explicit targets from `x-slo-ttft-ms` / `x-slo-tpot-ms` / `x-slo-deadline-ms` (and the
-`x-llm-d-slo-*` spellings). Requests go through `Lifecycle.generate`; rejections become 4xx/5xx with
-`Retry-After` and `x-sloguard-reason` via sidecar/errors.py.
+`x-llm-d-slo-*` spellings). Requests go through `Lifecycle.generate_batches`; rejections become 4xx/5xx
+with `Retry-After` and `x-sloguard-reason` via sidecar/errors.py.
 """
 
 import contextlib

@@ -482,7 +482,7 @@ class Lifecycle:
                 self._running[request_id] = tracked
                 slo_class = tracked.request.slo_class
                 self._running_by_class[slo_class] = self._running_by_class.get(slo_class, 0) + 1
-                self.metrics.queue_wait.labels(self.metrics.pool, tracked.request.slo_class).observe(
+                self.metrics.queue_wait.labels(self.metrics.pool, slo_class).observe(
                     now_s - tracked.request.arrival_s
                 )
                 tracked.start.set_result(None)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sloguard.api.openai_layout import unary_answer
+from sloguard.api.openai_layout import unary_answer, unary_usage
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk
 
 
@@ -113,7 +113,7 @@ class Assembler:
                 self.finish_reason = choice["finish_reason"]
                 self.stop_reason = choice.get("stop_reason")
         if payload.get("usage"):
-            self.usage = {k: v for k, v in payload["usage"].items() if k != "completion_tokens_details"}
+            self.usage = payload["usage"]  # `response` picks the members it answers with
         if payload.get("system_fingerprint"):
             self.fingerprint = payload["system_fingerprint"]
 
@@ -122,14 +122,12 @@ class Assembler:
         first = self.first or {}
         usage = None
         if self.usage is not None:
-            prompt, completion = self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
-            usage = {
-                "prompt_tokens": prompt,
-                "total_tokens": self.usage.get("total_tokens", prompt + completion),
-                "completion_tokens": completion,
-                "prompt_tokens_details": self.usage.get("prompt_tokens_details"),
-                "completion_tokens_details": None,
-            }
+            usage = unary_usage(
+                self.usage.get("prompt_tokens", 0),
+                self.usage.get("completion_tokens", 0),
+                total_tokens=self.usage.get("total_tokens"),
+                prompt_tokens_details=self.usage.get("prompt_tokens_details"),
+            )
         return unary_answer(
             chat=self.endpoint == "chat",
             response_id=first.get("id", ""),

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sloguard.api.openai_layout import unary_answer
+from sloguard.api.openai_layout import unary_answer, unary_usage
 from sloguard.sim.engine import Engine, EngineConfig, Finished, SimRequest
 from sloguard.sim.profiles import load_profile
 from sloguard.sim.server.driver import EngineDriver, RequestHandle
@@ -265,11 +265,7 @@ async def _unary(
         await _wait_change(handle)
     done: Finished = handle.finished
     text = filler_text(0, done.output_tokens)
-    usage = {
-        **_usage(params, done.output_tokens),
-        "prompt_tokens_details": None,
-        "completion_tokens_details": None,
-    }
+    usage = unary_usage(params.prompt_tokens, done.output_tokens)
     return _json(  # field for field what vLLM 0.32 returns (compared against a live server)
         unary_answer(
             chat=chat,
