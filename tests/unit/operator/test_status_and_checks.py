@@ -229,6 +229,7 @@ def test_plan(names: list[str], classes: dict[str, dict[str, Any]], reason: str 
             "ConfigMap",
             "Deployment",
             "Service",
+            "Service",
             "PodDisruptionBudget",
         ]
     else:
