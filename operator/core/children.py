@@ -51,7 +51,7 @@ LIVENESS_TIMEOUT_S = 10
 """vLLM's /health can take seconds under a full batch; the 1 s default would restart a busy engine."""
 READINESS_TIMEOUT_S = 5
 
-DEFAULT_SIDECAR_IMAGE = "ghcr.io/sloguard/sloguard:0.1.0"
+DEFAULT_SIDECAR_IMAGE = "ghcr.io/sloguard/sloguard:0.1.0"  # tag: the package version (a test checks)
 """Used when neither the pool (`spec.sidecar.image`) nor the operator setting names one; the operator
 passes its own setting (`OperatorConfig.sidecar_image`, chart value `sidecar.image`)."""
 

@@ -1,7 +1,8 @@
 """Validate custom resources against our generated CRDs the way the API server does.
 
 Three steps, as in kube-apiserver: the structural OpenAPI schema (types, patterns, bounds; unknown
-fields refused, as with `kubectl apply --validate=strict`; repeated keys of list-maps and sets), then every `x-kubernetes-validations` CEL
+fields refused, as with `kubectl apply --validate=strict`; repeated keys of list-maps and sets), then
+every `x-kubernetes-validations` CEL
 rule evaluated with cel-python at the node that carries it. Errors come back as readable strings with
 the field path, so tests can assert on the message a user would see.
 """

@@ -390,7 +390,7 @@ def test_int_quantities_round_trip_as_ints(repo_root: Path) -> None:
 
 def test_the_sidecar_image_is_not_a_crd_default() -> None:
     # A stored default would pin every pool to the image of the day it was created.
-    from sloguard.api.crd import inferencepool_crd  # noqa: PLC0415
+    from sloguard.api.crd import inferencepool_crd
 
     schema = inferencepool_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert "default" not in schema["properties"]["spec"]["properties"]["sidecar"]["properties"]["image"]
