@@ -18,6 +18,7 @@ COPY sidecar/ sidecar/
 COPY operator/ operator/
 COPY sim/ sim/
 COPY bench/ bench/
+# No extras: matplotlib (the `plots` extra of demo and bench) is not part of the image.
 RUN /opt/sloguard/bin/pip install . \
     && /opt/sloguard/bin/sloguard --version
 
