@@ -253,12 +253,12 @@ def test_the_sidecar_image_is_an_operator_setting_following_the_app_version(char
 
 
 def test_the_image_tags_follow_the_package_version() -> None:
-    from sloguard import __version__  # noqa: PLC0415
-    from sloguard.operator.core.children import DEFAULT_SIDECAR_IMAGE  # noqa: PLC0415
+    from sloguard import __version__
+    from sloguard.operator.core.children import DEFAULT_SIDECAR_IMAGE
 
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == __version__
-    assert DEFAULT_SIDECAR_IMAGE == f"ghcr.io/sloguard/sloguard:{__version__}"
+    assert f"ghcr.io/sloguard/sloguard:{__version__}" == DEFAULT_SIDECAR_IMAGE
 
 
 @pytest.mark.parametrize(
@@ -278,9 +278,9 @@ def test_network_policy_lets_only_the_sidecar_ports_in(chart: Any, case: str, na
 
 
 def test_the_network_policy_selects_the_pods_the_operator_generates(chart: Any) -> None:
-    from sloguard_testing.operator_objects import make_pool  # noqa: PLC0415
+    from sloguard_testing.operator_objects import make_pool
 
-    from sloguard.operator.core.children import build_deployment  # noqa: PLC0415
+    from sloguard.operator.core.children import build_deployment
 
     (policy,) = by_kind(render(chart, MATRIX["network-policy"]), "NetworkPolicy")
     pod = build_deployment(make_pool())["spec"]["template"]
