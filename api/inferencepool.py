@@ -238,7 +238,11 @@ class InferencePoolSpec(KubeModel):
         }
     )
 
-    model: str = Field(min_length=1, max_length=512, description="Model name served, as vLLM's --model.")
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Model served (vLLM's positional model argument): a Hugging Face id or a local path.",
+    )
     served_model_name: str | None = Field(
         default=None, max_length=512, description="Name clients send in `model`; defaults to `model`."
     )
