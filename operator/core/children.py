@@ -270,14 +270,31 @@ def generated_pod_template(pool: InferencePool, sidecar_image: str = DEFAULT_SID
     }
 
 
+def _string_quantities(template: dict[str, Any]) -> dict[str, Any]:
+    """Integer quantities as strings (`cpu: 8` -> "8"), the form the API server stores and reads back, so
+    the drift check does not see a difference on every resync."""
+    spec = template.get("spec", {})
+    for container in [*spec.get("containers", []), *spec.get("initContainers", [])]:
+        for bound in ("requests", "limits"):
+            values = (container.get("resources") or {}).get(bound)
+            if values:
+                container["resources"][bound] = {k: str(v) for k, v in values.items()}
+    for volume in spec.get("volumes", []):
+        empty_dir = volume.get("emptyDir")
+        if empty_dir and isinstance(empty_dir.get("sizeLimit"), int):
+            empty_dir["sizeLimit"] = str(empty_dir["sizeLimit"])
+    return template
+
+
 def pod_template(pool: InferencePool, sidecar_image: str = DEFAULT_SIDECAR_IMAGE) -> TemplateMerge:
     """The pod template with `spec.podTemplate` merged in, and the override fields the operator refused."""
     override = pool.spec.pod_template.to_wire() if pool.spec.pod_template is not None else None
-    return merge_pod_template(
+    merged = merge_pod_template(
         generated_pod_template(pool, sidecar_image),
         override,
         reserved_ports=[pool.spec.sidecar.control_port],
     )
+    return TemplateMerge(_string_quantities(merged.template), merged.conflicts)
 
 
 def build_deployment(pool: InferencePool, sidecar_image: str = DEFAULT_SIDECAR_IMAGE) -> dict[str, Any]:

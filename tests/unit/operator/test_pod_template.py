@@ -388,7 +388,7 @@ def test_the_gpu_example_renders_tolerations_secret_env_and_cache_volume() -> No
     }
     assert {"name": "model-cache", "mountPath": "/models"} in engine["volumeMounts"]
     assert engine["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert engine["resources"]["requests"]["cpu"] == 8  # an int quantity, as the user wrote it
+    assert engine["resources"]["requests"]["cpu"] == "8"  # the user's int, in the API server's stored form
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     sidecar = containers_of(deployment["spec"]["template"])["sidecar"]
     assert sidecar["image"] == "registry.example/sloguard:0.1.0"  # the example pins no sidecar image
