@@ -114,6 +114,24 @@ def test_walker_catches_the_constructs_the_api_server_rejects() -> None:
     assert any("unsupported keywords ['$ref']" in p for p in problems)
     assert any(".a: missing or bad type" in p for p in problems)
     assert any("exclusiveMinimum must be a boolean" in p for p in problems)
+    typed = {"type": "string", "x-kubernetes-int-or-string": True}
+    assert int_or_string_violations(typed, ".q") == [".q: an int-or-string node has no type"]
+    union = {"anyOf": [{"type": "number"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+    assert "anyOf must be" in int_or_string_violations(union, ".q")[0]
+
+
+def test_quantities_are_int_or_string_with_the_core_pattern() -> None:
+    from sloguard.api.quantity import QUANTITY_PATTERN
+
+    schema = crd_documents()["sloguard.dev_inferencepools.yaml"]["spec"]["versions"][0]["schema"]
+    requests = schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["engine"]["properties"][
+        "resources"
+    ]["properties"]["requests"]["additionalProperties"]
+    assert requests == {
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN,
+        "x-kubernetes-int-or-string": True,
+    }
 
 
 @pytest.mark.parametrize("name", sorted(crd_documents()))
