@@ -332,7 +332,8 @@ class InferencePoolStatus(KubeModel):
     observed_generation: int | None = Field(default=None, description="Generation the status reflects.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing, Degraded, SLOAtRisk, ScalingLimited, MetricsUnavailable, PodTemplateConflict.",
+        description="Ready, Progressing, Degraded, SLOAtRisk, ScalingLimited, MetricsUnavailable, "
+        "PodTemplateConflict.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int | None = Field(default=None, ge=0, description="Pods of the pool's Deployment.")
