@@ -413,3 +413,14 @@ def test_the_examples_plan_into_valid_children() -> None:
     args = plan.children[1]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-2:] == ["--max-model-len", "8192"]  # the example's own args come last
     assert "--scheduling-policy" in args  # policy sloguard stamps priorities
+
+
+def test_no_service_exposes_the_control_port_or_the_engine() -> None:
+    pool = make_pool(sidecar={"controlPort": 7009})
+    for service in (build_service(pool), build_headless_service(pool)):
+        ports = {p["port"] for p in service["spec"]["ports"]}
+        targets = {p["targetPort"] for p in service["spec"]["ports"]}
+        assert 7009 not in ports and 8000 not in ports
+        assert targets <= {"grpc", "http", "metrics"}
+    assert build_headless_service(pool)["spec"]["clusterIP"] == "None"
+    assert build_headless_service(pool)["spec"]["selector"] == build_service(pool)["spec"]["selector"]
