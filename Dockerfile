@@ -19,6 +19,7 @@ COPY operator/ operator/
 COPY sim/ sim/
 COPY bench/ bench/
 COPY predictor/ predictor/
+# No extras: matplotlib (the `plots` extra of demo and bench) is not part of the image.
 RUN /opt/sloguard/bin/pip install . \
     && /opt/sloguard/bin/sloguard --version
 

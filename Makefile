@@ -20,7 +20,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install --quiet -e . --group dev
+	$(BIN)/python -m pip install --quiet -e '.[plots]' --group dev
 	touch $(STAMP)
 
 .PHONY: venv
@@ -72,6 +72,12 @@ demo: $(STAMP) ## run the whole system locally on simulated engines (no cluster 
 .PHONY: bench
 bench: $(STAMP) ## run the quick variant of every benchmark; results under bench/results/quick/ (not committed)
 	$(BIN)/sloguard bench all --quick
+
+IMAGE ?= ghcr.io/sloguard/sloguard
+
+.PHONY: image
+image: ## build the operator+sidecar image (docker or podman) as $(IMAGE):<chart appVersion>; skipped without one
+	@bash scripts/build-image.sh $(IMAGE)
 
 .PHONY: clean
 clean: ## remove the virtualenv and build outputs

@@ -28,6 +28,7 @@ class ConditionType(StrEnum):
     SLO_AT_RISK = "SLOAtRisk"  # InferencePool: observed attainment under a class's target
     SCALING_LIMITED = "ScalingLimited"  # InferencePool: desired replicas clamped by bounds or cooldown
     METRICS_UNAVAILABLE = "MetricsUnavailable"  # InferencePool: autoscaler holds for lack of data
+    POD_TEMPLATE_CONFLICT = "PodTemplateConflict"  # InferencePool: podTemplate fields the operator overrode
 
 
 class Condition(KubeModel):
@@ -42,7 +43,9 @@ class Condition(KubeModel):
         description="CamelCase reason for the last transition.",
     )
     message: str = Field(default="", max_length=32768, description="Human-readable details.")
-    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
+    last_transition_time: str = Field(
+        description="RFC 3339 time the status last changed.", json_schema_extra={"format": "date-time"}
+    )
     observed_generation: int | None = Field(
         default=None, ge=0, description="The .metadata.generation the condition was computed from."
     )

@@ -78,8 +78,26 @@ def _unwrap_nullable(node: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _int_or_string(node: dict[str, Any]) -> dict[str, Any]:
+    """An int-or-string node (quantities, percentages), as controller-gen writes it: no `type`, the
+    `anyOf` of integer and string that structural schemas allow, the pattern for the string form."""
+    out = {k: v for k, v in node.items() if k in _KEPT}
+    out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    out.pop("type", None)
+    out.pop("nullable", None)
+    if out.get("default", 0) is None:
+        del out["default"]
+    return _ordered(out)
+
+
 def to_structural(node: dict[str, Any], path: str = "") -> dict[str, Any]:
     """Rewrite one (already $ref-resolved) pydantic schema node into a structural schema node."""
+    if node.get("x-kubernetes-int-or-string"):
+        return _int_or_string(node)
+    variants = node.get("anyOf") or []
+    non_null = [v for v in variants if v.get("type") != "null"]
+    if len(non_null) == 1 and non_null[0].get("x-kubernetes-int-or-string"):
+        return _int_or_string({**non_null[0], **{k: v for k, v in node.items() if k != "anyOf"}})
     node = _unwrap_nullable(dict(node))
     if "const" in node:
         node["enum"] = [node.pop("const")]
@@ -120,7 +138,7 @@ def to_structural(node: dict[str, Any], path: str = "") -> dict[str, Any]:
     return _ordered(out)
 
 
-_FIRST = ("type", "description")
+_FIRST = ("type", "anyOf", "description")
 _LAST = ("properties", "required", "items", "additionalProperties", "x-kubernetes-validations")
 
 

@@ -54,3 +54,26 @@ Duration = Annotated[
     AfterValidator(_validate),
 ]
 """A duration string; the model keeps the string, `parse_duration_s` gives seconds."""
+
+
+def _validate_positive(text: str) -> str:
+    if parse_duration_s(text) <= 0:
+        raise ValueError(f"duration {text!r} must be greater than zero")
+    return text
+
+
+PositiveDuration = Annotated[
+    str,
+    Field(
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "duration(self) > duration('0s')", "message": "must be greater than zero"}
+            ]
+        },
+    ),
+    AfterValidator(_validate),
+    AfterValidator(_validate_positive),
+]
+"""A duration string that must be above zero (an interval: `0s` would spin)."""

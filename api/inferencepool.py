@@ -6,14 +6,16 @@ SLOGuard sidecar), a Service and a PodDisruptionBudget, and scales it through th
 (`inference.networking.k8s.io`), and so are the short names.
 """
 
+import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
 from sloguard.api.conditions import Condition
-from sloguard.api.duration import Duration
+from sloguard.api.duration import Duration, PositiveDuration
 from sloguard.api.kube import KubeModel, ObjectMeta
+from sloguard.api.pod_template import EnvVar, PodTemplateOverride, ResourceRequirements
 from sloguard.api.policies import SchedulingPolicyName
 
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -27,18 +29,6 @@ class PoolRole(StrEnum):
     BATCH = "Batch"  # deadline-driven classes; scales only when deadlines are at risk
 
 
-class ResourceRequirements(KubeModel):
-    """Container resources as in core/v1, quantities as strings ("8", "32Gi")."""
-
-    requests: dict[str, str] = Field(default_factory=dict, description="Resource requests.")
-    limits: dict[str, str] = Field(default_factory=dict, description="Resource limits.")
-
-
-class EnvVar(KubeModel):
-    name: str = Field(min_length=1, max_length=256, description="Variable name.")
-    value: str = Field(default="", max_length=32768, description="Variable value.")
-
-
 class EngineSpec(KubeModel):
     """The vLLM container of each replica."""
 
@@ -46,7 +36,12 @@ class EngineSpec(KubeModel):
     args: list[str] = Field(
         default_factory=list, max_length=128, description="Extra vLLM arguments, appended after ours."
     )
-    env: list[EnvVar] = Field(default_factory=list, max_length=128, description="Extra environment.")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=128,
+        description="Extra environment, keyed on name: a value, or valueFrom a Secret, ConfigMap or field.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     port: int = Field(default=8000, ge=1, le=65535, description="vLLM's OpenAI HTTP port inside the pod.")
     gpus: int = Field(default=1, ge=0, le=64, description="GPUs per replica (tensor parallel size).")
     gpu_resource_name: str = Field(
@@ -112,16 +107,26 @@ class SidecarLimits(KubeModel):
 
 
 class SidecarSpec(KubeModel):
-    image: str = Field(
-        default="ghcr.io/sloguard/sloguard:0.1.0", min_length=1, max_length=512, description="SLOGuard image."
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="SLOGuard image; unset means the operator's sidecar image (follows operator upgrades).",
     )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements, description="CPU and memory for the sidecar container."
     )
-    grpc_port: int = Field(default=50051, ge=1, le=65535, description="gRPC Generate/Estimate/Control port.")
+    grpc_port: int = Field(default=50051, ge=1, le=65535, description="gRPC Generate/Estimate port.")
     http_port: int = Field(default=8080, ge=1, le=65535, description="OpenAI-compatible HTTP port.")
     metrics_port: int = Field(
         default=9090, ge=1, le=65535, description="Prometheus /metrics and health port."
+    )
+    control_port: int = Field(
+        default=50052,
+        ge=1,
+        le=65535,
+        description="gRPC Control port (Drain, SetLimits, GetState), bound to the pod's loopback only: "
+        "reach it with kubectl port-forward or exec, never through the Service.",
     )
     drain_grace_period: Duration = Field(
         default="30s", description="How long in-flight streams may run on after a drain starts."
@@ -142,7 +147,7 @@ class AutoscalingSpec(KubeModel):
     )
 
     enabled: bool = Field(default=False, description="Let the operator set replicas from SLO backpressure.")
-    interval: Duration = Field(default="15s", description="Time between two scaling decisions.")
+    interval: PositiveDuration = Field(default="15s", description="Time between two scaling decisions (> 0).")
     prometheus_url: str | None = Field(
         default=None, max_length=2048, pattern=r"^https?://", description="Prometheus base URL."
     )
@@ -167,7 +172,60 @@ class AutoscalingSpec(KubeModel):
         return self
 
 
+_SIDECAR_PORT_DEFAULTS = {"grpcPort": 50051, "httpPort": 8080, "metricsPort": 9090, "controlPort": 50052}
+_PORTS_DIFFER = (
+    "engine.port and the sidecar's grpcPort, httpPort, metricsPort and controlPort must all differ"
+)
+
+
+def _ports_cel() -> str:
+    """CEL: the five ports of a pod differ (absent fields count with their defaults; the API server
+    applies no default to an absent `sidecar` object, so each field is guarded)."""
+    ports = ["(has(self.engine.port) ? self.engine.port : 8000)"] + [
+        f"(has(self.sidecar) && has(self.sidecar.{name}) ? self.sidecar.{name} : {default})"
+        for name, default in _SIDECAR_PORT_DEFAULTS.items()
+    ]
+    listed = f"[{', '.join(ports)}]"
+    return f"{listed}.all(p, {listed}.filter(q, q == p).size() == 1)"
+
+
+IntOrPercent = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": r"^[0-9]+%$",
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+
+
+class RolloutSpec(KubeModel):
+    """How the pool's Deployment replaces pods (RollingUpdate). The default never needs a spare GPU:
+    pools with GPUs replace one pod at a time in place (maxSurge 0, maxUnavailable 1), so a rollout on a
+    full GPU pool does not stall waiting for a node; CPU-only pools surge one pod (maxUnavailable 0)."""
+
+    max_surge: IntOrPercent | None = Field(default=None, description="Pods above the desired count.")
+    max_unavailable: IntOrPercent | None = Field(default=None, description="Pods below the desired count.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RolloutSpec":
+        for value in (self.max_surge, self.max_unavailable):
+            if isinstance(value, bool) or (isinstance(value, int) and value < 0):
+                raise ValueError(f"invalid rollout bound {value!r}: a count >= 0 or a percentage")
+            if isinstance(value, str) and not re.fullmatch(r"[0-9]+%", value):
+                raise ValueError(
+                    f"invalid rollout bound {value!r}: a count >= 0 or a percentage such as '25%'"
+                )
+        return self
+
+
 class InferencePoolSpec(KubeModel):
+    """The desired state of a pool: which model, on which engine image and GPUs, under which SLO classes
+    and scheduling policy, between which replica bounds, with what sidecar limits, autoscaling, rollout
+    and pod template additions (tolerations, node selectors, secrets, volumes)."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -175,11 +233,16 @@ class InferencePoolSpec(KubeModel):
                     "rule": "self.minReplicas <= self.maxReplicas",
                     "message": "minReplicas must be <= maxReplicas",
                 },
+                {"rule": _ports_cel(), "message": _PORTS_DIFFER},
             ]
         }
     )
 
-    model: str = Field(min_length=1, max_length=512, description="Model name served, as vLLM's --model.")
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Model served (vLLM's positional model argument): a Hugging Face id or a local path.",
+    )
     served_model_name: str | None = Field(
         default=None, max_length=512, description="Name clients send in `model`; defaults to `model`."
     )
@@ -206,11 +269,27 @@ class InferencePoolSpec(KubeModel):
     role: PoolRole = Field(
         default=PoolRole.MIXED, description="Interactive, Mixed or Batch (Chiron-style pools)."
     )
+    rollout: RolloutSpec | None = Field(default=None, description="Rolling update bounds of the pods.")
+    pod_template: PodTemplateOverride | None = Field(
+        default=None,
+        description="Merged over the generated pod (strategic merge: containers engine and sidecar by name, "
+        "volumes and env by name); the operator's own ports, probes and config volume win.",
+    )
 
     @model_validator(mode="after")
     def _check_replicas(self) -> "InferencePoolSpec":
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must be <= maxReplicas")
+        sidecar = self.sidecar
+        ports = [
+            self.engine.port,
+            sidecar.grpc_port,
+            sidecar.http_port,
+            sidecar.metrics_port,
+            sidecar.control_port,
+        ]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"{_PORTS_DIFFER} (got {ports})")
         if len(set(self.slo_classes)) != len(self.slo_classes):
             raise ValueError("sloClasses must not repeat a name")
         return self
@@ -235,17 +314,26 @@ class ClassObservation(KubeModel):
 
 
 class ScalingDecisionRecord(KubeModel):
-    time: str = Field(description="RFC 3339 time of the decision.")
+    time: str = Field(description="RFC 3339 time of the decision.", json_schema_extra={"format": "date-time"})
     from_replicas: int = Field(ge=0, description="Replicas before.")
     to_replicas: int = Field(ge=0, description="Replicas decided.")
     reason: str = Field(max_length=1024, description="Why, in words.")
+
+
+class CapBoundsStatus(KubeModel):
+    """Per-pod in-flight cap bounds the autoscaler chose; the operator renders them into the sidecars'
+    configuration (always inside `spec.sidecar.limits`)."""
+
+    min_in_flight: int = Field(ge=1, le=65536, description="Lower bound of the adaptive in-flight cap.")
+    max_in_flight: int = Field(ge=1, le=65536, description="Upper bound of the adaptive in-flight cap.")
 
 
 class InferencePoolStatus(KubeModel):
     observed_generation: int | None = Field(default=None, description="Generation the status reflects.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing, Degraded, SLOAtRisk, ScalingLimited, MetricsUnavailable.",
+        description="Ready, Progressing, Degraded, SLOAtRisk, ScalingLimited, MetricsUnavailable, "
+        "PodTemplateConflict.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int | None = Field(default=None, ge=0, description="Pods of the pool's Deployment.")
@@ -258,6 +346,9 @@ class InferencePoolStatus(KubeModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     last_scaling: ScalingDecisionRecord | None = Field(default=None, description="The last scaling decision.")
+    cap_bounds: CapBoundsStatus | None = Field(
+        default=None, description="Per-pod in-flight cap bounds chosen by the autoscaler."
+    )
 
 
 class InferencePool(KubeModel):

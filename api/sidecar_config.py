@@ -79,6 +79,12 @@ class SidecarConfig(_Strict):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     http_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=9090, ge=0, le=65535)
+    control_port: int = Field(default=0, ge=0, le=65535)
+    """The Control gRPC service (Drain, SetLimits, GetState): its own server, never on `grpc_port`. The
+    operator renders the pool's `sidecar.controlPort`; 0 (local runs) picks a free port and logs it."""
+    control_host: str = Field(default="127.0.0.1", min_length=1)
+    """Where Control listens: the pod's loopback, so only `kubectl port-forward`/`exec` (and whatever
+    runs inside the pod) reach it; the pool's Services and other pods do not."""
 
     @model_validator(mode="after")
     def _check_classes(self) -> "SidecarConfig":
@@ -121,4 +127,5 @@ def sidecar_config_for_pool(pool: InferencePool, classes: list[SLOClass]) -> Sid
         grpc_port=spec.sidecar.grpc_port,
         http_port=spec.sidecar.http_port,
         metrics_port=spec.sidecar.metrics_port,
+        control_port=spec.sidecar.control_port,
     )

@@ -7,9 +7,9 @@ sidecar ConfigMap. A `PoolAutoscaler` lives in the pool's kopf memo, so the deci
 between ticks; after an operator restart it is seeded from `status.lastScaling`.
 
 Order of writes on a change: deletion costs on the chosen pods (scale-down only), then `spec.replicas`
-through the pool's /scale subresource, then the cap-bounds annotation, then a reconcile (which sizes the
-Deployment and renders the ConfigMap), then status, then Events. Missing data never scales (the decision
-core holds); it is surfaced as MetricsUnavailable.
+through the pool's /scale subresource, then the cap bounds in `status.capBounds`, then a reconcile
+(which sizes the Deployment and renders the ConfigMap), then status, then Events. Missing data never
+scales (the decision core holds); it is surfaced as MetricsUnavailable.
 """
 
 import asyncio
@@ -42,7 +42,7 @@ from sloguard.operator.core.autoscaling import (
     SLOGuardPolicy,
 )
 from sloguard.operator.core.autoscaling.drain import DELETION_COST_ANNOTATION, cost_patches, deletion_costs
-from sloguard.operator.core.cap_bounds import CAP_BOUNDS_ANNOTATION, encode_cap_bounds
+from sloguard.operator.core.cap_bounds import cap_bounds_status, recorded_cap_bounds
 from sloguard.operator.core.children import desired_replicas
 from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.core.drift import declared_in
@@ -185,13 +185,12 @@ class PoolAutoscaler:
                 decision.reason,
             )
             rerender = True
-        bounds = encode_cap_bounds(decision.cap_bounds)
-        if not decision.held_for_metrics and pool.metadata.annotations.get(CAP_BOUNDS_ANNOTATION) != bounds:
-            await api.merge_patch(path, {"metadata": {"annotations": {CAP_BOUNDS_ANNOTATION: bounds}}})
+        if not decision.held_for_metrics and recorded_cap_bounds(pool) != decision.cap_bounds:
+            await api.patch_status(path, cap_bounds_status(decision.cap_bounds))
             rerender = True
         if rerender:  # size the Deployment and render the ConfigMap now, not at the next resync
             try:
-                await reconcile_pool_by_name(api, namespace, name)
+                await reconcile_pool_by_name(api, namespace, name, sidecar_image=self.config.sidecar_image)
             except BlockedError as blocked:
                 LOG.info("pool %s/%s blocked after scaling: %s", namespace, name, blocked)
         live = await api.get(path)

@@ -18,6 +18,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--retry-delay", type=float, help="seconds before retrying a failed handler")
     parser.add_argument("--apiserver-url", help="talk to this URL without credentials (kubectl proxy)")
     parser.add_argument(
+        "--sidecar-image",
+        help="sidecar image of pools that do not pin spec.sidecar.image (SLOGUARD_SIDECAR_IMAGE)",
+    )
+    parser.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' disables)"
     )
     parser.set_defaults(func=run)
@@ -30,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         (args.resync_interval, "SLOGUARD_RESYNC_INTERVAL_S"),
         (args.retry_delay, "SLOGUARD_RETRY_DELAY_S"),
         (args.apiserver_url, "SLOGUARD_APISERVER_URL"),
+        (args.sidecar_image, "SLOGUARD_SIDECAR_IMAGE"),
         (",".join(args.namespace) or None, "SLOGUARD_NAMESPACES"),
     ):
         if flag is not None:

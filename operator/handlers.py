@@ -94,7 +94,7 @@ def _retry(err: ApiError, config: OperatorConfig) -> kopf.TemporaryError | kopf.
 async def pool_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.config
     try:
-        await reconcile_pool(memo.api, dict(body))
+        await reconcile_pool(memo.api, dict(body), sidecar_image=config.sidecar_image)
     except BlockedError as blocked:
         if blocked.permanent:
             raise kopf.PermanentError(str(blocked)) from None
@@ -136,7 +136,7 @@ async def resync(
         if api.closed:  # the operator is stopping (cleanup ran before the daemons were stopped)
             break
         try:
-            await reconcile_pool_by_name(api, namespace, name)
+            await reconcile_pool_by_name(api, namespace, name, sidecar_image=config.sidecar_image)
         except BlockedError as blocked:
             LOG.info("pool %s/%s still blocked: %s", namespace, name, blocked)
         except ApiError as err:
@@ -162,7 +162,9 @@ async def sloclass_event(name: str, type: str | None, memo: kopf.Memo, **_: Any)
             if not config.serves(md["namespace"]):
                 continue  # another operator (or none) serves that namespace
             try:
-                await reconcile_pool_by_name(api, md["namespace"], md["name"])
+                await reconcile_pool_by_name(
+                    api, md["namespace"], md["name"], sidecar_image=config.sidecar_image
+                )
             except BlockedError as blocked:
                 LOG.info("pool %s/%s blocked: %s", md["namespace"], md["name"], blocked)
     except ApiError as err:

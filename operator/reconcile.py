@@ -12,8 +12,9 @@ from typing import Any
 
 from sloguard.api.inferencepool import InferencePool
 from sloguard.api.sloclass import SLOClass
+from sloguard.operator.core.children import DEFAULT_SIDECAR_IMAGE
 from sloguard.operator.core.drift import declared_in
-from sloguard.operator.core.names import config_map_name
+from sloguard.operator.core.names import config_map_name, headless_service_name
 from sloguard.operator.core.paths import (
     POOLS_ALL_NAMESPACES,
     SLOCLASSES,
@@ -42,7 +43,7 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-RECONCILER_CONDITIONS = frozenset({"Ready", "Progressing", "Degraded"})
+RECONCILER_CONDITIONS = frozenset({"Ready", "Progressing", "Degraded", "PodTemplateConflict"})
 """The pool conditions this module owns; the autoscaler owns SLOAtRisk, ScalingLimited, MetricsUnavailable."""
 
 
@@ -85,8 +86,12 @@ def _invalid_spec_status(body: dict[str, Any], message: str) -> dict[str, Any]:
     }
 
 
-async def reconcile_pool(api: KubeApi, body: dict[str, Any]) -> dict[str, Any]:
-    """Apply every child of the pool in `body` and write its status; returns the status written."""
+async def reconcile_pool(
+    api: KubeApi, body: dict[str, Any], *, sidecar_image: str = DEFAULT_SIDECAR_IMAGE
+) -> dict[str, Any]:
+    """Apply every child of the pool in `body` and write its status; returns the status written.
+
+    `sidecar_image` is the operator's sidecar image, for pools that do not pin one."""
     md = body["metadata"]
     try:
         pool = parse_pool(body)
@@ -95,7 +100,7 @@ async def reconcile_pool(api: KubeApi, body: dict[str, Any]) -> dict[str, Any]:
         await _write_status(api, body, status)
         raise BlockedError(Problem("InvalidSpec", str(err)), permanent=True) from None
     classes = {c["metadata"]["name"]: c for c in await api.list(SLOCLASSES)}
-    plan = plan_pool(pool, classes)
+    plan = plan_pool(pool, classes, sidecar_image=sidecar_image)
     deployment_path = f"{collection_path('apps/v1', 'Deployment', md['namespace'])}/{md['name']}"
     if plan.problem is not None:
         deployment = await api.get(deployment_path)
@@ -116,16 +121,24 @@ async def reconcile_pool(api: KubeApi, body: dict[str, Any]) -> dict[str, Any]:
         except ApiError as status_err:  # the retry will write it; do not hide the first error
             LOG.warning("could not record %s: %s", problem.reason, status_err)
         raise
-    status = pool_status(pool, deployment=deployment, problem=None, now_iso=now_iso())
+    status = pool_status(
+        pool,
+        deployment=deployment,
+        problem=None,
+        now_iso=now_iso(),
+        template_conflicts=plan.template_conflicts,
+    )
     await _write_status(api, body, status)
     return status
 
 
-async def reconcile_pool_by_name(api: KubeApi, namespace: str, name: str) -> None:
+async def reconcile_pool_by_name(
+    api: KubeApi, namespace: str, name: str, *, sidecar_image: str = DEFAULT_SIDECAR_IMAGE
+) -> None:
     body = await api.get(pool_path(namespace, name))
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
         return
-    await reconcile_pool(api, body)
+    await reconcile_pool(api, body, sidecar_image=sidecar_image)
 
 
 def child_paths(namespace: str, name: str) -> list[str]:
@@ -133,6 +146,7 @@ def child_paths(namespace: str, name: str) -> list[str]:
     return [
         f"{collection_path('policy/v1', 'PodDisruptionBudget', namespace)}/{name}",
         f"{collection_path('v1', 'Service', namespace)}/{name}",
+        f"{collection_path('v1', 'Service', namespace)}/{headless_service_name(name)}",
         f"{collection_path('apps/v1', 'Deployment', namespace)}/{name}",
         f"{collection_path('v1', 'ConfigMap', namespace)}/{config_map_name(name)}",
     ]

@@ -1,7 +1,9 @@
 """One running sidecar: wires config, engine client, lifecycle, the gRPC and HTTP fronts and the metrics port.
 
 `sloguard sidecar --config FILE` (sidecar/command.py) runs one; the integration tests start one in-process
-on ephemeral ports. Drain (SIGTERM or Control.Drain): readiness goes false and gRPC health NOT_SERVING
+on ephemeral ports. The Control service (Drain, SetLimits, GetState) is served by a second gRPC server
+on `control_host:control_port` (loopback by default), never beside Generate on the port the Service
+exposes. Drain (SIGTERM or Control.Drain): readiness goes false and gRPC health NOT_SERVING
 first, new requests are refused with UNAVAILABLE/503 `draining`, queued and in-flight requests get the
 grace period, then the servers stop.
 """
@@ -56,12 +58,13 @@ class SidecarService:
         self.config: SidecarConfig = config
         self.config_hash = digest
         self.metrics = SidecarMetrics(self.config.pool.name)
-        self.grpc_port = self.http_port = self.metrics_port = 0
+        self.grpc_port = self.http_port = self.metrics_port = self.control_port = 0
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._drain_task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._grpc: grpc.aio.Server | None = None
+        self._control: grpc.aio.Server | None = None
         self._runners: list[web.AppRunner] = []
         self._health = health.aio.HealthServicer()
 
@@ -97,14 +100,22 @@ class SidecarService:
         grpc_front = GrpcFront(
             self.lifecycle, on_drain=self.request_drain, config_hash=lambda: self.watcher.current_hash
         )
+        handlers = grpc_front.handlers()
+        serving = [h for h in handlers if h.service_name() != CONTROL_SERVICE]  # type: ignore[attr-defined]
+        control = [h for h in handlers if h.service_name() == CONTROL_SERVICE]  # type: ignore[attr-defined]
         self._grpc = grpc.aio.server()
-        self._grpc.add_generic_rpc_handlers(grpc_front.handlers())
+        self._grpc.add_generic_rpc_handlers(serving)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
-            [SIDECAR_SERVICE, CONTROL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
+            [SIDECAR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
         )
         self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{config.grpc_port}")
         await self._grpc.start()
+        self._control = grpc.aio.server()
+        self._control.add_generic_rpc_handlers(control)
+        reflection.enable_server_reflection([CONTROL_SERVICE, reflection.SERVICE_NAME], self._control)
+        self.control_port = self._control.add_insecure_port(f"{config.control_host}:{config.control_port}")
+        await self._control.start()
 
         self.http_port = await self._serve_app(HttpFront(self.lifecycle).app(), config.http_port)
         self.metrics_port = await self._serve_app(metrics_app(self.metrics, self.ready), config.metrics_port)
@@ -117,11 +128,13 @@ class SidecarService:
             self._tasks.append(asyncio.create_task(coroutine))
         await self._set_serving()
         log.info(
-            "sidecar for pool %s serving: grpc %d, http %d, metrics %d, engine %s",
+            "sidecar for pool %s serving: grpc %d, http %d, metrics %d, control %s:%d, engine %s",
             config.pool.name,
             self.grpc_port,
             self.http_port,
             self.metrics_port,
+            config.control_host,
+            self.control_port,
             config.engine.url,
         )
 
@@ -143,6 +156,8 @@ class SidecarService:
         self._tasks.clear()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
+        if self._control is not None:
+            await self._control.stop(grace=1.0)
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()

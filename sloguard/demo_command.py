@@ -183,17 +183,21 @@ async def _main(args: argparse.Namespace, data_dir: Path) -> int:
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
     plot_path = args.results_dir / "demo.png"
-    report.plot(
-        results,
-        classes,
-        plot_path,
-        f"{len(workload)} requests, {setup.engines} engines: sloguard vs fcfs pass-through",
-    )
+    try:
+        report.plot(
+            results,
+            classes,
+            plot_path,
+            f"{len(workload)} requests, {setup.engines} engines: sloguard vs fcfs pass-through",
+        )
+        plotted = f"Plot: {plot_path}"
+    except ImportError:  # matplotlib is the optional `plots` extra
+        plotted = "No plot: matplotlib is missing (pip install 'sloguard[plots]')."
     text = json.dumps(figures, indent=2)
     (args.results_dir / "demo.json").write_text(text + "\n")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
     print(report.table(summaries, classes))
-    print(f"\nTimes in engine seconds. Plot: {plot_path}")
+    print(f"\nTimes in engine seconds. {plotted}")
     return 0

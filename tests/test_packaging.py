@@ -32,3 +32,12 @@ def test_operator_subpackage_does_not_shadow_the_standard_library() -> None:
 
     assert hasattr(operator, "itemgetter")
     assert importlib.import_module("sloguard.operator").__name__ == "sloguard.operator"
+
+
+def test_plotting_is_an_extra_not_a_runtime_dependency() -> None:
+    # The image installs the runtime dependencies only; matplotlib (demo and bench plots) stays out.
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("matplotlib")]
+    extras = [d for group in project["optional-dependencies"].values() for d in group]
+    assert [d for d in extras if d.startswith("matplotlib")] == ["matplotlib>=3.8"]
+    assert project["optional-dependencies"]["plots"] == ["matplotlib>=3.8"]

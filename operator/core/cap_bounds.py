@@ -1,36 +1,34 @@
 """Per-pod in-flight cap bounds chosen by the autoscaler, carried to the sidecars through the ConfigMap.
 
-The autoscaling timer (`sloguard.operator.autoscale`) records the decision's `CapBounds` in one pool
-annotation, `CAP_BOUNDS_ANNOTATION`; `core.plan` reads it back when it renders the sidecar ConfigMap, so
-the bounds land in `limits.minInFlight`/`limits.maxInFlight`, which every sidecar hot-reloads (no pod
-restart; the pod template does not change). The annotation is honoured only while autoscaling is
-enabled, and always clamped inside the spec's `sidecar.limits`: the spec stays the outer bound. Pure.
+The autoscaling timer (`sloguard.operator.autoscale`) records the decision's `CapBounds` in the pool's
+`status.capBounds` (status, not an annotation: the operator never writes the user's object outside
+status and /scale); `core.plan` reads it back when it renders the sidecar ConfigMap, so the bounds land
+in `limits.minInFlight`/`limits.maxInFlight`, which every sidecar hot-reloads (no pod restart; the pod
+template does not change). The bounds are honoured only while autoscaling is enabled, and always
+clamped inside the spec's `sidecar.limits`: the spec stays the outer bound. Pure.
 """
 
-import json
+from typing import Any
 
 from sloguard.api.inferencepool import InferencePool, SidecarLimits
 from sloguard.operator.core.autoscaling.decision import CapBounds
 
-CAP_BOUNDS_ANNOTATION = "autoscaler.sloguard.dev/cap-bounds"
+CAP_BOUNDS_STATUS_FIELD = "capBounds"
 
 
-def encode_cap_bounds(bounds: CapBounds) -> str:
-    return json.dumps({"minInFlight": bounds.min_in_flight, "maxInFlight": bounds.max_in_flight})
+def cap_bounds_status(bounds: CapBounds) -> dict[str, Any]:
+    """The status patch that records `bounds`."""
+    return {
+        CAP_BOUNDS_STATUS_FIELD: {"minInFlight": bounds.min_in_flight, "maxInFlight": bounds.max_in_flight}
+    }
 
 
-def parse_cap_bounds(raw: str | None) -> CapBounds | None:
-    """The bounds in an annotation value, or None when absent or not understood (then the spec rules)."""
-    if not raw:
+def recorded_cap_bounds(pool: InferencePool) -> CapBounds | None:
+    """The bounds in the pool's status, or None when absent or inverted (then the spec rules)."""
+    recorded = pool.status.cap_bounds if pool.status is not None else None
+    if recorded is None or recorded.min_in_flight > recorded.max_in_flight:
         return None
-    try:
-        data = json.loads(raw)
-        low, high = int(data["minInFlight"]), int(data["maxInFlight"])
-    except (ValueError, TypeError, KeyError):
-        return None
-    if not 1 <= low <= high:
-        return None
-    return CapBounds(low, high)
+    return CapBounds(recorded.min_in_flight, recorded.max_in_flight)
 
 
 def effective_limits(pool: InferencePool) -> SidecarLimits:
@@ -38,7 +36,7 @@ def effective_limits(pool: InferencePool) -> SidecarLimits:
     limits = pool.spec.sidecar.limits
     if not pool.spec.autoscaling.enabled:
         return limits
-    bounds = parse_cap_bounds(pool.metadata.annotations.get(CAP_BOUNDS_ANNOTATION))
+    bounds = recorded_cap_bounds(pool)
     if bounds is None:
         return limits
     low = min(max(bounds.min_in_flight, limits.min_in_flight), limits.max_in_flight)

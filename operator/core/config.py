@@ -7,6 +7,8 @@ Pure: `from_env` takes the mapping, it does not read `os.environ` itself. The st
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from sloguard.operator.core.children import DEFAULT_SIDECAR_IMAGE
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -27,6 +29,9 @@ class OperatorConfig:
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     namespaces: str = ""
     """Comma-separated namespaces whose pools are served; empty means all."""
+    sidecar_image: str = DEFAULT_SIDECAR_IMAGE
+    """The sidecar image of every pool that does not pin `spec.sidecar.image` (chart value `sidecar.image`).
+    Not a CRD default, so an operator upgrade also upgrades those pools' sidecars."""
     autoscale_rate_window_s: float = 60.0
     """rate()/increase() window of the autoscaler's PromQL; at least 4 scrape intervals."""
 

@@ -32,6 +32,10 @@ def config_map_name(pool_name: str) -> str:
     return f"{pool_name}-sidecar"
 
 
+def headless_service_name(pool_name: str) -> str:
+    return f"{pool_name}-headless"
+
+
 def selector_labels(pool_name: str) -> dict[str, str]:
     return {POOL_LABEL: pool_name}
 

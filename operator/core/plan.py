@@ -14,7 +14,7 @@ from sloguard.api.inferencepool import InferencePool
 from sloguard.api.sidecar_config import sidecar_config_for_pool
 from sloguard.api.sloclass import SLOClass
 from sloguard.operator.core.cap_bounds import effective_limits
-from sloguard.operator.core.children import build_children
+from sloguard.operator.core.children import DEFAULT_SIDECAR_IMAGE, build_children, pod_template
 from sloguard.operator.core.status import Problem
 
 
@@ -23,6 +23,8 @@ class PoolPlan:
     pool: InferencePool
     children: list[dict[str, Any]] = field(default_factory=list)
     problem: Problem | None = None
+    template_conflicts: list[str] = field(default_factory=list)
+    """`spec.podTemplate` fields the operator overrode (its own ports, probes, config volume)."""
 
 
 def _first_error(err: ValidationError) -> str:
@@ -39,8 +41,14 @@ def parse_pool(body: dict[str, Any]) -> InferencePool:
         raise ValueError(_first_error(err)) from None
 
 
-def plan_pool(pool: InferencePool, class_bodies: dict[str, dict[str, Any]]) -> PoolPlan:
-    """Children of `pool`, given every SLOClass object by name (missing names are a Problem)."""
+def plan_pool(
+    pool: InferencePool,
+    class_bodies: dict[str, dict[str, Any]],
+    *,
+    sidecar_image: str = DEFAULT_SIDECAR_IMAGE,
+) -> PoolPlan:
+    """Children of `pool`, given every SLOClass object by name (missing names are a Problem);
+    `sidecar_image` is the operator's image for sidecars the pool does not pin."""
     missing = sorted(n for n in pool.spec.slo_classes if n not in class_bodies)
     if missing:
         return PoolPlan(
@@ -59,4 +67,8 @@ def plan_pool(pool: InferencePool, class_bodies: dict[str, dict[str, Any]]) -> P
     except ValueError as err:
         return PoolPlan(pool, problem=Problem("InvalidSLOClasses", str(err)))
     config = config.model_copy(update={"limits": effective_limits(pool)})  # autoscaler's cap bounds
-    return PoolPlan(pool, children=build_children(pool, config))
+    return PoolPlan(
+        pool,
+        children=build_children(pool, config, sidecar_image),
+        template_conflicts=pod_template(pool, sidecar_image).conflicts,
+    )

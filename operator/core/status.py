@@ -8,7 +8,13 @@ other writers (SLOAtRisk, ScalingLimited, MetricsUnavailable) are carried throug
 from dataclasses import dataclass
 from typing import Any
 
-from sloguard.api.conditions import Condition, ConditionStatus, ConditionType, set_condition
+from sloguard.api.conditions import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    find_condition,
+    set_condition,
+)
 from sloguard.api.inferencepool import InferencePool
 from sloguard.operator.core.children import desired_replicas
 from sloguard.operator.core.names import selector_string
@@ -31,14 +37,40 @@ def _deployment_failure(deployment: dict[str, Any]) -> Problem | None:
     return None
 
 
+def _template_condition(
+    pool: InferencePool, conds: list[Condition], conflicts: list[str], now_iso: str
+) -> list[Condition]:
+    """PodTemplateConflict: True with the overridden fields; False once a pool has (or had) a template."""
+    if conflicts:
+        status, reason = ConditionStatus.TRUE, "OwnedFieldsOverridden"
+        message = "The operator keeps its own value of: " + "; ".join(conflicts)
+    elif pool.spec.pod_template is not None or find_condition(conds, ConditionType.POD_TEMPLATE_CONFLICT):
+        status, reason, message = ConditionStatus.FALSE, "Merged", "spec.podTemplate is merged into the pods."
+    else:
+        return conds
+    return set_condition(
+        conds,
+        type_=ConditionType.POD_TEMPLATE_CONFLICT.value,
+        status=status,
+        reason=reason,
+        message=message,
+        now_iso=now_iso,
+        observed_generation=pool.metadata.generation,
+    )
+
+
 def pool_status(
     pool: InferencePool,
     *,
     deployment: dict[str, Any] | None,
     problem: Problem | None,
     now_iso: str,
+    template_conflicts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The status fields the operator owns, in wire form (camelCase)."""
+    """The status fields the operator owns, in wire form (camelCase).
+
+    `template_conflicts` are the `spec.podTemplate` fields the operator overrode; they are reported in
+    the PodTemplateConflict condition, written once a pool has a pod template (and kept, False, after)."""
     generation = pool.metadata.generation
     previous = list(pool.status.conditions) if pool.status is not None else []
     desired = desired_replicas(pool)
@@ -95,6 +127,8 @@ def pool_status(
         put(ConditionType.READY, false, problem.reason, problem.message)
     else:
         put(ConditionType.READY, false, "NoReplicaReady", f"0/{desired} replicas ready.")
+
+    conds = _template_condition(pool, conds, template_conflicts or [], now_iso)
 
     return {
         "observedGeneration": generation,

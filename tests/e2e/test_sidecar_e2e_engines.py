@@ -244,7 +244,7 @@ async def _post_sse(session: aiohttp.ClientSession, url: str, body: dict[str, An
 
 
 async def _sidecar_state(side: SidecarHandle) -> pb.GetStateResponse:
-    async with grpc.aio.insecure_channel(side.grpc_target) as channel:
+    async with grpc.aio.insecure_channel(side.control_target) as channel:
         state: pb.GetStateResponse = await stubs.control(channel).GetState(pb.GetStateRequest())
         return state
 
@@ -627,8 +627,11 @@ async def test_drain_lets_in_flight_requests_finish_or_fails_them_once(
         f"{side.http_url}/v1/completions", json=_completion(LONG_TOKENS, stream=True)
     )
     await _first_event(running)
-    async with grpc.aio.insecure_channel(side.grpc_target) as channel:
-        drained = await stubs.control(channel).Drain(pb.DrainRequest(grace_ms=60_000 if finishes else 200))
+    async with (
+        grpc.aio.insecure_channel(side.control_target) as control,
+        grpc.aio.insecure_channel(side.grpc_target) as channel,
+    ):
+        drained = await stubs.control(control).Drain(pb.DrainRequest(grace_ms=60_000 if finishes else 200))
         assert drained.in_flight == 1
         if finishes:  # (past the grace, the sidecar may be gone before a request could be refused)
             with pytest.raises(grpc.aio.AioRpcError) as caught:

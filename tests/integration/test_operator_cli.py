@@ -43,6 +43,7 @@ async def test_operator_process_serves_pools_answers_liveness_and_stops_on_sigte
         "--all-namespaces",
         f"--apiserver-url={str(kmock.url).rstrip('/')}",
         f"--liveness=http://127.0.0.1:{port}/healthz",
+        "--sidecar-image=registry.example.com/sloguard:7",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -76,3 +77,7 @@ async def test_operator_process_serves_pools_answers_liveness_and_stops_on_sigte
             proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(proc.communicate(), timeout=20)
     assert proc.returncode == 0, output.decode()[-3000:]
+    # The pool pins no sidecar image, so the operator's flag decides it.
+    deployment = live(kmock, DEPLOYMENTS, "default", "cli") or {}
+    images = {c["name"]: c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert images == {"engine": "vllm:x", "sidecar": "registry.example.com/sloguard:7"}

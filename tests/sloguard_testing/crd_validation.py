@@ -1,7 +1,8 @@
 """Validate custom resources against our generated CRDs the way the API server does.
 
 Three steps, as in kube-apiserver: the structural OpenAPI schema (types, patterns, bounds; unknown
-fields refused, as with `kubectl apply --validate=strict`), then every `x-kubernetes-validations` CEL
+fields refused, as with `kubectl apply --validate=strict`; repeated keys of list-maps and sets), then
+every `x-kubernetes-validations` CEL
 rule evaluated with cel-python at the node that carries it. Errors come back as readable strings with
 the field path, so tests can assert on the message a user would see.
 """
@@ -60,6 +61,28 @@ def _cel_errors(schema: dict[str, Any], value: Any, path: str, env: celpy.Enviro
     return errors
 
 
+def _list_errors(schema: dict[str, Any], value: Any, path: str) -> list[str]:
+    """`x-kubernetes-list-type` map and set: the API server refuses repeated keys ("Duplicate value")."""
+    errors: list[str] = []
+    if isinstance(value, list):
+        kind = schema.get("x-kubernetes-list-type")
+        keys = schema.get("x-kubernetes-list-map-keys", [])
+        if kind in ("map", "set"):
+            seen: set[str] = set()
+            for index, item in enumerate(value):
+                key = repr([item.get(k) for k in keys]) if kind == "map" else repr(item)
+                if key in seen:
+                    errors.append(f"{path}[{index}]: Duplicate value: {key}")
+                seen.add(key)
+        for index, item in enumerate(value):
+            errors += _list_errors(schema.get("items", {}), item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for name, child in schema.get("properties", {}).items():
+            if name in value:
+                errors += _list_errors(child, value[name], f"{path}.{name}")
+    return errors
+
+
 def _crd_for_kind(kind: str) -> dict[str, Any]:
     for crd in crd_documents().values():
         if crd["spec"]["names"]["kind"] == kind:
@@ -80,6 +103,7 @@ def validate_resource(obj: dict[str, Any]) -> list[str]:
         f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
         for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
     ]
+    errors += _list_errors(schema, obj, "")
     if errors:
         return errors
     return _cel_errors(schema, obj, "", celpy.Environment())

@@ -59,6 +59,11 @@ class SidecarHandle:
         return f"127.0.0.1:{self.sidecar.grpc_port}"
 
     @property
+    def control_target(self) -> str:
+        """The Control service: its own loopback port, not the serving gRPC port."""
+        return f"127.0.0.1:{self.sidecar.control_port}"
+
+    @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.sidecar.metrics_port}"
 

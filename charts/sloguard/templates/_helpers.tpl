@@ -49,10 +49,14 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The sidecar image of pools that pin none: sidecar.image, else the operator's own image (same tag). */}}
+{{- define "sloguard.sidecarImage" -}}
+{{- default (include "sloguard.image" .) .Values.sidecar.image }}
+{{- end }}
+
 {{/* Permissions on pools and their children: cluster-wide or per watched namespace (see rbac.yaml). */}}
 {{- define "sloguard.poolRules" -}}
-# Pools: kopf adds our finalizer and progress annotations (patch); handlers read them. The autoscaler
-# also patches one annotation, autoscaler.sloguard.dev/cap-bounds (per-pod in-flight cap bounds).
+# Pools: kopf adds our finalizer and progress annotations (patch); handlers read them.
 - apiGroups: ["sloguard.dev"]
   resources: ["inferencepools"]
   verbs: ["get", "list", "watch", "patch"]
@@ -60,13 +64,14 @@ app.kubernetes.io/component: operator
 - apiGroups: ["sloguard.dev"]
   resources: ["inferencepools/scale"]
   verbs: ["get", "patch"]
-# Pool status: conditions, replicas, selector. Never the spec.
+# Pool status: conditions, replicas, selector, the autoscaler's per-pod cap bounds. Never the spec.
 - apiGroups: ["sloguard.dev"]
   resources: ["inferencepools/status"]
   verbs: ["get", "patch"]
 # Owned children: created, re-applied on drift (server-side apply), deleted with their pool.
 # No list/watch: drift is found by reading the named children on every resync.
-# ConfigMap (sidecar configuration) and Service (grpc, http, metrics ports) of each pool.
+# ConfigMap (sidecar configuration) and the two Services (ClusterIP: grpc, http, metrics ports;
+# <pool>-headless: grpc, http for client-side balancing) of each pool.
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "create", "patch", "delete"]

@@ -163,19 +163,39 @@ async def test_engine_killed_mid_stream_fails_clearly_and_later_requests_are_una
         assert h.sample("sloguard_engine_up") == 0
 
 
+async def _listed_services(channel: grpc.aio.Channel) -> set[str]:
+    responses = stubs.reflection(channel).ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    return {s.name async for r in responses for s in r.list_services_response.service}
+
+
+async def test_control_is_served_on_its_own_loopback_port_only(tmp_path: Path) -> None:
+    async with running_sidecar(tmp_path) as h:
+        assert h.sidecar.control_port not in (0, h.sidecar.grpc_port)
+        async with grpc.aio.insecure_channel(h.grpc_target) as channel:
+            assert "sloguard.v1.Control" not in await _listed_services(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stubs.control(channel).Drain(pb.DrainRequest(grace_ms=0))
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert not h.sidecar.lifecycle.draining
+        async with grpc.aio.insecure_channel(h.control_target) as channel:
+            assert "sloguard.v1.Control" in await _listed_services(channel)
+            assert "sloguard.v1.Sidecar" not in await _listed_services(channel)
+
+
 async def test_health_reflection_and_control(tmp_path: Path) -> None:
-    async with running_sidecar(tmp_path) as h, grpc.aio.insecure_channel(h.grpc_target) as channel:
+    async with (
+        running_sidecar(tmp_path) as h,
+        grpc.aio.insecure_channel(h.grpc_target) as channel,
+        grpc.aio.insecure_channel(h.control_target) as control_channel,
+    ):
         status = await stubs.health(channel).Check(
             health_pb2.HealthCheckRequest(service="sloguard.v1.Sidecar")
         )
         assert status.status == health_pb2.HealthCheckResponse.SERVING
-        reflect = stubs.reflection(channel)
-        responses = reflect.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-        )
-        names = {s.name async for r in responses for s in r.list_services_response.service}
-        assert {"sloguard.v1.Sidecar", "sloguard.v1.Control", "grpc.health.v1.Health"} <= names
-        control = stubs.control(channel)
+        assert {"sloguard.v1.Sidecar", "grpc.health.v1.Health"} <= await _listed_services(channel)
+        control = stubs.control(control_channel)
         state = await control.GetState(pb.GetStateRequest())
         assert (
             state.pool == "test-pool"

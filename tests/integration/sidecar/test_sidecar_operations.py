@@ -83,7 +83,7 @@ async def test_drain_finishes_in_flight_refuses_new_and_stops(tmp_path: Path) ->
         await wait_until(lambda: fake.active == 2, what="two in flight")
         async with h.http.get(f"{h.metrics_url}/readyz") as resp:
             assert resp.status == 200
-        async with grpc.aio.insecure_channel(h.grpc_target) as channel:
+        async with grpc.aio.insecure_channel(h.control_target) as channel:
             drained = await stubs.control(channel).Drain(pb.DrainRequest(grace_ms=10_000))
         assert drained.in_flight == 2
         async with h.http.get(f"{h.metrics_url}/readyz") as resp:
@@ -204,7 +204,7 @@ async def test_the_in_flight_cap_backs_off_when_itl_exceeds_the_tightest_tpot(tm
 
         assert await asyncio.gather(*(stream() for _ in range(8))) == [200] * 8
         assert 2 <= h.sample("sloguard_in_flight_cap") < 16
-        async with grpc.aio.insecure_channel(h.grpc_target) as channel:
+        async with grpc.aio.insecure_channel(h.control_target) as channel:
             state = await stubs.control(channel).GetState(pb.GetStateRequest())
         assert state.in_flight_cap == h.sample("sloguard_in_flight_cap") and not state.cap_overridden
 

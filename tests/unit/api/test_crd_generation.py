@@ -37,11 +37,35 @@ ALLOWED_KEYWORDS = {
     "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-int-or-string",
 }
+INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
 STRUCTURAL_TYPES = {"object", "array", "string", "integer", "number", "boolean"}
+
+
+def int_or_string_violations(node: dict[str, Any], path: str) -> list[str]:
+    """The one union a structural schema allows: no type, at most anyOf [integer, string]."""
+    problems = []
+    if "type" in node:
+        problems.append(f"{path}: an int-or-string node has no type")
+    if node.get("anyOf", INT_OR_STRING) != INT_OR_STRING:
+        problems.append(f"{path}: int-or-string anyOf must be {INT_OR_STRING}")
+    unknown = set(node) - ALLOWED_KEYWORDS - {"anyOf"}
+    return problems + ([f"{path}: unsupported keywords {sorted(unknown)}"] if unknown else [])
+
+
+def list_map_violations(node: dict[str, Any], path: str) -> list[str]:
+    if node.get("x-kubernetes-list-type") != "map":
+        return []
+    keys = node.get("x-kubernetes-list-map-keys", [])
+    required = set(node.get("items", {}).get("required", []))
+    if not keys or not set(keys) <= required:
+        return [f"{path}: list-map keys {keys} must be required item fields"]
+    return []
 
 
 def structural_violations(node: dict[str, Any], path: str = "") -> list[str]:
     """The rules of apiextensions validation.go that a generator can break."""
+    if node.get("x-kubernetes-int-or-string"):
+        return int_or_string_violations(node, path)
     problems = []
     unknown = set(node) - ALLOWED_KEYWORDS
     if unknown:
@@ -55,11 +79,7 @@ def structural_violations(node: dict[str, Any], path: str = "") -> list[str]:
     for key in ("exclusiveMinimum", "exclusiveMaximum"):
         if key in node and not isinstance(node[key], bool):
             problems.append(f"{path}: {key} must be a boolean in OpenAPI v3.0")
-    if node.get("x-kubernetes-list-type") == "map":
-        keys = node.get("x-kubernetes-list-map-keys", [])
-        required = set(node.get("items", {}).get("required", []))
-        if not keys or not set(keys) <= required:
-            problems.append(f"{path}: list-map keys {keys} must be required item fields")
+    problems += list_map_violations(node, path)
     if node.get("default") is None and "default" in node:
         problems.append(f"{path}: default null")
     for name, child in node.get("properties", {}).items():
@@ -94,6 +114,24 @@ def test_walker_catches_the_constructs_the_api_server_rejects() -> None:
     assert any("unsupported keywords ['$ref']" in p for p in problems)
     assert any(".a: missing or bad type" in p for p in problems)
     assert any("exclusiveMinimum must be a boolean" in p for p in problems)
+    typed = {"type": "string", "x-kubernetes-int-or-string": True}
+    assert int_or_string_violations(typed, ".q") == [".q: an int-or-string node has no type"]
+    union = {"anyOf": [{"type": "number"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+    assert "anyOf must be" in int_or_string_violations(union, ".q")[0]
+
+
+def test_quantities_are_int_or_string_with_the_core_pattern() -> None:
+    from sloguard.api.quantity import QUANTITY_PATTERN
+
+    schema = crd_documents()["sloguard.dev_inferencepools.yaml"]["spec"]["versions"][0]["schema"]
+    requests = schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["engine"]["properties"][
+        "resources"
+    ]["properties"]["requests"]["additionalProperties"]
+    assert requests == {
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN,
+        "x-kubernetes-int-or-string": True,
+    }
 
 
 @pytest.mark.parametrize("name", sorted(crd_documents()))

@@ -19,10 +19,13 @@ from sloguard.api import InferencePool, SLOClass
 Mutation = Callable[[dict[str, Any]], None]
 
 
-def load_examples(repo_root: Path) -> list[dict[str, Any]]:
+def load_examples(repo_root: Path, *, ours_only: bool = True) -> list[dict[str, Any]]:
+    """The example documents; by default only SLOGuard's kinds (not the Namespace and PVC beside them)."""
     docs: list[dict[str, Any]] = []
     for path in sorted((repo_root / "examples").glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    if ours_only:
+        docs = [d for d in docs if d["apiVersion"].startswith("sloguard.dev/")]
     return docs
 
 
@@ -189,6 +192,115 @@ POOL_INVALID: list[tuple[str, Mutation, str, str]] = [
         "70000 is greater than the maximum",
         "less than or equal",
     ),
+    (
+        "sidecar grpc port equals the engine port",
+        _set("spec.sidecar.grpcPort", 8000),
+        "must all differ",
+        "must all differ",
+    ),
+    (
+        "control port equals the metrics port (both defaulted but one)",
+        _set("spec.sidecar.controlPort", 9090),
+        "must all differ",
+        "must all differ",
+    ),
+    (
+        "interval 0s",
+        _set("spec.autoscaling.interval", "0s"),
+        "must be greater than zero",
+        "greater than zero",
+    ),
+    (
+        "interval 0m0s",
+        _set("spec.autoscaling.interval", "0m0s"),
+        "must be greater than zero",
+        "greater than zero",
+    ),
+    (
+        "bad quantity",
+        _set("spec.engine.resources.requests", {"cpu": "8 cores"}),
+        "does not match",
+        "quantity",
+    ),
+    ("quantity as float", _set("spec.engine.resources.requests", {"cpu": 1.5}), "is not valid under any", ""),
+    (
+        "env value and valueFrom",
+        _set(
+            "spec.engine.env",
+            [{"name": "T", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        ),
+        "value and valueFrom are exclusive",
+        "value and valueFrom are exclusive",
+    ),
+    (
+        "env repeated name",
+        _set("spec.engine.env", [{"name": "T", "value": "x"}, {"name": "T", "value": "y"}]),
+        "Duplicate value",
+        "",
+    ),
+    (
+        "env valueFrom with two sources",
+        _set(
+            "spec.engine.env",
+            [
+                {
+                    "name": "T",
+                    "valueFrom": {
+                        "secretKeyRef": {"name": "s", "key": "k"},
+                        "configMapKeyRef": {"name": "c", "key": "k"},
+                    },
+                }
+            ],
+        ),
+        "exactly one of secretKeyRef",
+        "exactly one of secretKeyRef",
+    ),
+    (
+        "volume with two sources",
+        _set(
+            "spec.podTemplate.spec.volumes",
+            [{"name": "v", "emptyDir": {}, "persistentVolumeClaim": {"claimName": "c"}}],
+        ),
+        "exactly one of persistentVolumeClaim",
+        "exactly one of persistentVolumeClaim",
+    ),
+    (
+        "volume without a source",
+        _set("spec.podTemplate.spec.volumes", [{"name": "v"}]),
+        "exactly one of persistentVolumeClaim",
+        "exactly one of persistentVolumeClaim",
+    ),
+    (
+        "extra container without an image",
+        _set("spec.podTemplate.spec.containers", [{"name": "proxy"}]),
+        "needs an image",
+        "needs an image",
+    ),
+    (
+        "bad toleration operator",
+        _set("spec.podTemplate.spec.tolerations", [{"key": "k", "operator": "Maybe"}]),
+        "'Maybe' is not one of",
+        "Input should be",
+    ),
+    (
+        "container name not a DNS label",
+        _set("spec.podTemplate.spec.containers", [{"name": "Engine"}]),
+        "does not match",
+        "String should match",
+    ),
+    (
+        "unknown pod spec field",
+        _set("spec.podTemplate.spec.hostNetwork", True),
+        "Additional properties are not allowed ('hostNetwork'",
+        "Extra",
+    ),
+    (
+        "envFrom with no source",
+        _set("spec.podTemplate.spec.containers", [{"name": "engine", "envFrom": [{"prefix": "A_"}]}]),
+        "exactly one of secretRef, configMapRef",
+        "exactly one of secretRef, configMapRef",
+    ),
+    ("rollout bound not a percentage", _set("spec.rollout.maxSurge", "lots"), "does not match", "percentage"),
 ]
 
 
@@ -207,6 +319,81 @@ def test_invalid_pool_is_refused_with_a_clear_message(
     if model_message:
         with pytest.raises(ValidationError, match=model_message):
             InferencePool.model_validate(obj)
+
+
+VALID_POOL_VARIANTS: list[tuple[str, Mutation]] = [
+    ("int quantities", _set("spec.engine.resources", {"requests": {"cpu": 8, "memory": "32Gi"}})),
+    (
+        "string quantities",
+        _set("spec.sidecar.resources", {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}}),
+    ),
+    ("exponent quantity", _set("spec.engine.resources.limits", {"memory": "1e9"})),
+    ("ports all different", _set("spec.sidecar", {"grpcPort": 7000, "httpPort": 7001, "metricsPort": 7002})),
+    ("interval 500ms", _set("spec.autoscaling.interval", "500ms")),
+    ("rollout counts and percentages", _set("spec.rollout", {"maxSurge": "25%", "maxUnavailable": 0})),
+    (
+        "a full pod template",
+        _set(
+            "spec.podTemplate",
+            {
+                "metadata": {"labels": {"team": "ml"}, "annotations": {"a": "b"}},
+                "spec": {
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+                    "imagePullSecrets": [{"name": "regcred"}],
+                    "serviceAccountName": "vllm",
+                    "runtimeClassName": "nvidia",
+                    "priorityClassName": "inference",
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}],
+                    "initContainers": [{"name": "fetch", "image": "busybox", "command": ["true"]}],
+                    "volumes": [
+                        {"name": "cfg", "configMap": {"name": "c"}},
+                        {"name": "s", "secret": {"secretName": "s"}},
+                        {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+                    ],
+                    "containers": [
+                        {
+                            "name": "sidecar",
+                            "env": [
+                                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+                            ],
+                            "resources": {"requests": {"cpu": 1}},
+                        },
+                        {
+                            "name": "engine",
+                            "envFrom": [{"secretRef": {"name": "s"}}],
+                            "securityContext": {"runAsUser": 1000},
+                        },
+                    ],
+                },
+            },
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "mutation", [c[1] for c in VALID_POOL_VARIANTS], ids=[c[0] for c in VALID_POOL_VARIANTS]
+)
+def test_valid_pool_variants_are_accepted(repo_root: Path, mutation: Mutation) -> None:
+    obj = copy.deepcopy(pool_base(repo_root))
+    mutation(obj)
+    assert validate_resource(obj) == []
+    InferencePool.model_validate(obj)
+
+
+def test_int_quantities_round_trip_as_ints(repo_root: Path) -> None:
+    obj = copy.deepcopy(pool_base(repo_root))
+    obj["spec"]["engine"]["resources"] = {"requests": {"cpu": 8, "memory": "32Gi"}}
+    wire = InferencePool.model_validate(obj).to_wire()
+    assert wire["spec"]["engine"]["resources"]["requests"] == {"cpu": 8, "memory": "32Gi"}
+
+
+def test_the_sidecar_image_is_not_a_crd_default() -> None:
+    # A stored default would pin every pool to the image of the day it was created.
+    from sloguard.api.crd import inferencepool_crd
+
+    schema = inferencepool_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert "default" not in schema["properties"]["spec"]["properties"]["sidecar"]["properties"]["image"]
 
 
 def test_policy_parameters_are_free_form_for_the_policy_to_validate(repo_root: Path) -> None:

@@ -32,6 +32,15 @@ MATRIX: dict[str, dict[str, Any]] = {
             "dashboard": {"enabled": True},
         }
     },
+    "network-policy": {"networkPolicy": {"enabled": True}, "watch": {"namespaces": ["serving"]}},
+    "network-policy-peers": {
+        "networkPolicy": {
+            "enabled": True,
+            "namespaces": ["a", "b"],
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}],
+        }
+    },
+    "sidecar-image": {"sidecar": {"image": "registry.example.com/sloguard:9.9.9"}},
     "existing-account": {"serviceAccount": {"create": False, "name": "ops"}, "rbac": {"create": False}},
     "overrides": {
         "fullnameOverride": "slo",
@@ -210,7 +219,7 @@ def test_monitoring_objects_and_the_dashboard(chart: Any) -> None:
 def test_notes_render_for_every_case(chart: Any) -> None:
     for values in MATRIX.values():
         notes = chart.render(values, name="sg", namespace="ns")["sloguard/templates/NOTES.txt"]
-        assert "kubectl apply -f examples/sloclasses.yaml" in notes
+        assert "kind: SLOClass" in notes and "kubectl get sgpool -A" in notes
 
 
 def test_the_autoscaler_is_granted_what_it_uses(chart: Any) -> None:
@@ -224,3 +233,67 @@ def test_the_autoscaler_is_granted_what_it_uses(chart: Any) -> None:
         assert {"get", "patch"} <= verbs("inferencepools/scale")  # spec.replicas via /scale
         assert {"list", "patch"} == verbs("pods")  # pod-deletion-cost; never create or delete pods
         assert "create" in verbs("events")  # ScaledUp, ScaledDown, MetricsUnavailable
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (dep,) = by_kind(docs, "Deployment")
+    return {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_sidecar_image_is_an_operator_setting_following_the_app_version(chart: Any) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert (
+        _operator_env(render(chart, {}))["SLOGUARD_SIDECAR_IMAGE"]
+        == f"ghcr.io/sloguard/sloguard:{app_version}"
+    )
+    tagged = render(chart, {"image": {"repository": "registry.example.com/sg", "tag": "1.2.3"}})
+    assert _operator_env(tagged)["SLOGUARD_SIDECAR_IMAGE"] == "registry.example.com/sg:1.2.3"
+    pinned = render(chart, MATRIX["sidecar-image"])
+    assert _operator_env(pinned)["SLOGUARD_SIDECAR_IMAGE"] == "registry.example.com/sloguard:9.9.9"
+
+
+def test_the_image_tags_follow_the_package_version() -> None:
+    from sloguard import __version__
+    from sloguard.operator.core.children import DEFAULT_SIDECAR_IMAGE
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    assert f"ghcr.io/sloguard/sloguard:{__version__}" == DEFAULT_SIDECAR_IMAGE
+
+
+@pytest.mark.parametrize(
+    ("case", "namespaces"),
+    [("defaults", []), ("network-policy", ["serving"]), ("network-policy-peers", ["a", "b"])],
+)
+def test_network_policy_lets_only_the_sidecar_ports_in(chart: Any, case: str, namespaces: list[str]) -> None:
+    policies = by_kind(render(chart, MATRIX[case]), "NetworkPolicy")
+    assert sorted(p["metadata"]["namespace"] for p in policies) == namespaces
+    for policy in policies:
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        (rule,) = policy["spec"]["ingress"]
+        assert sorted(p["port"] for p in rule["ports"]) == ["grpc", "http", "metrics"]
+        assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "inferencepool"
+    if case == "network-policy-peers":
+        assert all("namespaceSelector" in rule["from"][0] for p in policies for rule in p["spec"]["ingress"])
+
+
+def test_the_network_policy_selects_the_pods_the_operator_generates(chart: Any) -> None:
+    from sloguard_testing.operator_objects import make_pool
+
+    from sloguard.operator.core.children import build_deployment
+
+    (policy,) = by_kind(render(chart, MATRIX["network-policy"]), "NetworkPolicy")
+    pod = build_deployment(make_pool())["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    sidecar_ports = {
+        p["name"] for c in pod["spec"]["containers"] if c["name"] == "sidecar" for p in c["ports"]
+    }
+    assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == sidecar_ports
+
+
+def test_notes_use_the_unambiguous_short_name_and_no_unshipped_files(chart: Any) -> None:
+    for values in MATRIX.values():
+        notes = chart.render(values, name="sg", namespace="ns")["sloguard/templates/NOTES.txt"]
+        assert "sgpool" in notes
+        assert "inferencepool/" not in notes and "inferencepools -A" not in notes
+        assert "examples/" not in notes and "-f crds/" not in notes

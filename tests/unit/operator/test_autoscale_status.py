@@ -6,6 +6,7 @@ import pytest
 from sloguard_testing.operator_objects import make_class, make_pool
 
 from sloguard.api.conditions import ConditionStatus, ConditionType
+from sloguard.api.inferencepool import InferencePoolStatus
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.operator.core.autoscale_status import (
     autoscaling_status,
@@ -28,12 +29,7 @@ from sloguard.operator.core.autoscaling import (
     ScalingEvent,
 )
 from sloguard.operator.core.autoscaling.drain import PodLoad
-from sloguard.operator.core.cap_bounds import (
-    CAP_BOUNDS_ANNOTATION,
-    effective_limits,
-    encode_cap_bounds,
-    parse_cap_bounds,
-)
+from sloguard.operator.core.cap_bounds import cap_bounds_status, effective_limits, recorded_cap_bounds
 from sloguard.operator.core.plan import plan_pool
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
@@ -196,19 +192,23 @@ def test_pod_loads_keep_only_the_pool_pods() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "bounds"),
+    ("recorded", "bounds"),
     [
-        (encode_cap_bounds(CapBounds(2, 20)), CapBounds(2, 20)),
-        (None, None),
-        ("", None),
-        ("{", None),
-        ('{"minInFlight": 5, "maxInFlight": 2}', None),
-        ('{"minInFlight": 0, "maxInFlight": 2}', None),
-        ('{"maxInFlight": 2}', None),
+        (cap_bounds_status(CapBounds(2, 20)), CapBounds(2, 20)),
+        ({}, None),
+        ({"capBounds": {"minInFlight": 5, "maxInFlight": 2}}, None),  # inverted: the spec rules
     ],
 )
-def test_cap_bounds_annotation(raw: str | None, bounds: CapBounds | None) -> None:
-    assert parse_cap_bounds(raw) == bounds
+def test_cap_bounds_round_trip_through_status(recorded: dict[str, Any], bounds: CapBounds | None) -> None:
+    pool = make_pool()
+    pool.status = InferencePoolStatus.model_validate(recorded)
+    assert recorded_cap_bounds(pool) == bounds
+
+
+def test_cap_bounds_are_never_written_onto_the_users_object() -> None:
+    # They live in status (written with the status subresource), not in metadata.annotations.
+    assert set(cap_bounds_status(CapBounds(1, 8))) == {"capBounds"}
+    assert InferencePoolStatus.model_validate(cap_bounds_status(CapBounds(1, 8))).cap_bounds is not None
 
 
 @pytest.mark.parametrize(
@@ -218,7 +218,7 @@ def test_cap_bounds_annotation(raw: str | None, bounds: CapBounds | None) -> Non
         (True, CapBounds(1, 500), (1, 64)),  # the spec stays the outer bound
         (True, CapBounds(100, 200), (64, 64)),
         (True, None, (1, 64)),
-        (False, CapBounds(2, 20), (1, 64)),  # autoscaling off: the annotation is ignored
+        (False, CapBounds(2, 20), (1, 64)),  # autoscaling off: the recorded bounds are ignored
     ],
 )
 def test_cap_bounds_reach_the_sidecar_config_map(
@@ -230,7 +230,7 @@ def test_cap_bounds_reach_the_sidecar_config_map(
     }
     pool = make_pool(**spec)
     if annotation is not None:
-        pool.metadata.annotations[CAP_BOUNDS_ANNOTATION] = encode_cap_bounds(annotation)
+        pool.status = InferencePoolStatus.model_validate(cap_bounds_status(annotation))
     got = effective_limits(pool)
     assert (got.min_in_flight, got.max_in_flight) == limits
     plan = plan_pool(pool, {"interactive": make_class().model_dump(by_alias=True)})

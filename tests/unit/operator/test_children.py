@@ -14,6 +14,7 @@ from sloguard.operator.core.children import (
     build_children,
     build_config_map,
     build_deployment,
+    build_headless_service,
     build_pod_disruption_budget,
     build_service,
     engine_args,
@@ -37,7 +38,8 @@ def flag(args: list[str], name: str) -> str | None:
 
 # (spec overrides, getter on the built objects, expected value)
 FIELD_CASES: list[tuple[str, dict[str, Any], Callable[[InferencePool], Any], Any]] = [
-    ("model", {"model": "m/x"}, lambda p: flag(engine_args(p), "--model"), "m/x"),
+    ("model is positional and first", {"model": "m/x"}, lambda p: engine_args(p)[0], "m/x"),
+    ("no deprecated --model flag", {"model": "m/x"}, lambda p: "--model" in engine_args(p), False),
     (
         "served name defaults to model",
         {},
@@ -139,7 +141,97 @@ FIELD_CASES: list[tuple[str, dict[str, Any], Callable[[InferencePool], Any], Any
         "sidecar resources",
         {"sidecar": {"resources": {"limits": {"memory": "1Gi"}}}},
         lambda p: containers(p)["sidecar"]["resources"],
-        {"limits": {"memory": "1Gi"}},
+        {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    ),
+    (
+        "sidecar requests default",
+        {},
+        lambda p: containers(p)["sidecar"]["resources"],
+        {"requests": {"cpu": "500m", "memory": "256Mi"}},
+    ),
+    (
+        "sidecar requests as set",
+        {"sidecar": {"resources": {"requests": {"cpu": 2}}}},
+        lambda p: containers(p)["sidecar"]["resources"],
+        {"requests": {"cpu": "2"}},
+    ),
+    (
+        "int quantities are written as the strings the API server stores",
+        {"engine": {"resources": {"requests": {"cpu": 8}}}},
+        lambda p: containers(p)["engine"]["resources"]["requests"],
+        {"cpu": "8"},
+    ),
+    (
+        "sidecar image from the operator when unpinned",
+        {},
+        lambda p: build_deployment(p, "registry.local/sloguard:7")["spec"]["template"]["spec"]["containers"][
+            1
+        ]["image"],
+        "registry.local/sloguard:7",
+    ),
+    (
+        "a pinned sidecar image wins over the operator's",
+        {"sidecar": {"image": "sg:2"}},
+        lambda p: build_deployment(p, "registry.local/sloguard:7")["spec"]["template"]["spec"]["containers"][
+            1
+        ]["image"],
+        "sg:2",
+    ),
+    (
+        "control port is not a container port",
+        {"sidecar": {"controlPort": 7009}},
+        lambda p: [port["containerPort"] for c in containers(p).values() for port in c["ports"]],
+        [8000, 50051, 8080, 9090],
+    ),
+    (
+        "control port reaches the sidecar config",
+        {"sidecar": {"controlPort": 7009}},
+        lambda p: config_of(p).control_port,
+        7009,
+    ),
+    (
+        "engine liveness timeout",
+        {},
+        lambda p: containers(p)["engine"]["livenessProbe"]["timeoutSeconds"],
+        10,
+    ),
+    (
+        "env valueFrom",
+        {
+            "engine": {
+                "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]
+            }
+        },
+        lambda p: containers(p)["engine"]["env"],
+        [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
+    ),
+    (
+        "gpu pools roll in place",
+        {"engine": {"gpus": 2}},
+        lambda p: build_deployment(p)["spec"]["strategy"]["rollingUpdate"],
+        {"maxSurge": 0, "maxUnavailable": 1},
+    ),
+    (
+        "cpu pools surge",
+        {"engine": {"gpus": 0}},
+        lambda p: build_deployment(p)["spec"]["strategy"]["rollingUpdate"],
+        {"maxSurge": 1, "maxUnavailable": 0},
+    ),
+    (
+        "rollout override",
+        {"rollout": {"maxSurge": "25%"}},
+        lambda p: build_deployment(p)["spec"]["strategy"]["rollingUpdate"],
+        {"maxSurge": "25%", "maxUnavailable": 1},
+    ),
+    (
+        "headless service",
+        {"sidecar": {"grpcPort": 7000}},
+        lambda p: (
+            build_headless_service(p)["metadata"]["name"],
+            build_headless_service(p)["spec"]["clusterIP"],
+            build_headless_service(p)["spec"]["ports"][0]["port"],
+        ),
+        ("llama-headless", "None", 7000),
     ),
     (
         "grpc port",
@@ -309,9 +401,26 @@ def test_the_examples_plan_into_valid_children() -> None:
     body["metadata"]["uid"] = UID
     plan = plan_pool(parse_pool(body), classes)
     assert plan.problem is None
-    assert [c["kind"] for c in plan.children] == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
+    assert [c["kind"] for c in plan.children] == [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Service",
+        "PodDisruptionBudget",
+    ]
     for child in plan.children:
         kubernetes_validate.validate(child, "1.30.0", strict=True)
     args = plan.children[1]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-2:] == ["--max-model-len", "8192"]  # the example's own args come last
     assert "--scheduling-policy" in args  # policy sloguard stamps priorities
+
+
+def test_no_service_exposes_the_control_port_or_the_engine() -> None:
+    pool = make_pool(sidecar={"controlPort": 7009})
+    for service in (build_service(pool), build_headless_service(pool)):
+        ports = {p["port"] for p in service["spec"]["ports"]}
+        targets = {p["targetPort"] for p in service["spec"]["ports"]}
+        assert 7009 not in ports and 8000 not in ports
+        assert targets <= {"grpc", "http", "metrics"}
+    assert build_headless_service(pool)["spec"]["clusterIP"] == "None"
+    assert build_headless_service(pool)["spec"]["selector"] == build_service(pool)["spec"]["selector"]

@@ -229,6 +229,7 @@ def test_plan(names: list[str], classes: dict[str, dict[str, Any]], reason: str 
             "ConfigMap",
             "Deployment",
             "Service",
+            "Service",
             "PodDisruptionBudget",
         ]
     else:
@@ -302,6 +303,14 @@ def test_config_from_env() -> None:
     assert cfg.watch_client_timeout_s > cfg.watch_server_timeout_s
     with pytest.raises(ValueError, match="SLOGUARD_RETRY_DELAY_S"):
         OperatorConfig.from_env({"SLOGUARD_RETRY_DELAY_S": "soon"})
+
+
+def test_the_sidecar_image_is_an_operator_setting() -> None:
+    from sloguard.operator.core.children import DEFAULT_SIDECAR_IMAGE
+
+    assert OperatorConfig.from_env({}).sidecar_image == DEFAULT_SIDECAR_IMAGE
+    cfg = OperatorConfig.from_env({"SLOGUARD_SIDECAR_IMAGE": "registry.example.com/sloguard:1.0"})
+    assert cfg.sidecar_image == "registry.example.com/sloguard:1.0"
 
 
 def test_written_statuses_pass_the_crd_schemas() -> None:
