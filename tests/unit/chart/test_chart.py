@@ -224,4 +224,3 @@ def test_the_autoscaler_is_granted_what_it_uses(chart: Any) -> None:
         assert {"get", "patch"} <= verbs("inferencepools/scale")  # spec.replicas via /scale
         assert {"list", "patch"} == verbs("pods")  # pod-deletion-cost; never create or delete pods
         assert "create" in verbs("events")  # ScaledUp, ScaledDown, MetricsUnavailable
-        assert {"get"} == verbs("secrets")  # Prometheus credentials by name; never list, watch or write

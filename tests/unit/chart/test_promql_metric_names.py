@@ -8,57 +8,26 @@ in tests/conformance/test_vllm_metric_names.py). Histograms are only queryable a
 `_count`. The chart's PodMonitor must give vLLM's series the `pool` label that every query selects on.
 """
 
-import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import Metric
+from sloguard_testing.monitoring_queries import dashboard, dashboard_queries, shipped_queries
 from sloguard_testing.promql_names import Selector, selectors, template_query_selectors
 
 from sloguard.api import metric_names as m
 from sloguard.operator.core.names import POOL_LABEL
-from sloguard.operator.prometheus_adapter import AdapterSettings, pod_load_query, pool_queries
+from sloguard.operator.core.plan import parse_pool, plan_pool
+from sloguard.operator.prometheus_adapter import AdapterSettings, pool_queries
 from sloguard.sidecar.metrics import SidecarMetrics
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "sloguard"
-DASHBOARD = CHART / "files" / "dashboard.json"
 EXPORTED = m.queryable_series(m.SIDECAR_FAMILIES) | m.queryable_series(m.VLLM_FAMILIES)
-_PROMQL_FENCE = re.compile(r"```promql\n(.*?)```", re.DOTALL)
-
-
-def _dashboard() -> dict[str, Any]:
-    return dict(json.loads(DASHBOARD.read_text()))
-
-
-def dashboard_queries() -> Iterator[tuple[str, str]]:
-    """(where, PromQL) for every panel target of the dashboard."""
-    for panel in _dashboard()["panels"]:
-        for target in panel.get("targets", []):
-            yield f"dashboard panel {panel['title']!r}", target["expr"]
-
-
-def autoscaler_queries() -> Iterator[tuple[str, str]]:
-    for namespace_label in (m.LABEL_NAMESPACE, None):
-        settings = AdapterSettings(namespace_label=namespace_label)
-        for field, query in pool_queries('po"ol', "ns", settings).items():
-            yield f"autoscaler {field}", query
-        yield "autoscaler pod loads", pod_load_query("pool", "ns", settings)
-
-
-def doc_queries() -> Iterator[tuple[str, str]]:
-    for doc in sorted((REPO / "docs").glob("*.md")):
-        for block in _PROMQL_FENCE.findall(doc.read_text()):
-            for line in block.splitlines():
-                if line.strip() and not line.lstrip().startswith("#"):
-                    yield f"{doc.name}", line
-
-
-ALL_QUERIES = [*dashboard_queries(), *autoscaler_queries(), *doc_queries()]
+ALL_QUERIES = shipped_queries()
 
 
 def _named(where: str, query: str) -> list[Selector]:
@@ -107,6 +76,14 @@ def test_the_queries_cover_what_they_claim() -> None:
     assert {m.SLO_ATTAINED_TOTAL, m.VLLM_KV_CACHE_USAGE, f"{m.TTFT_SECONDS}_bucket"} <= names
 
 
+def test_the_secrets_rule_is_get_only() -> None:
+    """The operator reads the Prometheus credentials a pool names, by name: never list, watch or write."""
+    for values in ({}, {"watch": {"namespaces": ["serving"]}}):
+        docs = _render(values)
+        rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+        assert {v for r in rules if "secrets" in r["resources"] for v in r["verbs"]} == {"get"}
+
+
 def test_every_dashboard_query_is_filtered_by_namespace_and_pool() -> None:
     for where, query in dashboard_queries():
         for selector in _named(where, query):
@@ -115,7 +92,7 @@ def test_every_dashboard_query_is_filtered_by_namespace_and_pool() -> None:
 
 
 def test_the_dashboard_has_namespace_and_pool_variables_over_exported_series() -> None:
-    variables = {v["name"]: v for v in _dashboard()["templating"]["list"]}
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
     assert {"datasource", "namespace", "pool"} <= set(variables)
     for name in ("namespace", "pool"):
         variable = variables[name]
@@ -134,21 +111,20 @@ def test_every_autoscaler_query_selects_the_pool_and_its_namespace() -> None:
             assert selector.matchers[m.LABEL_NAMESPACE] == ("=", "serving"), field
 
 
-def _render_monitoring() -> list[dict[str, Any]]:
-    helm_python = pytest.importorskip("helm_python")
+def _render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    import helm_python
+
     chart = helm_python.Chart.load(str(CHART))
     try:
-        values = {
-            "monitoring": {
-                "serviceMonitor": {"enabled": True},
-                "podMonitor": {"enabled": True},
-                "dashboard": {"enabled": True},
-            }
-        }
         out = chart.render(values, name="sg", namespace="sloguard-system", is_install=True)
     finally:
         chart.close()
     return [d for path, text in out.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+
+
+def _render_monitoring() -> list[dict[str, Any]]:
+    monitors = {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
+    return _render({"monitoring": {**monitors, "dashboard": {"enabled": True}}})
 
 
 def sd_label(pod_label: str) -> str:
@@ -168,13 +144,28 @@ def test_the_pod_monitor_gives_vllm_series_the_pool_label() -> None:
     } in endpoint["relabelings"]
 
 
-def test_the_service_monitor_scrapes_each_sidecar_once() -> None:
-    docs = _render_monitoring()
-    (service_monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+def test_the_service_monitor_scrapes_each_sidecar_once(repo_root: Path) -> None:
+    """The ServiceMonitor follows the port named `metrics`: exactly one Service of a pool may have it."""
+    (service_monitor,) = [d for d in _render_monitoring() if d["kind"] == "ServiceMonitor"]
     (endpoint,) = service_monitor["spec"]["endpoints"]
     assert endpoint["port"] == "metrics"
-    assert {
-        "sourceLabels": [sd_label(POOL_LABEL)],
-        "targetLabel": "__meta_kubernetes_service_name",
-        "action": "keepequal",
-    } in endpoint["relabelings"]
+    docs = [
+        d
+        for p in sorted((repo_root / "examples").glob("*.yaml"))
+        for d in yaml.safe_load_all(p.read_text())
+        if d
+    ]
+    classes = {d["metadata"]["name"]: d for d in docs if d["kind"] == "SLOClass"}
+    pools = [d for d in docs if d["kind"] == "InferencePool"]
+    assert pools
+    for body in pools:
+        owned = {**body, "metadata": {**body["metadata"], "uid": "0e0e0e0e-1111-2222-3333-444444444444"}}
+        plan = plan_pool(parse_pool(owned), classes)
+        assert plan.problem is None, plan.problem
+        services = [c for c in plan.children if c["kind"] == "Service"]
+        scraped = [
+            s["metadata"]["name"]
+            for s in services
+            if any(p.get("name") == "metrics" for p in s["spec"]["ports"])
+        ]
+        assert scraped == [body["metadata"]["name"]]
