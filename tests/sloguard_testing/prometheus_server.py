@@ -116,23 +116,32 @@ def _wait_ready(
 
 @contextmanager
 def backfilled_prometheus(
-    tmp: Path, openmetrics: str, *, ready_timeout_s: float = 30.0, web: WebSecurity | None = None
+    tmp: Path,
+    openmetrics: str,
+    *,
+    ready_timeout_s: float = 30.0,
+    web: WebSecurity | None = None,
+    scrape_configs: str = "[]",
 ) -> Iterator[str]:
-    """The base URL of a Prometheus serving exactly the samples in `openmetrics` (HTTPS with `web`)."""
+    """The base URL of a Prometheus serving exactly the samples in `openmetrics` (HTTPS with `web`).
+
+    `scrape_configs` (YAML, a list) makes it scrape targets too; an empty `openmetrics` backfills nothing.
+    """
     binary, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if binary is None or promtool is None:
         pytest.fail("prometheus/promtool not installed: run `bash scripts/install-system-deps.sh`")
     data = tmp / "data"
     source = tmp / "series.om"
     source.write_text(openmetrics)
-    subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    if openmetrics:
+        subprocess.run(
+            [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     config = tmp / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+    config.write_text(f"global:\n  scrape_interval: 15s\nscrape_configs: {scrape_configs}\n")
     port = free_port()
     args = [
         binary,
