@@ -163,7 +163,7 @@ def _by_class(result: list[dict[str, Any]]) -> dict[str, float | None]:
 class PrometheusSnapshotSource:
     """Reads pool snapshots from one Prometheus server.
 
-    `connection` is a URL (TLS verified against the system's trust store, no credentials) or a
+    `connection` is a URL (TLS verified against the default public CAs, no credentials) or a
     `PrometheusConnection` with a CA bundle, a bearer token or basic auth.
     """
 

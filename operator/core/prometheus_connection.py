@@ -30,7 +30,7 @@ class PrometheusConnection:
 
     url: str
     verify_tls: bool = True
-    ca_pem: str | None = field(default=None, repr=False)  # None: the system's trust store
+    ca_pem: str | None = field(default=None, repr=False)  # None: requests' default public CAs (certifi)
     bearer_token: str | None = field(default=None, repr=False)
     basic_auth: tuple[str, str] | None = field(default=None, repr=False)
 

@@ -2,7 +2,7 @@
 auth (its own --web.config.file; certificates made with openssl), and against a bearer-token proxy in
 front of it (the shape of OpenShift's Thanos querier behind kube-rbac-proxy).
 
-TLS is verified by default: the system trust store refuses the test CA, a CA bundle from the pool's
+TLS is verified by default: the default public CAs refuse the test CA, a CA bundle from the pool's
 ConfigMap or Secret is accepted, `insecureSkipVerify` skips the check. Wrong or missing credentials
 are an unavailable snapshot naming the HTTP status, never an exception into the operator.
 """
