@@ -17,6 +17,7 @@ from sloguard.api.duration import Duration, PositiveDuration
 from sloguard.api.kube import KubeModel, ObjectMeta
 from sloguard.api.pod_template import EnvVar, PodTemplateOverride, ResourceRequirements
 from sloguard.api.policies import SchedulingPolicyName
+from sloguard.api.prometheus_connection import PrometheusConnectionSpec
 
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
@@ -139,9 +140,14 @@ class AutoscalingSpec(KubeModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "!self.enabled || has(self.prometheusUrl)",
-                    "message": "prometheusUrl is required when autoscaling is enabled",
-                }
+                    "rule": "!self.enabled || has(self.prometheusUrl)"
+                    " || (has(self.prometheus) && has(self.prometheus.url))",
+                    "message": "prometheus.url (or prometheusUrl) is required when autoscaling is enabled",
+                },
+                {
+                    "rule": "!(has(self.prometheusUrl) && has(self.prometheus) && has(self.prometheus.url))",
+                    "message": "set prometheus.url or prometheusUrl, not both",
+                },
             ]
         }
     )
@@ -149,7 +155,14 @@ class AutoscalingSpec(KubeModel):
     enabled: bool = Field(default=False, description="Let the operator set replicas from SLO backpressure.")
     interval: PositiveDuration = Field(default="15s", description="Time between two scaling decisions (> 0).")
     prometheus_url: str | None = Field(
-        default=None, max_length=2048, pattern=r"^https?://", description="Prometheus base URL."
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Prometheus base URL; prometheus.url is the newer spelling, with TLS and auth beside it.",
+    )
+    prometheus: PrometheusConnectionSpec | None = Field(
+        default=None,
+        description="Where and how to query Prometheus: URL, CA bundle, bearer token or basic auth.",
     )
     scale_up_cooldown: Duration = Field(default="30s", description="Minimum time between two scale-ups.")
     scale_down_cooldown: Duration = Field(
@@ -167,9 +180,17 @@ class AutoscalingSpec(KubeModel):
 
     @model_validator(mode="after")
     def _check_url(self) -> "AutoscalingSpec":
-        if self.enabled and self.prometheus_url is None:
-            raise ValueError("prometheusUrl is required when autoscaling is enabled")
+        nested = None if self.prometheus is None else self.prometheus.url
+        if self.prometheus_url is not None and nested is not None:
+            raise ValueError("set prometheus.url or prometheusUrl, not both")
+        if self.enabled and self.prometheus_url is None and nested is None:
+            raise ValueError("prometheus.url (or prometheusUrl) is required when autoscaling is enabled")
         return self
+
+    @property
+    def prometheus_base_url(self) -> str | None:
+        """The Prometheus URL, from either spelling."""
+        return self.prometheus_url or (None if self.prometheus is None else self.prometheus.url)
 
 
 _SIDECAR_PORT_DEFAULTS = {"grpcPort": 50051, "httpPort": 8080, "metricsPort": 9090, "controlPort": 50052}

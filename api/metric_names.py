@@ -10,6 +10,7 @@ come from the scrape configuration, and so do `pool` and `namespace` on vLLM's s
 the pod's labels), see docs/autoscaling.md.
 """
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 # ---- labels -------------------------------------------------------------------------------------------
@@ -84,3 +85,105 @@ SIDECAR_SERIES = (
     OUTPUT_TOKENS,
     PREDICTED_OUTPUT_TOKENS,
 )
+
+
+class MetricType(StrEnum):
+    COUNTER = "counter"  # family names below end in `_total`, as queried
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"  # queried as `<name>_bucket`, `<name>_sum`, `<name>_count`
+
+
+SIDECAR_FAMILIES: Mapping[str, MetricType] = {
+    REQUESTS_TOTAL: MetricType.COUNTER,
+    SLO_ATTAINED_TOTAL: MetricType.COUNTER,
+    "sloguard_config_reloads_total": MetricType.COUNTER,
+    QUEUE_DEPTH: MetricType.GAUGE,
+    QUEUE_PREDICTED_TOKENS: MetricType.GAUGE,
+    QUEUE_OLDEST_AGE_SECONDS: MetricType.GAUGE,
+    IN_FLIGHT: MetricType.GAUGE,
+    IN_FLIGHT_CAP: MetricType.GAUGE,
+    "sloguard_in_flight_cap_overridden": MetricType.GAUGE,
+    "sloguard_slo_attainment_ratio": MetricType.GAUGE,
+    "sloguard_engine_up": MetricType.GAUGE,
+    "sloguard_ready": MetricType.GAUGE,
+    "sloguard_draining": MetricType.GAUGE,
+    "sloguard_config_last_reload_success": MetricType.GAUGE,
+    "sloguard_policy_info": MetricType.GAUGE,
+    TTFT_SECONDS: MetricType.HISTOGRAM,
+    TPOT_SECONDS: MetricType.HISTOGRAM,
+    OUTPUT_TOKENS: MetricType.HISTOGRAM,
+    PREDICTED_OUTPUT_TOKENS: MetricType.HISTOGRAM,
+    "sloguard_queue_wait_seconds": MetricType.HISTOGRAM,
+    "sloguard_sidecar_hop_seconds": MetricType.HISTOGRAM,
+    "sloguard_event_loop_lag_seconds": MetricType.HISTOGRAM,
+}
+"""Every family the sidecar exports (docs/metrics.md); a test compares it with the sidecar's registry."""
+
+VLLM_FAMILIES: Mapping[str, MetricType] = {
+    **dict.fromkeys(
+        (
+            VLLM_NUM_REQUESTS_RUNNING,
+            VLLM_NUM_REQUESTS_WAITING,
+            "vllm:num_requests_waiting_by_reason",
+            "vllm:engine_sleep_state",
+            VLLM_KV_CACHE_USAGE,
+            "vllm:cache_config_info",
+        ),
+        MetricType.GAUGE,
+    ),
+    **dict.fromkeys(
+        (
+            "vllm:estimated_flops_per_gpu_total",
+            "vllm:estimated_read_bytes_per_gpu_total",
+            "vllm:estimated_write_bytes_per_gpu_total",
+            "vllm:prefix_cache_queries_total",
+            "vllm:prefix_cache_hits_total",
+            "vllm:external_prefix_cache_queries_total",
+            "vllm:external_prefix_cache_hits_total",
+            "vllm:mm_cache_queries_total",
+            "vllm:mm_cache_hits_total",
+            VLLM_NUM_PREEMPTIONS_TOTAL,
+            "vllm:prompt_tokens_total",
+            "vllm:prompt_tokens_by_source_total",
+            "vllm:prompt_tokens_cached_total",
+            "vllm:prompt_tokens_cached_by_source_total",
+            VLLM_GENERATION_TOKENS_TOTAL,
+            "vllm:request_success_total",
+            "vllm:admission_rejections_total",
+        ),
+        MetricType.COUNTER,
+    ),
+    **dict.fromkeys(
+        (
+            "vllm:request_prompt_tokens",
+            "vllm:request_generation_tokens",
+            "vllm:iteration_tokens_total",  # a histogram despite the suffix
+            "vllm:request_max_num_generation_tokens",
+            "vllm:request_params_n",
+            "vllm:request_params_max_tokens",
+            "vllm:time_to_first_token_seconds",
+            "vllm:inter_token_latency_seconds",
+            "vllm:request_time_per_output_token_seconds",
+            "vllm:e2e_request_latency_seconds",
+            "vllm:request_queue_time_seconds",
+            "vllm:request_inference_time_seconds",
+            "vllm:request_prefill_time_seconds",
+            "vllm:request_decode_time_seconds",
+            "vllm:request_num_preemptions",
+            "vllm:request_prefill_kv_computed_tokens",
+        ),
+        MetricType.HISTOGRAM,
+    ),
+}
+"""vLLM 0.32's `vllm:` families (reference/vllm-behaviour.md §4.2), checked on a real server (`vllm` tier)."""
+
+
+def queryable_series(families: Mapping[str, MetricType]) -> frozenset[str]:
+    """The series names a PromQL query can select from these families (histograms by their suffixes)."""
+    names: set[str] = set()
+    for name, kind in families.items():
+        if kind is MetricType.HISTOGRAM:
+            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(name)
+    return frozenset(names)

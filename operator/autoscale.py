@@ -49,6 +49,9 @@ from sloguard.operator.core.drift import declared_in
 from sloguard.operator.core.names import API_VERSION, FIELD_MANAGER, selector_labels, selector_string
 from sloguard.operator.core.paths import SLOCLASSES, collection_path, pool_path
 from sloguard.operator.core.plan import parse_pool
+from sloguard.operator.core.prometheus_connection import CredentialsError, ObjectRef, PrometheusConnection
+from sloguard.operator.core.prometheus_connection import references as prometheus_references
+from sloguard.operator.core.prometheus_connection import resolve as resolve_prometheus_connection
 from sloguard.operator.kube import ApiError, KubeApi
 from sloguard.operator.prometheus_adapter import AdapterSettings, PrometheusSnapshotSource
 from sloguard.operator.reconcile import BlockedError, reconcile_pool_by_name
@@ -91,11 +94,11 @@ class PoolAutoscaler:
             self.source.close()
             self.source = None
 
-    def _source_for(self, url: str) -> PrometheusSnapshotSource:
-        if self.source is None or self.source.url != url:
+    def _source_for(self, connection: PrometheusConnection) -> PrometheusSnapshotSource:
+        if self.source is None or self.source.connection != connection:  # new URL, CA or credentials
             self.close()
             settings = AdapterSettings(rate_window_s=max(1, round(self.config.autoscale_rate_window_s)))
-            self.source = PrometheusSnapshotSource(url, settings)
+            self.source = PrometheusSnapshotSource(connection, settings)
         return self.source
 
     async def tick(self, api: KubeApi, body: dict[str, Any]) -> ScalingDecision | None:
@@ -113,7 +116,7 @@ class PoolAutoscaler:
             pool = parse_pool(body)
         except ValueError:
             return None  # the reconciler reports InvalidSpec
-        if not pool.spec.autoscaling.enabled or pool.spec.autoscaling.prometheus_url is None:
+        if not pool.spec.autoscaling.enabled or pool.spec.autoscaling.prometheus_base_url is None:
             return None
         classes = await self._classes(api, pool)
         if classes is None:
@@ -123,18 +126,31 @@ class PoolAutoscaler:
         if self.loop is None:
             self.loop = AutoscalerLoop(SLOGuardPolicy(), context, history_from_status(body.get("status")))
         self.loop.context = context
-        source = self._source_for(pool.spec.autoscaling.prometheus_url)
         deployment = await api.get(f"{collection_path('apps/v1', 'Deployment', namespace)}/{name}")
         counts = replica_counts(desired_replicas(pool), deployment)
-        now_s = time.time()
-        snapshot = await asyncio.to_thread(
-            source.snapshot,
-            pool=name,
-            namespace=namespace,
-            class_names=[c.name for c in classes],
-            replicas=counts,
-            now_s=now_s,
-        )
+        source: PrometheusSnapshotSource | None = None
+        try:
+            connection = await _prometheus_connection(api, pool)
+        except CredentialsError as err:  # held like any other missing data: MetricsUnavailable says why
+            now_s = time.time()
+            snapshot = PoolSnapshot(
+                pool=name,
+                replicas=counts,
+                available=False,
+                unavailable_kind="PrometheusCredentials",
+                unavailable_reason=f"spec.autoscaling.prometheus: {err}",
+            )
+        else:
+            source = self._source_for(connection)
+            now_s = time.time()
+            snapshot = await asyncio.to_thread(
+                source.snapshot,
+                pool=name,
+                namespace=namespace,
+                class_names=[c.name for c in classes],
+                replicas=counts,
+                now_s=now_s,
+            )
         history_before = self.loop.history
         try:
             decision = self.loop.step(snapshot, now_s)
@@ -163,7 +179,7 @@ class PoolAutoscaler:
         decision: ScalingDecision,
         *,
         snapshot: PoolSnapshot,
-        source: PrometheusSnapshotSource,
+        source: PrometheusSnapshotSource | None,
         now_s: float,
     ) -> None:
         name, namespace = pool.metadata.name, pool.metadata.namespace or "default"
@@ -222,11 +238,13 @@ class PoolAutoscaler:
         namespace: str,
         *,
         remove: int,
-        source: PrometheusSnapshotSource,
+        source: PrometheusSnapshotSource | None,
         now_s: float,
     ) -> tuple[str, ...]:
         """Give the least-loaded pods a negative pod-deletion-cost; returns their names (may be empty)."""
-        loads = await asyncio.to_thread(source.pod_loads, pool=name, namespace=namespace, now_s=now_s)
+        loads = None
+        if source is not None:
+            loads = await asyncio.to_thread(source.pod_loads, pool=name, namespace=namespace, now_s=now_s)
         if loads is None:
             LOG.warning(
                 "pool %s/%s: per-pod load unknown, the ReplicaSet picks the pods to remove", namespace, name
@@ -245,6 +263,20 @@ class PoolAutoscaler:
         chosen = tuple(sorted((p for p, c in costs.items() if c < 0), key=lambda p: costs[p]))
         LOG.info("pool %s/%s: removing %s first (least in-flight work)", namespace, name, ", ".join(chosen))
         return chosen
+
+
+async def _prometheus_connection(api: KubeApi, pool: InferencePool) -> PrometheusConnection:
+    """The pool's Prometheus connection, with the Secrets and ConfigMaps it names read (get only)."""
+    namespace = pool.metadata.namespace or "default"
+    objects: dict[ObjectRef, dict[str, Any] | None] = {}
+    for kind, name in prometheus_references(pool.spec.autoscaling):
+        try:
+            objects[(kind, name)] = await api.get(f"{collection_path('v1', kind, namespace)}/{name}")
+        except ApiError as err:
+            if err.status not in (401, 403):
+                raise
+            raise CredentialsError(f"cannot read {kind} {name}: {err.message}") from err
+    return resolve_prometheus_connection(pool.spec.autoscaling, objects)
 
 
 async def _post_event(api: KubeApi, pool: dict[str, Any], event: EventSpec, now_iso: str) -> None:

@@ -2,24 +2,33 @@
 
 Called by the operator's autoscaling timer once per pool and interval (blocking HTTP; run it in a
 thread from async code). Every PromQL expression the autoscaler uses is in `pool_queries` below and
-documented in docs/autoscaling.md. Nothing raises into the caller: a failed query, a missing sidecar
-series or a malformed answer gives a snapshot with `available=False` and the reason, which the decision
-core turns into "hold, MetricsUnavailable". vLLM's series are optional: without them (or when they are
-stale) the KV, preemption and throughput fields stay None and the snapshot says so in `notes`.
+documented in docs/autoscaling.md. The connection verifies TLS unless told not to and may carry a
+CA bundle, a bearer token or basic auth (`core.prometheus_connection`). Nothing raises into the
+caller: a failed query, a missing sidecar series or a malformed answer gives a snapshot with
+`available=False` and the reason, which the decision core turns into "hold, MetricsUnavailable".
+vLLM's series are optional: without them (or when they are stale) the KV, preemption and throughput
+fields stay None and the snapshot says so in `notes`.
 """
 
 import logging
 import math
+import os
+import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import requests
 from prometheus_api_client import PrometheusConnect
+from urllib3.exceptions import InsecureRequestWarning
 from urllib3.util.retry import Retry
 
 from sloguard.api import metric_names as m
 from sloguard.operator.core.autoscaling.histograms import bucket_std
 from sloguard.operator.core.autoscaling.snapshot import ClassSnapshot, PoolSnapshot, ReplicaCounts
+from sloguard.operator.core.prometheus_connection import PrometheusConnection
 
 log = logging.getLogger(__name__)
 
@@ -152,26 +161,58 @@ def _by_class(result: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 class PrometheusSnapshotSource:
-    """Reads pool snapshots from one Prometheus server."""
+    """Reads pool snapshots from one Prometheus server.
+
+    `connection` is a URL (TLS verified against the default public CAs, no credentials) or a
+    `PrometheusConnection` with a CA bundle, a bearer token or basic auth.
+    """
 
     def __init__(
-        self, url: str, settings: AdapterSettings | None = None, *, query: QueryFn | None = None
+        self,
+        connection: str | PrometheusConnection,
+        settings: AdapterSettings | None = None,
+        *,
+        query: QueryFn | None = None,
     ) -> None:
-        self.url = url
+        if isinstance(connection, str):
+            connection = PrometheusConnection(url=connection)
+        self.connection = connection
+        self.url = connection.url
         self.settings = settings or AdapterSettings()
         self._client: PrometheusConnect | None = None
+        self._ca_file: Path | None = None
         self._query = query or self._http_query
+
+    def _connect(self) -> PrometheusConnect:
+        c = self.connection
+        session = requests.Session()
+        session.verify = c.verify_tls
+        if not c.verify_tls:
+            log.warning("TLS verification of Prometheus at %s is off (insecureSkipVerify)", c.url)
+        if c.verify_tls and c.ca_pem is not None:
+            fd, name = tempfile.mkstemp(prefix="sloguard-prometheus-ca-", suffix=".pem")
+            with os.fdopen(fd, "w") as ca_file:
+                ca_file.write(c.ca_pem)
+            self._ca_file = Path(name)
+            session.verify = name
+        headers = {"Authorization": f"Bearer {c.bearer_token}"} if c.bearer_token else None
+        return PrometheusConnect(
+            url=c.url,
+            headers=headers,
+            auth=c.basic_auth,
+            session=session,
+            retry=Retry(total=1, backoff_factor=0.1, status_forcelist=[503]),
+        )
 
     def _http_query(self, promql: str, at_s: float) -> list[dict[str, Any]]:
         if self._client is None:
-            self._client = PrometheusConnect(
-                url=self.url,
-                disable_ssl=True,
-                retry=Retry(total=1, backoff_factor=0.1, status_forcelist=[503]),
+            self._client = self._connect()
+        with warnings.catch_warnings():
+            if not self.connection.verify_tls:  # chosen in the pool's spec, logged once in _connect
+                warnings.simplefilter("ignore", InsecureRequestWarning)
+            result = self._client.custom_query(
+                promql, params={"time": f"{at_s:.3f}"}, timeout=self.settings.timeout_s
             )
-        result = self._client.custom_query(
-            promql, params={"time": f"{at_s:.3f}"}, timeout=self.settings.timeout_s
-        )
         if not isinstance(result, list):
             raise MalformedAnswerError(f"expected an instant vector, got {type(result).__name__}")
         return result
@@ -180,6 +221,9 @@ class PrometheusSnapshotSource:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._ca_file is not None:
+            self._ca_file.unlink(missing_ok=True)
+            self._ca_file = None
 
     def snapshot(
         self,

@@ -5,6 +5,7 @@ set -euo pipefail
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # certificates for the TLS Prometheus tests
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -9,6 +9,7 @@ _COLLECTIONS = {
     ("v1", "Service"): "services",
     ("v1", "Pod"): "pods",  # read, and annotated with a deletion cost before a scale-down
     ("v1", "Event"): "events",  # created on scaling changes
+    ("v1", "Secret"): "secrets",  # read only: Prometheus credentials (spec.autoscaling.prometheus)
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     (f"{GROUP}/{VERSION}", "InferencePool"): "inferencepools",

@@ -23,7 +23,10 @@ from sloguard_testing.engine_servers import (
     EngineServer,
     start_engine_server,
 )
+from sloguard_testing.monitoring_queries import vllm_families_read
 from sloguard_testing.vllm_server import vllm_servers  # noqa: F401 (the session fixture of the vllm kind)
+
+from sloguard.api import metric_names
 
 StartServer = Callable[..., Awaitable[EngineServer]]
 PROMPT_100 = list(range(10, 110))  # a 100-token prompt given as token ids
@@ -576,3 +579,31 @@ async def test_metrics_names_types_labels_and_counts(start_server: StartServer) 
     assert delta(m, before, "vllm:prompt_tokens_total") == 4
     assert delta(m, before, "vllm:inter_token_latency_seconds_count") == 5
     assert delta(m, before, "vllm:time_to_first_token_seconds_count") == 1
+
+
+def _served_vllm_families(text: str) -> dict[str, str]:
+    """`vllm:` family as PromQL names it (counters with `_total`) → type, without `_created` companions."""
+    families = {f.name: f.type for f in text_string_to_metric_families(text) if f.name.startswith("vllm:")}
+    served = {(f"{name}_total" if kind == "counter" else name): kind for name, kind in families.items()}
+    companions = {f"{name}_created" for name, kind in families.items() if kind in ("counter", "histogram")}
+    return {name: kind for name, kind in served.items() if name not in companions}
+
+
+async def test_the_declared_vllm_families_are_what_the_server_exports(start_server: StartServer) -> None:
+    """§4.2: api/metric_names.VLLM_FAMILIES, which every dashboard and autoscaler query is checked
+    against (tests/unit/chart/test_promql_metric_names.py), is exactly what vLLM 0.32 exports; the
+    simulator exports a subset of it that holds every family those queries read."""
+    server = await start_server()
+    async with aiohttp.ClientSession() as s:
+        body = {"prompt": "the quick brown fox", "max_tokens": 3, "ignore_eos": True}
+        async with s.post(f"{server.base_url}/v1/completions", json=body) as resp:
+            assert resp.status == 200
+        async with s.get(f"{server.base_url}/metrics") as resp:
+            served = _served_vllm_families(await resp.text())
+    declared = {name: str(kind) for name, kind in metric_names.VLLM_FAMILIES.items()}
+    if server.kind == "vllm":
+        assert served == declared
+    else:
+        assert served.items() <= declared.items()
+    queried = vllm_families_read()
+    assert len(queried) >= 5 and queried <= set(served), queried - set(served)

@@ -348,3 +348,41 @@ async def test_no_metrics_holds_the_replicas_and_says_so(
     assert pool["spec"]["replicas"] == 2 and "lastScaling" not in pool["status"]
     assert deployment_replicas(k) == 2
     assert len([e for e in events(k) if e["reason"] == "MetricsUnavailable"]) == 1
+
+
+async def test_missing_prometheus_credentials_hold_and_name_the_secret(operator: Any) -> None:
+    """spec.autoscaling.prometheus names a Secret that is not there yet: MetricsUnavailable says which;
+    once the Secret exists the operator reads it (get) and goes on to query Prometheus."""
+    k = operator
+    await k.post(
+        "/apis/sloguard.dev/v1alpha1/sloclasses",
+        json={
+            "apiVersion": "sloguard.dev/v1alpha1",
+            "kind": "SLOClass",
+            "metadata": {"name": "interactive"},
+            "spec": {"ttft": "500ms", "tpot": "50ms"},
+        },
+    )
+    body = pool_body("http://unused")
+    autoscaling = body["spec"]["autoscaling"]
+    autoscaling.pop("prometheusUrl")
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    autoscaling["prometheus"] = {
+        "url": nobody,
+        "bearerTokenSecretRef": {"name": "prom-token", "key": "token"},
+    }
+    await k.post(f"/apis/sloguard.dev/v1alpha1/namespaces/{NS}/inferencepools", json=body)
+    metrics = await until(lambda: pool_condition(k, "MetricsUnavailable"), "MetricsUnavailable")
+    assert (metrics["status"], metrics["reason"]) == ("True", "PrometheusCredentials")
+    assert "Secret prom-token not found" in metrics["message"]
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "prom-token", "namespace": NS},
+        "data": {"token": "dG9rZW4="},
+    }
+    await k.post(f"/api/v1/namespaces/{NS}/secrets", json=secret)
+    await until(
+        lambda: pool_condition(k, "MetricsUnavailable").get("reason") == "PrometheusError", "a query tried"
+    )
+    assert (live(k, POOLS, NS, POOL) or {})["spec"]["replicas"] == 2

@@ -93,4 +93,9 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "patch"]
+# Prometheus credentials of autoscaled pools (spec.autoscaling.prometheus: CA bundle, bearer token,
+# basic auth), read by name in the pool's namespace. get only: no list or watch of Secrets.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 {{- end }}

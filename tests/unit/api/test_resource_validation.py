@@ -17,6 +17,7 @@ from sloguard_testing.crd_validation import validate_resource
 from sloguard.api import InferencePool, SLOClass
 
 Mutation = Callable[[dict[str, Any]], None]
+_KEY = {"name": "prometheus-ca", "key": "ca.crt"}
 
 
 def load_examples(repo_root: Path, *, ours_only: bool = True) -> list[dict[str, Any]]:
@@ -176,8 +177,40 @@ POOL_INVALID: list[tuple[str, Mutation, str, str]] = [
     (
         "autoscaling without prometheus",
         lambda o: o["spec"]["autoscaling"].pop("prometheusUrl"),
-        "prometheusUrl is required when autoscaling is enabled",
-        "prometheusUrl is required",
+        "prometheus.url (or prometheusUrl) is required when autoscaling is enabled",
+        "is required when autoscaling is enabled",
+    ),
+    (
+        "both prometheus url spellings",
+        _set("spec.autoscaling.prometheus", {"url": "https://thanos:9091"}),
+        "set prometheus.url or prometheusUrl, not both",
+        "not both",
+    ),
+    (
+        "two CA bundles",
+        _set("spec.autoscaling.prometheus", {"caSecretRef": _KEY, "caConfigMapRef": _KEY}),
+        "set at most one of caSecretRef and caConfigMapRef",
+        "at most one of caSecretRef",
+    ),
+    (
+        "token and basic auth",
+        _set(
+            "spec.autoscaling.prometheus", {"bearerTokenSecretRef": _KEY, "basicAuthSecretRef": {"name": "b"}}
+        ),
+        "set at most one of bearerTokenSecretRef and basicAuthSecretRef",
+        "at most one of bearerTokenSecretRef",
+    ),
+    (
+        "CA bundle with verification off",
+        _set("spec.autoscaling.prometheus", {"insecureSkipVerify": True, "caConfigMapRef": _KEY}),
+        "a CA bundle is pointless with insecureSkipVerify",
+        "pointless",
+    ),
+    (
+        "bad secret key",
+        _set("spec.autoscaling.prometheus", {"bearerTokenSecretRef": {"name": "s", "key": "a/b"}}),
+        "'a/b' does not match",
+        "String should match",
     ),
     (
         "in-flight bounds inverted",
@@ -394,6 +427,29 @@ def test_the_sidecar_image_is_not_a_crd_default() -> None:
 
     schema = inferencepool_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert "default" not in schema["properties"]["spec"]["properties"]["sidecar"]["properties"]["image"]
+
+
+def test_prometheus_connection_with_tls_and_auth_is_accepted(repo_root: Path) -> None:
+    obj = copy.deepcopy(pool_base(repo_root))
+    autoscaling = obj["spec"]["autoscaling"]
+    autoscaling.pop("prometheusUrl")
+    autoscaling["prometheus"] = {
+        "url": "https://thanos-querier.openshift-monitoring.svc:9091",
+        "caConfigMapRef": {"name": "openshift-service-ca.crt", "key": "service-ca.crt"},
+        "bearerTokenSecretRef": {"name": "sloguard-prometheus", "key": "token"},
+    }
+    assert validate_resource(obj) == []
+    spec = InferencePool.model_validate(obj).spec.autoscaling
+    assert spec.prometheus_base_url == "https://thanos-querier.openshift-monitoring.svc:9091"
+    assert spec.prometheus is not None and not spec.prometheus.insecure_skip_verify
+    autoscaling["prometheus"] = {"url": "http://p:9090", "basicAuthSecretRef": {"name": "creds"}}
+    assert validate_resource(obj) == []
+    basic = InferencePool.model_validate(obj).spec.autoscaling.prometheus
+    assert basic is not None and basic.basic_auth_secret_ref is not None
+    assert (basic.basic_auth_secret_ref.username_key, basic.basic_auth_secret_ref.password_key) == (
+        "username",
+        "password",
+    )
 
 
 def test_policy_parameters_are_free_form_for_the_policy_to_validate(repo_root: Path) -> None:
