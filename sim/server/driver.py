@@ -66,6 +66,7 @@ class EngineDriver:
         self._handles: dict[str, RequestHandle] = {}
         self._wake = asyncio.Event()
         self._iter_seen: dict[int, int] = {}
+        self._prefix_seen = (0, 0)  # the engine's prefix-cache (queries, hits) already exported
         self._lv = metrics.labels()
 
     def virtual_now(self) -> float:
@@ -137,7 +138,10 @@ class EngineDriver:
                 continue
             if isinstance(event, FirstToken):
                 m.prompt_tokens.labels(**lv).inc(handle.request.prompt_tokens)
-                m.prompt_local.inc(handle.request.prompt_tokens)
+                m.prompt_local.inc(handle.request.prompt_tokens - event.cached_tokens)
+                if event.cached_tokens:
+                    m.prompt_cache_hit.inc(event.cached_tokens)
+                    m.prompt_cached.inc(event.cached_tokens)
                 m.ttft.labels(**lv).observe(event.time_s - handle.arrival_s)
             elif isinstance(event, Preempted):
                 handle.pending_preemptions += 1
@@ -147,6 +151,13 @@ class EngineDriver:
                 handle.finished = event
                 handle.changed.set()
                 del self._handles[event.request_id]
+        snap = self.engine.snapshot()
+        queries, hits = snap.prefix_cache_queries_tokens, snap.prefix_cache_hits_tokens
+        if (queries, hits) != self._prefix_seen:
+            m.prefix_queries.inc(queries - self._prefix_seen[0])
+            m.prefix_hits.inc(hits - self._prefix_seen[1])
+            m.prompt_cached_device.inc(hits - self._prefix_seen[1])
+            self._prefix_seen = (queries, hits)
         counts = self.engine.iteration_token_counts
         if counts != self._iter_seen:
             hist = m.iteration_tokens.labels(**lv)
