@@ -64,7 +64,9 @@ class SeqPrefix:
 
     __slots__ = ("chain", "cursor", "hash_block_tokens", "held", "named_blocks", "uid")
 
-    def __init__(self, chain: list[int], hash_block_tokens: int, prompt_tokens: int, block_size: int, uid: int):
+    def __init__(
+        self, chain: list[int], hash_block_tokens: int, prompt_tokens: int, block_size: int, uid: int
+    ):
         self.chain = chain
         self.hash_block_tokens = hash_block_tokens
         self.uid = uid

@@ -61,7 +61,8 @@ class SimRequest:
                 raise ValueError("give prefix_hashes or prompt_token_ids, not both")
         if self.prompt_token_ids is not None and len(self.prompt_token_ids) != self.prompt_tokens:
             raise ValueError(
-                f"prompt_token_ids has {len(self.prompt_token_ids)} ids, prompt_tokens is {self.prompt_tokens}"
+                f"prompt_token_ids has {len(self.prompt_token_ids)} ids, "
+                f"prompt_tokens is {self.prompt_tokens}"
             )
 
 

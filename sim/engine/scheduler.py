@@ -74,7 +74,9 @@ class SchedulingContext:
         cache = self.prefix_cache
         if hit_blocks:
             if cache is None or seq.prefix is None or seq.blocks or seq.num_computed:
-                raise ValueError(f"a prefix hit needs a waiting request with prefix information: {seq.request_id!r}")
+                raise ValueError(
+                    f"a prefix hit needs a waiting request with prefix information: {seq.request_id!r}"
+                )
             hit_tokens = hit_blocks * self.block_size
             total = -(-(hit_tokens + num_new_tokens) // self.block_size)
             need = total - hit_blocks + free_hit_blocks

@@ -71,7 +71,9 @@ class SequenceState:
     base: int
     obase: int
     prefix: SeqPrefix | None  # prefix-cache naming and held blocks; None = takes no part
-    cached_tokens: int  # prompt tokens found in the prefix cache at first admission (vLLM's num_cached_tokens)
+    cached_tokens: (
+        int  # prompt tokens found in the prefix cache at first admission (vLLM's num_cached_tokens)
+    )
 
     def __init__(
         self, request: SimRequest, arrival_s: float, arrival_seq: int, target: int, reason: FinishReason

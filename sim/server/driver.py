@@ -151,13 +151,7 @@ class EngineDriver:
                 handle.finished = event
                 handle.changed.set()
                 del self._handles[event.request_id]
-        snap = self.engine.snapshot()
-        queries, hits = snap.prefix_cache_queries_tokens, snap.prefix_cache_hits_tokens
-        if (queries, hits) != self._prefix_seen:
-            m.prefix_queries.inc(queries - self._prefix_seen[0])
-            m.prefix_hits.inc(hits - self._prefix_seen[1])
-            m.prompt_cached_device.inc(hits - self._prefix_seen[1])
-            self._prefix_seen = (queries, hits)
+        self._export_prefix_counters()
         counts = self.engine.iteration_token_counts
         if counts != self._iter_seen:
             hist = m.iteration_tokens.labels(**lv)
@@ -165,6 +159,18 @@ class EngineDriver:
                 for _ in range(count - self._iter_seen.get(tokens, 0)):
                     hist.observe(tokens)
             self._iter_seen = dict(counts)
+
+    def _export_prefix_counters(self) -> None:
+        """vLLM's prefix-cache counters follow the engine's (tokens, counted at admission)."""
+        m = self.metrics
+        snap = self.engine.snapshot()
+        queries, hits = snap.prefix_cache_queries_tokens, snap.prefix_cache_hits_tokens
+        seen_queries, seen_hits = self._prefix_seen
+        if (queries, hits) != (seen_queries, seen_hits):
+            m.prefix_queries.inc(queries - seen_queries)
+            m.prefix_hits.inc(hits - seen_hits)
+            m.prompt_cached_device.inc(hits - seen_hits)
+            self._prefix_seen = (queries, hits)
 
     def _progress(self, handle: RequestHandle, times: npt.NDArray[np.float64], n: int) -> None:
         m, lv = self.metrics, self._lv

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sloguard_testing.sim_engine import drive, finished_by_id, make_engine
 
-from sloguard.sim.engine import Engine, Finished, FirstToken, SimRequest
+from sloguard.sim.engine import Engine, EngineEvent, Finished, FirstToken, SimRequest
 from sloguard.sim.engine.prefix_cache import PrefixCache, SeqPrefix, chain_hashes
 from sloguard.sim.engine.state import RUNNING
 
@@ -52,23 +52,46 @@ class Case:
 
 
 CASES = [
-    Case("same hashes, whole blocks: hit all but the block holding the last token",
-         _req("a", 64, (1, 2)), _req("b", 64, (1, 2)), 48),
-    Case("same hashes, partial last block: hit the full blocks before it",
-         _req("a", 70, (1, 2, 3)), _req("b", 70, (1, 2, 3)), 64),
+    Case(
+        "same hashes, whole blocks: hit all but the block holding the last token",
+        _req("a", 64, (1, 2)),
+        _req("b", 64, (1, 2)),
+        48,
+    ),
+    Case(
+        "same hashes, partial last block: hit the full blocks before it",
+        _req("a", 70, (1, 2, 3)),
+        _req("b", 70, (1, 2, 3)),
+        64,
+    ),
     Case("shared first hash block only", _req("a", 96, (1, 2, 3)), _req("b", 96, (1, 9, 3)), 32),
-    Case("chained: a later equal hash after a difference never hits",
-         _req("a", 96, (1, 2, 3)), _req("b", 96, (7, 2, 3)), 0),
-    Case("longer second prompt hits the first's whole prompt blocks",
-         _req("a", 64, (1, 2)), _req("b", 200, (1, 2, 5, 6, 7, 8, 9)), 64),
-    Case("hash blocks not a multiple of the engine block: a block spanning two hash blocks needs both",
-         _req("a", 72, (1, 2, 3), hb=24), _req("b", 72, (1, 2, 4), hb=24), 48),
+    Case(
+        "chained: a later equal hash after a difference never hits",
+        _req("a", 96, (1, 2, 3)),
+        _req("b", 96, (7, 2, 3)),
+        0,
+    ),
+    Case(
+        "longer second prompt hits the first's whole prompt blocks",
+        _req("a", 64, (1, 2)),
+        _req("b", 200, (1, 2, 5, 6, 7, 8, 9)),
+        64,
+    ),
+    Case(
+        "hash blocks not a multiple of the engine block: a block spanning two hash blocks needs both",
+        _req("a", 72, (1, 2, 3), hb=24),
+        _req("b", 72, (1, 2, 4), hb=24),
+        48,
+    ),
     Case("no prefix information: no hit", _req("a", 64, None), _req("b", 64, None), 0),
     Case("one side without prefix information: no hit", _req("a", 64, (1, 2)), _req("b", 64, None), 0),
     Case("prompt shorter than a block: nothing to cache", _req("a", 10, (1,)), _req("b", 10, (1,)), 0),
-    Case("token ids: shared leading 40 tokens give 2 full blocks",
-         SimRequest("a", 50, 4, ignore_eos=True, prompt_token_ids=tuple(range(50))),
-         SimRequest("b", 60, 4, ignore_eos=True, prompt_token_ids=(*range(40), *range(100, 120))), 32),
+    Case(
+        "token ids: shared leading 40 tokens give 2 full blocks",
+        SimRequest("a", 50, 4, ignore_eos=True, prompt_token_ids=tuple(range(50))),
+        SimRequest("b", 60, 4, ignore_eos=True, prompt_token_ids=(*range(40), *range(100, 120))),
+        32,
+    ),
 ]
 
 
@@ -140,7 +163,14 @@ def test_lru_evicts_least_recently_freed_first_and_tail_blocks_first() -> None:
     free += cache.release(a, 4, 48, free)  # a freed first: its blocks are the oldest
     free += cache.release(b, 4, 48, free)
     assert free == 100
-    assert list(cache.lru) == [a.key(2, BS), a.key(1, BS), a.key(0, BS), b.key(2, BS), b.key(1, BS), b.key(0, BS)]
+    assert list(cache.lru) == [
+        a.key(2, BS),
+        a.key(1, BS),
+        a.key(0, BS),
+        b.key(2, BS),
+        b.key(1, BS),
+        b.key(0, BS),
+    ]
     # the free pool holds 94 never-named blocks: they go first; 96 allocated evict a's two deepest
     cache.evict_to(100 - 96)
     assert list(cache.lru) == [a.key(0, BS), b.key(2, BS), b.key(1, BS), b.key(0, BS)]
@@ -233,7 +263,7 @@ def test_invariants_hold_after_every_step(
     prompts = {r.request_id: r.prompt_tokens for _, r in workload}
     finished = 0
 
-    def collect(events: list[object]) -> None:
+    def collect(events: list[EngineEvent]) -> None:
         nonlocal finished
         for e in events:
             if isinstance(e, FirstToken):
