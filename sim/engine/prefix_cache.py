@@ -35,7 +35,7 @@ missed it); here the later one's copy stays anonymous and is freed as a never-na
 from collections import OrderedDict
 from collections.abc import Sequence
 
-BlockKey = tuple[int, ...]  # (chain hash, index) for shared prompt blocks; (uid, index, 0) for unique ones
+BlockKey = int  # hash((chain hash, index)) for shared prompt blocks; hash((uid, index, 0)) for unique ones
 
 _ROOT = 0x51_06_AD  # the parent of a request's first hash block
 
@@ -62,24 +62,34 @@ class SeqPrefix:
     """One request's prefix state: how its blocks are named, which cached blocks it holds, and how
     far its prompt blocks have been named (`cursor`, in blocks)."""
 
-    __slots__ = ("chain", "cursor", "hash_block_tokens", "held", "named_blocks", "uid")
+    __slots__ = ("block_size", "chain", "cursor", "hash_block_tokens", "held", "keys", "named_blocks", "uid")
 
     def __init__(
         self, chain: list[int], hash_block_tokens: int, prompt_tokens: int, block_size: int, uid: int
     ):
         self.chain = chain
         self.hash_block_tokens = hash_block_tokens
+        self.block_size = block_size
         self.uid = uid
         # full prompt blocks whose last token the hashes cover: these can be shared
         covered = min(prompt_tokens, len(chain) * hash_block_tokens)
         self.named_blocks = covered // block_size
+        self.keys: list[BlockKey] = []  # the names of blocks 0, 1, ..., computed as far as needed
         self.held: list[BlockKey] = []  # keys this request holds a reference on, in block order
         self.cursor = 0  # blocks [0, cursor) are held (hit or registered) or were skipped as duplicates
 
-    def key(self, index: int, block_size: int) -> BlockKey:
-        if index < self.named_blocks:
-            return (self.chain[((index + 1) * block_size - 1) // self.hash_block_tokens], index)
-        return (self.uid, index, 0)
+    def keys_upto(self, count: int) -> list[BlockKey]:
+        """The list of block keys, holding at least the first `count`."""
+        keys = self.keys
+        i = len(keys)
+        if i < count:
+            bs, hbt, chain, named = self.block_size, self.hash_block_tokens, self.chain, self.named_blocks
+            keys.extend(hash((chain[((j + 1) * bs - 1) // hbt], j)) for j in range(i, min(count, named)))
+            keys.extend(hash((self.uid, j, 0)) for j in range(max(i, named), count))
+        return keys
+
+    def key(self, index: int) -> BlockKey:
+        return self.keys_upto(index + 1)[index]
 
 
 class PrefixCache:
@@ -110,25 +120,21 @@ class PrefixCache:
         """(hit blocks, how many of them are free now) for a request with `num_tokens` tokens and no
         computed ones. No side effects but settling evictions."""
         self.evict_to(free_blocks)
-        bs = self.block_size
-        limit = (num_tokens - 1) // bs
-        ref = self.ref
-        hit = free_hit = 0
-        while hit < limit:
-            count = ref.get(prefix.key(hit, bs))
-            if count is None:
-                break
-            hit += 1
-            if count == 0:
-                free_hit += 1
-        return hit, free_hit
+        limit = (num_tokens - 1) // self.block_size
+        if limit <= 0:
+            return 0, 0
+        # a request that cannot be admitted is looked up again every iteration: walk in C, not Python
+        counts = list(map(self.ref.get, prefix.keys_upto(limit)[:limit]))
+        try:
+            hit = counts.index(None)
+        except ValueError:
+            hit = limit
+        return hit, counts[:hit].count(0)
 
     def touch(self, prefix: SeqPrefix, hit_blocks: int) -> None:
         """Take references on the first `hit_blocks` blocks (just looked up; free ones leave the LRU)."""
-        bs = self.block_size
         ref, lru, held = self.ref, self.lru, prefix.held
-        for i in range(hit_blocks):
-            key = prefix.key(i, bs)
+        for key in prefix.keys_upto(hit_blocks)[:hit_blocks]:
             count = ref[key]
             if count == 0:
                 del lru[key]
@@ -148,14 +154,13 @@ class PrefixCache:
         if i >= end:
             return
         self.evict_to(free_blocks)
-        bs = self.block_size
         ref, held = self.ref, prefix.held
-        while i < end:
-            key = prefix.key(i, bs)
+        keys = prefix.keys_upto(end)
+        for j in range(i, end):
+            key = keys[j]
             if key not in ref:
                 ref[key] = 1
                 held.append(key)
-            i += 1
         prefix.cursor = end
 
     def release(
@@ -167,16 +172,18 @@ class PrefixCache:
         self.evict_to(free_blocks)
         if prefix is None:
             return num_blocks
-        bs = self.block_size
         ref, lru = self.ref, self.lru
         held = prefix.held
-        held_set = set(held)
-        full = min(computed_tokens // bs, num_blocks)
+        full = min(computed_tokens // self.block_size, num_blocks)
         freed = num_blocks - len(held)  # anonymous blocks: the partial tail, duplicates
         # the request's own full blocks past its shared prompt become cached (unique names), so that
         # it hits them after a preemption and they age in the LRU like vLLM's hashed output blocks
-        own = [prefix.key(i, bs) for i in range(prefix.cursor, full)]
-        own = [k for k in own if k not in ref and k not in held_set]
+        own: list[BlockKey] = []
+        if full > prefix.cursor:
+            held_set = set(held)
+            own = [
+                k for k in prefix.keys_upto(full)[prefix.cursor : full] if k not in ref and k not in held_set
+            ]
         freed_named: list[BlockKey] = []
         for key in reversed(own):
             ref[key] = 0

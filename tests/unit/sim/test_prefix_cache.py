@@ -164,16 +164,16 @@ def test_lru_evicts_least_recently_freed_first_and_tail_blocks_first() -> None:
     free += cache.release(b, 4, 48, free)
     assert free == 100
     assert list(cache.lru) == [
-        a.key(2, BS),
-        a.key(1, BS),
-        a.key(0, BS),
-        b.key(2, BS),
-        b.key(1, BS),
-        b.key(0, BS),
+        a.key(2),
+        a.key(1),
+        a.key(0),
+        b.key(2),
+        b.key(1),
+        b.key(0),
     ]
     # the free pool holds 94 never-named blocks: they go first; 96 allocated evict a's two deepest
     cache.evict_to(100 - 96)
-    assert list(cache.lru) == [a.key(0, BS), b.key(2, BS), b.key(1, BS), b.key(0, BS)]
+    assert list(cache.lru) == [a.key(0), b.key(2), b.key(1), b.key(0)]
     assert cache.lookup(_prefix((1, 2, 3), 49, 2), 49, free_blocks=4) == (1, 1)
     assert cache.lookup(_prefix((7, 8, 9), 49, 3), 49, free_blocks=4) == (3, 3)
 
@@ -194,7 +194,7 @@ def test_a_hit_refreshes_a_block_in_the_lru() -> None:
     free -= 1 + free_hit  # one new block for the tail, the two hit blocks leave the free pool
     free += cache.release(again, 3, 32, free)
     # a's blocks were used again after b's were freed: b's go first now
-    assert list(cache.lru)[:2] == [b.key(1, BS), b.key(0, BS)]
+    assert list(cache.lru)[:2] == [b.key(1), b.key(0)]
 
 
 def test_stats_skip_preempted_requests_as_vllm_does() -> None:
@@ -232,7 +232,7 @@ def _check_invariants(engine: Engine) -> None:
     assert cache is not None
     free = engine.usable_blocks - engine.blocks_used
     cache.evict_to(free)  # settle lazy evictions, as the next allocation would
-    holders: dict[tuple[int, ...], int] = {}
+    holders: dict[int, int] = {}
     used = 0
     for seq in engine.running.values():
         assert seq.status == RUNNING
