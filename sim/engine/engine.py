@@ -254,7 +254,7 @@ class Engine:
     def _free_blocks(self, seq: SequenceState) -> None:
         """Give a materialised request's blocks back (to the prefix cache's LRU where they stay cached)."""
         cache = self.prefix_cache
-        if cache is None:
+        if cache is None or (seq.prefix is None and not cache.lru):
             self.blocks_used -= seq.blocks
         else:
             free = self.usable_blocks - self.blocks_used

@@ -28,6 +28,8 @@ from sloguard_testing.vllm_server import vllm_servers  # noqa: F401 (the session
 QUERIES = "vllm:prefix_cache_queries_total"
 HITS = "vllm:prefix_cache_hits_total"
 CACHED = "vllm:prompt_tokens_cached_total"
+LOCAL_HIT = 'vllm:prompt_tokens_by_source_total{source="local_cache_hit"}'
+LOCAL_COMPUTE = 'vllm:prompt_tokens_by_source_total{source="local_compute"}'
 WAIT_S = 60.0
 
 
@@ -51,8 +53,11 @@ async def _counters(s: aiohttp.ClientSession, base: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in (QUERIES, HITS, CACHED):
-                out[sample.name] = out.get(sample.name, 0.0) + sample.value
+            name = sample.name
+            if name == "vllm:prompt_tokens_by_source_total":
+                name += f'{{source="{sample.labels["source"]}"}}'
+            if name in (QUERIES, HITS, CACHED, LOCAL_HIT, LOCAL_COMPUTE):
+                out[name] = out.get(name, 0.0) + sample.value
     return out
 
 
@@ -93,4 +98,16 @@ async def test_prefix_cache_counters_match_vllm(base_url: str) -> None:
             await _wait_for(counted, WAIT_S)  # counters are exported with the engine step's stats
             assert seen[QUERIES] - start[QUERIES] == queries
             assert seen[HITS] - start[HITS] == hits, f"after {len(prompt)} tokens expected hit {hit}"
+
+        # per request at the end of its prefill: cached prompt tokens, and the rest computed
+        # (real vLLM on a fresh server: 640 cached, 576 computed)
+        async def settled() -> bool:
+            nonlocal seen
+            seen = await _counters(s, base_url)
+            computed = seen[LOCAL_COMPUTE] - start[LOCAL_COMPUTE]
+            return computed + seen[LOCAL_HIT] - start[LOCAL_HIT] >= queries
+
+        await _wait_for(settled, WAIT_S)
         assert seen[CACHED] - start[CACHED] == sum(expected_hits)
+        assert seen[LOCAL_HIT] - start[LOCAL_HIT] == sum(expected_hits)
+        assert seen[LOCAL_COMPUTE] - start[LOCAL_COMPUTE] == queries - sum(expected_hits)
