@@ -1,4 +1,5 @@
-"""Real workloads for the benchmarks: ShareGPT prompts with their real reply lengths, the Azure 2023 trace.
+"""Real workloads for the benchmarks: ShareGPT prompts with their real reply lengths, the Azure 2023 trace,
+the Mooncake FAST'25 traces with their prefix-block hashes.
 
 Called by the scenario modules (`sloguard.bench.scorpio`, `ssjf`, `sa`, `trace`). Reads shared/data (see its
 README; `$SLOGUARD_DATA_DIR` overrides the location). Token counts use the real Qwen2.5 tokenizer, as the
@@ -10,6 +11,7 @@ import csv
 import functools
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +21,9 @@ from sloguard.predictor_command import default_data_dir
 
 AZURE_CONV_FILE = Path("azure_llm_inference_2023") / "AzureLLMInferenceTrace_conv.csv"
 AZURE_CODE_FILE = Path("azure_llm_inference_2023") / "AzureLLMInferenceTrace_code.csv"
+MOONCAKE_CONVERSATION_FILE = Path("mooncake_fast25") / "conversation_trace.jsonl"
+MOONCAKE_SYNTHETIC_FILE = Path("mooncake_fast25") / "synthetic_trace.jsonl"
+MOONCAKE_BLOCK_TOKENS = 512  # tokens per Mooncake hash block (shared/data/README.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +130,84 @@ def _azure_trace(relative: Path) -> tuple[TraceRow, ...]:
         raise ValueError(f"{path} holds no requests")
     start = rows[0][0]
     return tuple(TraceRow(t - start, p, o) for t, p, o in rows)
+
+
+@dataclass(frozen=True, slots=True)
+class MooncakeRow:
+    """One Mooncake request: `hash_ids` name its prompt's blocks of MOONCAKE_BLOCK_TOKENS tokens (the last
+    may be partial); equal ids are reusable prefix KV blocks. Pass them to the simulator as
+    `SimRequest(..., prefix_hashes=row.hash_ids, prefix_block_tokens=MOONCAKE_BLOCK_TOKENS)`."""
+
+    arrival_s: float  # from the trace start (the conversation trace lies on a ~3 s grid)
+    prompt_tokens: int
+    output_tokens: int
+    hash_ids: tuple[int, ...]
+
+
+@functools.cache
+def mooncake_conversation_trace() -> tuple[MooncakeRow, ...]:
+    """Mooncake's conversation trace (one hour of Kimi traffic), in file order."""
+    return _mooncake_trace(MOONCAKE_CONVERSATION_FILE)
+
+
+@functools.cache
+def mooncake_synthetic_trace() -> tuple[MooncakeRow, ...]:
+    """Mooncake's synthetic trace (public datasets, Poisson arrivals), in file order."""
+    return _mooncake_trace(MOONCAKE_SYNTHETIC_FILE)
+
+
+def _mooncake_trace(relative: Path) -> tuple[MooncakeRow, ...]:
+    path = data_dir() / relative
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                row = MooncakeRow(
+                    float(record["timestamp"]) / 1000.0,
+                    int(record["input_length"]),
+                    int(record["output_length"]),
+                    tuple(int(h) for h in record["hash_ids"]),
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{number}: not a Mooncake trace record: {exc}") from exc
+            if len(row.hash_ids) != -(-row.prompt_tokens // MOONCAKE_BLOCK_TOKENS):
+                raise ValueError(
+                    f"{path}:{number}: {len(row.hash_ids)} hash ids do not cover {row.prompt_tokens} "
+                    f"tokens in blocks of {MOONCAKE_BLOCK_TOKENS}"
+                )
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no requests")
+    return tuple(rows)
+
+
+def mooncake_block_reuse(rows: Sequence[MooncakeRow]) -> float:
+    """The share of the rows' prefix blocks whose hash id appeared earlier in them (the README's 0.366
+    for the whole conversation trace)."""
+    seen: set[int] = set()
+    total = reused = 0
+    for row in rows:
+        total += len(row.hash_ids)
+        reused += sum(1 for h in row.hash_ids if h in seen)
+        seen.update(row.hash_ids)
+    return reused / total if total else 0.0
+
+
+def mooncake_implied_hit_rate(rows: Sequence[MooncakeRow], block_size: int) -> float:
+    """The prefix-cache hit rate the rows imply for an engine of `block_size`-token blocks with a cache
+    that never evicts, one request at a time, in vLLM's units (hit tokens / prompt tokens): the leading
+    run of hash blocks seen before, at most prompt - 1 tokens rounded down to whole engine blocks."""
+    seen: set[int] = set()
+    hits = queries = 0
+    for row in rows:
+        lead = 0
+        while lead < len(row.hash_ids) and row.hash_ids[lead] in seen:
+            lead += 1
+        cap = (row.prompt_tokens - 1) // block_size * block_size
+        hits += min(lead * MOONCAKE_BLOCK_TOKENS // block_size * block_size, cap)
+        queries += row.prompt_tokens
+        seen.update(row.hash_ids)
+    return hits / queries if queries else 0.0

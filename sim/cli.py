@@ -59,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
         served_model_name=args.served_model_name,
         seed=args.seed,
         mean_output_tokens=args.mean_output_tokens,
+        enable_prefix_caching=args.enable_prefix_caching,
     )
     try:
         run_server(options)
@@ -94,4 +95,10 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     serve.add_argument("--served-model-name", default=None, help="default: the profile's model")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--mean-output-tokens", type=float, default=256.0)
+    serve.add_argument(
+        "--enable-prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="vLLM's automatic prefix caching (default on, as in vLLM)",
+    )
     serve.set_defaults(func=_serve)

@@ -10,7 +10,10 @@ iteration-level continuous batching; a token budget per iteration (`max_num_batc
 (one reserved null block), allocated as tokens are scheduled and freed on finish; preemption by
 recompute when a *running* request cannot get a block (victim: the last running request under fcfs,
 the worst (priority, arrival) under priority; a waiting request never preempts); a FIFO or
-(priority, arrival) waiting queue. Not modelled: prefix caching, speculative decoding, LoRA.
+(priority, arrival) waiting queue; automatic prefix caching (block-hashed, shared by reference count,
+freed blocks stay cached and are evicted LRU; on by default as in vLLM, used by requests that carry
+`prefix_hashes` or `prompt_token_ids`; `sloguard.sim.engine.prefix_cache`). Not modelled: speculative
+decoding, LoRA.
 
 API (all times in seconds of virtual time)::
 
@@ -24,7 +27,8 @@ API (all times in seconds of virtual time)::
         for event in engine.advance_to(t):                   # FirstToken | Preempted | Finished
             ...
     engine.abort("r2", now_s)        # -> Finished(reason "abort") or None; frees its blocks
-    engine.snapshot()                # running, waiting, kv blocks used/total, preemptions, steps
+    engine.snapshot()                # running, waiting, kv blocks used/total, preemptions, steps,
+                                     # prefix-cache queries/hits (tokens)
     engine.output_tokens("r1"); engine.token_times_s("r1")   # progress of a request in flight
 
 Rules: `submit`/`abort`/`advance_to` take non-decreasing times. An iteration formed at time x includes
@@ -42,6 +46,7 @@ stepping that the fast path is tested against.
 
 from sloguard.sim.engine.engine import Engine, EngineConfig
 from sloguard.sim.engine.events import EngineEvent, EngineSnapshot, Finished, FirstToken, Preempted
+from sloguard.sim.engine.prefix_cache import PrefixCache
 from sloguard.sim.engine.request import FinishReason, SimRequest, resolve_output_length
 from sloguard.sim.engine.scheduler import BatchScheduler, SchedulingContext, VllmV1Scheduler
 from sloguard.sim.engine.state import SchedulingPolicy, SequenceState
@@ -58,6 +63,7 @@ __all__ = [
     "Finished",
     "FirstToken",
     "Preempted",
+    "PrefixCache",
     "ProfileStepTime",
     "SchedulingContext",
     "SchedulingPolicy",

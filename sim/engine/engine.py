@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sloguard.sim.engine.events import EngineEvent, EngineSnapshot, Finished, FirstToken, Preempted
+from sloguard.sim.engine.prefix_cache import PrefixCache, SeqPrefix, chain_hashes, token_block_hashes
 from sloguard.sim.engine.request import SimRequest, resolve_output_length
 from sloguard.sim.engine.scheduler import BatchScheduler, SchedulingContext, VllmV1Scheduler, admit_waiting
 from sloguard.sim.engine.state import (
@@ -38,7 +39,9 @@ _MAX_RUN_STEPS = 1 << 16
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """vLLM's scheduler and cache knobs. `num_gpu_blocks` includes vLLM's reserved null block."""
+    """vLLM's scheduler and cache knobs. `num_gpu_blocks` includes vLLM's reserved null block.
+    `prefix_caching`: vLLM's automatic prefix caching (on by default, as in vLLM); only requests that
+    carry prefix information use it (see `sloguard.sim.engine.prefix_cache`)."""
 
     num_gpu_blocks: int
     block_size: int = 16
@@ -49,6 +52,7 @@ class EngineConfig:
     enable_chunked_prefill: bool = True
     seed: int = 0
     mean_output_tokens: float = 256.0  # mean of the seeded EOS draw when a request has no length
+    prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         if self.num_gpu_blocks < 2 or self.block_size < 1 or self.max_num_seqs < 1:
@@ -119,6 +123,7 @@ class Engine:
         self._residue = [0] * config.block_size
         self._finish_heap: list[tuple[int, int, SequenceState]] = []
         self._events: list[EngineEvent] = []
+        self.prefix_cache = PrefixCache(config.block_size) if config.prefix_caching else None
 
     # ----------------------------------------------------------------------------------- public API
     def submit(self, request: SimRequest, now_s: float) -> None:
@@ -138,6 +143,8 @@ class Engine:
         if target > cap:
             target, reason = cap, "length"
         seq = SequenceState(request, now_s, self._arrivals, target, reason)
+        if self.prefix_cache is not None:
+            seq.prefix = self._seq_prefix(request, self._arrivals)
         self._arrivals += 1
         self._seqs[request.request_id] = seq
         self.waiting.add(seq)
@@ -156,8 +163,7 @@ class Engine:
             self.waiting.remove(seq)
         else:
             self._materialise(seq)
-            self.blocks_used -= seq.blocks
-            seq.blocks = 0
+            self._free_blocks(seq)
             del self.running[request_id]
             self._prefilling.pop(request_id, None)
         seq.finish_reason = "abort"
@@ -208,6 +214,7 @@ class Engine:
         return events
 
     def snapshot(self) -> EngineSnapshot:
+        cache = self.prefix_cache
         return EngineSnapshot(
             now_s=self.now_s,
             running=len(self.running),
@@ -216,6 +223,8 @@ class Engine:
             kv_blocks_total=self.usable_blocks,
             num_preemptions_total=self.num_preemptions_total,
             steps=self._steps_done,
+            prefix_cache_queries_tokens=cache.queries_tokens if cache is not None else 0,
+            prefix_cache_hits_tokens=cache.hits_tokens if cache is not None else 0,
         )
 
     def output_tokens(self, request_id: str) -> int:
@@ -232,6 +241,26 @@ class Engine:
         return seq is not None and seq.status != FINISHED
 
     # ------------------------------------------------------------------------------------- internals
+    def _seq_prefix(self, request: SimRequest, uid: int) -> SeqPrefix | None:
+        bs = self._bs
+        if request.prefix_hashes is not None:
+            hashes, hash_block_tokens = list(request.prefix_hashes), request.prefix_block_tokens
+        elif request.prompt_token_ids is not None:
+            hashes, hash_block_tokens = token_block_hashes(request.prompt_token_ids, bs), bs
+        else:
+            return None
+        return SeqPrefix(chain_hashes(hashes), hash_block_tokens, request.prompt_tokens, bs, uid)
+
+    def _free_blocks(self, seq: SequenceState) -> None:
+        """Give a materialised request's blocks back (to the prefix cache's LRU where they stay cached)."""
+        cache = self.prefix_cache
+        if cache is None or (seq.prefix is None and not cache.lru):
+            self.blocks_used -= seq.blocks
+        else:
+            free = self.usable_blocks - self.blocks_used
+            self.blocks_used -= cache.release(seq.prefix, seq.blocks, seq.num_computed, free)
+        seq.blocks = 0
+
     def _token_times(self, seq: SequenceState) -> npt.NDArray[np.float64]:
         parts = [self._step_end[a : (self._steps_done if b < 0 else b)] for a, b in seq.ranges]
         if not parts:
@@ -323,10 +352,13 @@ class Engine:
             plan.append((seq, need, blocks))
         self.blocks_used += cohort_blocks
         scheduled: list[tuple[SequenceState, int]] = []
+        cache = self.prefix_cache
         for seq, need, blocks in plan:
             seq.blocks += blocks
             self.blocks_used += blocks
             scheduled.append((seq, need))
+            if cache is not None and seq.prefix is not None:
+                cache.register(seq.prefix, seq.num_computed + need, self.usable_blocks - self.blocks_used)
         if len(self.waiting) and budget > 0 and len(self.running) < cfg.max_num_seqs:
             running = list(self.running.values())  # only the length and the appends matter here
             ctx = self._context(running, budget, free, t_s)
@@ -358,6 +390,7 @@ class Engine:
             max_model_len=cfg.max_model_len,
             now_s=t_s,
             on_preempt=lambda seq: self._events.append(Preempted(seq.request_id, t_s)),
+            prefix_cache=self.prefix_cache,
         )
 
     def _form_materialised(self, t_s: float) -> _Step | None:
@@ -422,7 +455,7 @@ class Engine:
                 seq.ranges.append([s, s + 1])
             if seq.num_output == 1:
                 seq.first_token_s = end
-                self._events.append(FirstToken(seq.request_id, end))
+                self._events.append(FirstToken(seq.request_id, end, seq.cached_tokens))
             if seq.num_output >= seq.target_output:
                 self._release(seq, end)
             elif self.fast:
@@ -440,8 +473,7 @@ class Engine:
                 self._release(seq, end)
 
     def _release(self, seq: SequenceState, end: float) -> None:
-        self.blocks_used -= seq.blocks
-        seq.blocks = 0
+        self._free_blocks(seq)
         del self.running[seq.request_id]
         self._prefilling.pop(seq.request_id, None)
         self._waiting_dirty = True

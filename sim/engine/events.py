@@ -13,8 +13,12 @@ from sloguard.sim.engine.request import FinishReason
 
 @dataclass(frozen=True, slots=True)
 class FirstToken:
+    """The request's first output token. `cached_tokens`: prompt tokens its first admission found in
+    the prefix cache (vLLM's num_cached_tokens; 0 without prefix caching)."""
+
     request_id: str
     time_s: float
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,8 @@ class EngineSnapshot:
     kv_blocks_total: int  # usable blocks: num_gpu_blocks - 1 (vLLM reserves a null block)
     num_preemptions_total: int
     steps: int
+    prefix_cache_queries_tokens: int = 0  # vLLM's prefix_cache_queries_total (tokens)
+    prefix_cache_hits_tokens: int = 0  # vLLM's prefix_cache_hits_total (tokens)
 
     @property
     def kv_cache_usage(self) -> float:

@@ -22,6 +22,12 @@ class SimRequest:
     `eos_after_tokens` is the length the "model" would naturally produce (e.g. a trace's real output
     length); when None and `ignore_eos` is false, a seeded draw decides. `priority`: lower runs first,
     used only under the priority scheduling policy (as in vLLM).
+
+    Prefix information, for the engine's prefix cache (`sloguard.sim.engine.prefix_cache`):
+    `prefix_hashes` names the prompt's blocks of `prefix_block_tokens` tokens each (Mooncake's
+    `hash_ids`, 512-token blocks; equal values = equal content, the last block may be partial), or
+    `prompt_token_ids` gives the prompt itself (its length must be `prompt_tokens`). A request with
+    neither takes no part in prefix caching.
     """
 
     request_id: str
@@ -31,6 +37,9 @@ class SimRequest:
     ignore_eos: bool = False
     priority: int = 0
     eos_after_tokens: int | None = None
+    prefix_hashes: tuple[int, ...] | None = None
+    prefix_block_tokens: int = 0
+    prompt_token_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1:
@@ -43,6 +52,18 @@ class SimRequest:
             )
         if self.eos_after_tokens is not None and self.eos_after_tokens < 1:
             raise ValueError(f"eos_after_tokens must be >= 1, got {self.eos_after_tokens}")
+        if self.prefix_hashes is not None:
+            if self.prefix_block_tokens < 1:
+                raise ValueError(
+                    f"prefix_hashes need prefix_block_tokens >= 1, got {self.prefix_block_tokens}"
+                )
+            if self.prompt_token_ids is not None:
+                raise ValueError("give prefix_hashes or prompt_token_ids, not both")
+        if self.prompt_token_ids is not None and len(self.prompt_token_ids) != self.prompt_tokens:
+            raise ValueError(
+                f"prompt_token_ids has {len(self.prompt_token_ids)} ids, "
+                f"prompt_tokens is {self.prompt_tokens}"
+            )
 
 
 def draw_natural_length(seed: int, request_id: str, mean_tokens: float) -> int:

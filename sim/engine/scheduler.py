@@ -3,8 +3,10 @@
 The engine calls `scheduler.schedule(ctx)` once per iteration with every running request materialised.
 A scheduler decides which requests compute how many tokens, admits waiting requests and preempts
 running ones, only through the `SchedulingContext` methods, which keep KV accounting and the queues
-consistent. `VllmV1Scheduler` reproduces vLLM 0.32's `Scheduler.schedule()` (no prefix caching, no
-speculative decoding); an engine-integrated policy such as SCORPIO's credit-based batching replaces it.
+consistent. `VllmV1Scheduler` reproduces vLLM 0.32's `Scheduler.schedule()`, with its prefix-cache
+lookup at admission when the engine caches prefixes (no speculative decoding); an engine-integrated
+policy such as SCORPIO's credit-based batching replaces it (and gets no prefix hits unless it calls
+`lookup` and passes the hit to `try_allocate`, as `admit_waiting` does).
 The engine only fast-forwards (decode cohorts, multi-step runs) under `VllmV1Scheduler`; any other
 scheduler is stepped one iteration at a time, so it is always exact.
 """
@@ -12,6 +14,7 @@ scheduler is stepped one iteration at a time, so it is always exact.
 from collections.abc import Callable
 from typing import Protocol
 
+from sloguard.sim.engine.prefix_cache import PrefixCache
 from sloguard.sim.engine.state import RUNNING, WAITING, SchedulingPolicy, SequenceState, WaitingQueue
 
 
@@ -32,6 +35,7 @@ class SchedulingContext:
         max_model_len: int,
         now_s: float,
         on_preempt: Callable[[SequenceState], None],
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.running = running  # vLLM's running list, in order; admitted requests are appended
         self.waiting = waiting
@@ -47,19 +51,59 @@ class SchedulingContext:
         self.preempted: list[SequenceState] = []
         self.rejected: list[SequenceState] = []
         self._on_preempt = on_preempt
+        self.prefix_cache = prefix_cache
 
     def blocks_needed(self, seq: SequenceState, num_new_tokens: int) -> int:
         total = -(-(seq.num_computed + num_new_tokens) // self.block_size)
         return max(0, total - seq.blocks)
 
-    def try_allocate(self, seq: SequenceState, num_new_tokens: int) -> bool:
-        """vLLM's allocate_slots: all-or-nothing blocks for num_computed + num_new_tokens."""
-        need = self.blocks_needed(seq, num_new_tokens)
-        if need > self.free_blocks:
-            return False
-        self.free_blocks -= need
-        seq.blocks += need
+    def lookup(self, seq: SequenceState) -> tuple[int, int]:
+        """vLLM's get_computed_blocks for a waiting request: (hit blocks, how many of them are free
+        cached blocks). (0, 0) without a prefix cache or prefix information."""
+        cache = self.prefix_cache
+        if cache is None or seq.prefix is None or seq.num_computed:
+            return 0, 0
+        return cache.lookup(seq.prefix, seq.num_tokens, self.free_blocks)
+
+    def try_allocate(
+        self, seq: SequenceState, num_new_tokens: int, hit_blocks: int = 0, free_hit_blocks: int = 0
+    ) -> bool:
+        """vLLM's allocate_slots: all-or-nothing blocks for num_computed + num_new_tokens. With a
+        prefix hit from `lookup` (a waiting request), num_new_tokens follow the hit tokens, the hit
+        blocks are shared and free ones among them count against the free blocks."""
+        cache = self.prefix_cache
+        if hit_blocks:
+            if cache is None or seq.prefix is None or seq.blocks or seq.num_computed:
+                raise ValueError(
+                    f"a prefix hit needs a waiting request with prefix information: {seq.request_id!r}"
+                )
+            hit_tokens = hit_blocks * self.block_size
+            total = -(-(hit_tokens + num_new_tokens) // self.block_size)
+            need = total - hit_blocks + free_hit_blocks
+            if need > self.free_blocks:
+                return False
+            self.free_blocks -= need
+            cache.touch(seq.prefix, hit_blocks)
+            seq.blocks = total
+            seq.num_computed = hit_tokens
+        else:
+            need = self.blocks_needed(seq, num_new_tokens)
+            if need > self.free_blocks:
+                return False
+            self.free_blocks -= need
+            seq.blocks += need
+        if cache is not None and seq.prefix is not None:
+            cache.register(seq.prefix, seq.num_computed + num_new_tokens, self.free_blocks)
         return True
+
+    def record_admission(self, seq: SequenceState, hit_blocks: int) -> None:
+        """Count an admission in the prefix-cache statistics (vLLM: at admission, never-preempted
+        requests only; queries and hits in tokens) and remember the request's cached tokens."""
+        cache = self.prefix_cache
+        if cache is None or seq.num_preemptions:
+            return
+        cache.record(seq.num_tokens, hit_blocks)
+        seq.cached_tokens = hit_blocks * self.block_size
 
     def schedule(self, seq: SequenceState, num_new_tokens: int) -> None:
         if num_new_tokens <= 0 or num_new_tokens > self.token_budget:
@@ -76,7 +120,11 @@ class SchedulingContext:
         self.running.remove(seq)
         if seq.request_id in self.scheduled:
             self.unschedule(seq)
-        self.free_blocks += seq.blocks
+        cache = self.prefix_cache
+        if cache is None:
+            self.free_blocks += seq.blocks
+        else:
+            self.free_blocks += cache.release(seq.prefix, seq.blocks, seq.num_computed, self.free_blocks)
         seq.blocks = 0
         seq.num_computed = 0
         seq.status = WAITING
@@ -145,11 +193,13 @@ def admit_waiting(ctx: SchedulingContext) -> None:
     stop at the first that does not fit (no skipping ahead)."""
     while len(ctx.waiting) > 0 and ctx.token_budget > 0 and len(ctx.running) < ctx.max_num_seqs:
         head = ctx.waiting.peek()
-        num_new = head.num_tokens - head.num_computed
+        hit_blocks, free_hit_blocks = ctx.lookup(head)
+        num_new = head.num_tokens - head.num_computed - hit_blocks * ctx.block_size
         if not ctx.chunked_prefill and num_new > ctx.token_budget:
             break
         num_new = min(num_new, ctx.token_budget)
-        if not ctx.try_allocate(head, num_new):
+        if not ctx.try_allocate(head, num_new, hit_blocks, free_hit_blocks):
             break
         seq = ctx.admit()
+        ctx.record_admission(seq, hit_blocks)
         ctx.schedule(seq, num_new)

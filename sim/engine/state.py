@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Literal
 
+from sloguard.sim.engine.prefix_cache import SeqPrefix
 from sloguard.sim.engine.request import FinishReason, SimRequest
 
 SchedulingPolicy = Literal["fcfs", "priority"]
@@ -29,6 +30,7 @@ class SequenceState:
         "arrival_seq",
         "base",
         "blocks",
+        "cached_tokens",
         "finish_reason",
         "finish_s",
         "first_scheduled_s",
@@ -38,6 +40,7 @@ class SequenceState:
         "num_output",
         "num_preemptions",
         "obase",
+        "prefix",
         "priority",
         "prompt_tokens",
         "ranges",
@@ -67,6 +70,10 @@ class SequenceState:
     in_cohort: bool
     base: int
     obase: int
+    prefix: SeqPrefix | None  # prefix-cache naming and held blocks; None = takes no part
+    cached_tokens: (
+        int  # prompt tokens found in the prefix cache at first admission (vLLM's num_cached_tokens)
+    )
 
     def __init__(
         self, request: SimRequest, arrival_s: float, arrival_seq: int, target: int, reason: FinishReason
@@ -91,6 +98,8 @@ class SequenceState:
         self.in_cohort = False
         self.base = 0
         self.obase = 0
+        self.prefix = None
+        self.cached_tokens = 0
 
     @property
     def num_tokens(self) -> int:

@@ -4,7 +4,9 @@ Routes (vLLM 0.32 subset, wire formats from shared/reference/vllm-behaviour.md Â
   POST /v1/completions, POST /v1/chat/completions   streaming (SSE, `data: [DONE]`) and not;
        max_tokens / max_completion_tokens, min_tokens, ignore_eos, priority (body or X-Vllm-Priority,
        used only with --scheduling-policy priority), stream_options.include_usage and
-       continuous_usage_stats, X-Request-Id; vLLM-style 400/404 errors.
+       continuous_usage_stats, X-Request-Id; vLLM-style 400/404 errors. Prompts reach the engine as
+       token ids (text through a deterministic word-level stand-in tokenizer), so prompts sharing a
+       prefix hit its prefix cache (on unless --no-enable-prefix-caching, as in vLLM).
   GET /v1/models, /health, /ping, /version, /metrics (vLLM's families, names, labels and buckets).
 Streams send their headers on acceptance and the first `data:` line with the first token. A client
 that disconnects aborts its request, which frees its KV blocks. Generated text is deterministic filler.
@@ -60,6 +62,7 @@ class ServerOptions:
     served_model_name: str | None = None
     seed: int = 0
     mean_output_tokens: float = 256.0
+    enable_prefix_caching: bool = True
 
 
 def _json(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,6 +82,7 @@ def build_app(options: ServerOptions) -> web.Application:
         scheduling_policy="priority" if options.scheduling_policy == "priority" else "fcfs",
         seed=options.seed,
         mean_output_tokens=options.mean_output_tokens,
+        prefix_caching=options.enable_prefix_caching,
     )
     model_name = options.served_model_name or profile.model
     cache_info = {
@@ -87,7 +91,7 @@ def build_app(options: ServerOptions) -> web.Application:
         "num_gpu_blocks_override": str(options.num_gpu_blocks),
         # vLLM reports all blocks here (5 blocks of 128 -> "640"), although one is its reserved null block
         "kv_cache_size_tokens": str(config.num_gpu_blocks * config.block_size),
-        "enable_prefix_caching": "False",
+        "enable_prefix_caching": str(config.prefix_caching),
         "cache_dtype": "auto",
         "sliding_window": "None",
     }
@@ -225,6 +229,7 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
         min_tokens=params.min_tokens,
         ignore_eos=params.ignore_eos,
         priority=params.priority if options.scheduling_policy == "priority" else 0,
+        prompt_token_ids=params.prompt_token_ids,
     )
     try:
         handle = driver.submit(sim_request, params.max_tokens)

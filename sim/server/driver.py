@@ -66,6 +66,7 @@ class EngineDriver:
         self._handles: dict[str, RequestHandle] = {}
         self._wake = asyncio.Event()
         self._iter_seen: dict[int, int] = {}
+        self._prefix_seen = (0, 0)  # the engine's prefix-cache (queries, hits) already exported
         self._lv = metrics.labels()
 
     def virtual_now(self) -> float:
@@ -137,7 +138,10 @@ class EngineDriver:
                 continue
             if isinstance(event, FirstToken):
                 m.prompt_tokens.labels(**lv).inc(handle.request.prompt_tokens)
-                m.prompt_local.inc(handle.request.prompt_tokens)
+                m.prompt_local.inc(handle.request.prompt_tokens - event.cached_tokens)
+                if event.cached_tokens:
+                    m.prompt_cache_hit.inc(event.cached_tokens)
+                    m.prompt_cached.inc(event.cached_tokens)
                 m.ttft.labels(**lv).observe(event.time_s - handle.arrival_s)
             elif isinstance(event, Preempted):
                 handle.pending_preemptions += 1
@@ -147,6 +151,7 @@ class EngineDriver:
                 handle.finished = event
                 handle.changed.set()
                 del self._handles[event.request_id]
+        self._export_prefix_counters()
         counts = self.engine.iteration_token_counts
         if counts != self._iter_seen:
             hist = m.iteration_tokens.labels(**lv)
@@ -154,6 +159,18 @@ class EngineDriver:
                 for _ in range(count - self._iter_seen.get(tokens, 0)):
                     hist.observe(tokens)
             self._iter_seen = dict(counts)
+
+    def _export_prefix_counters(self) -> None:
+        """vLLM's prefix-cache counters follow the engine's (tokens, counted at admission)."""
+        m = self.metrics
+        snap = self.engine.snapshot()
+        queries, hits = snap.prefix_cache_queries_tokens, snap.prefix_cache_hits_tokens
+        seen_queries, seen_hits = self._prefix_seen
+        if (queries, hits) != (seen_queries, seen_hits):
+            m.prefix_queries.inc(queries - seen_queries)
+            m.prefix_hits.inc(hits - seen_hits)
+            m.prompt_cached_device.inc(hits - seen_hits)
+            self._prefix_seen = (queries, hits)
 
     def _progress(self, handle: RequestHandle, times: npt.NDArray[np.float64], n: int) -> None:
         m, lv = self.metrics, self._lv

@@ -4,7 +4,11 @@ Fed by `sloguard.sim.server.driver` as the engine reports progress; exposed by t
 Semantics follow shared/reference/vllm-behaviour.md §4 and §3.7: aborted requests count in the token
 counters, TTFT and inter-token histograms but never in request_success_total or the per-request
 histograms; a preemption is counted when the victim next produces output. Latencies are in engine
-(virtual) seconds, which equal wall seconds at --time-scale 1.
+(virtual) seconds, which equal wall seconds at --time-scale 1. Prefix caching, as vLLM 0.32 counts it
+(in tokens): `prefix_cache_queries`/`_hits` at each admission of a never-preempted request (the engine's
+counters), `prompt_tokens_cached_by_source{source="device"}` with the hits; `prompt_tokens_cached` and
+`prompt_tokens_by_source{source="local_cache_hit"}` with each request's cached prompt tokens when its
+prefill completes (the rest of its prompt under "local_compute"). External (connector) caches: always 0.
 """
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -136,15 +140,22 @@ class VllmMetrics:
             "estimated_flops_per_gpu",
             "estimated_read_bytes_per_gpu",
             "estimated_write_bytes_per_gpu",
-            "prefix_cache_queries",
-            "prefix_cache_hits",
             "external_prefix_cache_queries",
             "external_prefix_cache_hits",
             "mm_cache_queries",
             "mm_cache_hits",
-            "prompt_tokens_cached",
         ]:
             counter(f"vllm:{name}", f"{name} (always 0 in the simulator).").labels(**lv)
+        self.prefix_queries = counter(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+        ).labels(**lv)
+        self.prefix_hits = counter(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
+        ).labels(**lv)
+        self.prompt_cached = counter(
+            "vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external)."
+        ).labels(**lv)
         self.running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
         self.waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
         self.waiting_by_reason = gauge(
@@ -159,10 +170,11 @@ class VllmMetrics:
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
         by_source = counter("vllm:prompt_tokens_by_source", "Prompt tokens by source.", ["source"])
         self.prompt_local = by_source.labels(**lv, source="local_compute")
-        for source in ["local_cache_hit", "external_kv_transfer"]:
-            by_source.labels(**lv, source=source)
+        self.prompt_cache_hit = by_source.labels(**lv, source="local_cache_hit")
+        by_source.labels(**lv, source="external_kv_transfer")
         cached = counter("vllm:prompt_tokens_cached_by_source", "Cached prompt tokens by source.", ["source"])
-        for source in ["device", "host", "p2p", "disk", "external_unspecified"]:
+        self.prompt_cached_device = cached.labels(**lv, source="device")
+        for source in ["host", "p2p", "disk", "external_unspecified"]:
             cached.labels(**lv, source=source)
         self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
         self.success = counter(

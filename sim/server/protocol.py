@@ -7,6 +7,7 @@ measured on vLLM 0.32 (shared/reference/vllm-behaviour.md §1.2 and §5).
 import contextlib
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,25 +96,36 @@ def int_field(body: dict[str, Any], name: str) -> int | None:
     )
 
 
-def count_prompt_tokens(prompt: Any) -> int:
-    """Deterministic stand-in for a tokenizer: words and punctuation marks; token-id lists count as is."""
+def prompt_token_ids(prompt: Any) -> tuple[int, ...]:
+    """Deterministic stand-in for a tokenizer: one id per word or punctuation mark (a CRC-32 of it, so
+    equal text gives equal ids and the prefix cache sees shared prefixes); token-id lists as given."""
     if isinstance(prompt, list):
         if prompt and all(isinstance(t, int) for t in prompt):
-            return len(prompt)
+            return tuple(prompt)
         if len(prompt) == 1 and isinstance(prompt[0], str):
-            return count_prompt_tokens(prompt[0])
+            return prompt_token_ids(prompt[0])
         if len(prompt) == 1 and isinstance(prompt[0], list):
-            return count_prompt_tokens(prompt[0])
+            return prompt_token_ids(prompt[0])
         raise bad_request("The simulator serves one prompt per request. (parameter=prompt)", "prompt")
     if isinstance(prompt, str):
-        return len(_WORD.findall(prompt))
+        return tuple(zlib.crc32(piece.encode()) for piece in _WORD.findall(prompt))
     raise bad_request(
         "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)", "prompt"
     )
 
 
+def count_prompt_tokens(prompt: Any) -> int:
+    """The number of tokens `prompt_token_ids` gives."""
+    return len(prompt_token_ids(prompt))
+
+
 def chat_prompt_tokens(body: dict[str, Any]) -> int:
     """Tokens of the chat template `role: content\\n ... assistant:` over the body's messages."""
+    return len(chat_prompt_token_ids(body))
+
+
+def chat_prompt_token_ids(body: dict[str, Any]) -> tuple[int, ...]:
+    """Token ids of the chat template `role: content\\n ... assistant:` over the body's messages."""
     messages = body.get("messages")
     if messages is None:
         raise validation_error(
@@ -139,7 +151,7 @@ def chat_prompt_tokens(body: dict[str, Any]) -> int:
         if isinstance(content, list):
             content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
         text += f"{message.get('role', 'user')}: {content}\n"
-    return count_prompt_tokens(text + "assistant:")
+    return prompt_token_ids(text + "assistant:")
 
 
 def filler_text(start: int, end: int) -> str:
@@ -149,6 +161,7 @@ def filler_text(start: int, end: int) -> str:
 
 @dataclass(frozen=True)
 class GenerationParams:
+    prompt_token_ids: tuple[int, ...]
     prompt_tokens: int
     max_tokens: int  # after vLLM's clamp to max_model_len - prompt
     min_tokens: int
@@ -162,7 +175,8 @@ class GenerationParams:
 def generation_params(
     body: dict[str, Any], *, chat: bool, max_model_len: int, header_priority: str | None
 ) -> GenerationParams:
-    prompt_tokens = chat_prompt_tokens(body) if chat else _completion_prompt(body)
+    token_ids = chat_prompt_token_ids(body) if chat else _completion_prompt(body)
+    prompt_tokens = len(token_ids)
     if prompt_tokens > max_model_len:
         # vLLM tokenizes text with truncation to max_model_len + 1 ("at least"); token ids count as given.
         text = chat or not isinstance(body.get("prompt"), list) or not _is_token_ids(body["prompt"])
@@ -213,6 +227,7 @@ def generation_params(
     if not isinstance(options, dict):
         options = {}
     return GenerationParams(
+        prompt_token_ids=token_ids,
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
         min_tokens=min_tokens,
@@ -228,7 +243,7 @@ def _is_token_ids(prompt: list[Any]) -> bool:
     return all(isinstance(t, int) for t in prompt) or (len(prompt) == 1 and isinstance(prompt[0], list))
 
 
-def _completion_prompt(body: dict[str, Any]) -> int:
+def _completion_prompt(body: dict[str, Any]) -> tuple[int, ...]:
     prompt = body.get("prompt")
     if prompt == []:
         raise bad_request("You must pass at least one prompt", None)
@@ -236,4 +251,4 @@ def _completion_prompt(body: dict[str, Any]) -> int:
         raise bad_request(
             "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)", "prompt"
         )
-    return count_prompt_tokens(prompt)
+    return prompt_token_ids(prompt)
