@@ -108,14 +108,20 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
-    out = []
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (vLLM's engine core and its worker), from /proc."""
+    parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
     return out
 
 
@@ -374,14 +380,15 @@ async def _stall_watch(counter: list[float]) -> None:
             counter[1] += late
 
 
-def _cpu_pids(stack: Stack, arm: str) -> dict[str, int]:
-    pids = {"vllm_api_server": stack.engine.pid}
-    children = _children(stack.engine.pid)
-    if children:
-        pids["vllm_engine_core"] = children[0]
+def _cpu_pids(stack: Stack, arm: str) -> dict[str, list[int]]:
+    pids = {"vllm_api_server": [stack.engine.pid], "vllm_engine_core": _descendants(stack.engine.pid)}
     if arm in stack.sidecars:
-        pids["sidecar"] = stack.sidecars[arm].pid
+        pids["sidecar"] = [stack.sidecars[arm].pid]
     return pids
+
+
+def _cpu_total_s(pids: list[int]) -> float:
+    return sum(_cpu_s(pid) for pid in pids)
 
 
 async def run_load(
@@ -398,7 +405,7 @@ async def run_load(
     url = f"{base}/v1/completions"
     outcomes = [Outcome(slo_class=r.slo_class, sent_s=r.arrival_s) for r in requests]
     pids = _cpu_pids(stack, arm)
-    cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+    cpu0 = {name: _cpu_total_s(group) for name, group in pids.items()}
     stalls = [0.0, 0.0]
     watcher = asyncio.create_task(_stall_watch(stalls))
     connector = aiohttp.TCPConnector(limit=0, force_close=True)  # one connection per request
@@ -424,7 +431,7 @@ async def run_load(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-    cpu = {name: _cpu_s(pid) - cpu0[name] for name, pid in pids.items()}
+    cpu = {name: _cpu_total_s(group) - cpu0[name] for name, group in pids.items()}
     reasons: dict[str, int] = {}
     for outcome in outcomes:
         if outcome.outcome != "completed":
@@ -511,11 +518,22 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
                 60.0,
                 stack.log_tail(arm),
             )
+        # vLLM compiles and caches graphs for batch shapes it has not seen: a discarded warm-up run first
+        warm = build_requests(
+            trace, rate_rps=4 * settings.sweep_start_rps, duration_s=6.0, offset_index=0, seed=0
+        )
+        await run_load(
+            stack, "direct", warm, rate_rps=4 * settings.sweep_start_rps, duration_s=6.0, drain_s=10.0
+        )
         sweep: list[tuple[float, float]] = []
-        rate = settings.sweep_start_rps
-        for step in range(settings.sweep_max_steps):
+
+        async def sweep_point(rate: float) -> None:
             requests = build_requests(
-                trace, rate_rps=rate, duration_s=settings.sweep_run_s, offset_index=997 * step, seed=step
+                trace,
+                rate_rps=rate,
+                duration_s=settings.sweep_run_s,
+                offset_index=997 * len(sweep),
+                seed=len(sweep),
             )
             await wait_engine_idle(session, stack.engine_url)
             result = await run_load(
@@ -528,10 +546,15 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
             )
             goodput = _score(result, targets).goodput_rps
             sweep.append((rate, goodput))
-            _progress(f"sweep {rate:.1f} req/s: direct goodput {goodput:.2f}")
+            _progress(f"sweep {rate:.1f} req/s: direct goodput {goodput:.2f}, stalls {result.stalls}")
+
+        rate = settings.sweep_start_rps
+        for _ in range(settings.sweep_max_steps):
+            await sweep_point(rate)
             if knee_rate(sweep) != rate:
                 break
             rate *= 2
+        await sweep_point(1.5 * knee_rate(sweep))  # halfway to the next doubling
         knee = knee_rate(sweep)
         _progress(f"knee {knee:.1f} req/s")
         runs: dict[float, dict[str, list[RunResult]]] = {load: {arm: [] for arm in ARMS} for load in LOADS}
@@ -619,7 +642,7 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                     [r.cpu_s["vllm_api_server"] for r in results], tokens
                 ),
                 "vllm_engine_core_cpu_s_per_1k_tokens": _per_1k(
-                    [r.cpu_s.get("vllm_engine_core", 0.0) for r in results], tokens
+                    [r.cpu_s["vllm_engine_core"] for r in results], tokens
                 ),
                 "not_completed_reasons": _merge([r.reasons for r in results]),
                 "per_round_goodput_rps": [round(s.goodput_rps, 3) for s in scores],

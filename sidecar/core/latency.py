@@ -7,9 +7,19 @@ policies that predict waits (mooncake, sa, scorpio, sloguard):
   ahead *including* the request itself;
 - decode: `ITL(B, L) = a*B*L + b*B + c*L + d`, B the running batch size, L the mean sequence length.
 
-Both are fitted by least squares (numpy) from a profile or from observations, and can be updated online:
-`observe_prefill` / `observe_step` accumulate exponentially-forgotten normal equations and refit every
-`refit_every` observations. Pure: no clock, no I/O.
+Both are fitted by least squares (numpy) from a profile (`LatencyModel.fit`, or `from_profile` with the
+handful of figures a `LatencyProfile` in the sidecar configuration names) or start from generic defaults,
+and learn the engine they front online, from scratch within the first few dozen requests (issue 16):
+- prefill: a multiplicative correction of the piecewise shape (sidecar/core/robust_scale.py), set by the
+  first observed first-token time, averaged over the next few, then an exponential average of winsorized
+  log ratios; bounded, and its excess over a low quantile of what it saw decays with time (`advance`), so
+  host stalls cannot leave it stuck high; while the engine demonstrably keeps up (most recent first
+  tokens within their TTFT targets, sidecar/core/ttft_guard.py `KeepingUp`) the prediction uses that low
+  quantile instead of the running level: admission is optimistic until first tokens come late;
+- decode: `observe_step` accumulates exponentially-forgotten normal equations and refits after 4, 8, 16
+  and then every `refit_every` observations; each observed inter-token time is first winsorized to within
+  `DECODE_CLIP` times the current prediction, so a stall moves the fit by a bounded amount.
+Pure: no clock, no I/O; time is passed in.
 """
 
 import math
@@ -17,6 +27,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from sloguard.api.sidecar_config import LatencyProfile
+from sloguard.sidecar.core.robust_scale import RobustScale, RobustScaleSettings
+from sloguard.sidecar.core.ttft_guard import KeepingUp
+
+DECODE_CLIP = 4.0
+"""An observed inter-token time counts as at most this many times the current prediction (and at least
+its 1/DECODE_CLIP) once the decode model has been refitted from observations."""
+EARLY_REFITS = (4, 8, 16)
 
 
 def _check_finite(name: str, *values: float) -> None:
@@ -158,6 +177,7 @@ class LatencyModel:
         refit_every: int = 32,
         forgetting: float = 0.999,
         ridge: float = 0.05,
+        prefill_learning: RobustScaleSettings | None = None,
     ) -> None:
         if refit_every < 1 or not 0.0 < forgetting <= 1.0 or ridge < 0:
             raise ValueError("refit_every >= 1, 0 < forgetting <= 1 and ridge >= 0 are required")
@@ -167,9 +187,23 @@ class LatencyModel:
         self.refit_every = refit_every
         self.ridge = ridge
         self._decode_ls = _OnlineLeastSquares(4, forgetting)
-        self._prefill_ls = _OnlineLeastSquares(2, forgetting)
-        self._prefill_scale = 1.0
+        self._prefill_learning = prefill_learning or RobustScaleSettings()
+        self._prefill_scale = RobustScale(self._prefill_learning)
+        self._decode_refits = 0
+        self.keeping_up = KeepingUp()
         self.version = 0  # bumped whenever a refit changes the coefficients
+
+    @classmethod
+    def from_profile(cls, profile: LatencyProfile, *, online: bool = True) -> "LatencyModel":
+        """Seeded with a measured profile (the sidecar configuration's `latency_profile`): a short prompt's
+        TTFT and a single request's inter-token time on the idle engine, and optionally their growth per
+        prompt token and per running sequence. Online learning goes on from there."""
+        n0 = float(profile.prefill_flat_tokens)
+        per_token = profile.prefill_per_token_s
+        prefill = PrefillModel(n0, profile.ttft_s, per_token, profile.ttft_s - per_token * n0)
+        per_seq = profile.itl_per_sequence_s
+        decode = DecodeModel(a=0.0, b=per_seq, c=0.0, d=max(1e-6, profile.itl_s - per_seq))
+        return cls(prefill, decode, online=online)
 
     @classmethod
     def fit(
@@ -194,13 +228,17 @@ class LatencyModel:
             refit_every=self.refit_every,
             forgetting=self._decode_ls.forgetting,
             ridge=self.ridge,
+            prefill_learning=self._prefill_learning,
         )
 
     # --- the guards' questions -------------------------------------------------------------------
 
     def prefill_s(self, tokens_ahead_incl_self: float) -> float:
         """Predicted time until the first token when `tokens_ahead_incl_self` prompt tokens queue."""
-        return self.prefill.time_s(tokens_ahead_incl_self) * self._prefill_scale
+        scale = self._prefill_scale
+        return self.prefill.time_s(tokens_ahead_incl_self) * (
+            scale.floor if self.keeping_up.keeping_up else scale.value
+        )
 
     def ttft_at_position_s(self, tokens_ahead_incl_self: float) -> float:
         """TTFT of a request at the queue position where this many prompt tokens (its own included) wait."""
@@ -229,27 +267,48 @@ class LatencyModel:
 
     # --- online calibration ----------------------------------------------------------------------
 
+    def advance(self, now_s: float) -> None:
+        """Let time pass (the policy calls this on every release): a prefill correction pushed up by slow
+        first tokens decays toward what the engine does when it keeps up."""
+        self._prefill_scale.advance(now_s)
+
     def observe_step(self, batch_size: float, mean_len_tokens: float, itl_s: float) -> None:
         """One measured inter-token interval at this batch size and mean sequence length."""
         _check_finite("decode observation", batch_size, mean_len_tokens, itl_s)
         if not self.online or batch_size <= 0 or itl_s <= 0:
             return
+        if self._decode_refits:  # winsorize against what the model already learned from this engine
+            predicted = self.decode.itl_s(batch_size, mean_len_tokens)
+            itl_s = min(predicted * DECODE_CLIP, max(predicted / DECODE_CLIP, itl_s))
         self._decode_ls.add(
             (batch_size * mean_len_tokens, batch_size, mean_len_tokens, 1.0),
             itl_s,
         )
-        if self._decode_ls.count % self.refit_every == 0:
+        count = self._decode_ls.count
+        if count in EARLY_REFITS or count % self.refit_every == 0:
             prior = np.array([self.decode.a, self.decode.b, self.decode.c, self.decode.d])
             coef = self._decode_ls.solve(prior, self.ridge)
             if np.all(np.isfinite(coef)):
                 self.decode = DecodeModel(*(float(v) for v in coef))
+                self._decode_refits += 1
                 self.version += 1
 
-    def observe_prefill(self, tokens_ahead_incl_self: float, ttft_s: float) -> None:
-        """A measured time from release to first token with this many prompt tokens ahead.
+    def observe_first_token(self, *, on_time: bool) -> None:
+        """Whether a released request's first token came within its TTFT target (`KeepingUp`)."""
+        if self.online:
+            before = self.keeping_up.keeping_up
+            self.keeping_up.observe(on_time)
+            if self.keeping_up.keeping_up != before:
+                self.version += 1  # the prefill prediction switched between optimistic and running
 
-        Calibrates a multiplicative correction of the piecewise model (its shape comes from the
-        profile; the scale absorbs decode interference and engine overheads the profile missed).
+    def observe_prefill(
+        self, tokens_ahead_incl_self: float, ttft_s: float, now_s: float | None = None
+    ) -> None:
+        """A measured time from release to first token with this many prompt tokens ahead, at `now_s`.
+
+        Calibrates a multiplicative correction of the piecewise model (its shape comes from the profile;
+        the correction absorbs the engine's speed, decode interference and overheads the profile missed).
+        `now_s` (default: the last time seen) lets the correction's excess decay between observations.
         """
         _check_finite("prefill observation", tokens_ahead_incl_self, ttft_s)
         if not self.online or ttft_s <= 0:
@@ -257,15 +316,12 @@ class LatencyModel:
         predicted = self.prefill.time_s(tokens_ahead_incl_self)
         if predicted <= 0:
             return
-        self._prefill_ls.add((predicted, 0.0), ttft_s)
-        if self._prefill_ls.count % self.refit_every == 0:
-            xtx, xty = self._prefill_ls.xtx[0, 0], self._prefill_ls.xty[0]
-            if xtx > 0:
-                # ridge toward the current scale, clamped to a sane band
-                scale = (xty + self.ridge * xtx * self._prefill_scale) / (xtx * (1 + self.ridge))
-                self._prefill_scale = min(10.0, max(0.1, float(scale)))
-                self.version += 1
+        scale = self._prefill_scale
+        before = scale.value
+        scale.observe(ttft_s / predicted, scale.now_s if now_s is None else now_s)
+        if scale.value != before:
+            self.version += 1
 
     @property
     def prefill_scale(self) -> float:
-        return self._prefill_scale
+        return self._prefill_scale.value
