@@ -85,7 +85,7 @@ class Settings:
     @classmethod
     def of(cls, quick: bool) -> "Settings":
         if quick:
-            return cls(run_s=12.0, drain_s=6.0, rounds=3, sweep_run_s=8.0)
+            return cls(run_s=15.0, drain_s=5.0, rounds=3, sweep_run_s=8.0)
         return cls(run_s=40.0, drain_s=10.0, rounds=3, sweep_run_s=15.0)
 
 
