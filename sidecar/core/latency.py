@@ -10,18 +10,20 @@ policies that predict waits (mooncake, sa, scorpio, sloguard):
 Both are fitted by least squares (numpy) from a profile (`LatencyModel.fit`, or `from_profile` with the
 handful of figures a `LatencyProfile` in the sidecar configuration names) or start from generic defaults,
 and learn the engine they front online, from scratch within the first few dozen requests (issue 16):
-- prefill: a multiplicative correction of the piecewise shape (sidecar/core/robust_scale.py), set by the
-  first observed first-token time, averaged over the next few, then an exponential average of winsorized
-  log ratios; bounded, and its excess over a low quantile of what it saw decays with time (`advance`), so
-  host stalls cannot leave it stuck high; while the engine demonstrably keeps up (most recent first
-  tokens within their TTFT targets, sidecar/core/ttft_guard.py `KeepingUp`) the prediction uses that low
-  quantile instead of the running level: admission is optimistic until first tokens come late;
+- prefill: two multiplicative corrections of the piecewise shape (sidecar/core/robust_scale.py), one of
+  its flat part and one of its growth per token past the breakpoint, each set by the first observation
+  that informs it, averaged over the next few, then an exponential average of winsorized log ratios;
+  bounded, and each one's excess over a low quantile of what it saw decays with time (`advance`), so host
+  stalls cannot leave it stuck high; while the engine demonstrably keeps up (most recent first tokens
+  within their TTFT targets, sidecar/core/ttft_guard.py `KeepingUp`) the prediction uses those low
+  quantiles instead of the running levels: admission is optimistic until first tokens come late;
 - decode: `observe_step` accumulates exponentially-forgotten normal equations and refits after 4, 8, 16
   and then every `refit_every` observations; each observed inter-token time is first winsorized to within
   `DECODE_CLIP` times the current prediction, so a stall moves the fit by a bounded amount.
 Pure: no clock, no I/O; time is passed in.
 """
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +38,9 @@ DECODE_CLIP = 4.0
 """An observed inter-token time counts as at most this many times the current prediction (and at least
 its 1/DECODE_CLIP) once the decode model has been refitted from observations."""
 EARLY_REFITS = (4, 8, 16)
+PER_TOKEN_MIN_SCALE = 1e-3
+"""The per-token part of the prefill prior may shrink this far: a tiny model on a CPU prefills a few hundred
+tokens in no measurable time, where the default prior (an 8B model on an A100) charges 0.1 ms a token."""
 
 
 def _check_finite(name: str, *values: float) -> None:
@@ -188,7 +193,10 @@ class LatencyModel:
         self.ridge = ridge
         self._decode_ls = _OnlineLeastSquares(4, forgetting)
         self._prefill_learning = prefill_learning or RobustScaleSettings()
-        self._prefill_scale = RobustScale(self._prefill_learning)
+        self._prefill_scale = RobustScale(self._prefill_learning)  # of the flat part
+        self._per_token_scale = RobustScale(  # of the part that grows with the tokens ahead
+            dataclasses.replace(self._prefill_learning, min_scale=PER_TOKEN_MIN_SCALE)
+        )
         self._decode_refits = 0
         self.keeping_up = KeepingUp()
         self.version = 0  # bumped whenever a refit changes the coefficients
@@ -234,11 +242,15 @@ class LatencyModel:
     # --- the guards' questions -------------------------------------------------------------------
 
     def prefill_s(self, tokens_ahead_incl_self: float) -> float:
-        """Predicted time until the first token when `tokens_ahead_incl_self` prompt tokens queue."""
-        scale = self._prefill_scale
-        return self.prefill.time_s(tokens_ahead_incl_self) * (
-            scale.floor if self.keeping_up.keeping_up else scale.value
-        )
+        """Predicted time until the first token when `tokens_ahead_incl_self` prompt tokens queue: the
+        profile's flat part and its growth past the breakpoint, each times its learned correction (their
+        low quantiles while the engine keeps up)."""
+        flat_s = self.prefill.flat_s
+        extra_s = self.prefill.time_s(tokens_ahead_incl_self) - flat_s
+        flat, per_token = self._prefill_scale, self._per_token_scale
+        if self.keeping_up.keeping_up:
+            return flat_s * flat.floor + extra_s * per_token.floor
+        return flat_s * flat.value + extra_s * per_token.value
 
     def ttft_at_position_s(self, tokens_ahead_incl_self: float) -> float:
         """TTFT of a request at the queue position where this many prompt tokens (its own included) wait."""
@@ -271,6 +283,7 @@ class LatencyModel:
         """Let time pass (the policy calls this on every release): a prefill correction pushed up by slow
         first tokens decays toward what the engine does when it keeps up."""
         self._prefill_scale.advance(now_s)
+        self._per_token_scale.advance(now_s)
 
     def observe_step(self, batch_size: float, mean_len_tokens: float, itl_s: float) -> None:
         """One measured inter-token interval at this batch size and mean sequence length."""
@@ -306,22 +319,35 @@ class LatencyModel:
     ) -> None:
         """A measured time from release to first token with this many prompt tokens ahead, at `now_s`.
 
-        Calibrates a multiplicative correction of the piecewise model (its shape comes from the profile;
-        the correction absorbs the engine's speed, decode interference and overheads the profile missed).
-        `now_s` (default: the last time seen) lets the correction's excess decay between observations.
+        Calibrates two corrections of the piecewise profile: of its flat part, from requests released
+        with at most the breakpoint's tokens ahead, and of its growth past the breakpoint, from the others
+        (what their first token took beyond the corrected flat part). Together they learn an engine's
+        fixed overhead and its cost per queued token from scratch. `now_s` (default: the last time seen)
+        lets the corrections' excess decay between observations.
         """
         _check_finite("prefill observation", tokens_ahead_incl_self, ttft_s)
         if not self.online or ttft_s <= 0:
             return
-        predicted = self.prefill.time_s(tokens_ahead_incl_self)
-        if predicted <= 0:
-            return
-        scale = self._prefill_scale
-        before = scale.value
-        scale.observe(ttft_s / predicted, scale.now_s if now_s is None else now_s)
-        if scale.value != before:
+        flat_s = self.prefill.flat_s
+        extra_s = self.prefill.time_s(tokens_ahead_incl_self) - flat_s
+        flat, per_token = self._prefill_scale, self._per_token_scale
+        at_s = flat.now_s if now_s is None else now_s
+        before = (flat.value, per_token.value)
+        if extra_s <= 0:
+            if flat_s > 0:
+                flat.observe(ttft_s / flat_s, at_s)
+        else:
+            beyond_s = ttft_s - flat_s * flat.value
+            per_token.observe(max(beyond_s, 0.0) / extra_s or PER_TOKEN_MIN_SCALE, at_s)
+        if (flat.value, per_token.value) != before:
             self.version += 1
 
     @property
     def prefill_scale(self) -> float:
+        """The learned correction of the profile's flat prefill part (1.0 before any observation)."""
         return self._prefill_scale.value
+
+    @property
+    def per_token_scale(self) -> float:
+        """The learned correction of the profile's prefill growth per token past its breakpoint."""
+        return self._per_token_scale.value

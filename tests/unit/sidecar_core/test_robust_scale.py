@@ -205,3 +205,27 @@ def test_a_profile_seeds_the_model_and_the_registry_uses_it() -> None:
 def test_a_bad_profile_is_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         LatencyProfile.model_validate(bad)
+
+
+def test_the_model_learns_that_queued_tokens_cost_this_engine_almost_nothing() -> None:
+    """The default prior charges 0.1 ms per prompt token past 256 (an 8B model on an A100); a tiny model on
+    a CPU answers in 8 ms whatever queues ahead. A few dozen observations teach both parts."""
+    model = LatencyModel()
+    assert model.prefill_s(2000) > 0.15
+    t = 0.0
+    for i in range(40):
+        t += 0.05
+        model.observe_prefill(64 if i % 2 else 2000, 0.008, now_s=t)
+    assert model.prefill_s(64) == pytest.approx(0.008, rel=0.05)
+    assert model.prefill_s(2000) < 0.012
+    assert model.per_token_scale < 0.05
+
+
+def test_a_slow_per_token_engine_is_learned_too() -> None:
+    model = LatencyModel()
+    t = 0.0
+    for i in range(60):
+        t += 0.05
+        tokens = 64 if i % 2 else 1256
+        model.observe_prefill(tokens, 0.010 + 0.0005 * max(0, tokens - 256), now_s=t)  # 5x the prior's slope
+    assert model.prefill_s(1256) == pytest.approx(0.510, rel=0.1)
