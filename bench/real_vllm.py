@@ -9,8 +9,8 @@ pinned at the engine's 128, `calibrate_decode`) and `fcfs` (pass-through, no cap
 
 1. Calibration: sequential single requests straight to vLLM; the median TTFT and inter-token time set the
    class targets (bench/real_vllm_workload.py `class_targets`).
-2. Knee sweep: the direct arm at doubling rates until goodput stops rising; the knee is the last rate that
-   still raised it (`knee_rate`).
+2. Knee sweep: the direct arm at doubling rates until two in a row fail to raise goodput by 5 %, then one
+   point halfway past the best; the knee is the rate of the best goodput (`knee_rate`).
 3. Load points 0.5x, 1x and 2x the knee; at each, `rounds` rounds of the three arms (direct, sloguard,
    fcfs_sidecar), the arms' order rotated each round; every round replays a different window of the trace,
    the same window for the three arms of a round. Reported: medians over rounds with min and max.
@@ -55,6 +55,7 @@ from sloguard.bench.real_vllm_workload import (
     median_min_max,
     rotated,
     score_run,
+    sweep_done,
 )
 from sloguard.bench.workloads import data_dir
 from sloguard.demo.workload import AZURE_CONV
@@ -551,7 +552,7 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
         rate = settings.sweep_start_rps
         for _ in range(settings.sweep_max_steps):
             await sweep_point(rate)
-            if knee_rate(sweep) != rate:
+            if sweep_done(sweep):
                 break
             rate *= 2
         await sweep_point(1.5 * knee_rate(sweep))  # halfway to the next doubling

@@ -209,19 +209,32 @@ def score_run(outcomes: Sequence[Outcome], targets: Sequence[ClassTarget], durat
     )
 
 
-def knee_rate(sweep: Sequence[tuple[float, float]], *, min_gain: float = 1.05) -> float:
-    """The rate past which goodput stops rising: walking (rate, goodput) pairs in rate order, the last rate
-    whose goodput beat every lower rate's by at least `min_gain`."""
+def knee_rate(sweep: Sequence[tuple[float, float]], *, min_gain: float = 1.05, patience: int = 2) -> float:
+    """The rate past which goodput stops rising: walking (rate, goodput) pairs in rate order, the rate of
+    the best goodput once `patience` higher rates in a row failed to beat it by `min_gain` (one noisy
+    point on a shared machine does not end the rise)."""
     if not sweep:
         raise ValueError("empty sweep")
     ordered = sorted(sweep)
     best_rate, best = ordered[0]
+    misses = 0
     for rate, goodput in ordered[1:]:
         if goodput >= best * min_gain:
-            best_rate, best = rate, goodput
+            best_rate, best, misses = rate, goodput, 0
         else:
-            break
+            misses += 1
+            if misses >= patience:
+                break
     return best_rate
+
+
+def sweep_done(sweep: Sequence[tuple[float, float]], *, min_gain: float = 1.05, patience: int = 2) -> bool:
+    """Whether the last `patience` rates of a rising sweep all failed to beat the best before them."""
+    ordered = sorted(sweep)
+    if len(ordered) <= patience:
+        return False
+    best = max(g for _, g in ordered[:-patience])
+    return all(g < best * min_gain for _, g in ordered[-patience:])
 
 
 def median_min_max(values: Sequence[float]) -> tuple[float, float, float]:

@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sloguard.bench import SCENARIOS
@@ -20,6 +20,7 @@ from sloguard.bench.real_vllm_workload import (
     median_min_max,
     rotated,
     score_run,
+    sweep_done,
     trace_mean_rate_rps,
 )
 
@@ -50,6 +51,7 @@ def test_class_targets_refuse_bad_calibration(ttft: float, itl: float) -> None:
         class_targets(ttft, itl)
 
 
+@settings(deadline=None, max_examples=50)
 @given(rate=st.floats(0.5, 50.0), duration=st.floats(0.5, 5.0), offset=st.integers(0, 1000))
 def test_replay_keeps_the_rate_and_shape(rate: float, duration: float, offset: int) -> None:
     requests = build_requests(TRACE, rate_rps=rate, duration_s=duration, offset_index=offset, seed=1)
@@ -114,17 +116,21 @@ def test_score_refuses_an_unknown_outcome() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sweep", "knee"),
+    ("sweep", "knee", "done"),
     [
-        ([(8, 7.5), (16, 15.0), (32, 20.0), (64, 6.0)], 32),
-        ([(8, 7.5), (16, 7.6)], 8),  # no gain past the first rate
-        ([(8, 7.5)], 8),
-        ([(32, 20.0), (8, 7.5), (16, 15.0)], 32),  # order does not matter
-        ([(8, 7.5), (16, 15.0), (32, 14.0), (64, 30.0)], 16),  # stops at the first flat step
+        ([(8, 7.5), (16, 15.0), (32, 20.0), (64, 6.0), (128, 3.0)], 32, True),
+        ([(8, 7.5), (16, 7.6), (32, 7.0)], 8, True),  # no gain past the first rate
+        ([(8, 7.5)], 8, False),
+        ([(32, 20.0), (8, 7.5), (16, 15.0)], 32, False),  # order does not matter; still rising
+        ([(8, 2.0), (16, 15.0), (32, 14.0), (64, 30.0)], 64, False),  # one noisy point does not end it
+        ([(8, 7.5), (16, 15.0), (32, 14.0), (64, 14.5)], 16, True),
     ],
 )
-def test_knee_is_where_goodput_stops_rising(sweep: list[tuple[float, float]], knee: float) -> None:
+def test_knee_is_where_goodput_stops_rising(
+    sweep: list[tuple[float, float]], knee: float, done: bool
+) -> None:
     assert knee_rate(sweep) == knee
+    assert sweep_done(sweep) is done
 
 
 def test_rotation_puts_every_arm_first_once_in_three_rounds() -> None:
