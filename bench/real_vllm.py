@@ -87,7 +87,7 @@ class Settings:
     def of(cls, quick: bool) -> "Settings":
         if quick:
             return cls(run_s=15.0, drain_s=5.0, rounds=3, sweep_run_s=8.0)
-        return cls(run_s=40.0, drain_s=10.0, rounds=3, sweep_run_s=15.0)
+        return cls(run_s=25.0, drain_s=8.0, rounds=3, sweep_run_s=10.0)
 
 
 # --- processes --------------------------------------------------------------------------------------
