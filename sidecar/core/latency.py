@@ -161,6 +161,27 @@ class _OnlineLeastSquares:
         coef: np.ndarray = np.linalg.solve(self.xtx + reg, self.xty + reg @ prior)
         return coef
 
+    def solve_nonnegative(self, prior: np.ndarray, ridge: float) -> np.ndarray:
+        """`solve` with every coefficient >= 0 (inter-token time never shrinks as the batch or the sequences
+        grow): coefficients that come out negative are fixed at 0 and the rest refitted, at most once per
+        coefficient. Without this, a fit over the batch sizes one load produced can extrapolate to an
+        inter-token time of 0 for a request alone, which no guard can use."""
+        free = np.ones(len(prior), dtype=bool)
+        coef = self.solve(prior, ridge)
+        for _ in range(len(prior)):
+            negative = free & (coef < 0)
+            if not negative.any():
+                break
+            free &= ~negative
+            coef = np.zeros(len(prior))
+            if free.any():
+                idx = np.flatnonzero(free)
+                scale = np.maximum(np.diag(self.xtx)[idx], 1e-12)
+                reg = ridge * np.diag(scale)
+                sub = self.xtx[np.ix_(idx, idx)]
+                coef[idx] = np.linalg.solve(sub + reg, self.xty[idx] + reg @ prior[idx])
+        return coef
+
 
 @dataclass(frozen=True, slots=True)
 class BatchLoad:
@@ -300,7 +321,7 @@ class LatencyModel:
         count = self._decode_ls.count
         if count in EARLY_REFITS or count % self.refit_every == 0:
             prior = np.array([self.decode.a, self.decode.b, self.decode.c, self.decode.d])
-            coef = self._decode_ls.solve(prior, self.ridge)
+            coef = self._decode_ls.solve_nonnegative(prior, self.ridge)
             if np.all(np.isfinite(coef)):
                 self.decode = DecodeModel(*(float(v) for v in coef))
                 self._decode_refits += 1

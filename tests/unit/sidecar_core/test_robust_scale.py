@@ -229,3 +229,22 @@ def test_a_slow_per_token_engine_is_learned_too() -> None:
         tokens = 64 if i % 2 else 1256
         model.observe_prefill(tokens, 0.010 + 0.0005 * max(0, tokens - 256), now_s=t)  # 5x the prior's slope
     assert model.prefill_s(1256) == pytest.approx(0.510, rel=0.1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    samples=st.lists(
+        st.tuples(st.integers(1, 128), st.floats(1.0, 4000.0), st.floats(1e-4, 2.0)), min_size=4, max_size=120
+    )
+)
+def test_the_learned_decode_model_never_shrinks_with_batch_or_length(
+    samples: list[tuple[int, float, float]],
+) -> None:
+    """Whatever it observed (stalls included), the refitted coefficients are non-negative: a request alone
+    never gets an inter-token time of 0 from extrapolating a fit made at large batches."""
+    model = LatencyModel()
+    for batch, length, itl in samples:
+        model.observe_step(float(batch), length, itl)
+    d = model.decode
+    assert min(d.a, d.b, d.c, d.d) >= 0.0
+    assert model.itl_s(1.0, 100.0) <= model.itl_s(8.0, 100.0) <= model.itl_s(8.0, 1000.0)
