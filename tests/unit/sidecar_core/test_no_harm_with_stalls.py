@@ -12,7 +12,9 @@ import random
 
 import pytest
 
-from sloguard.api.sidecar_config import PolicyConfig, SidecarConfig, SidecarLimits, SLOClassConfig
+from sloguard.api.inferencepool import SidecarLimits
+from sloguard.api.policies import SchedulingPolicyName
+from sloguard.api.sidecar_config import PolicyConfig, SidecarConfig, SLOClassConfig
 from sloguard.sidecar.core.length_model import load_default_predictor
 from sloguard.sidecar.core.policy import EngineView, Rejected
 from sloguard.sidecar.core.registry import create_policy
@@ -32,7 +34,7 @@ def _good_and_rejected(
     parameters = {"calibrate_decode": True} if policy_name == "sloguard" else {}
     config = SidecarConfig(
         classes=CLASSES,
-        policy=PolicyConfig(name=policy_name, parameters=parameters),  # type: ignore[arg-type]
+        policy=PolicyConfig(name=SchedulingPolicyName(policy_name), parameters=parameters),
         limits=SidecarLimits(max_queue_depth=100_000, min_in_flight=128, max_in_flight=128),
     )
     policy = create_policy(config, predictor=load_default_predictor())
