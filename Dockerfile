@@ -18,6 +18,7 @@ COPY sidecar/ sidecar/
 COPY operator/ operator/
 COPY sim/ sim/
 COPY bench/ bench/
+COPY predictor/ predictor/
 RUN /opt/sloguard/bin/pip install . \
     && /opt/sloguard/bin/sloguard --version
 

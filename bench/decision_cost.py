@@ -19,11 +19,11 @@ import time
 from sloguard.api.policies import SchedulingPolicyName
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.bench import BenchResult
+from sloguard.predictor import ClassMeanLengths
 from sloguard.sidecar.core.latency import LatencyModel
 from sloguard.sidecar.core.policy import Admitted, EngineView
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
-from sloguard.sidecar.core.simple_lengths import ClassMeanLengths
 
 QUEUED = 1000
 GOAL_US = 50.0

@@ -20,8 +20,8 @@ from typing import Any
 
 from sloguard.api import SchedulingPolicyName
 from sloguard.api.sidecar_config import PolicyConfig, SidecarConfig, SLOClassConfig
+from sloguard.predictor import load_default_predictor
 from sloguard.sidecar.core.latency import LatencyModel
-from sloguard.sidecar.core.length_model import load_default_predictor
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
 from sloguard.sim.cosim import RequestRecord, SimulatedReplica, latency_model_from_profile, run_replica

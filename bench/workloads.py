@@ -2,7 +2,7 @@
 
 Called by the scenario modules (`sloguard.bench.scorpio`, `ssjf`, `sa`, `trace`). Reads shared/data (see its
 README; `$SLOGUARD_DATA_DIR` overrides the location). Token counts use the real Qwen2.5 tokenizer, as the
-output-length predictor was trained with (`sloguard.sidecar.length_dataset`). Only the predictor's *test*
+output-length predictor was trained with (`sloguard.predictor.training.dataset`). Only the predictor's *test*
 split is used, so no benchmark prompt was seen in training. Arrivals are seeded; nothing reads a clock.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sloguard.predictor.training.dataset import SHAREGPT_FILE, Split, qwen_token_counter, split_of
 from sloguard.predictor_command import default_data_dir
-from sloguard.sidecar.length_dataset import SHAREGPT_FILE, Split, qwen_token_counter, split_of
 
 AZURE_CONV_FILE = Path("azure_llm_inference_2023") / "AzureLLMInferenceTrace_conv.csv"
 AZURE_CODE_FILE = Path("azure_llm_inference_2023") / "AzureLLMInferenceTrace_code.csv"

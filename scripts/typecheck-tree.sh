@@ -13,6 +13,6 @@ done
 for d in "$root"/sloguard/*/; do  # subpackages that live inside sloguard/ itself (sloguard/demo)
   [ -e "$d/__init__.py" ] && ln -s "${d%/}" "$tree/sloguard/"
 done
-for sub in api sidecar operator sim bench; do
+for sub in api sidecar operator sim bench predictor; do
   ln -s "$root/$sub" "$tree/sloguard/$sub"
 done

@@ -3,7 +3,7 @@
 This is the ONE module of the sidecar's adapters that touches the scheduling core's policy interface
 (`sloguard.sidecar.core.policy.Policy`, built by `sloguard.sidecar.core.registry.create_policy`). Every
 policy, fcfs included, is the core's; the lifecycle (sidecar/lifecycle.py) builds one output-length
-predictor per process (`new_predictor`, the trained proxy model of sidecar/core/length_model.py; it is not
+predictor per process (`new_predictor`, the trained proxy model of predictor/model.py; it is not
 thread-safe, and the sidecar runs one event loop) and hands it to every policy it builds, so the online
 correction survives configuration reloads.
 
@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 from sloguard.api.errors import RejectionReason
 from sloguard.api.sidecar_config import SidecarConfig
+from sloguard.predictor import OutputLengthPredictor, load_default_predictor
 from sloguard.sidecar.core import policy as core_policy
-from sloguard.sidecar.core.length_model import load_default_predictor
-from sloguard.sidecar.core.prediction import OutputLengthPredictor
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import InvalidRequestError, Outcome, RequestSpec
 from sloguard.sidecar.policy_port import (

@@ -1,10 +1,11 @@
 """`sloguard predictor train|eval`: fit the output-length proxy model and score it against the baselines.
 
-`train` reads shared/data, fits on the deterministic training split (see `sloguard.sidecar.length_dataset`)
-and writes the weights to the package data file the sidecar loads (`sidecar/core/length_model.npz`), or to
-`--out`. `eval` scores an artifact (the shipped one by default) and the three baselines on the held-out
-split and writes {"model": {...}, "baselines": {...}, "test_rows": n} to `--json` (pooled over both data
-sets); `--by-class` also prints the same figures for each data set's test rows to stderr.
+`train` reads shared/data, fits on the deterministic training split (see
+`sloguard.predictor.training.dataset`) and writes the weights to the package data file the sidecar loads
+(`predictor/model.npz`), or to `--out`. `eval` scores an artifact (the shipped one by default) and the
+three baselines on the held-out split and writes {"model": {...}, "baselines": {...}, "test_rows": n} to
+`--json` (pooled over both data sets); `--by-class` also prints the same figures for each data set's test
+rows to stderr.
 """
 
 # Imports of numpy and the predictor modules stay inside the handlers so that `sloguard --help` stays fast.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sloguard.sidecar.length_dataset import LengthRow, Split
+    from sloguard.predictor.training.dataset import LengthRow, Split
 
 
 def default_data_dir() -> Path:
@@ -30,15 +31,15 @@ def default_data_dir() -> Path:
 
 
 def default_artifact() -> Path:
-    from sloguard.sidecar import core
-    from sloguard.sidecar.core.length_model import ARTIFACT_NAME
+    from sloguard import predictor
+    from sloguard.predictor.model import ARTIFACT_NAME
 
-    return Path(core.__file__).resolve().parent / ARTIFACT_NAME
+    return Path(predictor.__file__).resolve().parent / ARTIFACT_NAME
 
 
 def _split_rows(data_dir: Path, max_rows: int | None) -> "dict[Split, list[LengthRow]] | None":
     """Rows by split, or None (after printing why) when the data or the tokenizer is missing."""
-    from sloguard.sidecar.length_dataset import Split, load_rows, qwen_token_counter
+    from sloguard.predictor.training.dataset import Split, load_rows, qwen_token_counter
 
     try:
         rows = load_rows(data_dir, qwen_token_counter())
@@ -56,8 +57,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from sloguard.sidecar.length_dataset import Split
-    from sloguard.sidecar.length_training import TrainConfig, train
+    from sloguard.predictor.training.dataset import Split
+    from sloguard.predictor.training.proxy import TrainConfig, train
 
     started = time.perf_counter()
     by_split = _split_rows(Path(args.data_dir), args.max_rows)
@@ -83,9 +84,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from sloguard.sidecar.core.length_model import ProxyLengthPredictor, load_weights
-    from sloguard.sidecar.length_dataset import Split
-    from sloguard.sidecar.length_evaluation import evaluate, evaluate_by_class
+    from sloguard.predictor.model import ProxyLengthPredictor, load_weights
+    from sloguard.predictor.training.dataset import Split
+    from sloguard.predictor.training.evaluation import evaluate, evaluate_by_class
 
     by_split = _split_rows(Path(args.data_dir), None)
     if by_split is None:

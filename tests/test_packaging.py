@@ -12,6 +12,7 @@ MAPPED = {
     "sloguard.operator": "operator",
     "sloguard.sim": "sim",
     "sloguard.bench": "bench",
+    "sloguard.predictor": "predictor",
 }
 
 

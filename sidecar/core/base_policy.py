@@ -19,6 +19,7 @@ from sloguard.api.errors import RejectionReason
 from sloguard.api.policies import SchedulingPolicyName
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.api.sloclass import OnUnattainable
+from sloguard.predictor import LengthPrediction, OutputLengthPredictor
 from sloguard.sidecar.core.latency import LatencyModel
 from sloguard.sidecar.core.ledger import LedgerError, OutcomeLedger
 from sloguard.sidecar.core.parameters import parse_parameters
@@ -32,7 +33,6 @@ from sloguard.sidecar.core.policy import (
     Release,
     ReleaseStep,
 )
-from sloguard.sidecar.core.prediction import LengthPrediction, OutputLengthPredictor
 from sloguard.sidecar.core.requests import InvalidRequestError, Outcome, RequestSpec, check_time
 from sloguard.sidecar.core.tpot_guard import TpotState
 

@@ -7,6 +7,7 @@ request's `true_output_tokens` instead of the predictor (benchmarks' upper bound
 
 from sloguard.api.policies import SchedulingPolicyName
 from sloguard.api.sidecar_config import SidecarConfig
+from sloguard.predictor import OutputLengthPredictor
 from sloguard.sidecar.core.base_policy import QueuePolicy
 from sloguard.sidecar.core.latency import LatencyModel
 from sloguard.sidecar.core.policies.edf import EdfPolicy
@@ -16,7 +17,6 @@ from sloguard.sidecar.core.policies.sa import SaPolicy
 from sloguard.sidecar.core.policies.scorpio import ScorpioPolicy
 from sloguard.sidecar.core.policies.sjf import SjfPolicy
 from sloguard.sidecar.core.policies.sloguard import SloguardPolicy
-from sloguard.sidecar.core.prediction import OutputLengthPredictor
 
 POLICIES: dict[SchedulingPolicyName, type[QueuePolicy]] = {
     cls.name: cls

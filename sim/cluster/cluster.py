@@ -38,9 +38,8 @@ from sloguard.operator.core.autoscaling import (
     ScalingContext,
     ScalingDecision,
 )
+from sloguard.predictor import OutputLengthPredictor, load_default_predictor
 from sloguard.sidecar.core.latency import LatencyModel
-from sloguard.sidecar.core.length_model import load_default_predictor
-from sloguard.sidecar.core.prediction import OutputLengthPredictor
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import RequestSpec
 from sloguard.sim.cluster.observe import (

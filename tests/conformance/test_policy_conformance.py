@@ -20,13 +20,13 @@ from sloguard.api.errors import RejectionReason
 from sloguard.api.policies import SchedulingPolicyName
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.api.sloclass import OnUnattainable
+from sloguard.predictor import ClassMeanLengths
 from sloguard.sidecar.core.base_policy import QueuePolicy
 from sloguard.sidecar.core.latency import LatencyModel
 from sloguard.sidecar.core.ledger import LedgerError
 from sloguard.sidecar.core.policy import Admitted, EngineView, PolicyParameterError, Rejected
 from sloguard.sidecar.core.registry import POLICIES, create_policy
 from sloguard.sidecar.core.requests import InvalidRequestError, Outcome, RequestSpec
-from sloguard.sidecar.core.simple_lengths import ClassMeanLengths
 
 NAMES = list(SchedulingPolicyName)
 CLASSES: list[dict[str, Any]] = [

@@ -14,8 +14,8 @@ from sloguard.api.errors import RejectionReason
 from sloguard.api.policies import SchedulingPolicyName
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.api.sloclass import OnUnattainable
+from sloguard.predictor import ProxyLengthPredictor
 from sloguard.sidecar.core.base_policy import QueuePolicy
-from sloguard.sidecar.core.length_model import ProxyLengthPredictor
 from sloguard.sidecar.core.policy import Admitted, Policy, PolicySnapshot, Rejected, Release, ReleaseStep
 from sloguard.sidecar.policy_adapter import PREDICTOR_NAME, CorePolicyAdapter, build_policy, new_predictor
 from sloguard.sidecar.policy_port import EngineView, FinishOutcome, PolicyRequest

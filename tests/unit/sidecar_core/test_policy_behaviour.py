@@ -10,13 +10,12 @@ from sloguard.api.errors import RejectionReason
 from sloguard.api.policies import SchedulingPolicyName as Name
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.api.sloclass import OnUnattainable
+from sloguard.predictor import ClassMeanLengths, FixedLength, LengthPrediction
 from sloguard.sidecar.core.base_policy import PRIORITY_DEMOTED_OFFSET, QueuePolicy
 from sloguard.sidecar.core.latency import DecodeModel, LatencyModel, PrefillModel
 from sloguard.sidecar.core.policy import Admitted, EngineView, Rejected
-from sloguard.sidecar.core.prediction import LengthPrediction
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
-from sloguard.sidecar.core.simple_lengths import ClassMeanLengths, FixedLength
 
 CLASSES: list[dict[str, Any]] = [
     {"name": "chat", "ttft_s": 1.0, "tpot_s": 0.05},

@@ -6,7 +6,7 @@ import pytest
 
 from sloguard.api import SchedulingPolicyName
 from sloguard.api.sidecar_config import PolicyConfig, SidecarConfig, SLOClassConfig
-from sloguard.sidecar.core.length_baselines import ClassMeanPredictor
+from sloguard.predictor import ClassMeanPredictor
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
 from sloguard.sim.cosim import SimulatedReplica, latency_model_from_profile, run_replica, summarise

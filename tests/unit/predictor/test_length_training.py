@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from sloguard.cli import main
-from sloguard.sidecar.core.length_model import ProxyLengthPredictor, load_default_predictor, load_weights
-from sloguard.sidecar.length_dataset import LengthRow, Split, load_rows, qwen_token_counter, split_of
-from sloguard.sidecar.length_evaluation import evaluate, evaluate_by_class
-from sloguard.sidecar.length_training import TrainConfig, train
-from sloguard.sidecar.length_tree_training import TreeConfig
+from sloguard.predictor.model import ProxyLengthPredictor, load_default_predictor, load_weights
+from sloguard.predictor.training.dataset import LengthRow, Split, load_rows, qwen_token_counter, split_of
+from sloguard.predictor.training.evaluation import evaluate, evaluate_by_class
+from sloguard.predictor.training.proxy import TrainConfig, train
+from sloguard.predictor.training.trees import TreeConfig
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Prompt features for the output-length proxy model: hashed word n-grams plus a few dense statistics.
 
-Sits under the proxy predictor (`length_model`) and its trainer (`sloguard.sidecar.length_training`);
+Sits under the proxy predictor (`model`) and its trainer (`sloguard.predictor.training.proxy`);
 both must turn a prompt into exactly the same features, so this module is the single definition. Pure
 and cheap (tens of microseconds per prompt): long prompts are cut to a head and a tail before any work,
 and hashing uses CRC-32, which, unlike Python's `hash`, is the same in every process.

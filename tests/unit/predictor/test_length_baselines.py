@@ -4,13 +4,13 @@ from typing import Any
 
 import pytest
 
-from sloguard.sidecar.core.length_baselines import (
+from sloguard.predictor.baselines import (
     ClassMeanPredictor,
     GlobalMeanPredictor,
     OraclePredictor,
     PromptLinearPredictor,
 )
-from sloguard.sidecar.core.prediction import LengthPrediction, OutputLengthPredictor
+from sloguard.predictor.prediction import LengthPrediction, OutputLengthPredictor
 
 
 def ask(

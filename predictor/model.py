@@ -1,17 +1,17 @@
 """The trained output-length proxy model: a hashed n-gram embedding bag and a small MLP, numpy only.
 
 The default `OutputLengthPredictor` of the sidecar and the simulator (`load_default_predictor()`); trained
-offline by `sloguard predictor train` (`sloguard.sidecar.length_training`), which writes the weights as
-package data beside this module (`length_model.npz`). Reading that file is this module's only I/O.
+offline by `sloguard predictor train` (`sloguard.predictor.training.proxy`), which writes the weights as
+package data beside this module (`model.npz`). Reading that file is this module's only I/O.
 
 Prediction, in log space (`z = log1p(output tokens)`):
     z_mlp = mean over an ensemble of MLPs (same inputs, other seeds) of
             MLP([mean of the prompt's hashed n-gram embeddings, standardised dense features, class one-hot])
     z_nn, s = the TF-IDF nearest training prompts' weighted mean log length and best cosine similarity
-              (`length_neighbours`; skipped when the text is unknown or shares no feature with the index)
+              (`neighbours`; skipped when the text is unknown or shares no feature with the index)
     z_blend = a*z_mlp + b*z_nn + c + d*(z_nn - z_mlp)*s   (a..d fitted on the validation split)
-    z_tree = boosted regression trees (`length_trees`) over the dense statistics, instruction cues
-             (`length_cues`), static word vectors (`length_vectors`) and the class
+    z_tree = boosted regression trees (`trees`) over the dense statistics, instruction cues
+             (`cues`), static word vectors (`vectors`) and the class
     z_hat = e*z_blend + f*z_tree + g                     (the stack; e..g fitted on the validation split)
           + online bias of the class
 An artifact without trees (`sloguard predictor train --no-trees`) serves z_hat = z_blend.
@@ -37,14 +37,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sloguard.sidecar.core.length_cues import CUE_COUNT
-from sloguard.sidecar.core.length_features import DENSE_FEATURES, PromptFeatures, prompt_features
-from sloguard.sidecar.core.length_neighbours import NeighbourIndex
-from sloguard.sidecar.core.length_trees import TreeEnsemble, tree_inputs
-from sloguard.sidecar.core.length_vectors import WordVectors
-from sloguard.sidecar.core.prediction import LengthPrediction
+from sloguard.predictor.cues import CUE_COUNT
+from sloguard.predictor.features import DENSE_FEATURES, PromptFeatures, prompt_features
+from sloguard.predictor.neighbours import NeighbourIndex
+from sloguard.predictor.prediction import LengthPrediction
+from sloguard.predictor.trees import TreeEnsemble, tree_inputs
+from sloguard.predictor.vectors import WordVectors
 
-ARTIFACT_NAME = "length_model.npz"
+ARTIFACT_NAME = "model.npz"
 MIN_RATE = 0.02
 SHRINK = 10.0
 BLEND_TERMS = 4
@@ -334,7 +334,7 @@ def load_weights(data: bytes) -> ProxyWeights:
 
 @functools.cache
 def _default_weights() -> ProxyWeights:
-    return load_weights(resources.files("sloguard.sidecar.core").joinpath(ARTIFACT_NAME).read_bytes())
+    return load_weights(resources.files("sloguard.predictor").joinpath(ARTIFACT_NAME).read_bytes())
 
 
 def load_default_predictor() -> ProxyLengthPredictor:

@@ -1,7 +1,7 @@
 """Instruction cues for the output-length trees: what the prompt asks for, as a fixed vector of numbers.
 
-Sits under the boosted trees of the proxy model (`length_trees`, `length_model`) and their trainer
-(`sloguard.sidecar.length_training`); both must read a prompt the same way, so this module is the single
+Sits under the boosted trees of the proxy model (`trees`, `model`) and their trainer
+(`sloguard.predictor.training.proxy`); both must read a prompt the same way, so this module is the single
 definition. Pure and cheap: it reads only the prompt's head (`HEAD_CHARS`) and tail (`TAIL_CHARS`), where
 the request sits ("write a story about ...", "... Answer yes or no."), with a handful of compiled regexes.
 

@@ -1,8 +1,8 @@
 """Boosted regression trees of the output-length proxy, as plain numpy arrays evaluated without lightgbm.
 
-Sits in `length_model` (which stacks the trees' answer on the MLP/neighbour blend); the trees are fitted
-offline with lightgbm by `sloguard.sidecar.length_training` and converted by
-`sloguard.sidecar.length_tree_export`. Serving needs numpy only.
+Sits in `model` (which stacks the trees' answer on the MLP/neighbour blend); the trees are fitted
+offline with lightgbm by `sloguard.predictor.training.proxy` and converted by
+`sloguard.predictor.training.tree_export`. Serving needs numpy only.
 
 Layout: every node of every tree in flat arrays (`feature`, `threshold`, `left`, `right`, `value`), with
 global node ids; `roots[t]` is tree t's root. A leaf points to itself on both sides (its threshold is +inf),
@@ -12,7 +12,7 @@ is `base + sum of the leaves reached`. A split sends x to the left when `x[featu
 lightgbm's numerical splits do (inputs never hold NaN: `tree_inputs` writes only finite numbers).
 
 `tree_inputs` is the single definition of the trees' input vector: the prompt's dense statistics
-(`length_features`), its instruction cues (`length_cues`), its static word vector (`length_vectors`) and the
+(`features`), its instruction cues (`cues`), its static word vector (`vectors`) and the
 class one-hot (all -1 for a class that is not a training class; training shows the trees a copy of every
 row with the class hidden that way).
 """
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from sloguard.sidecar.core.length_cues import cue_vector
-from sloguard.sidecar.core.length_vectors import WordVectors
+from sloguard.predictor.cues import cue_vector
+from sloguard.predictor.vectors import WordVectors
 
 Float64Array = npt.NDArray[np.float64]
 Int32Array = npt.NDArray[np.int32]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sloguard.sidecar.core.length_model import check_observation, check_request
-from sloguard.sidecar.core.prediction import LengthPrediction
+from sloguard.predictor.model import check_observation, check_request
+from sloguard.predictor.prediction import LengthPrediction
 
 BASELINE_QUANTILES = (0.5, 0.9, 0.99)
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from sloguard.sidecar.core.length_cues import _FLAGS, CUE_COUNT, CUE_NAMES, cue_vector
-from sloguard.sidecar.core.length_features import DENSE_FEATURES
-from sloguard.sidecar.core.length_trees import TreeEnsemble, tree_inputs
-from sloguard.sidecar.core.length_vectors import WordVectors
+from sloguard.predictor.cues import _FLAGS, CUE_COUNT, CUE_NAMES, cue_vector
+from sloguard.predictor.features import DENSE_FEATURES
+from sloguard.predictor.trees import TreeEnsemble, tree_inputs
+from sloguard.predictor.vectors import WordVectors
 
 INF = np.inf
 

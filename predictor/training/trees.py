@@ -1,6 +1,6 @@
 """Offline fitting of the trees stacked on the proxy model's blend: word vectors, lightgbm, export, stack.
 
-Called by `sloguard.sidecar.length_training.train` (unless `--no-trees`) after the MLP/neighbour blend is
+Called by `sloguard.predictor.training.proxy.train` (unless `--no-trees`) after the MLP/neighbour blend is
 fitted; needs the `train` extra (lightgbm, scipy). Steps:
 1. Static word vectors (`build_word_vectors`): latent semantic analysis of the training prompts. The
    TF-IDF matrix of their words (the `max_words` most frequent words with document frequency at least
@@ -10,7 +10,7 @@ fitted; needs the `train` extra (lightgbm, scipy). Steps:
    training rows plus a copy of them with the class hidden (so an unknown class gets a class-free answer),
    with early stopping on the validation rows and a cap on trees and depth that keeps a prediction cheap.
    Determinism: `deterministic=True`, `num_threads=1`, fixed seeds, `force_row_wise=True`.
-3. The trees are exported to numpy (`length_tree_export`) and the stack z_hat = e*z_blend + f*z_tree + g is
+3. The trees are exported to numpy (`training.tree_export`) and the stack z_hat = e*z_blend + f*z_tree + g is
    fitted by least squares on the validation rows with the exported trees' answers, the ones served.
 4. Residual quantiles and the smearing factor are recomputed from the stacked validation residuals.
 """
@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sloguard.sidecar.core.length_features import prompt_features
-from sloguard.sidecar.core.length_model import ProxyWeights
-from sloguard.sidecar.core.length_trees import TreeEnsemble, tree_inputs
-from sloguard.sidecar.core.length_vectors import WordVectors, prompt_words
-from sloguard.sidecar.length_dataset import LengthRow
-from sloguard.sidecar.length_tree_export import ensemble_from_dump
+from sloguard.predictor.features import prompt_features
+from sloguard.predictor.model import ProxyWeights
+from sloguard.predictor.training.dataset import LengthRow
+from sloguard.predictor.training.tree_export import ensemble_from_dump
+from sloguard.predictor.trees import TreeEnsemble, tree_inputs
+from sloguard.predictor.vectors import WordVectors, prompt_words
 
 Float64Array = npt.NDArray[np.float64]
 SVD_OVERSAMPLE = 10

@@ -1,6 +1,6 @@
 """Convert a trained lightgbm booster's model dump into the numpy `TreeEnsemble` the sidecar serves.
 
-Called by `sloguard.sidecar.length_training` (training only) and the export test, which checks that the
+Called by `sloguard.predictor.training.proxy` (training only) and the export test, which checks that the
 arrays answer exactly as lightgbm's own `predict` on a sample. Input is `Booster.dump_model()`'s dict, so
 this module itself does not import lightgbm. Only what the trainer produces is accepted: numerical `<=`
 splits of a single-output regression (categorical splits, linear trees or several classes are refused).
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sloguard.sidecar.core.length_trees import TreeEnsemble
+from sloguard.predictor.trees import TreeEnsemble
 
 
 class _Builder:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sloguard.sidecar.core.length_metrics import (
+from sloguard.predictor.metrics import (
     bucket5_accuracy,
     kendall_tau_b,
     mean_absolute_error,

@@ -1,14 +1,14 @@
 """Offline training of the output-length proxy model (numpy only, fixed seeds, bounded time).
 
 Called by `sloguard predictor train` and the reproducibility test; produces the `ProxyWeights` that
-`sloguard.sidecar.core.length_model` serves. The model is a fastText-style embedding bag over hashed prompt
+`sloguard.predictor.model` serves. The model is a fastText-style embedding bag over hashed prompt
 n-grams, concatenated with standardised dense features and the training class, through one ReLU layer to
 z = log1p(output tokens), fitted by mini-batch Adam on the squared error in log space (lazy Adam on the
 embedding rows a batch touches), with early stopping on the validation split. For a share of the rows the
 class is dropped (zero one-hot) and for another share the text is dropped (token count only), so the model
 also answers well for unknown classes and text-less requests. Then the TF-IDF neighbour index
-(`length_neighbours`) is built over the training prompts, and the four blend coefficients of MLP and
-neighbours (see `length_model`) are fitted by least squares on the validation split, the same rows that
+(`neighbours`) is built over the training prompts, and the four blend coefficients of MLP and
+neighbours (see `model`) are fitted by least squares on the validation split, the same rows that
 stop the MLP early; quantiles and the smearing factor come from the blended validation residuals.
 The MLP is an ensemble of `members` nets (member j trained with seed + j), averaged in log space.
 Measured on the validation split (1,226 rows): one MLP tau 0.350, bucket accuracy 0.383, MAE 154; one MLP
@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from sloguard.sidecar.core.length_features import DENSE_FEATURES, prompt_features
-from sloguard.sidecar.core.length_model import BLEND_TERMS, ProxyWeights
-from sloguard.sidecar.core.length_neighbours import NeighbourIndex
-from sloguard.sidecar.length_dataset import TRAINING_CLASSES, LengthRow
-from sloguard.sidecar.length_tree_training import TreeConfig, add_trees
+from sloguard.predictor.features import DENSE_FEATURES, prompt_features
+from sloguard.predictor.model import BLEND_TERMS, ProxyWeights
+from sloguard.predictor.neighbours import NeighbourIndex
+from sloguard.predictor.training.dataset import TRAINING_CLASSES, LengthRow
+from sloguard.predictor.training.trees import TreeConfig, add_trees
 
 QUANTILE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 IntArray = npt.NDArray[np.int64]

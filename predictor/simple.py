@@ -1,6 +1,6 @@
 """Simple output-length predictors: a fixed guess and a per-class running mean with quantiles.
 
-Baselines behind the `OutputLengthPredictor` protocol (sloguard.sidecar.core.prediction) for tests,
+Baselines behind the `OutputLengthPredictor` protocol (sloguard.predictor.prediction) for tests,
 benchmarks and a sidecar started without the trained proxy model. The per-class mean learns online from
 completed requests; its quantiles assume an exponential spread around the mean (LLM output lengths are
 heavy-tailed), clipped at `max_tokens`. Pure.
@@ -8,7 +8,7 @@ heavy-tailed), clipped at `max_tokens`. Pure.
 
 import math
 
-from sloguard.sidecar.core.prediction import LengthPrediction
+from sloguard.predictor.prediction import LengthPrediction
 
 QUANTILE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
 

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from sloguard.sidecar.core.length_features import prompt_features
-from sloguard.sidecar.core.length_model import ProxyLengthPredictor, ProxyWeights, load_default_predictor
-from sloguard.sidecar.core.length_neighbours import NeighbourIndex
+from sloguard.predictor.features import prompt_features
+from sloguard.predictor.model import ProxyLengthPredictor, ProxyWeights, load_default_predictor
+from sloguard.predictor.neighbours import NeighbourIndex
 
 PROMPTS = [
     ("Write a long essay about the history of Rome and its emperors.", 900, 0),

@@ -1,7 +1,7 @@
 """Held-out evaluation of output-length predictors: accuracy and per-prediction latency.
 
 Called by `sloguard predictor eval` and the shipped-artifact test. The model and three baselines are scored
-on the same test rows (`length_dataset`'s deterministic 20 % split), and `ceiling` reports the
+on the same test rows (`training.dataset`'s deterministic 20 % split), and `ceiling` reports the
 same-prompt bound (other sampled answers to the same prompt as the prediction) on the test rows that have
 such answers, next to the model on those rows. Baselines are fitted on the training
 and validation rows. Every predictor's point estimate is its `mean_tokens` (the field policies read), used
@@ -25,14 +25,14 @@ from typing import TypedDict
 
 import numpy as np
 
-from sloguard.sidecar.core.length_baselines import (
+from sloguard.predictor.baselines import (
     ClassMeanPredictor,
     GlobalMeanPredictor,
     PromptLinearPredictor,
 )
-from sloguard.sidecar.core.length_metrics import bucket5_accuracy, kendall_tau_b, mean_absolute_error
-from sloguard.sidecar.core.prediction import OutputLengthPredictor
-from sloguard.sidecar.length_dataset import LengthRow
+from sloguard.predictor.metrics import bucket5_accuracy, kendall_tau_b, mean_absolute_error
+from sloguard.predictor.prediction import OutputLengthPredictor
+from sloguard.predictor.training.dataset import LengthRow
 
 EVAL_MAX_TOKENS = 1 << 20  # no cap during evaluation: the data's lengths are uncapped
 WARMUP_CALLS = 50

@@ -1,6 +1,6 @@
 """Static word vectors for the output-length trees: one dense vector per prompt from a word lookup table.
 
-Sits under `length_trees.tree_inputs`; the table is built offline by `sloguard.sidecar.length_training`
+Sits under `trees.tree_inputs`; the table is built offline by `sloguard.predictor.training.proxy`
 (`build_word_vectors` there) and shipped inside the model artifact, so serving is a dictionary lookup and a
 small weighted sum in numpy. A prompt's vector is the idf-weighted sum of the vectors of its words (the first
 `HEAD_WORDS` words of its head and the last `TAIL_WORDS` of its tail, lower-cased letters only), scaled to

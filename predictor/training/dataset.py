@@ -1,6 +1,6 @@
 """The prompt/response rows the output-length predictor is trained and evaluated on, with a fixed split.
 
-Called by `sloguard predictor train|eval` (via `length_training`) and by the predictor tests. Reads the real
+Called by `sloguard predictor train|eval` (via `training.proxy`) and by the predictor tests. Reads the real
 data in shared/data (see its README):
 - ShareGPT v3 first turns: the first user message and ChatGPT's real reply (9,385 rows);
 - AlpacaEval: the 805 instructions with the full outputs of the 4 models whose text is kept

@@ -5,9 +5,9 @@ import lightgbm
 import numpy as np
 import pytest
 
-from sloguard.sidecar.core.length_model import load_default_predictor
-from sloguard.sidecar.length_tree_export import ensemble_from_dump
-from sloguard.sidecar.length_tree_training import TreeConfig, fit_trees, lightgbm_params
+from sloguard.predictor.model import load_default_predictor
+from sloguard.predictor.training.tree_export import ensemble_from_dump
+from sloguard.predictor.training.trees import TreeConfig, fit_trees, lightgbm_params
 
 
 def synthetic(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

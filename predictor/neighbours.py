@@ -1,10 +1,10 @@
 """Nearest-neighbour half of the output-length proxy: TF-IDF cosine kNN over the training prompts, numpy only.
 
-Sits beside the MLP in `length_model` (which blends the two) and is built offline by
-`sloguard.sidecar.length_training`. Many real prompts are near-duplicates of a training prompt (the same task
+Sits beside the MLP in `model` (which blends the two) and is built offline by
+`sloguard.predictor.training.proxy`. Many real prompts are near-duplicates of a training prompt (the same task
 pasted with other data), and for those the lengths of the neighbours' answers say more than any smooth model.
 
-A prompt is its hashed n-gram features (`length_features`, the same ones the MLP reads), weighted
+A prompt is its hashed n-gram features (`features`, the same ones the MLP reads), weighted
 (1 + log count) * idf and L2-normalised. Features present in more than a share (`max_df`) of the training
 prompts (stop words and other common words) are dropped at build time, so the postings stay short. The index
 is an inverted file: sorted feature keys, their idf, and for each key the training rows holding it with

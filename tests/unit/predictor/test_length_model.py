@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sloguard.sidecar.core.length_model import ProxyLengthPredictor, load_default_predictor
-from sloguard.sidecar.core.prediction import LengthPrediction
+from sloguard.predictor.model import ProxyLengthPredictor, load_default_predictor
+from sloguard.predictor.prediction import LengthPrediction
 
 WEIGHTS = load_default_predictor().weights
 ESSAY = "Write a detailed essay about the history of the Roman empire, covering its rise and fall."
