@@ -15,7 +15,7 @@ import pytest
 from sloguard.api.inferencepool import SidecarLimits
 from sloguard.api.policies import SchedulingPolicyName
 from sloguard.api.sidecar_config import PolicyConfig, SidecarConfig, SLOClassConfig
-from sloguard.sidecar.core.length_model import load_default_predictor
+from sloguard.predictor import load_default_predictor
 from sloguard.sidecar.core.policy import EngineView, Rejected
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec

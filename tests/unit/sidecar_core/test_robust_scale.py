@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sloguard.api.sidecar_config import LatencyProfile, SidecarConfig, SLOClassConfig
+from sloguard.predictor import load_default_predictor
 from sloguard.sidecar.core.latency import DEFAULT_DECODE, DecodeModel, LatencyModel
-from sloguard.sidecar.core.length_model import load_default_predictor
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.robust_scale import RobustScale, RobustScaleSettings
 from sloguard.sidecar.core.ttft_guard import KeepingUp
