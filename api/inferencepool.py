@@ -107,6 +107,16 @@ class SidecarLimits(KubeModel):
         return self
 
 
+class LatencyProfileSpec(KubeModel):
+    """Measured engine latencies: they seed the sidecar's latency model, which keeps learning online."""
+
+    ttft: Duration = Field(description="TTFT of a short prompt on the idle engine, e.g. 14ms.")
+    itl: Duration = Field(description="Inter-token time of a single running request, e.g. 4ms.")
+    itl_per_sequence: Duration = Field(
+        default="0s", description="Extra inter-token time per running sequence."
+    )
+
+
 class SidecarSpec(KubeModel):
     image: str | None = Field(
         default=None,
@@ -133,6 +143,9 @@ class SidecarSpec(KubeModel):
         default="30s", description="How long in-flight streams may run on after a drain starts."
     )
     limits: SidecarLimits = Field(default_factory=SidecarLimits, description="Local backpressure bounds.")
+    latency_profile: LatencyProfileSpec | None = Field(
+        default=None, description="Seed for the sidecar's latency model; without it, it learns from scratch."
+    )
 
 
 class AutoscalingSpec(KubeModel):

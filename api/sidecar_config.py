@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sloguard.api.duration import parse_duration_s
-from sloguard.api.inferencepool import InferencePool, SidecarLimits
+from sloguard.api.inferencepool import InferencePool, LatencyProfileSpec, SidecarLimits
 from sloguard.api.policies import SchedulingPolicyName
 from sloguard.api.sloclass import OnUnattainable, SLOClass
 
@@ -63,6 +63,22 @@ class EngineConfig(_Strict):
     max_num_seqs: int | None = Field(default=None, ge=1)
 
 
+class LatencyProfile(_Strict):
+    """Measured latencies of the engine a sidecar fronts: they seed its latency model, which keeps learning
+    online from what it observes (sidecar/core/latency.py `LatencyModel.from_profile`). Without one, the
+    model starts from generic coefficients and learns the engine from its first few dozen requests."""
+
+    ttft_s: float = Field(gt=0.0, le=600.0, description="TTFT of a short prompt on the idle engine.")
+    itl_s: float = Field(gt=0.0, le=60.0, description="Inter-token time of a single running request.")
+    prefill_per_token_s: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Extra TTFT per prompt token past prefill_flat_tokens."
+    )
+    prefill_flat_tokens: int = Field(default=256, ge=1, le=1 << 20)
+    itl_per_sequence_s: float = Field(
+        default=0.0, ge=0.0, le=10.0, description="Extra inter-token time per running sequence."
+    )
+
+
 class PoolRef(_Strict):
     name: str = "local"
     namespace: str = "default"
@@ -75,6 +91,7 @@ class SidecarConfig(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     limits: SidecarLimits = Field(default_factory=SidecarLimits)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    latency_profile: LatencyProfile | None = None
     drain_grace_s: float = Field(default=30.0, ge=0.0, le=3600.0)
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -123,9 +140,20 @@ def sidecar_config_for_pool(pool: InferencePool, classes: list[SLOClass]) -> Sid
             model=spec.served_model_name or spec.model,
             max_num_seqs=spec.engine.max_num_seqs,
         ),
+        latency_profile=_latency_profile(spec.sidecar.latency_profile),
         drain_grace_s=parse_duration_s(spec.sidecar.drain_grace_period),
         grpc_port=spec.sidecar.grpc_port,
         http_port=spec.sidecar.http_port,
         metrics_port=spec.sidecar.metrics_port,
         control_port=spec.sidecar.control_port,
+    )
+
+
+def _latency_profile(spec: LatencyProfileSpec | None) -> LatencyProfile | None:
+    if spec is None:
+        return None
+    return LatencyProfile(
+        ttft_s=parse_duration_s(spec.ttft),
+        itl_s=parse_duration_s(spec.itl),
+        itl_per_sequence_s=parse_duration_s(spec.itl_per_sequence),
     )

@@ -12,6 +12,7 @@ stripped. Cancelling the consuming task closes the connection, which makes vLLM 
 """
 
 import json
+import re
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -25,19 +26,68 @@ Endpoint = Literal["completions", "chat"]
 ENDPOINT_PATHS: dict[Endpoint, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
-@dataclass(frozen=True, slots=True)
 class EngineChunk:
-    """One upstream SSE data chunk, as received."""
+    """One upstream SSE data chunk, as received.
 
-    payload: dict[str, Any]
-    raw: bytes  # the chunk's JSON exactly as the engine sent it (relayed as is where possible)
-    received_s: float  # the client's clock (time.monotonic() unless given) at arrival
-    tokens: int  # completion tokens this chunk adds (usage delta; 0 for role and usage-only chunks)
-    completion_tokens: int  # cumulative
-    prompt_tokens: int | None
-    usage_only: bool  # the final `choices: []` usage chunk
-    finish_reason: str | None
-    text: str
+    The relay's hot path reads only the raw bytes and the few fields parsed from them (token counts, finish
+    reason); `payload` and `text` are decoded from `raw` on first use (the gRPC front and the non-streamed
+    answer use them; a streaming HTTP client gets `raw` without the chunk ever being decoded).
+    """
+
+    __slots__ = (
+        "_payload",
+        "_text",
+        "completion_tokens",
+        "finish_reason",
+        "has_usage",
+        "prompt_tokens",
+        "raw",
+        "received_s",
+        "tokens",
+        "usage_only",
+    )
+
+    def __init__(
+        self,
+        *,
+        raw: bytes,
+        received_s: float,
+        tokens: int,
+        completion_tokens: int,
+        prompt_tokens: int | None,
+        usage_only: bool,
+        finish_reason: str | None,
+        has_usage: bool,
+        payload: dict[str, Any] | None = None,
+        text: str | None = None,
+    ) -> None:
+        self.raw = raw  # the chunk's JSON exactly as the engine sent it (relayed as is where possible)
+        self.received_s = received_s  # the client's clock (time.monotonic() unless given) at arrival
+        self.tokens = tokens  # completion tokens this chunk adds (0 for role and usage-only chunks)
+        self.completion_tokens = completion_tokens  # cumulative
+        self.prompt_tokens = prompt_tokens
+        self.usage_only = usage_only  # the final `choices: []` usage chunk
+        self.finish_reason = finish_reason
+        self.has_usage = has_usage  # the chunk carries a `usage` member
+        self._payload = payload
+        self._text = text
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        if self._payload is None:
+            decoded = _decode_json(self.raw.decode())
+            self._payload = decoded if isinstance(decoded, dict) else {}
+        return self._payload
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            choices = self.payload.get("choices") or []
+            self._text = "".join(_text_of(c) for c in choices)
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"EngineChunk(raw={self.raw!r}, tokens={self.tokens}, finish_reason={self.finish_reason!r})"
 
 
 class EngineError(Exception):
@@ -202,6 +252,11 @@ def chunks_of_lines(lines: list[bytes], now_s: float, previous_tokens: int, *, s
         if data == b"[DONE]":
             batch.done = True
             continue
+        fast = _fast_chunk(data, now_s, previous_tokens)
+        if fast is not None:
+            previous_tokens = fast.completion_tokens
+            batch.chunks.append(fast)
+            continue
         payload = _decode_json(data.decode())
         if not isinstance(payload, dict):
             raise EngineError("engine sent a non-object SSE chunk", started=started or bool(batch.chunks))
@@ -237,7 +292,41 @@ def _chunk_of(payload: dict[str, Any], now_s: float, previous_tokens: int, raw: 
         prompt_tokens=usage.get("prompt_tokens"),
         usage_only=usage_only,
         finish_reason=finish,
+        has_usage="usage" in payload,
         text=text,
+    )
+
+
+# vLLM's compact layout of a one-choice token chunk with continuous usage (vllm-behaviour.md §3.3): the
+# usage member, its three counts in this order, at the end. Inside a JSON string every `"` is escaped, so
+# none of these patterns can match a chunk's text.
+_USAGE_COUNTS = re.compile(
+    rb',"usage":\{"prompt_tokens":(\d+),"total_tokens":\d+,"completion_tokens":(\d+)\}'
+)
+_FINISH = re.compile(rb'"finish_reason":(?:null|"([a-z_]+)")')
+
+
+def _fast_chunk(data: bytes, now_s: float, previous_tokens: int) -> EngineChunk | None:
+    """The chunk parsed without decoding its JSON, when it has vLLM's usual one-choice layout with
+    continuous usage; None for anything else (role, usage-only, error, several choices, another layout),
+    which `_chunk_of` decodes in full."""
+    if not data.startswith(b'{"id":') or b'"choices":[{' not in data or b'"error"' in data:
+        return None
+    usage = _USAGE_COUNTS.search(data)
+    finishes = _FINISH.findall(data)
+    if usage is None or len(finishes) != 1 or data.count(b'"usage":') != 1 or data.count(b'"index":') != 1:
+        return None
+    cumulative = max(previous_tokens, int(usage.group(2)))
+    finish = finishes[0].decode() or None
+    return EngineChunk(
+        raw=data,
+        received_s=now_s,
+        tokens=cumulative - previous_tokens,
+        completion_tokens=cumulative,
+        prompt_tokens=int(usage.group(1)),
+        usage_only=False,
+        finish_reason=finish,
+        has_usage=True,
     )
 
 

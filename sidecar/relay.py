@@ -39,7 +39,7 @@ def client_chunk(chunk: EngineChunk, wish: UsageWish) -> bytes | None:
     """The JSON of the chunk to relay (the engine's bytes where unchanged), or None to drop it."""
     if chunk.usage_only:
         return chunk.raw if wish.include_usage else None
-    if wish.continuous or "usage" not in chunk.payload:
+    if wish.continuous or not chunk.has_usage:
         return chunk.raw
     stripped = _USAGE_MEMBER.sub(b"", chunk.raw, count=1)
     if b'"usage"' in stripped:  # an unexpected layout: re-serialise instead

@@ -143,6 +143,7 @@ class QueuePolicy(Policy):
 
     def release(self, now_s: float, engine: EngineView) -> ReleaseStep:
         now_s = check_time("now_s", now_s)
+        self.latency.advance(now_s)
         rejections = [self._give_up(entry, reason, now_s) for entry, reason in self._expire(now_s)]
         self._last_cap = min(engine.in_flight_cap, self.limits.max_in_flight)
         room = self._last_cap - len(self._in_flight)
@@ -188,7 +189,8 @@ class QueuePolicy(Policy):
             self._generated_in_flight += 1
         self._pending_prefill_tokens -= entry.spec.prompt_tokens
         if self.calibrate_prefill:
-            self.latency.observe_prefill(entry.tokens_ahead_at_release, now_s - entry.released_s)
+            self.latency.observe_prefill(entry.tokens_ahead_at_release, now_s - entry.released_s, now_s)
+            self.latency.observe_first_token(on_time=now_s <= entry.spec.ttft_deadline_s)
 
     def on_tokens(self, request_id: str, now_s: float, output_tokens: int) -> None:
         now_s = check_time("now_s", now_s)

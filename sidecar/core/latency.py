@@ -7,16 +7,40 @@ policies that predict waits (mooncake, sa, scorpio, sloguard):
   ahead *including* the request itself;
 - decode: `ITL(B, L) = a*B*L + b*B + c*L + d`, B the running batch size, L the mean sequence length.
 
-Both are fitted by least squares (numpy) from a profile or from observations, and can be updated online:
-`observe_prefill` / `observe_step` accumulate exponentially-forgotten normal equations and refit every
-`refit_every` observations. Pure: no clock, no I/O.
+Both are fitted by least squares (numpy) from a profile (`LatencyModel.fit`, or `from_profile` with the
+handful of figures a `LatencyProfile` in the sidecar configuration names) or start from generic defaults,
+and learn the engine they front online, from scratch within the first few dozen requests (issue 16):
+- prefill: two multiplicative corrections of the piecewise shape (sidecar/core/robust_scale.py), one of
+  its flat part and one of its growth per token past the breakpoint, each set by the first observation
+  that informs it, averaged over the next few, then an exponential average of winsorized log ratios;
+  bounded, and each one's excess over a low quantile of what it saw decays with time (`advance`), so host
+  stalls cannot leave it stuck high; while the engine demonstrably keeps up (most recent first tokens
+  within their TTFT targets, sidecar/core/ttft_guard.py `KeepingUp`) the prediction uses those low
+  quantiles instead of the running levels: admission is optimistic until first tokens come late;
+- decode: `observe_step` accumulates exponentially-forgotten normal equations and refits after 4, 8, 16
+  and then every `refit_every` observations; each observed inter-token time is first winsorized to within
+  `DECODE_CLIP` times the current prediction, so a stall moves the fit by a bounded amount.
+Pure: no clock, no I/O; time is passed in.
 """
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from sloguard.api.sidecar_config import LatencyProfile
+from sloguard.sidecar.core.robust_scale import RobustScale, RobustScaleSettings
+from sloguard.sidecar.core.ttft_guard import KeepingUp
+
+DECODE_CLIP = 4.0
+"""An observed inter-token time counts as at most this many times the current prediction (and at least
+its 1/DECODE_CLIP) once the decode model has been refitted from observations."""
+EARLY_REFITS = (4, 8, 16)
+PER_TOKEN_MIN_SCALE = 1e-3
+"""The per-token part of the prefill prior may shrink this far: a tiny model on a CPU prefills a few hundred
+tokens in no measurable time, where the default prior (an 8B model on an A100) charges 0.1 ms a token."""
 
 
 def _check_finite(name: str, *values: float) -> None:
@@ -137,6 +161,27 @@ class _OnlineLeastSquares:
         coef: np.ndarray = np.linalg.solve(self.xtx + reg, self.xty + reg @ prior)
         return coef
 
+    def solve_nonnegative(self, prior: np.ndarray, ridge: float) -> np.ndarray:
+        """`solve` with every coefficient >= 0 (inter-token time never shrinks as the batch or the sequences
+        grow): coefficients that come out negative are fixed at 0 and the rest refitted, at most once per
+        coefficient. Without this, a fit over the batch sizes one load produced can extrapolate to an
+        inter-token time of 0 for a request alone, which no guard can use."""
+        free = np.ones(len(prior), dtype=bool)
+        coef = self.solve(prior, ridge)
+        for _ in range(len(prior)):
+            negative = free & (coef < 0)
+            if not negative.any():
+                break
+            free &= ~negative
+            coef = np.zeros(len(prior))
+            if free.any():
+                idx = np.flatnonzero(free)
+                scale = np.maximum(np.diag(self.xtx)[idx], 1e-12)
+                reg = ridge * np.diag(scale)
+                sub = self.xtx[np.ix_(idx, idx)]
+                coef[idx] = np.linalg.solve(sub + reg, self.xty[idx] + reg @ prior[idx])
+        return coef
+
 
 @dataclass(frozen=True, slots=True)
 class BatchLoad:
@@ -158,6 +203,7 @@ class LatencyModel:
         refit_every: int = 32,
         forgetting: float = 0.999,
         ridge: float = 0.05,
+        prefill_learning: RobustScaleSettings | None = None,
     ) -> None:
         if refit_every < 1 or not 0.0 < forgetting <= 1.0 or ridge < 0:
             raise ValueError("refit_every >= 1, 0 < forgetting <= 1 and ridge >= 0 are required")
@@ -167,9 +213,26 @@ class LatencyModel:
         self.refit_every = refit_every
         self.ridge = ridge
         self._decode_ls = _OnlineLeastSquares(4, forgetting)
-        self._prefill_ls = _OnlineLeastSquares(2, forgetting)
-        self._prefill_scale = 1.0
+        self._prefill_learning = prefill_learning or RobustScaleSettings()
+        self._prefill_scale = RobustScale(self._prefill_learning)  # of the flat part
+        self._per_token_scale = RobustScale(  # of the part that grows with the tokens ahead
+            dataclasses.replace(self._prefill_learning, min_scale=PER_TOKEN_MIN_SCALE)
+        )
+        self._decode_refits = 0
+        self.keeping_up = KeepingUp()
         self.version = 0  # bumped whenever a refit changes the coefficients
+
+    @classmethod
+    def from_profile(cls, profile: LatencyProfile, *, online: bool = True) -> "LatencyModel":
+        """Seeded with a measured profile (the sidecar configuration's `latency_profile`): a short prompt's
+        TTFT and a single request's inter-token time on the idle engine, and optionally their growth per
+        prompt token and per running sequence. Online learning goes on from there."""
+        n0 = float(profile.prefill_flat_tokens)
+        per_token = profile.prefill_per_token_s
+        prefill = PrefillModel(n0, profile.ttft_s, per_token, profile.ttft_s - per_token * n0)
+        per_seq = profile.itl_per_sequence_s
+        decode = DecodeModel(a=0.0, b=per_seq, c=0.0, d=max(1e-6, profile.itl_s - per_seq))
+        return cls(prefill, decode, online=online)
 
     @classmethod
     def fit(
@@ -194,13 +257,21 @@ class LatencyModel:
             refit_every=self.refit_every,
             forgetting=self._decode_ls.forgetting,
             ridge=self.ridge,
+            prefill_learning=self._prefill_learning,
         )
 
     # --- the guards' questions -------------------------------------------------------------------
 
     def prefill_s(self, tokens_ahead_incl_self: float) -> float:
-        """Predicted time until the first token when `tokens_ahead_incl_self` prompt tokens queue."""
-        return self.prefill.time_s(tokens_ahead_incl_self) * self._prefill_scale
+        """Predicted time until the first token when `tokens_ahead_incl_self` prompt tokens queue: the
+        profile's flat part and its growth past the breakpoint, each times its learned correction (their
+        low quantiles while the engine keeps up)."""
+        flat_s = self.prefill.flat_s
+        extra_s = self.prefill.time_s(tokens_ahead_incl_self) - flat_s
+        flat, per_token = self._prefill_scale, self._per_token_scale
+        if self.keeping_up.keeping_up:
+            return flat_s * flat.floor + extra_s * per_token.floor
+        return flat_s * flat.value + extra_s * per_token.value
 
     def ttft_at_position_s(self, tokens_ahead_incl_self: float) -> float:
         """TTFT of a request at the queue position where this many prompt tokens (its own included) wait."""
@@ -229,43 +300,75 @@ class LatencyModel:
 
     # --- online calibration ----------------------------------------------------------------------
 
+    def advance(self, now_s: float) -> None:
+        """Let time pass (the policy calls this on every release): a prefill correction pushed up by slow
+        first tokens decays toward what the engine does when it keeps up."""
+        self._prefill_scale.advance(now_s)
+        self._per_token_scale.advance(now_s)
+
     def observe_step(self, batch_size: float, mean_len_tokens: float, itl_s: float) -> None:
         """One measured inter-token interval at this batch size and mean sequence length."""
         _check_finite("decode observation", batch_size, mean_len_tokens, itl_s)
         if not self.online or batch_size <= 0 or itl_s <= 0:
             return
+        if self._decode_refits:  # winsorize against what the model already learned from this engine
+            predicted = self.decode.itl_s(batch_size, mean_len_tokens)
+            itl_s = min(predicted * DECODE_CLIP, max(predicted / DECODE_CLIP, itl_s))
         self._decode_ls.add(
             (batch_size * mean_len_tokens, batch_size, mean_len_tokens, 1.0),
             itl_s,
         )
-        if self._decode_ls.count % self.refit_every == 0:
+        count = self._decode_ls.count
+        if count in EARLY_REFITS or count % self.refit_every == 0:
             prior = np.array([self.decode.a, self.decode.b, self.decode.c, self.decode.d])
-            coef = self._decode_ls.solve(prior, self.ridge)
+            coef = self._decode_ls.solve_nonnegative(prior, self.ridge)
             if np.all(np.isfinite(coef)):
                 self.decode = DecodeModel(*(float(v) for v in coef))
+                self._decode_refits += 1
                 self.version += 1
 
-    def observe_prefill(self, tokens_ahead_incl_self: float, ttft_s: float) -> None:
-        """A measured time from release to first token with this many prompt tokens ahead.
+    def observe_first_token(self, *, on_time: bool) -> None:
+        """Whether a released request's first token came within its TTFT target (`KeepingUp`)."""
+        if self.online:
+            before = self.keeping_up.keeping_up
+            self.keeping_up.observe(on_time)
+            if self.keeping_up.keeping_up != before:
+                self.version += 1  # the prefill prediction switched between optimistic and running
 
-        Calibrates a multiplicative correction of the piecewise model (its shape comes from the
-        profile; the scale absorbs decode interference and engine overheads the profile missed).
+    def observe_prefill(
+        self, tokens_ahead_incl_self: float, ttft_s: float, now_s: float | None = None
+    ) -> None:
+        """A measured time from release to first token with this many prompt tokens ahead, at `now_s`.
+
+        Calibrates two corrections of the piecewise profile: of its flat part, from requests released
+        with at most the breakpoint's tokens ahead, and of its growth past the breakpoint, from the others
+        (what their first token took beyond the corrected flat part). Together they learn an engine's
+        fixed overhead and its cost per queued token from scratch. `now_s` (default: the last time seen)
+        lets the corrections' excess decay between observations.
         """
         _check_finite("prefill observation", tokens_ahead_incl_self, ttft_s)
         if not self.online or ttft_s <= 0:
             return
-        predicted = self.prefill.time_s(tokens_ahead_incl_self)
-        if predicted <= 0:
-            return
-        self._prefill_ls.add((predicted, 0.0), ttft_s)
-        if self._prefill_ls.count % self.refit_every == 0:
-            xtx, xty = self._prefill_ls.xtx[0, 0], self._prefill_ls.xty[0]
-            if xtx > 0:
-                # ridge toward the current scale, clamped to a sane band
-                scale = (xty + self.ridge * xtx * self._prefill_scale) / (xtx * (1 + self.ridge))
-                self._prefill_scale = min(10.0, max(0.1, float(scale)))
-                self.version += 1
+        flat_s = self.prefill.flat_s
+        extra_s = self.prefill.time_s(tokens_ahead_incl_self) - flat_s
+        flat, per_token = self._prefill_scale, self._per_token_scale
+        at_s = flat.now_s if now_s is None else now_s
+        before = (flat.value, per_token.value)
+        if extra_s <= 0:
+            if flat_s > 0:
+                flat.observe(ttft_s / flat_s, at_s)
+        else:
+            beyond_s = ttft_s - flat_s * flat.value
+            per_token.observe(max(beyond_s, 0.0) / extra_s or PER_TOKEN_MIN_SCALE, at_s)
+        if (flat.value, per_token.value) != before:
+            self.version += 1
 
     @property
     def prefill_scale(self) -> float:
-        return self._prefill_scale
+        """The learned correction of the profile's flat prefill part (1.0 before any observation)."""
+        return self._prefill_scale.value
+
+    @property
+    def per_token_scale(self) -> float:
+        """The learned correction of the profile's prefill growth per token past its breakpoint."""
+        return self._per_token_scale.value

@@ -42,9 +42,13 @@ def create_policy(
 ) -> QueuePolicy:
     """The policy `config.policy.name` with `config.policy.parameters`.
 
-    The latency model is copied, so online calibration in one policy never leaks into another.
+    The latency model is copied, so online calibration in one policy never leaks into another. Without
+    one, it is seeded from `config.latency_profile` when the configuration names one, else the defaults.
     Raises PolicyParameterError for bad parameters.
     """
     cls = POLICIES[SchedulingPolicyName(config.policy.name)]
-    model = (latency or LatencyModel()).copy()
+    if latency is None:
+        profile = config.latency_profile
+        latency = LatencyModel() if profile is None else LatencyModel.from_profile(profile)
+    model = latency.copy()
     return cls(config, predictor=predictor, latency=model, seed=seed, oracle=oracle)

@@ -217,3 +217,32 @@ def insertion_is_harmless(
         return False
     bound = wait_s(total_tokens, count, total_weight)
     return min(key, previous.frontier_key) - bound - margin_s >= previous.next_expiry_s
+
+
+@dataclass(slots=True)
+class KeepingUp:
+    """Whether the engine demonstrably keeps up: most recent first tokens came within their TTFT targets.
+
+    An exponential average (weight `weight`) of on-time first tokens (1) and late ones (0), judged only after
+    `min_observations`. While it is at least `threshold`, the latency model predicts waits optimistically
+    (sidecar/core/latency.py: the low quantile of its prefill correction instead of its running level), so
+    the TTFT guard does not turn away requests an engine that keeps up would serve (issue 16: below
+    saturation the sidecar must do no harm). Once first tokens come late, the guard goes back to its
+    running estimate. Pure.
+    """
+
+    weight: float = 0.1
+    threshold: float = 0.8
+    min_observations: int = 8
+    on_time_share: float = 0.0
+    observations: int = 0
+
+    def observe(self, on_time: bool) -> None:
+        x = 1.0 if on_time else 0.0
+        w = max(self.weight, 1.0 / (self.observations + 1))
+        self.on_time_share += w * (x - self.on_time_share)
+        self.observations += 1
+
+    @property
+    def keeping_up(self) -> bool:
+        return self.observations >= self.min_observations and self.on_time_share >= self.threshold

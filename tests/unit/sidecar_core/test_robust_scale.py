@@ -1,0 +1,250 @@
+"""The robust online correction and the latency model that uses it: learns fast, bounded, never stuck high."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sloguard.api.sidecar_config import LatencyProfile, SidecarConfig, SLOClassConfig
+from sloguard.predictor import load_default_predictor
+from sloguard.sidecar.core.latency import DEFAULT_DECODE, DecodeModel, LatencyModel
+from sloguard.sidecar.core.registry import create_policy
+from sloguard.sidecar.core.robust_scale import RobustScale, RobustScaleSettings
+from sloguard.sidecar.core.ttft_guard import KeepingUp
+
+S = RobustScaleSettings()
+
+
+def test_value_is_one_until_the_first_observation_which_sets_it() -> None:
+    scale = RobustScale()
+    assert scale.value == 1.0
+    scale.observe(0.3, now_s=0.0)
+    assert scale.value == pytest.approx(0.3)
+    assert scale.count == 1
+
+
+@pytest.mark.parametrize("ratio", [0.0, -1.0, math.nan, math.inf])
+def test_meaningless_ratios_are_ignored(ratio: float) -> None:
+    scale = RobustScale()
+    scale.observe(ratio, now_s=0.0)
+    assert scale.value == 1.0 and scale.count == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"alpha": 0.0}, "alpha"),
+        ({"clip_log": 0.0}, "alpha"),
+        ({"min_scale": 2.0}, "min_scale"),
+        ({"max_scale": math.inf}, "min_scale"),
+        ({"floor_quantile": 1.0}, "floor_quantile"),
+        ({"decay_s": 0.0}, "floor_quantile"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        RobustScaleSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_stall_burst_moves_it_by_a_bounded_amount_and_it_recovers() -> None:
+    scale = RobustScale()
+    t = 0.0
+    for _ in range(40):  # a steady engine at 0.5x the prior
+        t += 0.05
+        scale.observe(0.5, t)
+    assert scale.value == pytest.approx(0.5, rel=0.01)
+    for _ in range(10):  # ten first tokens 100x late (host stalls)
+        t += 0.05
+        scale.observe(50.0, t)
+    assert scale.value < 0.5 * 3.0  # winsorized: at most x3 per observation, weight alpha each
+    for _ in range(30):
+        t += 0.05
+        scale.observe(0.5, t)
+    assert scale.value == pytest.approx(0.5, rel=0.1)
+
+
+def test_a_high_level_with_no_new_observations_decays_to_the_floor() -> None:
+    scale = RobustScale()
+    t = 0.0
+    for i in range(60):  # mostly fast, then a run of slow ones
+        t += 0.05
+        scale.observe(0.5 if i < 40 else 3.0, t)
+    high = scale.value
+    assert high > 1.0
+    scale.advance(t + 30.0)  # nothing admitted any more: no observations for 30 s
+    assert scale.value == pytest.approx(scale.floor, rel=0.01)  # the floor: a low quantile of what it saw
+    assert scale.value < 0.7
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ratios=st.lists(st.floats(1e-6, 1e6, allow_nan=False), min_size=1, max_size=200),
+    gaps=st.lists(st.floats(0.0, 30.0), min_size=1, max_size=200),
+)
+def test_it_stays_within_its_bounds_and_the_floor_never_exceeds_the_level(
+    ratios: list[float], gaps: list[float]
+) -> None:
+    scale = RobustScale()
+    t = 0.0
+    for i, ratio in enumerate(ratios):
+        t += gaps[i % len(gaps)]
+        scale.observe(ratio, t)
+        assert S.min_scale * 0.999 <= scale.floor <= scale.value * 1.000001
+        assert scale.value <= S.max_scale * 1.001
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    true_ratio=st.floats(0.05, 10.0),
+    stall_ratio=st.floats(10.0, 1e4),
+    stalls=st.integers(1, 20),
+)
+def test_after_any_stall_burst_it_recovers_within_a_few_dozen_observations(
+    true_ratio: float, stall_ratio: float, stalls: int
+) -> None:
+    scale = RobustScale()
+    t = 0.0
+    for _ in range(30):
+        t += 0.02
+        scale.observe(true_ratio, t)
+    for _ in range(stalls):
+        t += 0.02
+        scale.observe(true_ratio * stall_ratio, t)
+    for _ in range(40):
+        t += 0.02
+        scale.observe(true_ratio, t)
+    assert scale.value == pytest.approx(true_ratio, rel=0.2)
+
+
+# --- the latency model ------------------------------------------------------------------------------
+
+
+def test_the_model_learns_an_unseen_engine_within_a_few_dozen_requests() -> None:
+    """A small fast engine: 5 ms to the first token of a 64-token prompt (the default prior says 20 ms)
+    and 2.6 ms between tokens alone (the prior says 12 ms)."""
+    model = LatencyModel()
+    assert model.prefill_s(64) == pytest.approx(0.020)
+    for i in range(30):
+        model.observe_prefill(64, 0.005, now_s=i * 0.1)
+    assert model.prefill_s(64) == pytest.approx(0.005, rel=0.05)
+    truth = DecodeModel(a=0.0, b=0.0002, c=0.0, d=0.0024)
+    for i in range(40):
+        batch = float(1 + i % 8)
+        model.observe_step(batch, 100.0, truth.itl_s(batch, 100.0))
+    assert model.itl_s(1.0, 100.0) == pytest.approx(truth.itl_s(1.0, 100.0), rel=0.25)
+    assert model.itl_s(1.0, 100.0) < 0.5 * DEFAULT_DECODE.itl_s(1.0, 100.0)
+
+
+def test_a_stalled_inter_token_time_moves_the_decode_fit_by_a_bounded_amount() -> None:
+    model = LatencyModel()
+    for _ in range(64):
+        model.observe_step(4.0, 200.0, 0.003)
+    before = model.itl_s(4.0, 200.0)
+    for _ in range(3):
+        model.observe_step(4.0, 200.0, 2.0)  # a 2 s host stall between two tokens
+    for _ in range(29):
+        model.observe_step(4.0, 200.0, 0.003)
+    assert model.itl_s(4.0, 200.0) < 2.0 * before
+
+
+def test_admission_is_optimistic_while_first_tokens_come_on_time() -> None:
+    model = LatencyModel()
+    t = 0.0
+    for i in range(80):  # mostly 5 ms, a third of them 30 ms (a busy but keeping-up engine)
+        t += 0.02
+        model.observe_prefill(64, 0.030 if i % 3 == 0 else 0.005, now_s=t)
+    running = model.prefill_s(64)
+    for _ in range(10):
+        model.observe_first_token(on_time=True)
+    optimistic = model.prefill_s(64)
+    assert optimistic < running
+    version = model.version
+    for _ in range(10):
+        model.observe_first_token(on_time=False)
+    assert model.prefill_s(64) == pytest.approx(running)
+    assert model.version > version  # the switch invalidates cached waits
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "keeping_up"),
+    [
+        ([True] * 7, False),  # too few to judge
+        ([True] * 8, True),
+        ([True] * 20 + [False] * 3, False),
+        ([False] * 5 + [True] * 30, True),
+    ],
+)
+def test_keeping_up_needs_enough_recent_first_tokens_on_time(outcomes: list[bool], keeping_up: bool) -> None:
+    tracker = KeepingUp()
+    for on_time in outcomes:
+        tracker.observe(on_time)
+    assert tracker.keeping_up is keeping_up
+
+
+def test_a_profile_seeds_the_model_and_the_registry_uses_it() -> None:
+    profile = LatencyProfile(ttft_s=0.005, itl_s=0.0026, itl_per_sequence_s=0.0001)
+    model = LatencyModel.from_profile(profile)
+    assert model.prefill_s(64) == pytest.approx(0.005)
+    assert model.itl_s(1.0, 300.0) == pytest.approx(0.0026)
+    assert model.itl_s(11.0, 300.0) == pytest.approx(0.0036)
+    config = SidecarConfig(
+        classes=[SLOClassConfig(name="c", ttft_s=1.0, tpot_s=0.1)], latency_profile=profile
+    )
+    policy = create_policy(config, predictor=load_default_predictor())
+    assert policy.latency.prefill_s(64) == pytest.approx(0.005)
+    plain = create_policy(
+        config.model_copy(update={"latency_profile": None}), predictor=load_default_predictor()
+    )
+    assert plain.latency.prefill_s(64) == pytest.approx(0.020)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"ttft_s": 0.0, "itl_s": 0.01}, {"ttft_s": 0.01, "itl_s": -1.0}, {"ttft_s": 0.01}]
+)
+def test_a_bad_profile_is_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        LatencyProfile.model_validate(bad)
+
+
+def test_the_model_learns_that_queued_tokens_cost_this_engine_almost_nothing() -> None:
+    """The default prior charges 0.1 ms per prompt token past 256 (an 8B model on an A100); a tiny model on
+    a CPU answers in 8 ms whatever queues ahead. A few dozen observations teach both parts."""
+    model = LatencyModel()
+    assert model.prefill_s(2000) > 0.15
+    t = 0.0
+    for i in range(40):
+        t += 0.05
+        model.observe_prefill(64 if i % 2 else 2000, 0.008, now_s=t)
+    assert model.prefill_s(64) == pytest.approx(0.008, rel=0.05)
+    assert model.prefill_s(2000) < 0.012
+    assert model.per_token_scale < 0.05
+
+
+def test_a_slow_per_token_engine_is_learned_too() -> None:
+    model = LatencyModel()
+    t = 0.0
+    for i in range(60):
+        t += 0.05
+        tokens = 64 if i % 2 else 1256
+        model.observe_prefill(tokens, 0.010 + 0.0005 * max(0, tokens - 256), now_s=t)  # 5x the prior's slope
+    assert model.prefill_s(1256) == pytest.approx(0.510, rel=0.1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    samples=st.lists(
+        st.tuples(st.integers(1, 128), st.floats(1.0, 4000.0), st.floats(1e-4, 2.0)), min_size=4, max_size=120
+    )
+)
+def test_the_learned_decode_model_never_shrinks_with_batch_or_length(
+    samples: list[tuple[int, float, float]],
+) -> None:
+    """Whatever it observed (stalls included), the refitted coefficients are non-negative: a request alone
+    never gets an inter-token time of 0 from extrapolating a fit made at large batches."""
+    model = LatencyModel()
+    for batch, length, itl in samples:
+        model.observe_step(float(batch), length, itl)
+    d = model.decode
+    assert min(d.a, d.b, d.c, d.d) >= 0.0
+    assert model.itl_s(1.0, 100.0) <= model.itl_s(8.0, 100.0) <= model.itl_s(8.0, 1000.0)
