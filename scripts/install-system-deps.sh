@@ -5,6 +5,8 @@ set -euo pipefail
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# etcd backs the real kube-apiserver of the `kube` test tier (Debian ships it as etcd-server).
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
