@@ -20,6 +20,7 @@ SCENARIOS: dict[str, str] = {
     "ssjf": "sloguard.bench.ssjf",
     "sa": "sloguard.bench.sa",
     "trace": "sloguard.bench.trace",
+    "operator": "sloguard.bench.operator_soak",  # needs the checkout and ../shared/k8s (a real control plane)
 }
 
 
