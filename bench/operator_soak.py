@@ -21,6 +21,7 @@ Needs the checkout (the control-plane helpers live under tests/) and ../shared/k
 
 import importlib
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -347,6 +348,7 @@ def soak(config: SoakConfig, seed: int = SEED) -> dict[str, Any]:
             run.keep_operator()
         finally:
             run.operator.stop()
+            shutil.rmtree(run.workdir, ignore_errors=True)
     ops = run.ops
     converge = [op.converged_s for op in ops if op.converged_s is not None and op.pools]
     return {

@@ -317,9 +317,8 @@ def test_an_unchanged_pool_costs_zero_writes_per_resync_and_start_up_applies_onc
         dep = kube.get(child_paths(namespace, "quiet")["Deployment"]) or {}
         dep_status = dep.get("status") or {}
         pool_status = (kube.get(pool_path(namespace, "quiet")) or {}).get("status") or {}
-        return dep_status.get("observedGeneration") == dep["metadata"]["generation"] and pool_status.get(
-            "replicas"
-        ) == dep_status.get("replicas", 0)
+        observed = dep_status.get("observedGeneration") == dep["metadata"]["generation"]
+        return bool(observed and pool_status.get("replicas") == dep_status.get("replicas", 0))
 
     eventually(settled, CONVERGE_S, "the pool's status reflects the Deployment's")
     seen = len(operator_writes(kube, operator_identity.username))
