@@ -21,6 +21,7 @@ SCENARIOS: dict[str, str] = {
     "sa": "sloguard.bench.sa",
     "trace": "sloguard.bench.trace",
     "real-vllm": "sloguard.bench.real_vllm",
+    "operator": "sloguard.bench.operator_soak",  # needs the checkout and ../shared/k8s (a real control plane)
 }
 
 

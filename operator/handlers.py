@@ -1,60 +1,62 @@
 """The kopf handlers of `sloguard operator`: thin wrappers that call `sloguard.operator.reconcile`.
 
 Adapter (kopf). Loaded by `sloguard operator` (and by `kopf run -m sloguard.operator.handlers` in tests).
-Error policy, on purpose:
+Level-based, and kopf itself writes nothing to the cluster:
 
-- a missing SLOClass or an invalid class set -> status condition with the reason, `TemporaryError`
-  (retried; an SLOClass event also retries the pools that name it at once), never a crash loop;
-- a pool spec that does not parse or a child the API server rejects (4xx other than 409/429) ->
-  `PermanentError` until the spec changes;
-- conflicts (409), throttling (429) and server errors (5xx) -> `TemporaryError` after `retry_delay_s`;
-- drift of owned children -> repaired by the per-pool resync daemon every `resync_interval_s`;
-- an autoscaling tick that fails -> logged; the next tick decides again (`sloguard.operator.autoscale`).
+- watch-event handlers only (pools, SLOClasses, the operator's Deployments): no finalizer, no progress
+  or diff-base annotations, so every write the operator makes carries its one field manager
+  (`names.FIELD_MANAGER`), and a pool deleted after the operator is gone is not held up (uninstall);
+  children go with their pool through ownerReferences and the garbage collector;
+- a pool event reconciles that pool by name (re-read first) unless this operator already reconciled
+  its current generation; a Deployment event refreshes its pool's status (Ready without a lag);
+- an SLOClass event re-renders every pool that names it;
+- one resync loop re-applies every served pool every `resync_interval_s`: the safety net that repairs
+  deleted or hand-edited children and retries what failed (a missing SLOClass, a 409, a 5xx);
+- one autoscaling loop ticks the pools whose spec.autoscaling is enabled (`sloguard.operator.autoscale`);
+- errors are logged, never raised into kopf: the next event or resync decides again.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
 
 from sloguard.operator.autoscale import PoolAutoscaler, autoscaling_enabled
 from sloguard.operator.core.config import OperatorConfig
-from sloguard.operator.core.names import ANNOTATION_PREFIX, FINALIZER, GROUP, VERSION
+from sloguard.operator.core.names import ANNOTATION_PREFIX, FINALIZER, GROUP, MANAGED_BY, POOL_LABEL, VERSION
+from sloguard.operator.core.paths import POOLS_ALL_NAMESPACES
 from sloguard.operator.kube import ApiError, KubeApi
-from sloguard.operator.reconcile import (
-    BlockedError,
-    delete_children,
-    pools_serving,
-    reconcile_all_sloclasses,
-    reconcile_pool,
-    reconcile_pool_by_name,
-    reconcile_sloclass,
-)
+from sloguard.operator.reconcile import BlockedError, PoolKey, Reconciler
 
 LOG = logging.getLogger(__name__)
 POOLS = (GROUP, VERSION, "inferencepools")
 SLOCLASSES = (GROUP, VERSION, "sloclasses")
 AUTOSCALE_TICK_S = 1.0
-"""How often the autoscaling timer looks whether a pool's spec.autoscaling.interval has passed."""
+"""How often the autoscaling loop looks whether a pool's spec.autoscaling.interval has passed."""
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Every operator setting, in one place."""
+    """Every operator setting, in one place; starts the resync and autoscaling loops."""
     config = OperatorConfig.from_env(os.environ)
     memo.config = config
     memo.api = KubeApi.connect(config)
-    # Our own finalizer and annotation prefix, not kopf.zalando.org.
+    memo.reconciler = Reconciler(memo.api, config)
+    memo.autoscalers = {}
+    # No handler needs them any more; kept so that kopf removes the finalizer an older version added.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     # Watches that never time out can hang silently behind load balancers (kopf issue 810).
-    settings.watching.server_timeout = config.watch_server_timeout_s
+    # The server-side timeout is a query parameter, which the API server accepts only as an integer.
+    settings.watching.server_timeout = int(config.watch_server_timeout_s)
     settings.watching.client_timeout = config.watch_client_timeout_s
     settings.watching.connect_timeout = config.connect_timeout_s
     settings.networking.request_timeout = config.request_timeout_s
@@ -65,6 +67,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.standalone = True
     settings.posting.enabled = os.environ.get("SLOGUARD_POST_EVENTS", "true").lower() != "false"
     settings.posting.level = logging.WARNING
+    memo.loops = [
+        asyncio.create_task(_forever("resync", config.resync_interval_s, lambda: resync_all(memo))),
+        asyncio.create_task(_forever("autoscale", AUTOSCALE_TICK_S, lambda: autoscale_all(memo))),
+    ]
 
 
 @kopf.on.login()
@@ -77,120 +83,113 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("loops", []):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for autoscaler in memo.get("autoscalers", {}).values():
+        autoscaler.close()  # its Prometheus client
     api: KubeApi | None = memo.get("api")
     if api is not None:
         await api.close()
 
 
-def _retry(err: ApiError, config: OperatorConfig) -> kopf.TemporaryError | kopf.PermanentError:
-    if err.retryable:
-        return kopf.TemporaryError(str(err), delay=config.retry_delay_s)
-    return kopf.PermanentError(str(err))
-
-
-@kopf.on.resume(*POOLS)
-@kopf.on.create(*POOLS)
-@kopf.on.update(*POOLS)
-async def pool_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    config: OperatorConfig = memo.config
-    try:
-        await reconcile_pool(memo.api, dict(body), sidecar_image=config.sidecar_image)
-    except BlockedError as blocked:
-        if blocked.permanent:
-            raise kopf.PermanentError(str(blocked)) from None
-        raise kopf.TemporaryError(str(blocked), delay=config.missing_class_retry_s) from None
-    except ApiError as err:
-        raise _retry(err, config) from None
-    try:
-        await reconcile_all_sloclasses(memo.api)  # the pools list of old and new classes
-    except ApiError as err:
-        LOG.warning("SLOClass status not refreshed: %s", err)
-
-
-@kopf.on.delete(*POOLS)
-async def pool_deleted(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    namespace = namespace or "default"  # pools are namespaced; kopf types it as optional
-    autoscaler: PoolAutoscaler | None = memo.get("autoscaler")
-    if autoscaler is not None:
-        autoscaler.close()  # its Prometheus client
-    try:
-        removed = await delete_children(memo.api, namespace, name)
-        LOG.info("deleted %d children of %s/%s", removed, namespace, name)
-        await reconcile_all_sloclasses(memo.api)
-    except ApiError as err:
-        raise _retry(err, memo.config) from None
-
-
-@kopf.daemon(*POOLS, cancellation_timeout=0.1)
-async def resync(
-    name: str, namespace: str | None, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
-) -> None:
-    """Level-based safety net: re-apply the pool every interval; repairs deleted or edited children."""
-    config: OperatorConfig = memo.config
-    namespace = namespace or "default"
-    api: KubeApi = memo.api
-    while not stopped:
-        # A plain sleep: kopf cancels the daemon on stop (cancellation_timeout). Reconciles are
-        # idempotent, so a cancelled one is simply done again by the next operator.
-        await asyncio.sleep(config.resync_interval_s)
-        if api.closed:  # the operator is stopping (cleanup ran before the daemons were stopped)
-            break
+async def _forever(name: str, interval_s: float, step: Callable[[], Awaitable[None]]) -> None:
+    """Run `step` every `interval_s` until cancelled; a failing step is logged and run again next time."""
+    while True:
+        await asyncio.sleep(interval_s)
         try:
-            await reconcile_pool_by_name(api, namespace, name, sidecar_image=config.sidecar_image)
-        except BlockedError as blocked:
-            LOG.info("pool %s/%s still blocked: %s", namespace, name, blocked)
-        except ApiError as err:
-            LOG.warning(
-                "resync of %s/%s failed, next try in %.0f s: %s",
-                namespace,
-                name,
-                config.resync_interval_s,
-                err,
-            )
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a loop of the operator must outlive any one failure
+            LOG.exception("%s loop: step failed; next in %.0f s", name, interval_s)
+
+
+def _key(body: Mapping[str, Any]) -> PoolKey:
+    md = body.get("metadata") or {}
+    return PoolKey(md.get("namespace") or "default", md.get("name", ""))
+
+
+@kopf.on.event(*POOLS)
+async def pool_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A pool appeared, changed or went: reconcile it (by name, re-read) or forget it."""
+    reconciler: Reconciler = memo.reconciler
+    key = _key(body)
+    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        reconciler.forget(key)
+        autoscaler = memo.autoscalers.pop(key, None)
+        if autoscaler is not None:
+            autoscaler.close()
+        await _quietly(reconciler.refresh_sloclasses(), f"SLOClass status after deleting {key}")
+        return
+    if not memo.config.serves(key.namespace):
+        return
+    reconciler.remember(key, dict(body))
+    if reconciler.is_current(key, body.get("metadata", {}).get("generation")):
+        return  # a status or metadata write (often our own) on a generation already reconciled
+    await _quietly(reconciler.reconcile(key), f"pool {key}")
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A pool's Deployment changed (replicas became ready, a rollout ended): refresh the pool's status."""
+    md = body.get("metadata") or {}
+    pool = (md.get("labels") or {}).get(POOL_LABEL)
+    namespace = md.get("namespace") or "default"
+    if not pool or not memo.config.serves(namespace):
+        return
+    await _quietly(memo.reconciler.reconcile(PoolKey(namespace, pool)), f"status of {namespace}/{pool}")
 
 
 @kopf.on.event(*SLOCLASSES)
-async def sloclass_event(name: str, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def sloclass_event(name: str, memo: kopf.Memo, **_: Any) -> None:
     """Any change of a class (including its deletion) re-renders every pool that names it."""
-    api: KubeApi = memo.api
+    await _quietly(memo.reconciler.sloclass_changed(name), f"SLOClass {name}")
+
+
+async def _quietly(work: Awaitable[None], what: str) -> None:
+    """Await `work`; a blocked pool or an API error is logged (the resync loop retries), never raised."""
     try:
-        if type != "DELETED":
-            await reconcile_sloclass(api, name)
-        config: OperatorConfig = memo.config
-        for pool in await pools_serving(api, name):
-            md = pool["metadata"]
-            if not config.serves(md["namespace"]):
-                continue  # another operator (or none) serves that namespace
-            try:
-                await reconcile_pool_by_name(
-                    api, md["namespace"], md["name"], sidecar_image=config.sidecar_image
-                )
-            except BlockedError as blocked:
-                LOG.info("pool %s/%s blocked: %s", md["namespace"], md["name"], blocked)
+        await work
+    except BlockedError as blocked:
+        LOG.info("%s blocked: %s", what, blocked)
     except ApiError as err:
-        # Event handlers are not retried by kopf; the resync daemon of each pool catches up.
-        LOG.warning("SLOClass %s: fan-out failed, resync will retry: %s", name, err)
+        LOG.warning("%s: %s; the resync retries", what, err)
 
 
-@kopf.timer(*POOLS, interval=AUTOSCALE_TICK_S, when=lambda spec, **_: autoscaling_enabled(spec))
-async def autoscale(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Autoscaling of one pool, every spec.autoscaling.interval (ticks are cheap when not due).
+async def resync_all(memo: kopf.Memo) -> None:
+    """Re-apply every served pool (one list, then one reconcile each): repairs drift, retries failures."""
+    api: KubeApi = memo.api
+    reconciler: Reconciler = memo.reconciler
+    for body in await api.list(POOLS_ALL_NAMESPACES):
+        key = _key(body)
+        if memo.config.serves(key.namespace) and not body.get("metadata", {}).get("deletionTimestamp"):
+            await _quietly(reconciler.reconcile(key), f"resync of {key}")
 
-    kopf gives each pool its own memo, so its `PoolAutoscaler` (decision history) lives there. Errors
-    are logged, not raised: the next tick simply decides again.
-    """
+
+async def autoscale_all(memo: kopf.Memo) -> None:
+    """One tick of every autoscaling pool whose spec.autoscaling.interval has passed (concurrently)."""
     api: KubeApi = memo.api
     if api.closed:
         return
-    state: PoolAutoscaler | None = memo.get("autoscaler")
-    if state is None:
-        state = memo.autoscaler = PoolAutoscaler(memo.config)
-    raw = dict(body)
-    if not state.due(raw, time.monotonic()):
-        return
-    md = raw.get("metadata", {})
-    try:
-        await state.tick(api, raw)
-    except ApiError as err:
-        where = f"{md.get('namespace')}/{md.get('name')}"
-        LOG.warning("autoscaling of %s failed, next tick retries: %s", where, err)
+    autoscalers: dict[PoolKey, PoolAutoscaler] = memo.autoscalers
+    due = []
+    now = time.monotonic()
+    for body in memo.reconciler.known_bodies():
+        if not autoscaling_enabled(body.get("spec")):
+            continue
+        key = _key(body)
+        state = autoscalers.get(key)
+        if state is None:
+            state = autoscalers[key] = PoolAutoscaler(memo.config)
+        if state.due(body, now):
+            due.append((key, state, body))
+
+    async def tick(key: PoolKey, state: PoolAutoscaler, body: dict[str, Any]) -> None:
+        try:
+            await state.tick(api, body)
+        except ApiError as err:
+            LOG.warning("autoscaling of %s failed, next tick retries: %s", key, err)
+
+    await asyncio.gather(*(tick(*item) for item in due))

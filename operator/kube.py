@@ -2,8 +2,8 @@
 
 Adapter (aiohttp). Credentials come from the in-cluster service account or the kubeconfig through the
 `kubernetes` package's loaders, or from nothing when `apiserver_url` is set (`kubectl proxy`, tests).
-`apply` is create-or-server-side-apply with one field manager, and sends nothing when the live object
-already carries every declared field (`sloguard.operator.core.drift`), so resyncs are free.
+`apply` is a server-side apply with one field manager, and sends nothing when the live object already
+carries what was last applied (`sloguard.operator.core.drift`), so resyncs are free.
 """
 
 import json
@@ -17,9 +17,9 @@ from kubernetes import client
 from kubernetes import config as kube_config
 
 from sloguard.operator.core.config import OperatorConfig
-from sloguard.operator.core.drift import declared_in
+from sloguard.operator.core.drift import needs_apply, with_digest
 from sloguard.operator.core.names import FIELD_MANAGER
-from sloguard.operator.core.paths import collection_path, object_path
+from sloguard.operator.core.paths import object_path
 
 LOG = logging.getLogger(__name__)
 
@@ -160,36 +160,35 @@ class KubeApi:
         return await self._call("DELETE", path) is not None
 
     async def patch_status(self, path: str, status: dict[str, Any]) -> None:
+        """Merge-patch the `status` subresource, under the operator's field manager like every write."""
         await self._call(
-            "PATCH", path + "/status", body={"status": status}, content_type="application/merge-patch+json"
+            "PATCH",
+            path + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+            params={"fieldManager": FIELD_MANAGER},
         )
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Make the live object carry `manifest`; returns the live object. Writes only on drift."""
-        path = object_path(manifest)
+        """Make the live object carry `manifest`; returns the live object. Writes only on drift.
+
+        Always a server-side apply, from the first write on, with one field manager: the operator then
+        owns exactly the fields it declares, a field dropped from the manifest is pruned, and a
+        concurrent writer's field is taken back (`force`). `core.drift.needs_apply` decides.
+        """
+        desired = with_digest(manifest)
+        path = object_path(desired)
         live = await self.get(path)
-        if live is not None and declared_in(manifest, live):
+        if not needs_apply(desired, live):
+            assert live is not None
             return live
-        if live is None:
-            md = manifest["metadata"]
-            try:
-                created = await self._call(
-                    "POST",
-                    collection_path(manifest["apiVersion"], manifest["kind"], md["namespace"]),
-                    body=manifest,
-                    params={"fieldManager": FIELD_MANAGER},
-                )
-                LOG.info("created %s %s/%s", manifest["kind"], md["namespace"], md["name"])
-                return created or manifest
-            except ApiError as err:
-                if err.status != 409:  # AlreadyExists: someone raced us; apply over it below
-                    raise
         applied = await self._call(
             "PATCH",
             path,
-            body=manifest,
+            body=desired,
             content_type="application/apply-patch+yaml",  # JSON is YAML
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
         )
-        LOG.info("applied %s %s (drift repaired or spec changed)", manifest["kind"], path)
-        return applied or manifest
+        verb = "created" if live is None else "applied (drift repaired or spec changed)"
+        LOG.info("%s %s %s", verb, desired["kind"], path)
+        return applied or desired

@@ -6,13 +6,16 @@ writes only owned children and `status`. Never the user's spec. Raises `BlockedE
 must fix (a missing SLOClass) and lets `ApiError` through for the handler to turn into a retry.
 """
 
+import asyncio
 import datetime
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sloguard.api.inferencepool import InferencePool
 from sloguard.api.sloclass import SLOClass
 from sloguard.operator.core.children import DEFAULT_SIDECAR_IMAGE
+from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.core.drift import declared_in
 from sloguard.operator.core.names import config_map_name, headless_service_name
 from sloguard.operator.core.paths import (
@@ -210,8 +213,93 @@ async def pools_serving(api: KubeApi, class_name: str) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class PoolKey:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Reconciler:
+    """The operator's reconciles, one at a time per pool, with what it last saw of each pool.
+
+    A per-pool lock makes concurrent triggers (the pool's own event, its Deployment's, an SLOClass
+    fan-out, the resync) run one after the other; each re-reads the pool, so the later ones find
+    nothing to change and write nothing (no burst of duplicate applies at start-up).
+    """
+
+    def __init__(self, api: KubeApi, config: OperatorConfig) -> None:
+        self._api = api
+        self._config = config
+        self._locks: dict[PoolKey, asyncio.Lock] = {}
+        self._reconciled_generation: dict[PoolKey, Any] = {}
+        self._bodies: dict[PoolKey, dict[str, Any]] = {}
+
+    def remember(self, key: PoolKey, body: dict[str, Any]) -> None:
+        self._bodies[key] = body
+
+    def known_bodies(self) -> list[dict[str, Any]]:
+        """The latest body seen of every pool this operator serves (for the autoscaling loop)."""
+        return list(self._bodies.values())
+
+    def forget(self, key: PoolKey) -> None:
+        self._bodies.pop(key, None)
+        self._reconciled_generation.pop(key, None)
+        self._locks.pop(key, None)
+
+    def is_current(self, key: PoolKey, generation: Any) -> bool:
+        """True when this generation of the pool was already reconciled (a status-only event)."""
+        return key in self._reconciled_generation and self._reconciled_generation[key] == generation
+
+    async def reconcile(self, key: PoolKey) -> None:
+        """Re-read the pool and reconcile it; refreshes SLOClass status when its class set changed."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            body = await self._api.get(pool_path(key.namespace, key.name))
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                self.forget(key)
+                return
+            before = self._bodies.get(key)
+            first = key not in self._reconciled_generation
+            self._bodies[key] = body
+            generation = body.get("metadata", {}).get("generation")
+            try:
+                await reconcile_pool(self._api, body, sidecar_image=self._config.sidecar_image)
+            except BlockedError:
+                self._reconciled_generation[key] = generation  # the resync and class events retry it
+                raise
+            finally:
+                if first or _classes_of(before) != _classes_of(body):
+                    await reconcile_all_sloclasses(self._api)
+            self._reconciled_generation[key] = generation
+
+    async def sloclass_changed(self, name: str) -> None:
+        """Write the class's status and re-render every served pool that names it."""
+        await reconcile_sloclass(self._api, name)
+        for pool in await pools_serving(self._api, name):
+            md = pool["metadata"]
+            if self._config.serves(md["namespace"]):
+                try:
+                    await self.reconcile(PoolKey(md["namespace"], md["name"]))
+                except BlockedError as blocked:
+                    LOG.info("pool %s/%s blocked: %s", md["namespace"], md["name"], blocked)
+
+    async def refresh_sloclasses(self) -> None:
+        await reconcile_all_sloclasses(self._api)
+
+
+def _classes_of(body: dict[str, Any] | None) -> list[str] | None:
+    if body is None:
+        return None
+    return list((body.get("spec") or {}).get("sloClasses") or [])
+
+
 __all__ = [
     "BlockedError",
+    "PoolKey",
+    "Reconciler",
     "child_paths",
     "delete_children",
     "pools_serving",

@@ -5,7 +5,9 @@ set -euo pipefail
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # certificates for the TLS Prometheus tests
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # certificates for the TLS Prometheus and kube tiers
+# etcd backs the real kube-apiserver of the `kube` test tier (Debian ships it as etcd-server).
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

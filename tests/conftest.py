@@ -24,9 +24,17 @@ def shared_data_dir() -> Path:
 @pytest.hookimpl(trylast=True)  # after -m/-k/--deselect have removed what will not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Real-vLLM tests (marker `vllm`) run last, and their servers start now, in the background, so
-    that their start-up (a minute or two) overlaps the rest of the suite (sloguard_testing/vllm_server)."""
+    that their start-up (a minute or two) overlaps the rest of the suite (sloguard_testing/vllm_server).
+    Likewise the `kube` tier's control plane (sloguard_testing/kube_cluster)."""
+    if config.option.collectonly:
+        return
+    if any(item.get_closest_marker("kube") for item in items):
+        # The `kube` tier's control plane (20-60 s) starts now, beside the tests that run first.
+        from sloguard_testing.kube_cluster import launch_in_background as launch_kube
+
+        launch_kube()
     vllm_items = [item for item in items if item.get_closest_marker("vllm")]
-    if not vllm_items or config.option.collectonly:
+    if not vllm_items:
         return
     items[:] = [item for item in items if not item.get_closest_marker("vllm")] + vllm_items
     from sloguard_testing.vllm_server import launch_in_background
@@ -35,6 +43,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from sloguard_testing.kube_cluster import stop_background as stop_kube
     from sloguard_testing.vllm_server import stop_background
 
     stop_background()
+    stop_kube()

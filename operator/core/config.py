@@ -18,8 +18,10 @@ class OperatorConfig:
     """Delay before a handler retries after a TemporaryError (conflict, server error, missing class)."""
     missing_class_retry_s: float = 30.0
     """Retry delay while a referenced SLOClass does not exist (an SLOClass event also retries at once)."""
-    watch_server_timeout_s: float = 300.0
-    """Server-side watch timeout: watches are re-established at least this often (kopf issue 810)."""
+    watch_server_timeout_s: int = 300
+    """Server-side watch timeout: watches are re-established at least this often (kopf issue 810).
+
+    An integer: it travels as the `timeoutSeconds` query parameter, and the API server refuses `300.0`."""
     watch_client_timeout_s: float = 330.0
     """Client-side timeout of a watch request, a little above the server-side one."""
     connect_timeout_s: float = 10.0
@@ -47,7 +49,12 @@ class OperatorConfig:
             raw = env.get(f"SLOGUARD_{f.name.upper()}")
             if raw is None:
                 continue
-            if f.type in (float, "float"):
+            if f.type in (int, "int"):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"SLOGUARD_{f.name.upper()}={raw!r} is not a whole number") from None
+            elif f.type in (float, "float"):
                 try:
                     values[f.name] = float(raw)
                 except ValueError:

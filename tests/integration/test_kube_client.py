@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from sloguard.operator.core.config import OperatorConfig
+from sloguard.operator.core.drift import APPLIED_DIGEST_ANNOTATION, with_digest
 from sloguard.operator.kube import ApiError, KubeApi
 
 CM: dict[str, Any] = {
@@ -46,28 +47,28 @@ async def client_for(script: Script) -> tuple[KubeApi, TestServer]:
     return api, server
 
 
-async def test_apply_creates_then_applies_over_a_racing_create() -> None:
+async def test_apply_creates_with_a_server_side_apply_stamped_with_its_digest() -> None:
+    """The first write is an apply too (no POST), so the operator's field manager owns every field."""
+    stamped = with_digest(CM)
     script = Script(
-        {
-            f"GET {PATH}": [(404, {"kind": "Status", "code": 404})],
-            "POST /api/v1/namespaces/ns/configmaps": [(409, {"kind": "Status", "message": "exists"})],
-            f"PATCH {PATH}": [(200, CM)],
-        }
+        {f"GET {PATH}": [(404, {"kind": "Status", "code": 404})], f"PATCH {PATH}": [(200, stamped)]}
     )
     api, server = await client_for(script)
     try:
-        assert await api.apply(CM) == CM
+        assert await api.apply(CM) == stamped
     finally:
         await api.close()
         await server.close()
+    assert [s[0] for s in script.seen] == ["GET", "PATCH"]
     method, _, content_type, query, body = script.seen[-1]
     assert (method, content_type) == ("PATCH", "application/apply-patch+yaml")
     assert query == {"fieldManager": "sloguard-operator", "force": "true"}
-    assert body == CM
+    assert body == stamped and body["metadata"]["annotations"][APPLIED_DIGEST_ANNOTATION]
 
 
-async def test_apply_writes_nothing_when_the_live_object_matches() -> None:
-    live = {**CM, "metadata": {**CM["metadata"], "uid": "u", "resourceVersion": "7"}}
+async def test_apply_writes_nothing_when_the_live_object_carries_the_same_digest() -> None:
+    stamped = with_digest(CM)
+    live = {**stamped, "metadata": {**stamped["metadata"], "uid": "u", "resourceVersion": "7"}}
     script = Script({f"GET {PATH}": [(200, live)]})
     api, server = await client_for(script)
     try:
@@ -76,6 +77,17 @@ async def test_apply_writes_nothing_when_the_live_object_matches() -> None:
         await api.close()
         await server.close()
     assert [s[0] for s in script.seen] == ["GET"]
+
+
+async def test_status_patches_carry_the_field_manager() -> None:
+    script = Script({f"PATCH {PATH}/status": [(200, CM)]})
+    api, server = await client_for(script)
+    try:
+        await api.patch_status(PATH, {"phase": "x"})
+    finally:
+        await api.close()
+        await server.close()
+    assert script.seen[-1][3] == {"fieldManager": "sloguard-operator"}
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """kmock's Kubernetes emulator plus the server-side metadata kopf and our client rely on.
 
-kmock 0.8 stores objects but sets no uid, resourceVersion, generation or creationTimestamp, and its
-list answers carry no kind; this subclass adds them (reference/feasibility.md §2). It still emulates no
+kmock 0.8 stores objects but sets no uid, resourceVersion, generation or creationTimestamp, its list
+answers carry no kind, and a server-side apply of a missing object is a 404; this subclass adds them
+(reference/feasibility.md §2). It still emulates no
 validation, no garbage collection and no controllers: tests write Deployment status themselves.
 """
 
@@ -30,7 +31,19 @@ class ServerSideEmulator(kmock.KubernetesEmulator):
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             md = data.setdefault("metadata", {})
-            if request.action == kmock.action.CREATE:
+            if self._is_apply_of_a_new_object(request):
+                # A server-side apply creates what is not there (kmock's PATCH would answer 404); its
+                # field ownership and pruning are not emulated: that is the `kube` tier's job.
+                key = (request.resource, request.namespace, request.name)
+                created = json.loads(json.dumps(data))
+                created["metadata"].update(
+                    uid=str(uuid.uuid4()), generation=1, resourceVersion=str(next(_resource_versions))
+                )
+                async with self._lock:
+                    self._objects[key] = created
+                    await self._buses[request.resource].put({"type": "ADDED", "object": created})
+                md["resourceVersion"] = str(next(_resource_versions))
+            elif request.action == kmock.action.CREATE:
                 md.setdefault("uid", str(uuid.uuid4()))
                 md.setdefault(
                     "creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -48,6 +61,13 @@ class ServerSideEmulator(kmock.KubernetesEmulator):
                 ):
                     md["generation"] = self.objects[key].get("metadata", {}).get("generation", 0) + 1
         return await super()._handle(request)
+
+    def _is_apply_of_a_new_object(self, request: Any) -> bool:
+        if request.action != kmock.action.UPDATE or not request.name or request.subresource:
+            return False
+        if "apply-patch" not in request.headers.get("Content-Type", ""):
+            return False
+        return live(self, request.resource, request.namespace, request.name) is None
 
     async def _serve_list(self, request: Any) -> Any:
         result: Any = await super()._serve_list(request)

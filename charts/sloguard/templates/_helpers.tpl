@@ -56,7 +56,8 @@ app.kubernetes.io/component: operator
 
 {{/* Permissions on pools and their children: cluster-wide or per watched namespace (see rbac.yaml). */}}
 {{- define "sloguard.poolRules" -}}
-# Pools: kopf adds our finalizer and progress annotations (patch); handlers read them.
+# Pools: watched (event handlers only, so no finalizer). kopf removes the finalizer an older operator
+# added (patch).
 - apiGroups: ["sloguard.dev"]
   resources: ["inferencepools"]
   verbs: ["get", "list", "watch", "patch"]
@@ -68,17 +69,19 @@ app.kubernetes.io/component: operator
 - apiGroups: ["sloguard.dev"]
   resources: ["inferencepools/status"]
   verbs: ["get", "patch"]
-# Owned children: created, re-applied on drift (server-side apply), deleted with their pool.
-# No list/watch: drift is found by reading the named children on every resync.
+# Owned children: written by server-side apply (patch; create for older clusters), removed with
+# their pool by the garbage collector (delete kept for an explicit cleanup). Drift is found by reading
+# the named children on every resync.
 # ConfigMap (sidecar configuration) and the two Services (ClusterIP: grpc, http, metrics ports;
 # <pool>-headless: grpc, http for client-side balancing) of each pool.
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "create", "patch", "delete"]
-# The Deployment running vLLM beside the sidecar.
+# The Deployment running vLLM beside the sidecar; watched (our label only) so that a pool's Ready
+# follows its replicas without waiting for the resync.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The PodDisruptionBudget (at most one pod of a pool evicted at a time).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]

@@ -1,5 +1,6 @@
 """Pool status, SLOClass checks, drift detection, planning and settings: the rest of the pure core."""
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -8,7 +9,14 @@ from sloguard_testing.operator_objects import make_class, make_pool
 from sloguard.api.conditions import ConditionType
 from sloguard.api.inferencepool import InferencePoolStatus
 from sloguard.operator.core.config import OperatorConfig
-from sloguard.operator.core.drift import declared_in
+from sloguard.operator.core.drift import (
+    APPLIED_DIGEST_ANNOTATION,
+    declared_in,
+    manifest_digest,
+    needs_apply,
+    quantity_value,
+    with_digest,
+)
 from sloguard.operator.core.plan import parse_pool, plan_pool
 from sloguard.operator.core.sloclass_checks import acceptance, pools_using, sloclass_status
 from sloguard.operator.core.status import Problem, condition_of, pool_status
@@ -194,11 +202,44 @@ def test_transition_time_moves_only_when_a_condition_flips_and_foreign_condition
         ({"a": True}, {"a": 1}, False),  # bool is not int
         ({"a": "1"}, {"a": 1}, False),
         ({"a": 1}, {}, False),
-        ({"a": {}}, {"a": None}, False),
+        ({"a": {}}, {"a": None}, True),  # an empty map reads back as nothing
+        ({"a": 1, "env": []}, {"a": 1}, True),  # the API server drops empty lists and maps
+        ({"a": 1, "labels": {}}, {"a": 1}, True),
+        ({"env": [{"name": "X"}]}, {}, False),
+        (
+            {"resources": {"requests": {"memory": "1024Mi"}}},
+            {"resources": {"requests": {"memory": "1Gi"}}},
+            True,
+        ),
+        ({"resources": {"limits": {"cpu": 2}}}, {"resources": {"limits": {"cpu": "2"}}}, True),
+        ({"resources": {"limits": {"cpu": "500m"}}}, {"resources": {"limits": {"cpu": "0.5"}}}, True),
+        ({"resources": {"limits": {"cpu": "1"}}}, {"resources": {"limits": {"cpu": "2"}}}, False),
+        ({"emptyDir": {"sizeLimit": "64Mi"}}, {"emptyDir": {"sizeLimit": "65536Ki"}}, True),
+        ({"image": "1Gi"}, {"image": "1024Mi"}, False),  # quantities only where quantities live
     ],
 )
 def test_declared_in(declared: Any, live: Any, expected: bool) -> None:
     assert declared_in(declared, live) is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("1Gi", Decimal(2**30)), ("500m", Decimal("0.5")), (8, Decimal(8)), ("1e3", Decimal(1000)), ("x", None)],
+)
+def test_quantity_value(raw: Any, value: Decimal | None) -> None:
+    assert quantity_value(raw) == value
+
+
+def test_needs_apply_sees_a_removed_field_an_edit_and_nothing_else() -> None:
+    manifest = {"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"a": 1, "env": [], "b": {"c": 2}}}
+    desired = with_digest(manifest)
+    assert desired["metadata"]["annotations"][APPLIED_DIGEST_ANNOTATION] == manifest_digest(desired)
+    live = {**desired, "spec": {"a": 1, "b": {"c": 2}}, "status": {"replicas": 1}}  # empty list dropped
+    assert not needs_apply(desired, live)
+    assert needs_apply(desired, None)
+    assert needs_apply(desired, {**live, "spec": {"a": 2, "b": {"c": 2}}})  # hand edit
+    removed = with_digest({**manifest, "spec": {"a": 1, "env": []}})  # spec.b dropped from the pool spec
+    assert needs_apply(removed, live)  # the digest differs, so the apply runs and prunes spec.b
 
 
 def class_body(name: str, **spec: Any) -> dict[str, Any]:
@@ -303,6 +344,11 @@ def test_config_from_env() -> None:
     assert cfg.watch_client_timeout_s > cfg.watch_server_timeout_s
     with pytest.raises(ValueError, match="SLOGUARD_RETRY_DELAY_S"):
         OperatorConfig.from_env({"SLOGUARD_RETRY_DELAY_S": "soon"})
+    # An integer: kopf sends it as the watch's timeoutSeconds, and the API server refuses "300.0".
+    timeout = OperatorConfig.from_env({"SLOGUARD_WATCH_SERVER_TIMEOUT_S": "120"}).watch_server_timeout_s
+    assert timeout == 120 and isinstance(timeout, int)
+    with pytest.raises(ValueError, match="whole number"):
+        OperatorConfig.from_env({"SLOGUARD_WATCH_SERVER_TIMEOUT_S": "300.0"})
 
 
 def test_the_sidecar_image_is_an_operator_setting() -> None:
