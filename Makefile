@@ -73,6 +73,10 @@ demo: $(STAMP) ## run the whole system locally on simulated engines (no cluster 
 bench: $(STAMP) ## run the quick variant of every benchmark; results under bench/results/quick/ (not committed)
 	$(BIN)/sloguard bench all --quick
 
+.PHONY: bench-results
+bench-results: $(STAMP) ## regenerate every committed result in bench/results/ (full runs; takes long)
+	scripts/bench-results.sh
+
 .PHONY: clean
 clean: ## remove the virtualenv and build outputs
 	rm -rf $(VENV) .build build *.egg-info .pytest_cache .mypy_cache .ruff_cache
