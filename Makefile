@@ -79,6 +79,10 @@ IMAGE ?= ghcr.io/sloguard/sloguard
 image: ## build the operator+sidecar image (docker or podman) as $(IMAGE):<chart appVersion>; skipped without one
 	@bash scripts/build-image.sh $(IMAGE)
 
+.PHONY: bench-results
+bench-results: $(STAMP) ## regenerate every committed result in bench/results/ (full runs; takes long)
+	scripts/bench-results.sh
+
 .PHONY: clean
 clean: ## remove the virtualenv and build outputs
 	rm -rf $(VENV) .build build *.egg-info .pytest_cache .mypy_cache .ruff_cache

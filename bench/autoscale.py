@@ -11,6 +11,8 @@ Policies: `static` (peak provisioning: `maxReplicas` pods for the whole run, war
 three autoscalers of `sloguard.operator.core.autoscaling` — `threshold` (KV >= 0.8 or queue >= 5 per
 pod), `chiron` (the reconstruction) and `sloguard` — each starting from one warm pod. GPU-hours count
 every pod from creation (cold start included) to removal (after its drain) or the end of the run.
+Goodput (`bench.runner.score`): SLO-met requests, every class or the interactive class alone, per second of
+the offered window (first to last arrival of the run).
 
 `--quick`: the first 10 minutes of the trace, a 10-minute deadline and a backlog scaled to it.
 """
@@ -30,6 +32,7 @@ from sloguard.api.inferencepool import (
     SidecarSpec,
 )
 from sloguard.bench import BenchResult
+from sloguard.bench.runner import score
 from sloguard.operator.core.autoscaling import POLICIES, AutoscalerLoop, ScalingContext
 from sloguard.sim.cluster import ClusterConfig, ClusterResult, ClusterSimulation
 from sloguard.sim.cluster.workload import (
@@ -105,7 +108,10 @@ def run_policy(scenario: Scenario, policy: str) -> tuple[ClusterResult, float]:
 
 def summary(result: ClusterResult, wall_s: float) -> dict[str, Any]:
     peak = max((p.ready + p.starting + p.draining for p in result.timeline), default=0)
+    records, specs = list(result.records.values()), list(result.specs.values())
     return {
+        "goodput_rps": round(score(records, specs).goodput_rps, 4),
+        "interactive_goodput_rps": round(score(records, specs, "interactive").goodput_rps, 4),
         "interactive_attainment": round(result.attainment("interactive"), 5),
         "batch_deadline_attainment": round(result.attainment("batch"), 5),
         "gpu_hours": round(result.gpu_hours, 4),
@@ -177,15 +183,16 @@ def run_scenario(scenario: Scenario) -> BenchResult:
     lines = [
         f"Workload: {workload}.",
         "",
-        "| policy | interactive attainment | batch deadlines met | GPU-hours | GPU-h vs threshold "
-        "| scale events | peak pods | sim wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| policy | goodput (req/s) | interactive goodput | interactive attainment | batch deadlines met "
+        "| GPU-hours | GPU-h vs threshold | scale events | peak pods | sim wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for policy in POLICY_ORDER:
         f = figures[policy]
         ratio = f["gpu_hours"] / threshold_gpu if threshold_gpu else float("nan")
         lines.append(
-            f"| {policy} | {f['interactive_attainment']:.4f} | {f['batch_deadline_attainment']:.4f} | "
+            f"| {policy} | {f['goodput_rps']:.3f} | {f['interactive_goodput_rps']:.3f} "
+            f"| {f['interactive_attainment']:.4f} | {f['batch_deadline_attainment']:.4f} | "
             f"{f['gpu_hours']:.2f} | {ratio:.2f} | {f['scale_events']} | {f['peak_replicas']} | "
             f"{f['wall_s']} |"
         )

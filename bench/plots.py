@@ -29,9 +29,12 @@ def lines(
     xlabel: str,
     ylabel: str,
     highlight: str = "sloguard",
+    log_x: bool = False,
 ) -> bytes:
     """One line per series over a shared x axis; `highlight` drawn thicker."""
     figure, axes = plt.subplots(figsize=(7.5, 4.5))
+    if log_x:
+        axes.set_xscale("log")
     for name, values in series.items():
         width = 2.8 if name == highlight else 1.3
         style = "--" if name.startswith("oracle_") else "-"

@@ -6,7 +6,10 @@ half code (Azure 2023 code-trace requests, real token counts, no text; SLO end-t
 shuffled by a seed (ten seeds, ten workloads; figures are their means, per-seed attainment kept), on the
 Llama-3-8B A100 profile with the engine's batch cap (`--max-num-seqs`) at 1 (the paper's headline case)
 and larger; every sidecar policy holds the queue at the same cap. Metrics: attainment (met / 40,
-rejections are misses), mean latency of completed requests, G = met / sum of latencies (completed).
+rejections are misses, `bench.runner.score`; with every request arriving at once there is no offered
+window, so no goodput), mean latency of completed requests, G = met / sum of latencies (completed).
+`sa` runs at full strength: planning the whole queue with the iteration budget where its convergence
+curve (attainment against iterations, also in the output) flattens.
 Called by `sloguard bench sa [--quick]`.
 """
 
@@ -17,9 +20,10 @@ from typing import Any
 
 from sloguard.api.sidecar_config import SLOClassConfig
 from sloguard.bench import BenchResult
-from sloguard.bench.plots import bars
+from sloguard.bench.plots import bars, lines
 from sloguard.bench.runner import EngineSetup, run_variant, score
 from sloguard.bench.workloads import azure_code_trace, sharegpt_test_rows
+from sloguard.sidecar.core.policies.sa import SaParameters
 from sloguard.sidecar.core.requests import RequestSpec
 
 CHAT = SLOClassConfig(name="chat", ttft_s=10.0, tpot_s=0.05)
@@ -29,6 +33,9 @@ POLICIES = ("fcfs", "edf", "sa", "sloguard", "oracle_sa", "oracle_sloguard")
 PAPER_POLICIES = ("fcfs", "sa")
 
 
+CONVERGENCE_POLICIES = ("sa",)
+
+
 @dataclass(frozen=True)
 class SaSpec:
     version: int
@@ -36,16 +43,21 @@ class SaSpec:
     max_batches: tuple[int, ...]
     seeds: tuple[int, ...]  # one workload per seed; 40 requests are few, one draw decides by a request or two
     setup: EngineSetup
+    # the convergence curve: sa's attainment against its iteration budget, at these batch caps
+    convergence_iterations: tuple[int, ...]
+    convergence_batches: tuple[int, ...]
 
 
 SPEC = SaSpec(
-    version=2,
+    version=3,
     requests=40,
     max_batches=(1, 4, 16),
     seeds=tuple(range(5, 15)),
     setup=EngineSetup(profile="llama-3-8b-a100"),
+    convergence_iterations=(0, 30, 100, 300, 1000, 3000),
+    convergence_batches=(1, 4),
 )
-QUICK = replace(SPEC, max_batches=(1, 4))
+QUICK = replace(SPEC, max_batches=(1, 4), convergence_iterations=(0, 100, 1000), convergence_batches=(1,))
 
 
 def build_requests(spec: SaSpec, seed: int) -> list[RequestSpec]:
@@ -117,8 +129,39 @@ def run_spec(spec: SaSpec) -> dict[str, Any]:
         "profile": spec.setup.profile,
         "requests": spec.requests,
         "seeds": list(spec.seeds),
+        "sa_iterations": SaParameters().iterations,
         "cases": cases,
+        "convergence": convergence(spec, workloads),
     }
+
+
+def convergence(spec: SaSpec, workloads: list[tuple[int, list[RequestSpec]]]) -> list[dict[str, Any]]:
+    """sa's mean attainment over the seeds for each iteration budget: where it flattens
+    is the budget at which the baseline runs at full strength (`SaParameters.iterations`)."""
+    curves = []
+    for max_batch in spec.convergence_batches:
+        for name in CONVERGENCE_POLICIES:
+            attainment = []
+            for iterations in spec.convergence_iterations:
+                setup = replace(
+                    spec.setup, max_num_seqs=max_batch, policy_parameters={"sa": {"iterations": iterations}}
+                )
+                per_seed = [
+                    score(
+                        run_variant(name, specs, CLASSES, setup, seed=seed, in_flight_cap=max_batch), specs
+                    ).adherence
+                    for seed, specs in workloads
+                ]
+                attainment.append(round(statistics.fmean(per_seed), 4))
+            curves.append(
+                {
+                    "max_batch": max_batch,
+                    "policy": name,
+                    "iterations": list(spec.convergence_iterations),
+                    "attainment": attainment,
+                }
+            )
+    return curves
 
 
 def wins(case: dict[str, Any], ours: str, theirs: str) -> int:
@@ -168,7 +211,32 @@ def markdown(data: dict[str, Any]) -> str:
             + f" | {wins(case, 'sloguard', 'sa')}/{len(data['seeds'])}"
             + f" | {wins(case, 'sloguard', 'fcfs')}/{len(data['seeds'])} |"
         )
+    budgets = data["convergence"][0]["iterations"]
+    out += [
+        "",
+        "Convergence: sa's attainment (mean over the seeds) against its iteration budget; the policy plans"
+        f" the whole queue and runs {data['sa_iterations']} iterations per plan (the table above).",
+        "",
+        "| max batch | policy | " + " | ".join(str(b) for b in budgets) + " |",
+        "|" + "---|" * (len(budgets) + 2),
+    ]
+    for curve in data["convergence"]:
+        curve_cells = " | ".join(f"{a:.3f}" for a in curve["attainment"])
+        out.append(f"| {curve['max_batch']} | {curve['policy']} | {curve_cells} |")
     return "\n".join(out) + "\n"
+
+
+def convergence_plot(data: dict[str, Any]) -> bytes:
+    budgets = [max(1, b) for b in data["convergence"][0]["iterations"]]  # 0 iterations drawn at 1
+    return lines(
+        budgets,
+        {f"{c['policy']} (max batch {c['max_batch']})": c["attainment"] for c in data["convergence"]},
+        title="sa: attainment vs annealing iterations per plan (0 drawn at 1)",
+        xlabel="iterations per plan",
+        ylabel="attainment",
+        highlight="",
+        log_x=True,
+    )
 
 
 def run(quick: bool) -> BenchResult:
@@ -179,4 +247,5 @@ def run(quick: bool) -> BenchResult:
         title=f"sa: SLO attainment, 40 requests at once (mean of {len(data['seeds'])} workloads)",
         ylabel="attainment",
     )
-    return BenchResult(data=data, markdown=markdown(data), files={"sa.png": png})
+    files = {"sa.png": png, "sa-convergence.png": convergence_plot(data)}
+    return BenchResult(data=data, markdown=markdown(data), files=files)

@@ -10,8 +10,10 @@ keep the paper's 1024-token prefill budget.
 
 Rates: multiples of the profile's measured capacity, the throughput of vLLM V1 fcfs when all the requests
 of the point arrive at once (requests / makespan), from comfortable (0.5x) to heavy overload (3x).
-Metrics: goodput = requests meeting both SLOs / duration; adherence = met / requests (rejections are
-misses); per class too. Called by `sloguard bench scorpio [--quick]`.
+Metrics (`bench.runner.score`): goodput = requests meeting both SLOs / the offered window (first to last
+arrival, the same for every policy, so rejecting early cannot raise it); adherence = met / requests
+(rejections are misses); per class too (per-class goodput divides by the whole run's window).
+Called by `sloguard bench scorpio [--quick]`.
 """
 
 import random
@@ -69,10 +71,7 @@ SPEC = ScorpioSpec(
         scorpio_prefill_budget_tokens=1024,
     ),
 )
-# Quick keeps 512 requests per point: at 256 the arrivals span ~8 s at 3x load while the longest replies
-# take ~18 s to decode, so goodput (met / time to the last finish) measures the drain of whichever long
-# request a policy chose to serve rather than the scheduling (measured: sloguard served and met more
-# requests than scorpio yet had the lower goodput, by 2.3 s of drain). One arrival seed, three loads.
+# Quick: the same 512 requests per point, one arrival seed, three loads.
 QUICK = ScorpioSpec(**{**SPEC.__dict__, "arrival_seeds": (2,), "load_factors": (0.5, 1.0, 3.0)})
 
 

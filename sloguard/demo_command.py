@@ -166,7 +166,7 @@ async def _main(args: argparse.Namespace, data_dir: Path) -> int:
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
     sys.stderr.write("\n")
-    summaries = {r.name: report.summarize(r, classes, window_s) for r in results}
+    summaries = {r.name: report.summarize(r, classes) for r in results}
     figures = {
         "policies": summaries,
         "setup": {

@@ -5,7 +5,8 @@ Definitions (the same for both policies, measured by the load generator on engin
   <= tpot, and (where the class has one) end-to-end time <= deadline;
 - attainment: requests that met their SLO / all requests of the class (rejected, failed and cancelled
   count as missed: the demo never cancels on its own before the drain window ends);
-- goodput_rps: requests that met their SLO per engine second of the replayed trace window;
+- goodput_rps: requests that met their SLO per engine second of the offered window (first to last
+  scheduled arrival), the benchmarks' one definition (`sloguard.bench.runner.goodput_rps`);
 - ttft_p99_ms / tpot_p99_ms: over the completed requests of the class (null when none completed).
 Called by sloguard/demo_command.py.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sloguard.api.sidecar_config import SLOClassConfig
+from sloguard.bench.runner import goodput_rps, offered_window_s
 from sloguard.demo.runner import ArmResult, Record
 
 OUTCOMES = ("completed", "rejected", "cancelled", "failed")
@@ -30,11 +32,12 @@ def _p99_ms(values: Sequence[float]) -> float | None:
     return round(1000.0 * ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)], 1)
 
 
-def summarize(result: ArmResult, classes: Sequence[SLOClassConfig], window_s: float) -> dict[str, Any]:
+def summarize(result: ArmResult, classes: Sequence[SLOClassConfig]) -> dict[str, Any]:
     by_name = {c.name: c for c in classes}
     records = result.records
     met = [r for r in records if r.met(by_name[r.request.slo_class])]
     outcomes = {o: sum(1 for r in records if r.outcome == o) for o in OUTCOMES}
+    window_s = offered_window_s(r.request.arrival_s for r in records) if records else 0.0
     per_class: dict[str, Any] = {}
     for slo in classes:
         mine = [r for r in records if r.request.slo_class == slo.name]
@@ -48,7 +51,7 @@ def summarize(result: ArmResult, classes: Sequence[SLOClassConfig], window_s: fl
         }
     return {
         "attainment": round(len(met) / len(records), 4) if records else None,
-        "goodput_rps": round(len(met) / window_s, 3),
+        "goodput_rps": round(goodput_rps(len(met), window_s), 3) if window_s > 0 else None,
         "requests": len(records),
         "outcomes": outcomes,
         "per_class": per_class,
@@ -83,7 +86,7 @@ def table(summaries: Mapping[str, Mapping[str, Any]], classes: Sequence[SLOClass
     total = ["all", "", str(summaries[names[0]]["requests"])]
     for name in names:
         s = summaries[name]
-        total += [_fmt(s["attainment"], 100, 1, "%"), f"goodput {s['goodput_rps']:.2f}/s", ""]
+        total += [_fmt(s["attainment"], 100, 1, "%"), f"goodput {_fmt(s['goodput_rps'], 1, 2)}/s", ""]
     rows.append(total)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]

@@ -1,11 +1,16 @@
 """sa: the simulated-annealing priority sequence of arXiv 2504.14966, as a sidecar policy (papers.md §6.5).
 
-The `window` most urgent queued requests (least TTFT deadline first) are planned by
-sloguard.sidecar.core.annealing: an order and a grouping that maximise G = n_met / sum of latencies.
-The plan is recomputed only when the queue changed (an arrival, a cancellation); releases consume it
-group by group: one release step sends at most the first remaining group (the paper's batch-size
-control; the in-flight cap still bounds it). No rejection; no engine priority. The budget is an
-iteration count (`iterations`), so the decision is deterministic for a seed.
+The whole queue (or, with `window` > 0, its `window` most urgent requests, least TTFT deadline first) is
+planned by sloguard.sidecar.core.annealing: an order and a grouping that maximise G = n_met / sum of
+latencies, starting from the LDF order. Full strength by default: the plan covers every queued request,
+and `iterations` is where the benchmark's convergence curve flattens (`sloguard bench sa`, the
+"convergence" table: attainment against the iteration budget). Releases consume the plan group by group:
+one release step sends at most the first remaining group (the paper's batch-size control; the in-flight
+cap still bounds it). The plan is recomputed when the queue changed (an arrival, a cancellation) and when
+a group has been released, so each next group is planned from where the engine really is (its running
+requests and the time now) rather than from the predictions made for the previous groups. No rejection;
+no engine priority. The budget is an iteration count (`iterations`), so the decision is deterministic for
+a seed.
 """
 
 import random
@@ -18,11 +23,13 @@ from sloguard.sidecar.core.annealing import SaJob, anneal
 from sloguard.sidecar.core.base_policy import Entry
 from sloguard.sidecar.core.ldf_policy import LdfPolicy
 
+ITERATIONS = 1000  # where the convergence curve flattens: `sloguard bench sa`, docs/benchmarks.md
+
 
 @dataclass(frozen=True)
 class SaParameters:
-    window: int = field(default=16, metadata={"min": 1})
-    iterations: int = field(default=100, metadata={"min": 0})
+    window: int = field(default=0, metadata={"min": 0})  # 0: the whole queue
+    iterations: int = field(default=ITERATIONS, metadata={"min": 0})
     initial_temperature: float = field(default=0.1, metadata={"min": 0.0})
     cooling: float = field(default=0.97, metadata={"min": 0.0})
 
@@ -54,14 +61,16 @@ class SaPolicy(LdfPolicy):
                     group.remove(entry.request_id)
                 if not group:
                     self._plan.pop(0)
+                    self._dirty = True  # the next group is planned from where the engine really is
         else:
             self._dirty = True
 
     def replan(self, now_s: float, room: int) -> None:
         """Anneal over the head of the queue; the plan's groups replace the old plan."""
         window: list[Entry] = []
+        limit = self.params.window or len(self._main)
         for item in self._main:
-            if len(window) >= self.params.window:
+            if len(window) >= limit:
                 break
             window.append(self._entries[item[4]])
         jobs = [

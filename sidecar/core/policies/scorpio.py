@@ -7,9 +7,10 @@ reference/papers.md §1.4-1.5 and §6.2 (`ldf_rej_gate1.3_credit`):
   frees its place). A class with `onUnattainable: BestEffort` is demoted instead of rejected.
 - TPOT guard: candidates in LDF order are admitted while `ITL(VBS, L_avg + pred/2) * eta < 0.99 *
   T_min` (eta = 1.3) and the KV cache has room; the first failure stops the step (head-of-line).
-  `credit_batching` (default true, as in the paper) counts the batch as the virtual batch size, which
-  is right only when the engine does credit-based batching (the simulator's plug-in); against an
-  unmodified vLLM set it false to count every running request.
+  `credit_batching` counts the batch as the virtual batch size, which is right only when the engine does
+  credit-based batching (SCORPIO's fork; the simulator's `scorpio-engine` plug-in). Default false: the
+  sidecar sits in front of an unmodified vLLM (what the operator deploys), which decodes every running
+  request every iteration, so the gate counts every running request.
 Deviation for liveness: with nothing in flight, the head is released even if the gate fails (SCORPIO
 would hold it until the TTFT guard rejects it; a demoted request would wait forever). No engine
 priority (vLLM runs FCFS on the sidecar's release order).
@@ -32,7 +33,7 @@ class ScorpioParameters:
     margin_s: float = field(default=0.05, metadata={"min": 0.0})
     eta: float = field(default=1.3, metadata={"min": 0.0})
     headroom: float = field(default=0.99, metadata={"min": 0.0})
-    credit_batching: bool = True
+    credit_batching: bool = False
 
 
 class ScorpioPolicy(LdfPolicy):

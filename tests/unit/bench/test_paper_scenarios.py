@@ -73,6 +73,14 @@ def test_sa_tiny_run_has_cases_with_attainment_latency_and_g() -> None:
             assert len(per_seed) == 2 and figures["attainment"] == pytest.approx(sum(per_seed) / 2, abs=1e-4)
         assert 0 <= sa_bench.wins(case, "sloguard", "sa") <= 2
     assert "| >= sa on |" in sa_bench.markdown(data)
+    # the convergence curve: one attainment per iteration budget, for each batch cap it covers
+    assert [(c["policy"], c["max_batch"]) for c in data["convergence"]] == [("sa", 1)]
+    curve = data["convergence"][0]
+    assert curve["iterations"] == list(spec.convergence_iterations)
+    assert len(curve["attainment"]) == len(curve["iterations"])
+    assert all(0.0 <= a <= 1.0 for a in curve["attainment"])
+    assert "Convergence" in sa_bench.markdown(data)
+    assert sa_bench.convergence_plot(data).startswith(b"\x89PNG")
 
 
 @needs_data
@@ -82,3 +90,5 @@ def test_trace_tiny_run_counts_slo_met_requests_per_policy() -> None:
     assert len(requests) == 1 and requests.pop() > 0
     for figures in data["policies"].values():
         assert 0 <= figures["slo_met"] <= figures["requests"]
+        assert figures["adherence"] == pytest.approx(figures["slo_met"] / figures["requests"], abs=1e-4)
+        assert _number(figures["goodput_rps"]) and figures["goodput_rps"] >= 0.0

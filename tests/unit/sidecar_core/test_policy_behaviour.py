@@ -211,6 +211,31 @@ def test_sa_releases_its_first_group_and_replans_when_the_queue_changes() -> Non
     assert policy.plans_computed == 2  # type: ignore[attr-defined]
 
 
+def planned(policy: Any) -> int:
+    """Requests in the sa policy's current plan."""
+    return sum(len(group) for group in policy._plan)
+
+
+def test_sa_plans_the_whole_queue_by_default_and_replans_each_next_group_from_the_engines_state() -> None:
+    policy = make(Name.SA, iterations=50)
+    assert policy.params.window == 0
+    for i in range(30):  # more than the old 16-request window
+        policy.submit(req(f"r{i}", "batch"), 0.0)
+    first = released(policy, 0.0, cap=1)
+    assert len(first) == 1 and policy.plans_computed == 1  # type: ignore[attr-defined]
+    assert planned(policy) == 29  # all but the released one
+    policy.on_first_token(first[0], 0.5)
+    policy.on_finish(first[0], 1.0, outcome=Outcome.COMPLETED, output_tokens=10)
+    second = released(policy, 1.0, cap=1)
+    assert len(second) == 1 and second != first
+    assert policy.plans_computed == 2  # type: ignore[attr-defined]  # planned again once a group went out
+    windowed = make(Name.SA, iterations=50, window=8)
+    for i in range(30):
+        windowed.submit(req(f"r{i}", "batch"), 0.0)
+    released(windowed, 0.0, cap=1)
+    assert planned(windowed) == 7
+
+
 @pytest.mark.parametrize("name", list(Name), ids=str)
 def test_a_cancelled_in_flight_request_ends_once_and_frees_its_slot(name: Name) -> None:
     policy = make(name)
