@@ -10,7 +10,7 @@ for wall-clock latencies.
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -35,7 +35,7 @@ async def start_server(request: pytest.FixtureRequest) -> AsyncIterator[StartSer
 
     sim: a fresh in-process server (time_scale applies); vllm: the session's shared real server."""
     kind: str = request.param
-    shared: dict[str, str] = request.getfixturevalue("vllm_servers") if kind == "vllm" else {}
+    shared: Mapping[str, str] = request.getfixturevalue("vllm_servers") if kind == "vllm" else {}
     started: list[EngineServer] = []
 
     async def start(config: str = "fcfs", *, time_scale: float = 10.0) -> EngineServer:

@@ -34,7 +34,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sloguard_testing import grpc_stubs as stubs
 from sloguard_testing.engine_link import EngineLink
-from sloguard_testing.engine_servers import SERVED_MODEL, SERVER_CONFIGS
+from sloguard_testing.engine_servers import SERVED_MODEL, SERVER_CONFIGS, VLLM_TEST_TIMEOUT_S
 from sloguard_testing.sidecar_harness import SidecarHandle, sidecar_config, sidecar_in_front
 from sloguard_testing.vllm_server import vllm_servers  # noqa: F401 (the session fixture of the vllm kind)
 
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.slow
 
 ENGINE_KINDS = [
     pytest.param("sim", id="sim"),
-    pytest.param("vllm", id="vllm", marks=[pytest.mark.vllm, pytest.mark.timeout(420)]),
+    pytest.param("vllm", id="vllm", marks=[pytest.mark.vllm, pytest.mark.timeout(VLLM_TEST_TIMEOUT_S)]),
 ]
 ENGINE = SERVER_CONFIGS["fcfs"]  # two seats, max_model_len 512: both engines
 LONG_TOKENS = 480  # a stream that runs on (prompt + output within max_model_len 512)
