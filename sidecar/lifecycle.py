@@ -20,6 +20,7 @@ from sloguard.api.errors import RejectionReason
 from sloguard.api.sidecar_config import SidecarConfig, SLOClassConfig
 from sloguard.sidecar.backpressure import AimdCap, AimdSettings
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
+from sloguard.sidecar.engine_health import EngineHealth
 from sloguard.sidecar.errors import RequestFailed, RequestRejected
 from sloguard.sidecar.hop_timing import Hop, HopTimer
 from sloguard.sidecar.metrics import SidecarMetrics
@@ -98,7 +99,7 @@ class Lifecycle:
         metrics.set_policy(built.requested, built.effective)
         metrics.set_classes(c.name for c in config.classes)
         self.aimd = AimdCap(AimdSettings(config.limits.min_in_flight, config.limits.max_in_flight))
-        self.engine_up = True
+        self.health = EngineHealth()  # fed by the service's probe loop and by what requests see
         self.draining = False
         self._waiting: dict[str, _Tracked] = {}
         self._running: dict[str, _Tracked] = {}
@@ -106,6 +107,16 @@ class Lifecycle:
         self._idle = asyncio.Event()
         self._idle.set()
         self._refresh_gauges()
+
+    @property
+    def engine_up(self) -> bool:
+        return self.health.up
+
+    @engine_up.setter
+    def engine_up(self, up: bool) -> None:
+        """Set outright (the service's first probe at start); later probes go through `health.on_probe`."""
+        self.health.up = up
+        self.health.probe_failures = 0 if up else self.health.probe_failures_to_down
 
     # ---- configuration and limits -------------------------------------------------------------
 
@@ -328,6 +339,7 @@ class Lifecycle:
             priority=tracked.engine_priority,
             hops=tracked.hops,
         )
+        answered = False
         try:
             while True:
                 try:
@@ -338,13 +350,17 @@ class Lifecycle:
                         chunks = await asyncio.wait_for(anext(stream), remaining)
                 except StopAsyncIteration:
                     break
+                if not answered:
+                    answered = True
+                    self.health.on_answered()  # the engine is streaming to us: whatever a probe said
                 yield self._on_chunks(tracked, chunks)
         except EngineError as error:
             if error.is_client_error:
                 raise RequestRejected(RejectionReason.INVALID_REQUEST, str(error)) from error
-            if error.status is None and not error.started:  # unreachable: refuse until the probe sees it back
-                self.engine_up = False
-                self.metrics.engine_up.labels(self.metrics.pool).set(0)
+            if error.status is None and not error.started:
+                self.health.on_unreachable()  # even on a fresh connection: probe now (down takes probes)
+            else:
+                self.health.on_answered()
             reason = "engine_error" if error.status is not None or error.started else "engine_unavailable"
             self._end(tracked, "failed", reason)
             log.warning("request %s failed: %s", request.request_id, error)
@@ -521,8 +537,8 @@ class Lifecycle:
 
     async def run_health_probe(self, interval_s: float = 1.0) -> None:
         while True:
-            self.engine_up = await self.engine.healthy()
-            self.metrics.engine_up.labels(self.metrics.pool).set(1 if self.engine_up else 0)
+            up = self.health.on_probe(await self.engine.healthy())
+            self.metrics.engine_up.labels(self.metrics.pool).set(1 if up else 0)
             await asyncio.sleep(interval_s)
 
     # ---- state and drain ----------------------------------------------------------------------

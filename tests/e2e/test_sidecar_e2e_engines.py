@@ -545,12 +545,14 @@ async def test_the_engine_dying_mid_stream_fails_the_request_once(
 
 
 async def test_an_engine_down_then_back_is_refused_then_served(tmp_path: Path, link: EngineLink) -> None:
-    """The probe is effectively off (as in `sloguard demo`): the failed stream marks the engine down, and
-    the sidecar re-checks a down engine every second (service.DOWN_PROBE_INTERVAL_S) until it is back."""
+    """The probe is effectively off (as in `sloguard demo`): the failed request (refused even on its fresh
+    retry) makes the sidecar probe at once, failed probes in a row mark the engine down, and the sidecar
+    re-checks a down engine every second (service.DOWN_PROBE_INTERVAL_S) until it is back."""
     async with sidecar_in_front(tmp_path, link.url, health_interval_s=3600.0) as side:
         await link.down()
         async with side.http.post(f"{side.http_url}/v1/completions", json=_completion(4)) as failed:
             assert failed.status == 503 and failed.headers["x-sloguard-reason"] == "engine_unavailable"
+        await _wait_for(lambda: _ready(side, 503), "failed probes to mark the engine down")
         async with side.http.post(f"{side.http_url}/v1/completions", json=_completion(4)) as refused:
             assert refused.status == 503 and refused.headers["x-sloguard-reason"] == "engine_unavailable"
             assert int(refused.headers["Retry-After"]) >= 1
@@ -559,7 +561,6 @@ async def test_an_engine_down_then_back_is_refused_then_served(tmp_path: Path, l
                 await stubs.sidecar(channel).Generate(pb.GenerateRequest(text="hi", max_tokens=4)).read()
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert _reason(caught.value) == "engine_unavailable"
-        await _wait_for(lambda: _ready(side, 503), "readiness to go false")
 
         await link.up()
         await _wait_for(lambda: _ready(side, 200), "the sidecar to see the engine back")
