@@ -312,6 +312,18 @@ async def test_unstreamed_answers_have_the_engines_layout(side: SidecarHandle, e
     await assert_counted_once(side, {("interactive", "completed", ""): 2})
 
 
+async def test_routing_errors_are_answered_as_the_engine_answers_them(
+    side: SidecarHandle, engine_url: str
+) -> None:
+    for method, path in (("GET", "/v1/completions"), ("PUT", "/v1/chat/completions"), ("GET", "/v1/nothing")):
+        async with side.http.request(method, f"{engine_url}{path}") as response:
+            direct = (response.status, await response.json(), response.headers.get("allow"))
+        async with side.http.request(method, f"{side.http_url}{path}") as response:
+            relayed = (response.status, await response.json(), response.headers.get("allow"))
+        assert relayed == direct, (method, path)
+    await assert_counted_once(side, {})
+
+
 async def test_grpc_generate_streams_every_token_with_its_timing(side: SidecarHandle) -> None:
     async with grpc.aio.insecure_channel(side.grpc_target) as channel:
         request = pb.GenerateRequest(
