@@ -587,24 +587,24 @@ class Lifecycle:
         when the front comes back for the next batch. A front that never does (a client that stopped
         reading) is cancelled after FRONT_GRACE_S."""
         self.start_draining()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace_s):
-                await self._idle.wait()
-        if self._idle.is_set():
+        if await self._idle_within(grace_s):
             return True
         for tracked in [*self._waiting.values(), *self._running.values()]:
             tracked.drain_killed = True
             if tracked.task is not None and not tracked.at_front:
                 tracked.task.cancel()
-        for cancel_front in (False, True):
-            if cancel_front:
-                for tracked in [*self._waiting.values(), *self._running.values()]:
-                    if tracked.task is not None:
-                        tracked.task.cancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FRONT_GRACE_S):
-                    await self._idle.wait()
+        if not await self._idle_within(FRONT_GRACE_S):
+            for tracked in [*self._waiting.values(), *self._running.values()]:
+                if tracked.task is not None:  # a front stuck relaying (its client stopped reading)
+                    tracked.task.cancel()
+            await self._idle_within(FRONT_GRACE_S)
         return False
+
+    async def _idle_within(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        return self._idle.is_set()
 
 
 def _with_prompt_tokens(request: PolicyRequest, prompt_tokens: int) -> PolicyRequest:
