@@ -266,6 +266,7 @@ class VllmLaunch:
         self.ready: set[str] = set()  # warmed up; still running when last looked up
         self.failed: dict[str, str] = {}  # gave up: the reason, reported to every test that needs it
         self.restarts: list[str] = []  # one line per restart, for the session summary
+        self.ready_after_s: dict[str, float] = {}  # start to warmed up, per server (its latest start)
         self._restart_count: dict[str, int] = {}
         self._python: Path | None = None
         self._lock = threading.Lock()
@@ -321,6 +322,7 @@ class VllmLaunch:
         wait_healthy(server, server.started_s + HEALTH_TIMEOUT_S)
         warm_up(server)
         self.ready.add(server.name)
+        self.ready_after_s[server.name] = time.monotonic() - server.started_s
 
     def _restart(self, server: VllmProcess, why: str) -> None:
         stop_servers([server])
@@ -387,10 +389,12 @@ def launch_in_background() -> None:
 
 
 def summary_lines() -> list[str]:
-    """For the session's terminal summary: every restart, every server given up on, and where the logs are."""
-    if _launch is None or not (_launch.restarts or _launch.failed):
+    """For the session's terminal summary: how long each server took to be ready (start to warmed up),
+    every restart, every server given up on, and where the logs are."""
+    if _launch is None or not (_launch.ready_after_s or _launch.restarts or _launch.failed):
         return []
-    lines = [*_launch.restarts]
+    ready = ", ".join(f"{name} {s:.0f} s" for name, s in _launch.ready_after_s.items())
+    lines = [f"vLLM servers ready after start (warm-up included): {ready or 'none'}", *_launch.restarts]
     for name, why in _launch.failed.items():
         lines.append(f"vLLM server {name!r} unavailable: {why.splitlines()[0]}")
     return [*lines, f"vLLM server logs: {_launch.log_dir}"]
