@@ -299,17 +299,20 @@ async def test_a_unary_client_that_gives_up_aborts_its_request(start_server: Sta
     body = {"prompt": "jumps over the lazy dog", "max_tokens": 500, "ignore_eos": True}
     outcomes: list[tuple[float, float]] = []
     async with aiohttp.ClientSession() as s:
-
-        async def queued() -> bool:
-            return (await metrics(s, server.base_url))["vllm:num_requests_waiting"] >= 1
-
         for _ in range(3):
             before = await metrics(s, server.base_url)
             holders = [await s.post(url, json=holder) for _ in range(2)]
             for held in holders:
                 await anext(aiter(sse_events(held)))  # its first token: it holds a seat
             request = asyncio.create_task(s.post(url, json=body))
-            await wait_for(queued)
+
+            async def queued_or_answered(
+                pending: "asyncio.Task[aiohttp.ClientResponse]" = request,
+            ) -> bool:  # answered: the holders were done first (no verdict)
+                waiting = (await metrics(s, server.base_url))["vllm:num_requests_waiting"]
+                return pending.done() or waiting >= 1
+
+            await wait_for(queued_or_answered, timeout_s=30.0)
             request.cancel()  # closes the connection while the request waits for a seat
             with contextlib.suppress(asyncio.CancelledError):
                 (await request).close()
