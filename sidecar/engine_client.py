@@ -9,18 +9,25 @@ them in one write. What the client asked for is restored by the fronts (sidecar/
 The vLLM `priority` field is stamped only when the engine runs priority scheduling, with polarity
 converted (ours: higher = more important; vLLM: lower = earlier); otherwise any client-sent value is
 stripped. Cancelling the consuming task closes the connection, which makes vLLM abort the request (§3.7).
+A request whose connection failed before any answer (refused, or a pooled keep-alive connection the engine
+had closed) is sent once more on a fresh connection: nothing was relayed yet, so it is safe to repeat, and
+a closed keep-alive connection is no engine error (sidecar/engine_health.py decides what is).
 """
 
+import contextlib
 import json
+import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 
 from sloguard.sidecar.hop_timing import Hop, HopTimer
+
+log = logging.getLogger(__name__)
 
 Endpoint = Literal["completions", "chat"]
 ENDPOINT_PATHS: dict[Endpoint, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -131,6 +138,16 @@ def _text_of(choice: dict[str, Any]) -> str:
     return str(delta.get("content") or "")
 
 
+# Failures of a request before the engine answered anything (no status line): a refused or timed-out
+# connect, or a pooled connection the engine had closed (vLLM's server closes idle keep-alive connections).
+UNANSWERED_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+    aiohttp.ConnectionTimeoutError,
+)
+
+
 class EngineClient:
     def __init__(
         self,
@@ -146,6 +163,33 @@ class EngineClient:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.stamps_priority = stamps_priority
+        self.retried = 0  # requests sent again on a fresh connection (UNANSWERED_ERRORS on the first)
+
+    @contextlib.asynccontextmanager
+    async def _post(
+        self, url: str, body: dict[str, Any], request_id: str
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST, and once more on a fresh connection if the first try got no answer at all."""
+        headers = {"X-Request-Id": request_id}
+        try:
+            response = await self.session.post(url, json=body, headers=headers)
+        except UNANSWERED_ERRORS as error:
+            self.retried += 1
+            log.info(
+                "request %s: no answer (%s: %s); retrying once on a fresh connection",
+                request_id,
+                type(error).__name__,
+                error,
+            )
+        else:
+            async with response:
+                yield response
+            return
+        fresh = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True), timeout=self.session.timeout
+        )
+        async with fresh, fresh.post(url, json=body, headers=headers) as response:
+            yield response
 
     async def get_json(self, path: str, timeout_s: float = 5.0) -> tuple[int | None, Any]:
         """GET a JSON document from the engine: (status, body), or (None, None) when unreachable."""
@@ -189,7 +233,7 @@ class EngineClient:
         url = f"{self.base_url}{ENDPOINT_PATHS[endpoint]}"
         started = False
         try:
-            async with self.session.post(url, json=upstream, headers={"X-Request-Id": request_id}) as resp:
+            async with self._post(url, upstream, request_id) as resp:
                 if hops is not None:
                     hops.mark(Hop.ENGINE_CONNECT)
                 if resp.status != 200:

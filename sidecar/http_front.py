@@ -3,7 +3,10 @@
 Existing OpenAI clients work unchanged; the SLO class comes from `x-slo-class` (or the GAIE/llm-d
 objective headers), explicit targets from `x-slo-ttft-ms` / `x-slo-tpot-ms` / `x-slo-deadline-ms` (and the
 `x-llm-d-slo-*` spellings). Requests go through `Lifecycle.generate_batches`; rejections become 4xx/5xx
-with `Retry-After` and `x-sloguard-reason` via sidecar/errors.py.
+with `Retry-After` and `x-sloguard-reason` via sidecar/errors.py. Bad input is refused (400) and counted,
+never a 500: JSON nested deeper than MAX_JSON_DEPTH included. Unknown paths and methods answer as vLLM
+does (FastAPI's `{"detail": ...}` bodies, reference/vllm-behaviour.md §5). A streaming client that leaves
+mid-stream ends its request (counted as cancelled by the lifecycle) without an error log.
 """
 
 import contextlib
@@ -11,7 +14,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -38,6 +41,33 @@ TPOT_HEADERS = ("x-slo-tpot-ms", "x-llm-d-slo-tpot-ms")
 DEADLINE_HEADERS = ("x-slo-deadline-ms", "x-llm-d-slo-deadline-ms")
 BYTES_PER_TOKEN_ESTIMATE = 4  # prompt tokens are estimated before the engine counts them exactly
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's default (reference/vllm-behaviour.md §5)
+MAX_JSON_DEPTH = 128  # nesting of objects and arrays in a body; deeper would break json's C recursion
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects/arrays nest more than `limit` deep (iterative: no recursion to run out of)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+@web.middleware
+async def _routing_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """404 and 405 as vLLM answers them (FastAPI's bodies, `allow` header), not aiohttp's plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allow = ", ".join(sorted(exc.allowed_methods))
+        return web.json_response({"detail": "Method Not Allowed"}, status=405, headers={"allow": allow})
+    except web.HTTPNotFound:
+        return web.json_response({"detail": "Not Found"}, status=404)
 
 
 def _first_header(request: web.Request, names: tuple[str, ...]) -> str | None:
@@ -117,7 +147,7 @@ class HttpFront:
     def app(self) -> web.Application:
         limits = self.lifecycle.config.limits
         max_body = limits.max_prompt_tokens * 16 + (1 << 20)
-        app = web.Application(client_max_size=max_body)
+        app = web.Application(client_max_size=max_body, middlewares=[_routing_errors])
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
@@ -172,12 +202,18 @@ class HttpFront:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise RequestRejected(RejectionReason.INVALID_REQUEST, "request body too large") from None
+        too_deep = f"the JSON body nests objects and arrays more than {MAX_JSON_DEPTH} deep"
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RequestRejected(RejectionReason.INVALID_REQUEST, f"malformed JSON body: {error}") from None
+        except RecursionError:  # nested far too deep for the parser itself
+            raise RequestRejected(RejectionReason.INVALID_REQUEST, too_deep) from None
         if not isinstance(body, dict):
             raise RequestRejected(RejectionReason.INVALID_REQUEST, "the JSON body must be an object")
+        # cheap first: fewer openers than the limit cannot nest deeper (a token-id prompt has one)
+        if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _nested_deeper_than(body, MAX_JSON_DEPTH):
+            raise RequestRejected(RejectionReason.INVALID_REQUEST, too_deep)
         return body
 
     def _serve_request(self, request: web.Request, endpoint: Endpoint, body: dict[str, Any]) -> ServeRequest:
@@ -210,20 +246,23 @@ class HttpFront:
     ) -> web.StreamResponse:
         relay = StreamRelay(UsageWish.of(body))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
-        await response.prepare(request)
         try:
-            if first is not None:
-                await _write_events(response, relay, first)
-                hops.mark(Hop.CLIENT_FIRST_WRITE)
-                self.lifecycle.metrics.observe_hops(hops)
-            async for batch in batches:
-                await _write_events(response, relay, batch)
-            await _write_chunks(response, relay.flush())
-        except RequestFailed as error:
-            error_body = openai_error_body(str(error), error.http_status, error.reason)
-            await response.write(f"data: {json.dumps(error_body)}\n\n".encode())
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
+            await response.prepare(request)
+            try:
+                if first is not None:
+                    await _write_events(response, relay, first)
+                    hops.mark(Hop.CLIENT_FIRST_WRITE)
+                    self.lifecycle.metrics.observe_hops(hops)
+                async for batch in batches:
+                    await _write_events(response, relay, batch)
+                await _write_chunks(response, relay.flush())
+            except RequestFailed as error:
+                error_body = openai_error_body(str(error), error.http_status, error.reason)
+                await response.write(f"data: {json.dumps(error_body)}\n\n".encode())
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionResetError:  # aiohttp's ClientConnectionResetError: the client has just left
+            log.debug("streaming client of %s left; its request ends as cancelled", request.path)
         return response
 
 

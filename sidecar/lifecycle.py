@@ -20,6 +20,7 @@ from sloguard.api.errors import RejectionReason
 from sloguard.api.sidecar_config import SidecarConfig, SLOClassConfig
 from sloguard.sidecar.backpressure import AimdCap, AimdSettings
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
+from sloguard.sidecar.engine_health import EngineHealth
 from sloguard.sidecar.errors import RequestFailed, RequestRejected
 from sloguard.sidecar.hop_timing import Hop, HopTimer
 from sloguard.sidecar.metrics import SidecarMetrics
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 UNRESOLVED_CLASS_LABEL = "_unresolved"  # slo_class label of requests refused before a class was known
 TICK_INTERVAL_S = 0.02  # release rounds for time-driven policy decisions, besides arrivals and finishes
+MAX_REQUEST_ID_CHARS = 256  # a request id goes upstream as the X-Request-Id header
+FRONT_GRACE_S = 5.0  # past the drain grace: how long a front relaying a batch has to come back for more
 
 
 @dataclass
@@ -74,6 +77,7 @@ class _Tracked:
     output_tokens: int = 0
     finish_reason: str | None = None
     drain_killed: bool = False
+    at_front: bool = False  # suspended at a yield: the front is relaying a batch (not cancellable here)
     outcome: str | None = None  # set once, by _end
     hops: HopTimer | None = None
 
@@ -98,7 +102,7 @@ class Lifecycle:
         metrics.set_policy(built.requested, built.effective)
         metrics.set_classes(c.name for c in config.classes)
         self.aimd = AimdCap(AimdSettings(config.limits.min_in_flight, config.limits.max_in_flight))
-        self.engine_up = True
+        self.health = EngineHealth()  # fed by the service's probe loop and by what requests see
         self.draining = False
         self._waiting: dict[str, _Tracked] = {}
         self._running: dict[str, _Tracked] = {}
@@ -106,6 +110,16 @@ class Lifecycle:
         self._idle = asyncio.Event()
         self._idle.set()
         self._refresh_gauges()
+
+    @property
+    def engine_up(self) -> bool:
+        return self.health.up
+
+    @engine_up.setter
+    def engine_up(self, up: bool) -> None:
+        """Set outright (the service's first probe at start); later probes go through `health.on_probe`."""
+        self.health.up = up
+        self.health.probe_failures = 0 if up else self.health.probe_failures_to_down
 
     # ---- configuration and limits -------------------------------------------------------------
 
@@ -167,6 +181,14 @@ class Lifecycle:
 
     def resolve(self, serve: ServeRequest, now_s: float) -> tuple[PolicyRequest, SLOClassConfig]:
         limits = self.config.limits
+        if serve.request_id and (
+            len(serve.request_id) > MAX_REQUEST_ID_CHARS or not serve.request_id.isprintable()
+        ):  # CR, LF, NUL and other control characters cannot go into the engine's X-Request-Id header
+            raise RequestRejected(
+                RejectionReason.INVALID_REQUEST,
+                f"request_id must be at most {MAX_REQUEST_ID_CHARS} printable characters "
+                "(no control characters such as CR, LF or NUL)",
+            )
         if serve.slo_class:
             slo_class = self.config.class_named(serve.slo_class)
             if slo_class is None:
@@ -239,8 +261,14 @@ class Lifecycle:
             await self._wait_for_release(tracked, deadline_s)
             if serve.hops is not None:
                 serve.hops.mark(Hop.ADMIT_QUEUE)  # released, and this task has run again
-            async for batch in self._stream(tracked, deadline_s):
-                yield batch
+            streamed = self._stream(tracked, deadline_s)
+            async with contextlib.aclosing(streamed):
+                async for batch in streamed:
+                    tracked.at_front = True
+                    yield batch
+                    tracked.at_front = False
+                    if tracked.drain_killed:  # the grace ran out while the front relayed this batch
+                        raise self._drain_failure(tracked)
         except RequestRejected as rejected:
             self._end(tracked, "rejected", rejected.reason.value)
             raise
@@ -248,13 +276,10 @@ class Lifecycle:
             if not tracked.drain_killed:
                 self._end(tracked, "cancelled", "client")
                 raise
-            self._end(tracked, "failed", "drain_timeout")
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            raise RequestFailed(
-                "the replica drained before the request finished", reason="draining"
-            ) from None
+            raise self._drain_failure(tracked) from None
         except GeneratorExit:  # the front stopped reading: its client left (or the drain cut it)
             self._end(
                 tracked,
@@ -267,6 +292,11 @@ class Lifecycle:
             raise
         finally:
             self._leave(tracked)
+
+    def _drain_failure(self, tracked: _Tracked) -> RequestFailed:
+        """Count a request the drain cut (the grace ran out) and the error its front reports: `draining`."""
+        self._end(tracked, "failed", "drain_timeout")
+        return RequestFailed("the replica drained before the request finished", reason="draining")
 
     def _admit(self, serve: ServeRequest, now_s: float) -> _Tracked:
         """Resolve and admit, or count the rejection and raise it."""
@@ -328,6 +358,7 @@ class Lifecycle:
             priority=tracked.engine_priority,
             hops=tracked.hops,
         )
+        answered = False
         try:
             while True:
                 try:
@@ -338,13 +369,17 @@ class Lifecycle:
                         chunks = await asyncio.wait_for(anext(stream), remaining)
                 except StopAsyncIteration:
                     break
+                if not answered:
+                    answered = True
+                    self.health.on_answered()  # the engine is streaming to us: whatever a probe said
                 yield self._on_chunks(tracked, chunks)
         except EngineError as error:
             if error.is_client_error:
                 raise RequestRejected(RejectionReason.INVALID_REQUEST, str(error)) from error
-            if error.status is None and not error.started:  # unreachable: refuse until the probe sees it back
-                self.engine_up = False
-                self.metrics.engine_up.labels(self.metrics.pool).set(0)
+            if error.status is None and not error.started:
+                self.health.on_unreachable()  # even on a fresh connection: probe now (down takes probes)
+            else:
+                self.health.on_answered()
             reason = "engine_error" if error.status is not None or error.started else "engine_unavailable"
             self._end(tracked, "failed", reason)
             log.warning("request %s failed: %s", request.request_id, error)
@@ -521,8 +556,8 @@ class Lifecycle:
 
     async def run_health_probe(self, interval_s: float = 1.0) -> None:
         while True:
-            self.engine_up = await self.engine.healthy()
-            self.metrics.engine_up.labels(self.metrics.pool).set(1 if self.engine_up else 0)
+            up = self.health.on_probe(await self.engine.healthy())
+            self.metrics.engine_up.labels(self.metrics.pool).set(1 if up else 0)
             await asyncio.sleep(interval_s)
 
     # ---- state and drain ----------------------------------------------------------------------
@@ -543,21 +578,33 @@ class Lifecycle:
         self.metrics.draining.labels(self.metrics.pool).set(1)
 
     async def drain(self, grace_s: float) -> bool:
-        """Stop admitting; wait up to `grace_s` for queued and in-flight requests; end the rest as failed."""
+        """Stop admitting; wait up to `grace_s` for queued and in-flight requests; end the rest as failed.
+
+        Each of the rest ends with RequestFailed(reason="draining"), which its front reports (gRPC status
+        with `sloguard-reason`, an HTTP error event): a request waiting in here (queue, engine) is
+        cancelled and converts the cancellation; one whose front is relaying a batch is not cancelled
+        (that would land in the front's or gRPC's own code and end the call without a reason) but fails
+        when the front comes back for the next batch. A front that never does (a client that stopped
+        reading) is cancelled after FRONT_GRACE_S."""
         self.start_draining()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace_s):
-                await self._idle.wait()
-        if self._idle.is_set():
+        if await self._idle_within(grace_s):
             return True
         for tracked in [*self._waiting.values(), *self._running.values()]:
             tracked.drain_killed = True
-            if tracked.task is not None:
+            if tracked.task is not None and not tracked.at_front:
                 tracked.task.cancel()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5.0):
-                await self._idle.wait()
+        if not await self._idle_within(FRONT_GRACE_S):
+            for tracked in [*self._waiting.values(), *self._running.values()]:
+                if tracked.task is not None:  # a front stuck relaying (its client stopped reading)
+                    tracked.task.cancel()
+            await self._idle_within(FRONT_GRACE_S)
         return False
+
+    async def _idle_within(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        return self._idle.is_set()
 
 
 def _with_prompt_tokens(request: PolicyRequest, prompt_tokens: int) -> PolicyRequest:

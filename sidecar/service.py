@@ -185,22 +185,24 @@ class SidecarService:
 
     async def _probe_engine(self) -> None:
         """Every health_interval_s while the engine is up; at least every DOWN_PROBE_INTERVAL_S while it is
-        down, also when a failed stream (not this probe) marked it down in the middle of a long interval."""
+        down or suspect (a probe failed, or a request could not connect in the middle of a long interval).
+        Down takes engine_health.PROBE_FAILURES_TO_DOWN failed probes in a row (sidecar/engine_health.py)."""
         probed_s = time.monotonic()
+        health = self.lifecycle.health
         while True:
             await asyncio.sleep(min(self.health_interval_s, DOWN_PROBE_INTERVAL_S))
-            if self.lifecycle.engine_up and time.monotonic() - probed_s < self.health_interval_s:
+            if not health.suspect and time.monotonic() - probed_s < self.health_interval_s:
                 continue
             probed_s = time.monotonic()
-            up = await self._engine_healthy()
-            if up != self.lifecycle.engine_up:
+            was_up = health.up
+            up = health.on_probe(await self._engine_healthy())
+            if up != was_up:
                 log.log(
                     logging.INFO if up else logging.WARNING,
                     "engine %s is %s",
                     self.config.engine.url,
                     "up" if up else "down",
                 )
-            self.lifecycle.engine_up = up
             self.metrics.engine_up.labels(self.metrics.pool).set(1 if up else 0)
             await self._set_serving()
 

@@ -48,3 +48,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     stop_background()
     stop_kube()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say so when a real-vLLM server had to be restarted or was given up on, and where its logs are."""
+    from sloguard_testing.vllm_server import summary_lines
+
+    if lines := summary_lines():
+        terminalreporter.section("real vLLM servers")
+        for line in lines:
+            terminalreporter.write_line(line)

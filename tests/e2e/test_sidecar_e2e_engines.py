@@ -34,7 +34,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sloguard_testing import grpc_stubs as stubs
 from sloguard_testing.engine_link import EngineLink
-from sloguard_testing.engine_servers import SERVED_MODEL, SERVER_CONFIGS
+from sloguard_testing.engine_servers import SERVED_MODEL, SERVER_CONFIGS, VLLM_TEST_TIMEOUT_S
 from sloguard_testing.sidecar_harness import SidecarHandle, sidecar_config, sidecar_in_front
 from sloguard_testing.vllm_server import vllm_servers  # noqa: F401 (the session fixture of the vllm kind)
 
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.slow
 
 ENGINE_KINDS = [
     pytest.param("sim", id="sim"),
-    pytest.param("vllm", id="vllm", marks=[pytest.mark.vllm, pytest.mark.timeout(420)]),
+    pytest.param("vllm", id="vllm", marks=[pytest.mark.vllm, pytest.mark.timeout(VLLM_TEST_TIMEOUT_S)]),
 ]
 ENGINE = SERVER_CONFIGS["fcfs"]  # two seats, max_model_len 512: both engines
 LONG_TOKENS = 480  # a stream that runs on (prompt + output within max_model_len 512)
@@ -312,6 +312,18 @@ async def test_unstreamed_answers_have_the_engines_layout(side: SidecarHandle, e
     await assert_counted_once(side, {("interactive", "completed", ""): 2})
 
 
+async def test_routing_errors_are_answered_as_the_engine_answers_them(
+    side: SidecarHandle, engine_url: str
+) -> None:
+    for method, path in (("GET", "/v1/completions"), ("PUT", "/v1/chat/completions"), ("GET", "/v1/nothing")):
+        async with side.http.request(method, f"{engine_url}{path}") as response:
+            direct = (response.status, await response.json(), response.headers.get("allow"))
+        async with side.http.request(method, f"{side.http_url}{path}") as response:
+            relayed = (response.status, await response.json(), response.headers.get("allow"))
+        assert relayed == direct, (method, path)
+    await assert_counted_once(side, {})
+
+
 async def test_grpc_generate_streams_every_token_with_its_timing(side: SidecarHandle) -> None:
     async with grpc.aio.insecure_channel(side.grpc_target) as channel:
         request = pb.GenerateRequest(
@@ -545,12 +557,14 @@ async def test_the_engine_dying_mid_stream_fails_the_request_once(
 
 
 async def test_an_engine_down_then_back_is_refused_then_served(tmp_path: Path, link: EngineLink) -> None:
-    """The probe is effectively off (as in `sloguard demo`): the failed stream marks the engine down, and
-    the sidecar re-checks a down engine every second (service.DOWN_PROBE_INTERVAL_S) until it is back."""
+    """The probe is effectively off (as in `sloguard demo`): the failed request (refused even on its fresh
+    retry) makes the sidecar probe at once, failed probes in a row mark the engine down, and the sidecar
+    re-checks a down engine every second (service.DOWN_PROBE_INTERVAL_S) until it is back."""
     async with sidecar_in_front(tmp_path, link.url, health_interval_s=3600.0) as side:
         await link.down()
         async with side.http.post(f"{side.http_url}/v1/completions", json=_completion(4)) as failed:
             assert failed.status == 503 and failed.headers["x-sloguard-reason"] == "engine_unavailable"
+        await _wait_for(lambda: _ready(side, 503), "failed probes to mark the engine down")
         async with side.http.post(f"{side.http_url}/v1/completions", json=_completion(4)) as refused:
             assert refused.status == 503 and refused.headers["x-sloguard-reason"] == "engine_unavailable"
             assert int(refused.headers["Retry-After"]) >= 1
@@ -559,7 +573,6 @@ async def test_an_engine_down_then_back_is_refused_then_served(tmp_path: Path, l
                 await stubs.sidecar(channel).Generate(pb.GenerateRequest(text="hi", max_tokens=4)).read()
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert _reason(caught.value) == "engine_unavailable"
-        await _wait_for(lambda: _ready(side, 503), "readiness to go false")
 
         await link.up()
         await _wait_for(lambda: _ready(side, 200), "the sidecar to see the engine back")

@@ -10,6 +10,11 @@ killing the engine process they share with other tests (real vLLM takes a minute
             the link stops reading from the engine there, so the stream stays open and started,
             deterministically, until the test cuts it (`cut()`) or lets it go on (`release()`: the frozen
             responses resume where they stopped, nothing lost).
+  `drop_next(n)`  closes the connection of each of the next n requests (new or reused connection) as
+            the request arrives, before relaying a byte of it (a reset before the engine read it).
+  `close_reused()`  from then on, a connection that already carried a response is closed when the next
+            request arrives on it, instead of relaying it: the engine closed its idle keep-alive
+            connection just as the sidecar sent a request on it.
 
 Bytes are relayed unchanged; the link never parses HTTP beyond finding the first SSE event. Real vLLM does
 not back-pressure (reference/vllm-behaviour.md §3.8): it keeps generating a frozen stream into its buffers.
@@ -33,6 +38,8 @@ class _Pair:
     engine: asyncio.StreamWriter
     tasks: list["asyncio.Task[None]"] = field(default_factory=list)
     seen_event: bool = False  # a held response has shown `data:`; it freezes at the next blank line
+    answered: bool = False  # response bytes have gone to the client
+    requesting: bool = False  # the client has sent bytes of a request not answered yet
     frozen: bool = False  # stopped after its first event; resumes on release
 
     def abort(self) -> None:
@@ -48,6 +55,9 @@ class EngineLink:
         self.engine_port = engine_port
         self.port = 0
         self.accepted = 0  # connections accepted since start (each one relayed to the engine)
+        self.dropped = 0  # connections closed by `drop_next` or `close_reused`
+        self._drop = 0
+        self._close_reused = False
         self._server: asyncio.Server | None = None
         self._pairs: set[_Pair] = set()
         self._holding = False
@@ -108,6 +118,14 @@ class EngineLink:
         self._holding = False
         self._released.set()
 
+    def drop_next(self, requests: int = 1) -> None:
+        """Close the connection of each of the next `requests` requests as it arrives, relaying none of it."""
+        self._drop += requests
+
+    def close_reused(self) -> None:
+        """Close, instead of relaying, each request that arrives on a connection that was answered before."""
+        self._close_reused = True
+
     async def stop(self) -> None:
         """Down, and every connection handler finished (none is left for the event loop to cancel)."""
         await self.down()
@@ -144,6 +162,13 @@ class EngineLink:
     ) -> None:
         try:
             while data := await reader.read(READ_BYTES):
+                if not response and not pair.requesting:  # the first bytes of a request
+                    pair.requesting = True
+                    if self._drops(pair):
+                        pair.abort()
+                        return
+                if response:
+                    pair.answered, pair.requesting = True, False
                 if response and (self._holding or pair.seen_event):
                     now, later = self._split_at_first_event(pair, data)
                     await self._write(writer, now)
@@ -156,6 +181,17 @@ class EngineLink:
                 await self._write(writer, data)
         except (ConnectionError, OSError):
             pass
+
+    def _drops(self, pair: _Pair) -> bool:
+        """Whether the request now arriving on `pair` is to be dropped (and count it)."""
+        if self._close_reused and pair.answered:
+            self.dropped += 1
+            return True
+        if self._drop:
+            self._drop -= 1
+            self.dropped += 1
+            return True
+        return False
 
     @staticmethod
     async def _write(writer: asyncio.StreamWriter, data: bytes) -> None:

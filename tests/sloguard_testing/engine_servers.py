@@ -17,11 +17,13 @@ from aiohttp import web
 from sloguard.sim.server.app import ServerOptions, build_app
 
 SERVED_MODEL = "tiny"
-# pytest-timeout counts fixture set-up: the first vllm test may wait for the servers' start-up (bounded by
-# vllm_server.HEALTH_TIMEOUT_S, 300 s), so vllm tests get more than the default 120 s.
+# pytest-timeout counts fixture set-up: a vllm test may wait for a server's start-up and, when that fails,
+# for one restart (each bounded by vllm_server.HEALTH_TIMEOUT_S, 300 s), so vllm tests get more than the
+# default 120 s.
+VLLM_TEST_TIMEOUT_S = 780
 SERVER_KINDS = [
     pytest.param("sim", id="sim"),
-    pytest.param("vllm", id="vllm", marks=[pytest.mark.vllm, pytest.mark.timeout(420)]),
+    pytest.param("vllm", id="vllm", marks=[pytest.mark.vllm, pytest.mark.timeout(VLLM_TEST_TIMEOUT_S)]),
 ]
 
 

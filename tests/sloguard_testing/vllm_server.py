@@ -3,15 +3,30 @@
 tests/conftest.py calls `launch_in_background()` at collection when vllm-marked tests will run (they run
 last): a thread writes the tiny model (make_tiny_llama.py, run by the vLLM virtualenv's python) and starts
 one server per engine_servers.SERVER_CONFIGS entry at once, on 127.0.0.1 ephemeral ports, so that their
-start-up overlaps the rest of the suite. The session fixture `vllm_servers` then polls /health (bounded by
-HEALTH_TIMEOUT_S), hands out the base URLs, and stops the servers at the end (`stop_background` runs at
-session end too, whatever happened). The virtualenv is built by `make vllm-env` (scripts/build-vllm-venv.sh);
-when it is missing or a server does not become healthy, the tests that need it FAIL with the reason and the
-server's log tail. The user is tests/conformance/test_vllm_api_conformance.py.
+start-up overlaps the rest of the suite. The session fixture `vllm_servers` is a mapping from configuration
+name to base URL: looking a server up waits for its /health (bounded by HEALTH_TIMEOUT_S), then proves it
+serves with one warm-up completion. A server that exits, never becomes healthy, or fails its warm-up (at
+start or later in the session) is restarted once, and the restart is reported in the session summary; a
+server that fails again fails only the tests that look it up, with the path of its log and the log's error
+lines. Every server writes its whole log to LOG_DIR (kept after the session; cleared when the next session
+launches). The servers are stopped at the end (`stop_background` runs at session end too, whatever happened).
+
+The servers run in vLLM's default compiled mode, not `--enforce-eager`: on a Xeon with AVX-512 BF16 and
+AMX the eager worker dies on the first request (`Worker proc VllmWorker-0 died unexpectedly`, no traceback)
+while compiled mode serves. SLOGUARD_VLLM_ENFORCE_EAGER=1 starts them in eager mode (about 20 s less CPU
+each) where that works: a server that fails its warm-up is restarted in compiled mode. Each launch compiles
+into its own cache (VLLM_CACHE_ROOT under the launch's temporary directory), so concurrent servers and
+sessions never share half-written compile artifacts.
+
+The virtualenv is built by `make vllm-env` (scripts/build-vllm-venv.sh); when it is missing, the tests that
+need it FAIL with the reason. Users: tests/conformance/test_vllm_api_conformance.py and
+tests/e2e/test_sidecar_e2e_engines.py.
 """
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,8 +37,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,10 +47,18 @@ from sloguard_testing.engine_servers import SERVED_MODEL, SERVER_CONFIGS, Server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VLLM_VENV = Path(os.environ.get("SLOGUARD_VLLM_VENV", REPO_ROOT / ".cache" / "vllm-venv"))
+LOG_DIR = Path(os.environ.get("SLOGUARD_VLLM_LOG_DIR", REPO_ROOT / ".cache" / "vllm-test-logs"))
 MODEL_SCRIPT = Path(__file__).with_name("make_tiny_llama.py")
 HEALTH_TIMEOUT_S = float(os.environ.get("SLOGUARD_VLLM_HEALTH_TIMEOUT_S", "300"))
+EAGER_FIRST = os.environ.get("SLOGUARD_VLLM_ENFORCE_EAGER") == "1"
+WARMUP_TIMEOUT_S = 60.0
 MODEL_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
+MAX_RESTARTS = 1
+# Lines of a server's log that say why it failed (vLLM logs the root cause as ERROR lines and tracebacks,
+# then pages of shutdown INFO lines that a plain tail would show instead).
+_CAUSE_LINE = re.compile(r"ERROR|CRITICAL|Traceback|Error:|Exception|died|Killed|Segmentation|Illegal")
+_WARMUP_BODY = json.dumps({"model": SERVED_MODEL, "prompt": [1, 2, 3], "max_tokens": 2}).encode()
 
 
 class VllmUnavailableError(RuntimeError):
@@ -48,13 +71,24 @@ class VllmProcess:
     base_url: str
     process: "subprocess.Popen[bytes]"
     log_path: Path
+    eager: bool = False
+    started_s: float = field(default_factory=time.monotonic)
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_excerpt(self, cause_lines: int = 25, tail_lines: int = 10) -> str:
+        """Where the whole log is, the log's first error lines (the cause), and its last lines."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
+            return f"(no log at {self.log_path}: {exc})"
+        causes = [line[:400] for line in lines if _CAUSE_LINE.search(line)][:cause_lines]
+        tail = [line[:400] for line in lines[-tail_lines:]]
+        return (
+            f"whole log: {self.log_path}\n"
+            + f"error lines ({len(causes)} shown):\n"
+            + ("\n".join(causes) or "(none)")
+            + "\nlast lines:\n"
+            + "\n".join(tail)
+        )
 
 
 def vllm_python() -> Path:
@@ -67,8 +101,8 @@ def vllm_python() -> Path:
     return python
 
 
-def _env() -> dict[str, str]:
-    return {
+def _env(cache_root: Path | None = None) -> dict[str, str]:
+    env = {
         **os.environ,
         "PYTHONSAFEPATH": "1",
         "HF_HUB_OFFLINE": "1",
@@ -82,6 +116,9 @@ def _env() -> dict[str, str]:
         "VLLM_CPU_OMP_THREADS_BIND": "nobind",
         "OMP_NUM_THREADS": "1",
     }
+    if cache_root is not None:
+        env["VLLM_CACHE_ROOT"] = str(cache_root)
+    return env
 
 
 def write_tiny_model(python: Path, out: Path) -> None:
@@ -104,7 +141,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_args(model_dir: Path, port: int, config: ServerConfig) -> list[str]:
+def server_args(model_dir: Path, port: int, config: ServerConfig, *, eager: bool = False) -> list[str]:
+    """The server's command line; compiled mode unless `eager`, which dies on some CPUs (module docstring).
+    The compiled mode's warm-up costs about 20 s of CPU per server, once per launch."""
     args = [
         "-m",
         "vllm.entrypoints.openai.api_server",  # the `vllm` script fails: the distribution is vllm-cpu
@@ -127,11 +166,11 @@ def server_args(model_dir: Path, port: int, config: ServerConfig) -> list[str]:
         "--scheduling-policy",
         config.scheduling_policy,
         "--disable-uvicorn-access-log",
-        # No torch.compile warm-up (about 35 s of CPU per server); scheduling and the API are unchanged.
-        "--enforce-eager",
     ]
     if config.num_gpu_blocks is not None:
         args += ["--num-gpu-blocks-override", str(config.num_gpu_blocks)]
+    if eager:
+        args.append("--enforce-eager")
     return args
 
 
@@ -143,85 +182,200 @@ def _healthy(base_url: str) -> bool:
         return False
 
 
-def launch_servers(python: Path, model_dir: Path, log_dir: Path) -> dict[str, VllmProcess]:
+def start_server(
+    python: Path, model_dir: Path, root: Path, name: str, log_path: Path, *, eager: bool = False
+) -> VllmProcess:
+    """Start one server of SERVER_CONFIGS[name], its whole output to log_path; does not wait for it."""
+    port = _free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(python), *server_args(model_dir, port, SERVER_CONFIGS[name], eager=eager)],
+            env=_env(root / "vllm-cache"),
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return VllmProcess(name, f"http://127.0.0.1:{port}", process, log_path, eager=eager)
+
+
+def launch_servers(python: Path, model_dir: Path, root: Path, log_dir: Path) -> dict[str, VllmProcess]:
     """Start one server per SERVER_CONFIGS entry, all at once; does not wait for them."""
     servers: dict[str, VllmProcess] = {}
     try:
-        for name, config in SERVER_CONFIGS.items():
-            port = _free_port()
+        for name in SERVER_CONFIGS:
             log_path = log_dir / f"vllm-{name}.log"
-            with log_path.open("wb") as log:
-                process = subprocess.Popen(
-                    [str(python), *server_args(model_dir, port, config)],
-                    env=_env(),
-                    cwd=log_dir,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            servers[name] = VllmProcess(name, f"http://127.0.0.1:{port}", process, log_path)
+            servers[name] = start_server(python, model_dir, root, name, log_path, eager=EAGER_FIRST)
     except BaseException:
         stop_servers(servers.values())
         raise
     return servers
 
 
-def wait_healthy(servers: dict[str, VllmProcess], deadline_s: float) -> None:
-    """Poll /health of every server until all answer 200, or raise (a server exited, or the deadline)."""
-    waiting = dict(servers)
-    while waiting:
-        for name, server in list(waiting.items()):
-            if server.process.poll() is not None:
-                raise VllmUnavailableError(
-                    f"vLLM server {name!r} exited with {server.process.returncode} before it was "
-                    f"healthy; log tail:\n{server.log_tail()}"
-                )
-            if _healthy(server.base_url):
-                del waiting[name]
-        if waiting and time.monotonic() > deadline_s:
-            name, server = next(iter(waiting.items()))
+def wait_healthy(server: VllmProcess, deadline_s: float) -> None:
+    """Poll the server's /health until it answers 200, or raise (it exited, or the deadline passed)."""
+    while not _healthy(server.base_url):
+        if server.process.poll() is not None:
             raise VllmUnavailableError(
-                f"vLLM server {name!r} not healthy after {HEALTH_TIMEOUT_S:.0f} s; "
-                f"log tail:\n{server.log_tail()}"
+                f"vLLM server {server.name!r} exited with {server.process.returncode} before it was healthy"
             )
-        if waiting:
-            time.sleep(0.5)
+        if time.monotonic() > deadline_s:
+            raise VllmUnavailableError(
+                f"vLLM server {server.name!r} not healthy {HEALTH_TIMEOUT_S:.0f} s after its start"
+            )
+        time.sleep(0.5)
+
+
+def warm_up(server: VllmProcess) -> None:
+    """One 2-token completion: a server can be healthy and still die on its first request (eager mode on
+    AMX CPUs did); raise unless it answers 200 with a completion and is still running after it."""
+    request = urllib.request.Request(
+        f"{server.base_url}/v1/completions",
+        data=_WARMUP_BODY,
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=WARMUP_TIMEOUT_S) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode(errors="replace")
+        raise VllmUnavailableError(
+            f"vLLM server {server.name!r} failed its warm-up completion: {exc.code} {detail}"
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise VllmUnavailableError(
+            f"vLLM server {server.name!r} failed its warm-up completion: {exc!r}"
+        ) from None
+    if not body.get("choices") or server.process.poll() is not None:
+        raise VllmUnavailableError(
+            f"vLLM server {server.name!r} failed its warm-up completion: {str(body)[:300]}"
+        )
 
 
 class VllmLaunch:
     """Writing the model and starting the servers in a background thread, so that their start-up (about
-    a minute of CPU each) overlaps other tests. `result()` waits for health and returns the servers."""
+    a minute of CPU each) overlaps other tests. `server_url(name)` brings one server up (health, warm-up,
+    one restart) and returns its base URL."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_dir: Path = LOG_DIR) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="sloguard-vllm-"))
+        self.log_dir = log_dir
         self.started_s = time.monotonic()
         self.servers: dict[str, VllmProcess] = {}
         self.error: BaseException | None = None
+        self.ready: set[str] = set()  # warmed up; still running when last looked up
+        self.failed: dict[str, str] = {}  # gave up: the reason, reported to every test that needs it
+        self.restarts: list[str] = []  # one line per restart, for the session summary
+        self.ready_after_s: dict[str, float] = {}  # start to warmed up, per server (its latest start)
+        self._restart_count: dict[str, int] = {}
+        self._python: Path | None = None
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._launch, name="vllm-launch", daemon=True)
         self._thread.start()
 
     def _launch(self) -> None:
         try:
-            python = vllm_python()
-            write_tiny_model(python, self.root / "tiny-llama")
-            self.servers = launch_servers(python, self.root / "tiny-llama", self.root)
-        except BaseException as exc:  # reported by result(), in the test that needs the servers
+            self._python = vllm_python()
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            write_tiny_model(self._python, self.root / "tiny-llama")
+            self.servers = launch_servers(self._python, self.root / "tiny-llama", self.root, self.log_dir)
+        except BaseException as exc:  # reported by server_url(), in the test that needs the servers
             self.error = exc
 
-    def result(self) -> dict[str, VllmProcess]:
+    def _launched(self) -> None:
         self._thread.join(MODEL_TIMEOUT_S + 30)
         if self.error is not None:
-            raise self.error
+            raise VllmUnavailableError(str(self.error)) from self.error
         if self._thread.is_alive():
             raise VllmUnavailableError("writing the tiny model and launching vLLM did not finish")
-        wait_healthy(self.servers, self.started_s + HEALTH_TIMEOUT_S)
-        return self.servers
+
+    def server_url(self, name: str) -> str:
+        """The base URL of the running, warmed-up server `name`; raises VllmUnavailableError with the
+        reason and the server's log when it cannot be brought up (after one restart)."""
+        self._launched()
+        with self._lock:
+            if name in self.failed:
+                raise VllmUnavailableError(self.failed[name])
+            while True:
+                server = self.servers[name]
+                try:
+                    self._bring_up(server)
+                    return server.base_url
+                except VllmUnavailableError as exc:
+                    reason = f"{exc}\n{server.log_excerpt()}"
+                    if self._restart_count.get(name, 0) >= MAX_RESTARTS:
+                        self.failed[name] = f"{reason}\n(already restarted {MAX_RESTARTS} time(s))"
+                        raise VllmUnavailableError(self.failed[name]) from None
+                    self._restart(server, str(exc))
+
+    def _bring_up(self, server: VllmProcess) -> None:
+        if server.name in self.ready:
+            if server.process.poll() is None and _healthy(server.base_url):
+                return
+            self.ready.discard(server.name)
+            if server.process.poll() is None:
+                raise VllmUnavailableError(f"vLLM server {server.name!r} stopped answering /health")
+            raise VllmUnavailableError(
+                f"vLLM server {server.name!r} exited with {server.process.returncode} during the session"
+            )
+        wait_healthy(server, server.started_s + HEALTH_TIMEOUT_S)
+        warm_up(server)
+        self.ready.add(server.name)
+        self.ready_after_s[server.name] = time.monotonic() - server.started_s
+
+    def _restart(self, server: VllmProcess, why: str) -> None:
+        stop_servers([server])
+        count = self._restart_count.get(server.name, 0) + 1
+        self._restart_count[server.name] = count
+        log_path = self.log_dir / f"vllm-{server.name}.restart{count}.log"
+        assert self._python is not None
+        self.servers[server.name] = start_server(
+            self._python, self.root / "tiny-llama", self.root, server.name, log_path
+        )
+        mode = " in compiled mode" if server.eager else ""
+        line = (
+            f"restarted vLLM server {server.name!r}{mode} ({why.splitlines()[0]}); "
+            f"the failed server's log: {server.log_path}"
+        )
+        self.restarts.append(line)
+        print(f"\n{line}", file=sys.stderr)
 
     def stop(self) -> None:
         self._thread.join(MODEL_TIMEOUT_S + 30)
         stop_servers(self.servers.values())
         self.servers = {}
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class VllmServers(Mapping[str, str]):
+    """`vllm_servers[name]`: the base URL of the session's server of SERVER_CONFIGS[name], brought up (or
+    restarted once) on lookup; a server that cannot be brought up fails the looking-up test only."""
+
+    def __init__(self, launch: VllmLaunch) -> None:
+        self._launch = launch
+
+    def __getitem__(self, name: str) -> str:
+        if name not in SERVER_CONFIGS:
+            raise KeyError(name)
+        waited_from_s = time.monotonic()
+        try:
+            url = self._launch.server_url(name)
+        except VllmUnavailableError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        if (waited_s := time.monotonic() - waited_from_s) > 1.0:
+            print(
+                f"\nvLLM server {name!r} ready at {url} {time.monotonic() - self._launch.started_s:.1f} s "
+                f"after launch (this test waited {waited_s:.1f} s)",
+                file=sys.stderr,
+            )
+        return url
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SERVER_CONFIGS)
+
+    def __len__(self) -> int:
+        return len(SERVER_CONFIGS)
 
 
 _launch: VllmLaunch | None = None
@@ -234,12 +388,22 @@ def launch_in_background() -> None:
         _launch = VllmLaunch()
 
 
+def summary_lines() -> list[str]:
+    """For the session's terminal summary: how long each server took to be ready (start to warmed up),
+    every restart, every server given up on, and where the logs are."""
+    if _launch is None or not (_launch.ready_after_s or _launch.restarts or _launch.failed):
+        return []
+    ready = ", ".join(f"{name} {s:.0f} s" for name, s in _launch.ready_after_s.items())
+    lines = [f"vLLM servers ready after start (warm-up included): {ready or 'none'}", *_launch.restarts]
+    for name, why in _launch.failed.items():
+        lines.append(f"vLLM server {name!r} unavailable: {why.splitlines()[0]}")
+    return [*lines, f"vLLM server logs: {_launch.log_dir}"]
+
+
 def stop_background() -> None:
     """Stop whatever launch_in_background started (called at session end, whatever happened)."""
-    global _launch  # noqa: PLW0603
     if _launch is not None:
         _launch.stop()
-        _launch = None
 
 
 def _signal_group(server: VllmProcess, sig: signal.Signals) -> None:
@@ -264,8 +428,8 @@ def stop_servers(servers: Iterable[VllmProcess]) -> None:
 
 
 @pytest.fixture(scope="session")
-def vllm_servers() -> Iterator[dict[str, str]]:
-    """Base URLs of running real-vLLM servers, one per SERVER_CONFIGS entry, shared by the session.
+def vllm_servers() -> Iterator[Mapping[str, str]]:
+    """Base URLs of running real-vLLM servers by SERVER_CONFIGS name, shared by the session.
 
     Uses the launch that tests/conftest.py began at collection (or begins one now) and stops it at the
     end. SLOGUARD_VLLM_SERVERS="fcfs=URL,priority=URL,priority_kv=URL" uses servers already running
@@ -278,22 +442,7 @@ def vllm_servers() -> Iterator[dict[str, str]]:
         return
     launch_in_background()
     assert _launch is not None
-    waited_from_s = time.monotonic()
-    failure = ""
-    try:
-        servers = _launch.result()
-    except VllmUnavailableError as exc:
-        failure = str(exc)
-    if failure:
-        pytest.fail(failure, pytrace=False)
-    now_s = time.monotonic()
-    print(
-        f"\nvLLM servers healthy {now_s - _launch.started_s:.1f} s after launch "
-        f"(tests waited {now_s - waited_from_s:.1f} s): "
-        + ", ".join(f"{n}={s.base_url}" for n, s in servers.items()),
-        file=sys.stderr,
-    )
-    yield {name: server.base_url for name, server in servers.items()}
+    yield VllmServers(_launch)
     stop_background()
 
 
@@ -301,8 +450,7 @@ if __name__ == "__main__":
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     launch = VllmLaunch()
     try:
-        running = launch.result()
-        urls = ",".join(f"{n}={s.base_url}" for n, s in running.items())
+        urls = ",".join(f"{name}={launch.server_url(name)}" for name in SERVER_CONFIGS)
         print(f"SLOGUARD_VLLM_SERVERS={urls}", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:

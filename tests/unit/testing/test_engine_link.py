@@ -92,3 +92,27 @@ async def test_down_refuses_connections_until_up_on_the_same_port(link: EngineLi
         assert link.port == port
         async with session.get(f"{link.url}/health") as health:
             assert health.status == 200
+
+
+async def test_drop_next_closes_the_next_requests_before_relaying_them(link: EngineLink) -> None:
+    link.drop_next(2)
+    for _ in range(2):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            with pytest.raises((aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+                await session.post(f"{link.url}/stream")  # POST: aiohttp retries no POST by itself
+    async with aiohttp.ClientSession() as session, session.post(f"{link.url}/stream") as response:
+        assert await response.read() == b"".join(EVENTS)
+    assert link.dropped == 2
+
+
+async def test_close_reused_closes_a_second_request_on_an_answered_connection(link: EngineLink) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{link.url}/stream") as response:
+            assert await response.read() == b"".join(EVENTS)
+        link.close_reused()
+        with pytest.raises((aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+            async with session.post(f"{link.url}/stream") as response:  # on the pooled connection
+                await response.read()
+    async with aiohttp.ClientSession() as fresh, fresh.post(f"{link.url}/stream") as response:
+        assert await response.read() == b"".join(EVENTS)  # a new connection's first request goes through
+    assert link.dropped == 1
