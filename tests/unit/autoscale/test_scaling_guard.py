@@ -152,6 +152,6 @@ def test_context_from_the_example_pool_and_classes(repo_root: Path) -> None:
     assert (ctx.min_replicas, ctx.max_replicas, ctx.role) == (1, 8, PoolRole.MIXED)
     assert (ctx.interval_s, ctx.scale_up_cooldown_s, ctx.scale_down_cooldown_s) == (15.0, 30.0, 300.0)
     assert (ctx.max_scale_up_step, ctx.max_scale_down_step, ctx.headroom) == (4, 1, 0.2)
-    assert (ctx.startup_time_s, ctx.min_in_flight, ctx.max_in_flight) == (120.0, 4, 256)
+    assert (ctx.startup_time_s, ctx.min_in_flight, ctx.max_in_flight) == (240.0, 4, 256)
     assert [c.name for c in ctx.classes_of(ClassKind.BATCH)] == ["batch"]
     assert [c.name for c in ctx.classes_of(ClassKind.INTERACTIVE)] == ["interactive", "standard"]
