@@ -20,6 +20,7 @@ SCENARIOS: dict[str, str] = {
     "ssjf": "sloguard.bench.ssjf",
     "sa": "sloguard.bench.sa",
     "trace": "sloguard.bench.trace",
+    "matrix": "sloguard.bench.matrix",
 }
 
 

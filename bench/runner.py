@@ -26,6 +26,7 @@ from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
 from sloguard.sim.cosim import RequestRecord, SimulatedReplica, latency_model_from_profile, run_replica
 from sloguard.sim.engine import BatchScheduler, Engine, EngineConfig, StepTimeModel
+from sloguard.sim.engine.state import SchedulingPolicy
 from sloguard.sim.profiles import load_profile
 from sloguard.sim.scorpio_engine import ScorpioEngineScheduler, ScorpioRequest
 from sloguard.sim.v0_scheduler import VllmV0Scheduler
@@ -47,10 +48,14 @@ class EngineSetup:
     num_gpu_blocks: int | None = None  # None: the profile's measured default
     scorpio_prefill_budget_tokens: int = 1024  # the paper's --max-num-batched-tokens, in SCORPIO's V0 loop
     policy_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)  # per policy name
+    # Run the engine as the operator deploys it: `--scheduling-policy priority` for a policy that stamps
+    # vLLM priorities (sloguard, edf), fcfs otherwise. False: fcfs for every policy.
+    deployed_scheduling: bool = False
 
-    def engine_config(self, seed: int) -> EngineConfig:
+    def engine_config(self, seed: int, *, scheduling_policy: SchedulingPolicy = "fcfs") -> EngineConfig:
         profile = load_profile(self.profile)
         return EngineConfig(
+            scheduling_policy=scheduling_policy,
             num_gpu_blocks=self.num_gpu_blocks or profile.default_num_gpu_blocks,
             block_size=profile.block_size,
             max_num_seqs=self.max_num_seqs,
@@ -125,7 +130,10 @@ def run_variant(
         scheduler = ScorpioEngineScheduler(
             requests, latency.copy(), prefill_budget_tokens=setup.scorpio_prefill_budget_tokens
         )
-    engine = Engine(setup.engine_config(seed), step_time, scheduler=scheduler)
+    scheduling: SchedulingPolicy = "fcfs"
+    if setup.deployed_scheduling and SchedulingPolicyName(policy_name).stamps_engine_priority:
+        scheduling = "priority"
+    engine = Engine(setup.engine_config(seed, scheduling_policy=scheduling), step_time, scheduler=scheduler)
     replica = SimulatedReplica(
         policy,
         engine,
@@ -156,11 +164,12 @@ class Score:
 def score(
     records: Sequence[RequestRecord], specs: Sequence[RequestSpec], slo_class: str | None = None
 ) -> Score:
-    """SCORPIO's metrics: goodput = requests meeting every SLO / benchmark duration (first arrival to the
-    last request's end, over all classes), adherence = met / requests; rejections count as misses."""
+    """Goodput = requests meeting every SLO / the offered window (first to last arrival, over all
+    classes), as a client measures it: no policy can raise it by rejecting early to shorten the tail.
+    Adherence = met / requests; rejections count as misses."""
     by_id = {spec.request_id: spec for spec in specs}
     start = min((r.arrival_s for r in records), default=0.0)
-    end = max((r.finish_s for r in records if r.finish_s is not None), default=start)
+    end = max((r.arrival_s for r in records), default=start)
     chosen = [r for r in records if slo_class is None or r.slo_class == slo_class]
     return Score(
         requests=len(chosen),

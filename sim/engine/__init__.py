@@ -45,7 +45,7 @@ from sloguard.sim.engine.events import EngineEvent, EngineSnapshot, Finished, Fi
 from sloguard.sim.engine.request import FinishReason, SimRequest, resolve_output_length
 from sloguard.sim.engine.scheduler import BatchScheduler, SchedulingContext, VllmV1Scheduler
 from sloguard.sim.engine.state import SchedulingPolicy, SequenceState
-from sloguard.sim.engine.step_time import BatchShape, ProfileStepTime, StepTimeModel
+from sloguard.sim.engine.step_time import BatchShape, ProfileStepTime, ScaledStepTime, StepTimeModel
 
 __all__ = [
     "BatchScheduler",
@@ -59,6 +59,7 @@ __all__ = [
     "FirstToken",
     "Preempted",
     "ProfileStepTime",
+    "ScaledStepTime",
     "SchedulingContext",
     "SchedulingPolicy",
     "SequenceState",
