@@ -44,7 +44,7 @@ from sloguard.sidecar.core.base_policy import Entry, Gate
 from sloguard.sidecar.core.ldf_policy import LdfPolicy
 from sloguard.sidecar.core.policy import Admitted, Decision, PolicyParameterError, Rejected
 from sloguard.sidecar.core.requests import Outcome
-from sloguard.sidecar.core.tpot_guard import tpot_admission
+from sloguard.sidecar.core.tpot_guard import TpotVerdict, tpot_admission
 from sloguard.sidecar.core.ttft_guard import (
     SortedQueue,
     Sweep,
@@ -314,7 +314,18 @@ class SloguardPolicy(LdfPolicy):
     def _gate(self, entry: Entry, now_s: float) -> Gate:
         if self.in_flight_count == 0:
             return Gate.RELEASE
-        verdict = tpot_admission(
+        headroom = self._headroom(entry, now_s)
+        verdict = self._tpot_verdict(entry, headroom)
+        if not verdict.admit and self._waive_blockers(entry, verdict, headroom, now_s):
+            verdict = self._tpot_verdict(entry, headroom)
+        if verdict.admit:
+            entry.predicted_itl_s = verdict.predicted_itl_s
+            return Gate.RELEASE
+        self._skips += 1
+        return Gate.SKIP if self._skips <= self.params.max_skips else Gate.STOP
+
+    def _tpot_verdict(self, entry: Entry, headroom: float) -> TpotVerdict:
+        return tpot_admission(
             self._tpot,
             self.latency,
             running_len_tokens=self.running_len_tokens(),
@@ -322,14 +333,46 @@ class SloguardPolicy(LdfPolicy):
             candidate_prompt_tokens=entry.spec.prompt_tokens,
             candidate_output_tokens=entry.predicted_output_tokens,
             eta=self.inflation,
-            headroom=self._headroom(entry, now_s),
+            headroom=headroom,
             virtual=self.params.credit_batching,
+            running_count=self.in_flight_count,
         )
-        if verdict.admit:
-            entry.predicted_itl_s = verdict.predicted_itl_s
-            return Gate.RELEASE
-        self._skips += 1
-        return Gate.SKIP if self._skips <= self.params.max_skips else Gate.STOP
+
+    def _waive_blockers(self, entry: Entry, verdict: TpotVerdict, headroom: float, now_s: float) -> bool:
+        """The TPOT gate never starves the engine for a few tight requests. When the candidate fails the
+        gate only because of running requests whose TPOT targets the joined batch would break (the
+        blockers), weigh what holding costs against what releasing costs: held, every queued request
+        whose TTFT deadline passes before the blockers finish (their predicted remaining tokens at the
+        current inter-token time) misses; released, at most the blockers miss. When more queued requests
+        would be lost than there are blockers, the blockers stop constraining the gate (`waive_tpot`)
+        and keep running. One tight request released onto an idle engine thus cannot hold everything
+        behind it, while a batch of tight requests is still protected from a lone arrival. Counts
+        requests, as goodput does; no constant."""
+        limit_s = verdict.predicted_itl_s * self.inflation / max(headroom, 1e-9)
+        if entry.spec.tpot_s < limit_s:
+            return False  # the candidate itself would miss its TPOT in that batch
+        blockers = [e for e in self.in_flight_entries() if not e.tpot_waived and e.spec.tpot_s < limit_s]
+        if not blockers:
+            return False
+        n = self.in_flight_count
+        itl_now_s = self.latency.itl_s(float(n), self.running_len_tokens() / n)
+        hold_s = max(
+            max(1.0, min(float(e.spec.max_tokens), e.predicted_output_tokens) - e.output_tokens) for e in blockers
+        ) * itl_now_s
+        horizon_s = now_s + hold_s
+        lost = 0
+        for item in self._main:  # LDF order
+            if item[0] >= horizon_s:
+                break
+            if self._entries[item[4]].spec.tpot_s >= limit_s:
+                lost += 1
+                if lost > len(blockers):
+                    break
+        if lost <= len(blockers):
+            return False
+        for blocker in blockers:
+            self.waive_tpot(blocker)
+        return True
 
     def _headroom(self, entry: Entry, now_s: float) -> float:
         """TPOT gate headroom: `urgent_headroom` for an urgent request (TTFT slack under the whole
