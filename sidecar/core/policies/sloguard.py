@@ -154,6 +154,17 @@ class SloguardPolicy(LdfPolicy):
     def _wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
         return self.latency.prefill_s(tokens) + self._slot_wait_s(count, out_tokens, tokens)
 
+    def _guarded_wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
+        """The predicted wait plus `margin_s` only where the wait depends on others: the margin covers
+        the error of predicting the work ahead (queued and pending prompts, slots held by running
+        requests). A request at the head of an uncontended engine waits only for its own prefill, so it
+        is judged without the margin: an absolute margin would otherwise reject every request of a class
+        whose TTFT target is within a margin of its own prefill, which even fcfs meets."""
+        prefill_s = self.latency.prefill_s(tokens)
+        slot_s = self._slot_wait_s(count, out_tokens, tokens)
+        contended = count > 1 or slot_s > 0.0 or self.pending_prefill_tokens() > 0.0
+        return prefill_s + slot_s + (self.params.margin_s if contended else 0.0)
+
     def _unattainable(self, entry: Entry, decision: Rejected) -> Decision:
         if self.demotable(entry):
             return Admitted(entry.request_id, entry.predicted_output_tokens, demoted=True)
@@ -176,15 +187,15 @@ class SloguardPolicy(LdfPolicy):
         slack_s = spec.ttft_deadline_s - now_s
         total = pending + self._main.total_tokens + spec.prompt_tokens
         own_out = self._queue_weight(entry)
-        wait_s = self._wait_s(total, len(self._main) + 1, self._main.total_weight + own_out)
-        if slack_s < wait_s + self.params.margin_s:  # not feasible at the tail: find its LDF position
+        tail = (total, len(self._main) + 1, self._main.total_weight + own_out)
+        wait_s, guarded_s = self._wait_s(*tail), self._guarded_wait_s(*tail)
+        if slack_s < guarded_s:  # not feasible at the tail: find its LDF position
             tie = self._tie(entry)
             ahead_tokens, ahead_count = self._main.ahead_of(spec.ttft_deadline_s, tie)
             ahead_out = self._main.weight_ahead_of(spec.ttft_deadline_s, tie)
-            wait_s = self._wait_s(
-                pending + ahead_tokens + spec.prompt_tokens, ahead_count + 1, ahead_out + own_out
-            )
-        if slack_s < wait_s + self.params.margin_s:
+            position = (pending + ahead_tokens + spec.prompt_tokens, ahead_count + 1, ahead_out + own_out)
+            wait_s, guarded_s = self._wait_s(*position), self._guarded_wait_s(*position)
+        if slack_s < guarded_s:
             return self._unattainable(
                 entry,
                 Rejected(
@@ -241,8 +252,8 @@ class SloguardPolicy(LdfPolicy):
                 key=entry.spec.ttft_deadline_s,
                 total_tokens=self.pending_prefill_tokens() + self._main.total_tokens,
                 count=len(self._main),
-                wait_s=self._wait_s,
-                margin_s=self.params.margin_s,
+                wait_s=self._guarded_wait_s,
+                margin_s=0.0,
                 total_weight=self._main.total_weight,
             )
             if not harmless:
@@ -263,8 +274,8 @@ class SloguardPolicy(LdfPolicy):
             self._main,
             now_s=now_s,
             base_tokens=self.pending_prefill_tokens(),
-            wait_s=self._wait_s,
-            margin_s=self.params.margin_s,
+            wait_s=self._guarded_wait_s,
+            margin_s=0.0,
         )
         self._sweep, self._sweep_state = walk, self._wait_state()
         out = []
@@ -417,8 +428,8 @@ class SloguardPolicy(LdfPolicy):
             expiry = next_expiry_s(
                 self._main,
                 base_tokens=self.pending_prefill_tokens(),
-                wait_s=self._wait_s,
-                margin_s=self.params.margin_s,
+                wait_s=self._guarded_wait_s,
+                margin_s=0.0,
             )
         if expiry is None or math.isinf(expiry):
             return expiry
