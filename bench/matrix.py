@@ -60,7 +60,7 @@ class MatrixSpec:
     jobs: int  # worker processes; results do not depend on it
 
 
-SPEC = MatrixSpec(version=1, points=120, requests_per_point=300, jobs=2)
+SPEC = MatrixSpec(version=1, points=96, requests_per_point=256, jobs=2)
 QUICK = replace(SPEC, points=48, requests_per_point=160)
 
 
@@ -179,8 +179,8 @@ def summarise(points: list[dict[str, Any]]) -> dict[str, Any]:
 def _describe(p: dict[str, Any]) -> str:
     return (
         f"{p['profile'].removeprefix('llama-3-8b-')} {p['engine_variant']}"
-        f"{' chunked' if p['chunked_prefill'] else ''}, {p['class_count']} classes, {p['arrivals']} arrivals, "
-        f"{p['lengths']} lengths, {p['load_factor']:.2f}x"
+        f"{' chunked' if p['chunked_prefill'] else ''}, {p['class_count']} classes, "
+        f"{p['arrivals']} arrivals, {p['lengths']} lengths, {p['load_factor']:.2f}x"
     )
 
 
@@ -199,6 +199,10 @@ def run_spec(spec: MatrixSpec, seeds: list[int] | None = None) -> dict[str, Any]
         "points": points,
         "summary": summarise(points),
     }
+
+
+def _cell(pols: dict[str, Any], name: str) -> str:
+    return f"{pols[name]['goodput_rps']:.3f} / {pols[name]['adherence']:.3f}"
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -220,16 +224,14 @@ def markdown(data: dict[str, Any]) -> str:
     for point in data["points"]:
         p, pols = point["params"], point["policies"]
         best = max((n for n in pols if n in BASELINES), key=lambda n: pols[n]["goodput_rps"])
-
-        def cell(name: str) -> str:
-            return f"{pols[name]['goodput_rps']:.3f} / {pols[name]['adherence']:.3f}"
-
         out.append(
-            f"| {p['seed']} | {_describe(p)} | {cell(OURS)} | {cell(FCFS)} | {best} {cell(best)} | "
-            f"{ratio(pols[OURS]['goodput_rps'], pols[best]['goodput_rps']):.3f} | {cell(ORACLE)} |"
+            f"| {p['seed']} | {_describe(p)} | {_cell(pols, OURS)} | {_cell(pols, FCFS)} | "
+            f"{best} {_cell(pols, best)} | "
+            f"{ratio(pols[OURS]['goodput_rps'], pols[best]['goodput_rps']):.3f} | {_cell(pols, ORACLE)} |"
         )
     out += ["", f"Losses ({len(s['losses'])}):", ""]
-    out += [f"- seed {loss['seed']} ({loss['workload']}): {loss['why']}" for loss in s["losses"]] or ["- none"]
+    lines = [f"- seed {loss['seed']} ({loss['workload']}): {loss['why']}" for loss in s["losses"]]
+    out += lines or ["- none"]
     return "\n".join(out) + "\n"
 
 

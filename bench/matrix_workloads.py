@@ -195,7 +195,11 @@ def length_pool(source: str) -> tuple[LengthRow, ...]:
     else:
         raise ValueError(f"unknown length source {source!r}; known: {', '.join(LENGTHS)}")
     return tuple(
-        r for r in rows if r.prompt_tokens >= 1 and r.output_tokens >= 1 and r.prompt_tokens + r.output_tokens <= MAX_MODEL_LEN
+        r
+        for r in rows
+        if r.prompt_tokens >= 1
+        and r.output_tokens >= 1
+        and r.prompt_tokens + r.output_tokens <= MAX_MODEL_LEN
     )
 
 

@@ -367,9 +367,13 @@ class SloguardPolicy(LdfPolicy):
             return False
         n = self.in_flight_count
         itl_now_s = self.latency.itl_s(float(n), self.running_len_tokens() / n)
-        hold_s = max(
-            max(1.0, min(float(e.spec.max_tokens), e.predicted_output_tokens) - e.output_tokens) for e in blockers
-        ) * itl_now_s
+        hold_s = (
+            max(
+                max(1.0, min(float(e.spec.max_tokens), e.predicted_output_tokens) - e.output_tokens)
+                for e in blockers
+            )
+            * itl_now_s
+        )
         horizon_s = now_s + hold_s
         lost = 0
         for item in self._main:  # LDF order

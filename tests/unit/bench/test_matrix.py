@@ -115,7 +115,9 @@ def test_the_summary_follows_the_issues_definitions() -> None:
     points = [
         _point(1, **{**base, "sloguard": (1.0, 0.5), "oracle_sloguard": (1.0, 0.5)}),  # a tie is a win
         _point(2, **{**base, "scorpio": (2.0, 0.8), "sloguard": (1.5, 0.6), "oracle_sloguard": (2.0, 0.6)}),
-        _point(3, **{**base, "sloguard": (0.9, 0.45), "oracle_sloguard": (0.9, 0.5), "oracle_sa": (9.0, 1.0)}),
+        _point(
+            3, **{**base, "sloguard": (0.9, 0.45), "oracle_sloguard": (0.9, 0.5), "oracle_sa": (9.0, 1.0)}
+        ),
     ]
     summary = matrix_bench.summarise(points)
     assert summary["win_fraction"] == pytest.approx(1 / 3, abs=1e-4)

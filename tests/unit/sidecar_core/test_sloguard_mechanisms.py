@@ -75,7 +75,9 @@ def classes_for(latency: LatencyModel, fits: int = 1) -> tuple[dict[str, Any], d
 
 
 @pytest.mark.parametrize(("profile", "factor"), ENGINES)
-def test_one_tight_request_on_an_idle_engine_does_not_hold_the_queue_back(profile: str, factor: float) -> None:
+def test_one_tight_request_on_an_idle_engine_does_not_hold_the_queue_back(
+    profile: str, factor: float
+) -> None:
     latency = engine_latency(profile, factor)
     tight, chat = classes_for(latency)
     policy = policy_for(latency, [tight, chat], urgent_headroom=1.0)
@@ -124,7 +126,7 @@ def test_admission_counts_running_requests_outside_the_state_in_the_batch() -> N
     )
     state = TpotState()
     state.add(0.05)
-    common = {
+    common: dict[str, Any] = {
         "running_len_tokens": 300.0,
         "candidate_tpot_s": 0.05,
         "candidate_prompt_tokens": 100.0,
@@ -154,7 +156,8 @@ def test_the_ttft_margin_applies_only_to_a_wait_that_depends_on_others(profile: 
     # a TTFT target between its own prefill and its own prefill plus the margin
     cls = {"name": "snappy", "ttft_s": own_s + margin_s / 2, "tpot_s": 1.0}
     policy = policy_for(latency, [cls], margin_s=margin_s)
-    assert isinstance(policy.submit(spec("head", cls, 0.0), 0.0), Admitted)  # head of an idle engine: no margin
+    # at the head of an idle engine it waits only for its own prefill: no margin
+    assert isinstance(policy.submit(spec("head", cls, 0.0), 0.0), Admitted)
     # now one request waits ahead of the next: its wait depends on another's, and the margin is back
     later = {**cls, "ttft_s": latency.prefill_s(2 * PROMPT) + margin_s / 2}
     policy2 = policy_for(latency, [later], margin_s=margin_s)
