@@ -69,6 +69,8 @@ class SloguardParameters:
     kv_reservation: bool = True  # release only while running + candidate fit at their predicted lengths
     urgent_headroom: float = field(default=1.15, metadata={"min": 0.0})  # TPOT gate, short urgent ones
     urgent_prompt_tokens: int = field(default=256, metadata={"min": 0})  # "short" for urgent_headroom
+    waive_tpot_blockers: bool = True  # `_waive_blockers`: the gate never starves the engine for a few
+    contended_margin: bool = True  # `_guarded_wait_s`: the TTFT margin only where the wait depends on others
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
     short_first_buffer_s: float = field(default=5.0, metadata={"min": 0.0})  # measured on bench/sa
@@ -162,7 +164,12 @@ class SloguardPolicy(LdfPolicy):
         whose TTFT target is within a margin of its own prefill, which even fcfs meets."""
         prefill_s = self.latency.prefill_s(tokens)
         slot_s = self._slot_wait_s(count, out_tokens, tokens)
-        contended = count > 1 or slot_s > 0.0 or self.pending_prefill_tokens() > 0.0
+        contended = (
+            not self.params.contended_margin
+            or count > 1
+            or slot_s > 0.0
+            or self.pending_prefill_tokens() > 0.0
+        )
         return prefill_s + slot_s + (self.params.margin_s if contended else 0.0)
 
     def _unattainable(self, entry: Entry, decision: Rejected) -> Decision:
@@ -359,6 +366,8 @@ class SloguardPolicy(LdfPolicy):
         and keep running. One tight request released onto an idle engine thus cannot hold everything
         behind it, while a batch of tight requests is still protected from a lone arrival. Counts
         requests, as goodput does; no constant."""
+        if not self.params.waive_tpot_blockers:
+            return False
         limit_s = verdict.predicted_itl_s * self.inflation / max(headroom, 1e-9)
         if entry.spec.tpot_s < limit_s:
             return False  # the candidate itself would miss its TPOT in that batch

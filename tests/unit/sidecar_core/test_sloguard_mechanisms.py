@@ -87,6 +87,12 @@ def test_one_tight_request_on_an_idle_engine_does_not_hold_the_queue_back(
         policy.submit(spec(f"c{i}", chat, 0.001), 0.001)
     # held, every chat request would miss its TTFT (a quarter of t's decode); released, only t risks its TPOT
     assert released(policy, 0.001) == ["c0", "c1", "c2", "c3"]
+    switched_off = policy_for(latency, [tight, chat], urgent_headroom=1.0, waive_tpot_blockers=False)
+    switched_off.submit(spec("t", tight, 0.0), 0.0)
+    assert released(switched_off, 0.0) == ["t"]
+    for i in range(4):
+        switched_off.submit(spec(f"c{i}", chat, 0.001), 0.001)
+    assert released(switched_off, 0.001) == []  # the gate alone holds them all behind t
     # t still runs and ends once; its waived target leaves the gate's state consistent
     policy.on_first_token("t", 0.01)
     policy.on_finish("t", 0.5, outcome=Outcome.COMPLETED, output_tokens=OUT)
@@ -158,6 +164,8 @@ def test_the_ttft_margin_applies_only_to_a_wait_that_depends_on_others(profile: 
     policy = policy_for(latency, [cls], margin_s=margin_s)
     # at the head of an idle engine it waits only for its own prefill: no margin
     assert isinstance(policy.submit(spec("head", cls, 0.0), 0.0), Admitted)
+    absolute = policy_for(latency, [cls], margin_s=margin_s, contended_margin=False)
+    assert isinstance(absolute.submit(spec("head", cls, 0.0), 0.0), Rejected)
     # now one request waits ahead of the next: its wait depends on another's, and the margin is back
     later = {**cls, "ttft_s": latency.prefill_s(2 * PROMPT) + margin_s / 2}
     policy2 = policy_for(latency, [later], margin_s=margin_s)
