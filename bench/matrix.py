@@ -19,6 +19,8 @@ win / >= 0.99 x fcfs / >= 0.95 x oracle / gap <= 2 pp, with the reason.
 """
 
 import argparse
+import functools
+import json
 import multiprocessing
 import os
 import random
@@ -82,7 +84,14 @@ def measured_capacity_rps(point: Point) -> float:
     return len(specs) / max(r.finish_s or 0.0 for r in records)
 
 
-def run_point(seed: int, requests: int, policies: tuple[str, ...] = POLICIES) -> dict[str, Any]:
+def run_point(
+    seed: int,
+    requests: int,
+    policies: tuple[str, ...] = POLICIES,
+    variants: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One point: every policy in `policies`, plus sloguard with each of `variants`' parameters (an
+    ablation, reported under the variant's name)."""
     params = draw_point(seed, requests)
     point = build_point(params)
     capacity = measured_capacity_rps(point)
@@ -91,6 +100,15 @@ def run_point(seed: int, requests: int, policies: tuple[str, ...] = POLICIES) ->
     results: dict[str, dict[str, float]] = {}
     for name in policies:
         records = run_variant(name, specs, point.classes, point.setup, seed=seed, step_time=point.step_time)
+        total = score(records, specs)
+        results[name] = {
+            "goodput_rps": round(total.goodput_rps, 5),
+            "adherence": round(total.adherence, 5),
+            "rejected": total.rejected,
+        }
+    for name, parameters in (variants or {}).items():
+        setup = replace(point.setup, policy_parameters={OURS: parameters})
+        records = run_variant(OURS, specs, point.classes, setup, seed=seed, step_time=point.step_time)
         total = score(records, specs)
         results[name] = {
             "goodput_rps": round(total.goodput_rps, 5),
@@ -111,19 +129,21 @@ def run_point(seed: int, requests: int, policies: tuple[str, ...] = POLICIES) ->
     }
 
 
-def _run_point_args(args: tuple[int, int]) -> dict[str, Any]:
-    return run_point(*args)
-
-
-def run_points(seeds: list[int], requests: int, jobs: int) -> list[dict[str, Any]]:
+def run_points(
+    seeds: list[int],
+    requests: int,
+    jobs: int,
+    policies: tuple[str, ...] = POLICIES,
+    variants: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     load_default_predictor()  # load the shared data once, before any fork
     for source in LENGTHS:
         length_pool(source)
-    work = [(seed, requests) for seed in seeds]
+    work = functools.partial(run_point, requests=requests, policies=policies, variants=variants)
     if jobs <= 1:
-        return [_run_point_args(w) for w in work]
+        return [work(seed) for seed in seeds]
     with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        return pool.map(_run_point_args, work, chunksize=1)
+        return pool.map(work, seeds, chunksize=1)
 
 
 def summarise(points: list[dict[str, Any]]) -> dict[str, Any]:
@@ -241,29 +261,42 @@ def run(quick: bool) -> BenchResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sloguard.bench.matrix --tuning N [--requests R] [--seed S ...]`: the tuning range only."""
+    """`python -m sloguard.bench.matrix --tuning N [--requests R] [--seed S ...] [--variant NAME=JSON ...]`:
+    points from the tuning range only (never the report's), with sloguard parameter variants beside the
+    policies for ablations; prints, per variant, the points it wins (goodput >= 0.995 x the best
+    non-oracle baseline and adherence within 2 points of the best) and its smallest ratio to fcfs."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--tuning", type=int, default=24, help="number of tuning seeds to draw")
     parser.add_argument("--requests", type=int, default=QUICK.requests_per_point)
     parser.add_argument("--seed", type=int, action="append", help="explicit tuning seeds instead")
-    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--variant", action="append", default=[], help='NAME={"parameter": value}')
     args = parser.parse_args(argv)
     seeds = args.seed or tuning_seeds(args.tuning)
     if any(s not in TUNING_SEEDS for s in seeds):
         parser.error(f"tuning seeds must lie in [{TUNING_SEEDS.start}, {TUNING_SEEDS.stop})")
-    policies = tuple(args.policies.split(","))
-    if OURS not in policies or FCFS not in policies:
-        parser.error("--policies must include sloguard and fcfs")
-    load_default_predictor()
-    points = [run_point(seed, args.requests, policies) for seed in seeds]
-    data = {
-        "spec_version": SPEC.version,
-        "requests_per_point": args.requests,
-        "seeds": seeds,
-        "points": points,
-        "summary": summarise(points),
-    }
-    print(markdown(data) if ORACLE in policies else repr(data["summary"]))
+    variants: dict[str, dict[str, Any]] = {}
+    for text in args.variant:
+        name, sep, parameters = text.partition("=")
+        if not sep or not name:
+            parser.error(f"--variant takes NAME=JSON, got {text!r}")
+        try:
+            variants[name] = json.loads(parameters)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--variant {name}: {exc}")
+    jobs = int(os.environ.get("SLOGUARD_BENCH_JOBS", SPEC.jobs))
+    points = run_points(seeds, args.requests, max(1, jobs), (*BASELINES, OURS), variants)
+    for name in (OURS, *variants):
+        won, worst = 0, float("inf")
+        for point in points:
+            pols = point["policies"]
+            best = max(pols[n]["goodput_rps"] for n in BASELINES)
+            best_adherence = max(pols[n]["adherence"] for n in BASELINES)
+            ours = pols[name]
+            won += ours["goodput_rps"] >= best * WIN_TOLERANCE and (
+                100.0 * (best_adherence - ours["adherence"]) <= ADHERENCE_GAP_PP
+            )
+            worst = min(worst, ratio(ours["goodput_rps"], pols[FCFS]["goodput_rps"]))
+        print(f"{name}: wins {won} of {len(points)}, min ratio vs fcfs {worst:.3f}")
     return 0
 
 

@@ -146,3 +146,12 @@ def test_the_markdown_lists_every_point_and_every_loss() -> None:
     text = matrix_bench.markdown({**data, "summary": matrix_bench.summarise(points)})
     assert "| seed | workload |" in text and "| 4 |" in text and "| 5 |" in text
     assert "Losses (1)" in text and "- seed 5 " in text
+
+
+def test_the_tuning_command_refuses_report_seeds_and_bad_variants() -> None:
+    with pytest.raises(SystemExit):
+        matrix_bench.main(["--seed", str(matrix_bench.REPORT_SEEDS.start)])
+    with pytest.raises(SystemExit):
+        matrix_bench.main(["--seed", "5", "--variant", "broken={"])
+    with pytest.raises(SystemExit):
+        matrix_bench.main(["--seed", "5", "--variant", "no-equals-sign"])
