@@ -28,6 +28,11 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
 - Urgent short prompts: a request that cannot wait (TTFT slack under the whole queue's predicted wait)
   with a prompt of at most `urgent_prompt_tokens` passes the TPOT gate with `urgent_headroom` (1.15):
   its prefill barely stalls the batch, while holding it back costs its TTFT for sure.
+- The TPOT gate never starves the engine (`waive_tpot_blockers`): running requests whose tight TPOT
+  targets would hold back more queued requests past their TTFT than there are of them stop constraining
+  the gate (they keep running).
+- The TTFT margin covers only the part of the wait that depends on others (`contended_margin`): a request
+  at the head of an uncontended engine is judged on its own prefill.
 - Equal deadlines (a burst of one class) are served shortest predicted output first.
 - The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
   others, so the engine's queue and its preemption choices agree with the sidecar.
