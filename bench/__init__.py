@@ -22,6 +22,7 @@ SCENARIOS: dict[str, str] = {
     "trace": "sloguard.bench.trace",
     "real-vllm": "sloguard.bench.real_vllm",
     "operator": "sloguard.bench.operator_soak",  # needs the checkout and ../shared/k8s (a real control plane)
+    "matrix": "sloguard.bench.matrix",
 }
 
 

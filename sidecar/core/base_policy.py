@@ -55,6 +55,7 @@ class Entry:
     predicted_output_tokens: float
     demoted: bool = False
     predicted_itl_s: float = math.nan  # what the TPOT guard predicted when it let the request in
+    tpot_waived: bool = False  # running, but no longer constrains the TPOT gate (`waive_tpot`)
     # set at release
     released_s: float = math.nan
     tokens_ahead_at_release: float = 0.0
@@ -334,6 +335,15 @@ class QueuePolicy(Policy):
     def in_flight_entries(self) -> Iterator[Entry]:
         return iter(self._in_flight.values())
 
+    def waive_tpot(self, entry: Entry) -> None:
+        """Stop counting a running request's TPOT target in the TPOT gate (it keeps running): the gate
+        would otherwise hold every later request to a target that request alone needs."""
+        if entry.request_id not in self._in_flight:
+            raise ValueError(f"request {entry.request_id!r} is not in flight")
+        if not entry.tpot_waived:
+            entry.tpot_waived = True
+            self._tpot.remove(entry.spec.tpot_s)
+
     def demote(self, entry: Entry) -> None:
         """Move a queued request to best effort (subclasses re-push it into their best-effort order)."""
         if not entry.demoted:
@@ -444,7 +454,8 @@ class QueuePolicy(Policy):
         self._kv_reserved_tokens -= entry.kv_need_tokens
         self._predicted_out_in_flight -= entry.predicted_output_tokens
         self._generated_in_flight -= entry.output_tokens
-        self._tpot.remove(spec.tpot_s)
+        if not entry.tpot_waived:
+            self._tpot.remove(spec.tpot_s)
         if not self._in_flight:  # drop accumulated float error
             self._running_len_tokens = 0.0
             self._pending_prefill_tokens = 0.0

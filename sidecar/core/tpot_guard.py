@@ -67,16 +67,25 @@ def tpot_admission(
     eta: float,
     headroom: float = 0.99,
     virtual: bool = True,
+    running_count: int | None = None,
 ) -> TpotVerdict:
     """Would the running batch still meet the tightest TPOT with the candidate in it?
 
     `virtual`: count the batch as VBS (the engine does credit batching); otherwise as the plain number
     of running requests plus one (an unmodified vLLM decodes every running request every iteration).
+    `running_count`: requests running in the engine when some of them are not in `state` (their TPOT no
+    longer constrains the gate, but they still decode every iteration); default `len(state)`.
     """
     running_min = state.min_tpot_s()
     t_min = candidate_tpot_s if running_min is None else min(running_min, candidate_tpot_s)
-    n_running = len(state)
-    batch = state.virtual_batch_size(t_min) + t_min / candidate_tpot_s if virtual else float(n_running + 1)
+    n_running = len(state) if running_count is None else running_count
+    if n_running < len(state):
+        raise ValueError(f"running_count {n_running} is below the {len(state)} targets in the state")
+    unconstrained = float(n_running - len(state))  # decode every iteration whatever credit they have
+    if virtual:
+        batch = state.virtual_batch_size(t_min) + unconstrained + t_min / candidate_tpot_s
+    else:
+        batch = float(n_running + 1)
     load = BatchLoad(batch_size=float(n_running), total_len_tokens=running_len_tokens)
     itl = latency.tpot_if_joins_s(
         load,

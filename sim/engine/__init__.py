@@ -50,7 +50,7 @@ from sloguard.sim.engine.prefix_cache import PrefixCache
 from sloguard.sim.engine.request import FinishReason, SimRequest, resolve_output_length
 from sloguard.sim.engine.scheduler import BatchScheduler, SchedulingContext, VllmV1Scheduler
 from sloguard.sim.engine.state import SchedulingPolicy, SequenceState
-from sloguard.sim.engine.step_time import BatchShape, ProfileStepTime, StepTimeModel
+from sloguard.sim.engine.step_time import BatchShape, ProfileStepTime, ScaledStepTime, StepTimeModel
 
 __all__ = [
     "BatchScheduler",
@@ -65,6 +65,7 @@ __all__ = [
     "Preempted",
     "PrefixCache",
     "ProfileStepTime",
+    "ScaledStepTime",
     "SchedulingContext",
     "SchedulingPolicy",
     "SequenceState",

@@ -116,3 +116,25 @@ class ProfileStepTime:
         const = self._const_s(decode_seqs, decode_seqs, True)
         out: npt.NDArray[np.float64] = const + self._kv_coeff_s * decode_kv_tokens.astype(np.float64)
         return out
+
+
+class ScaledStepTime:
+    """Another step-time model with every iteration `factor` times as long: a slower engine (an older
+    GPU, a larger model, a contended host) with the same batch shape costs. Used by the workload matrix
+    (`sloguard.bench.matrix`) for its slowed engine variants. Multiplying both paths by the same factor
+    keeps `decode_run_s` bit-identical to `step_s`."""
+
+    def __init__(self, base: StepTimeModel, factor: float) -> None:
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"step-time factor must be a finite number > 0, got {factor!r}")
+        self.base = base
+        self.factor = float(factor)
+
+    def step_s(self, batch: BatchShape) -> float:
+        return self.base.step_s(batch) * self.factor
+
+    def decode_run_s(
+        self, decode_seqs: int, decode_kv_tokens: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        out: npt.NDArray[np.float64] = self.base.decode_run_s(decode_seqs, decode_kv_tokens) * self.factor
+        return out

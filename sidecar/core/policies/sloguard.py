@@ -28,6 +28,11 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
 - Urgent short prompts: a request that cannot wait (TTFT slack under the whole queue's predicted wait)
   with a prompt of at most `urgent_prompt_tokens` passes the TPOT gate with `urgent_headroom` (1.15):
   its prefill barely stalls the batch, while holding it back costs its TTFT for sure.
+- The TPOT gate never starves the engine (`waive_tpot_blockers`): running requests whose tight TPOT
+  targets would hold back more queued requests past their TTFT than there are of them stop constraining
+  the gate (they keep running).
+- The TTFT margin covers only the part of the wait that depends on others (`contended_margin`): a request
+  at the head of an uncontended engine is judged on its own prefill.
 - Equal deadlines (a burst of one class) are served shortest predicted output first.
 - The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
   others, so the engine's queue and its preemption choices agree with the sidecar.
@@ -44,7 +49,7 @@ from sloguard.sidecar.core.base_policy import Entry, Gate
 from sloguard.sidecar.core.ldf_policy import LdfPolicy
 from sloguard.sidecar.core.policy import Admitted, Decision, PolicyParameterError, Rejected
 from sloguard.sidecar.core.requests import Outcome
-from sloguard.sidecar.core.tpot_guard import tpot_admission
+from sloguard.sidecar.core.tpot_guard import TpotVerdict, tpot_admission
 from sloguard.sidecar.core.ttft_guard import (
     SortedQueue,
     Sweep,
@@ -69,6 +74,8 @@ class SloguardParameters:
     kv_reservation: bool = True  # release only while running + candidate fit at their predicted lengths
     urgent_headroom: float = field(default=1.15, metadata={"min": 0.0})  # TPOT gate, short urgent ones
     urgent_prompt_tokens: int = field(default=256, metadata={"min": 0})  # "short" for urgent_headroom
+    waive_tpot_blockers: bool = True  # `_waive_blockers`: the gate never starves the engine for a few
+    contended_margin: bool = True  # `_guarded_wait_s`: the TTFT margin only where the wait depends on others
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
     short_first_buffer_s: float = field(default=5.0, metadata={"min": 0.0})  # measured on bench/sa
@@ -154,6 +161,22 @@ class SloguardPolicy(LdfPolicy):
     def _wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
         return self.latency.prefill_s(tokens) + self._slot_wait_s(count, out_tokens, tokens)
 
+    def _guarded_wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
+        """The predicted wait plus `margin_s` only where the wait depends on others: the margin covers
+        the error of predicting the work ahead (queued and pending prompts, slots held by running
+        requests). A request at the head of an uncontended engine waits only for its own prefill, so it
+        is judged without the margin: an absolute margin would otherwise reject every request of a class
+        whose TTFT target is within a margin of its own prefill, which even fcfs meets."""
+        prefill_s = self.latency.prefill_s(tokens)
+        slot_s = self._slot_wait_s(count, out_tokens, tokens)
+        contended = (
+            not self.params.contended_margin
+            or count > 1
+            or slot_s > 0.0
+            or self.pending_prefill_tokens() > 0.0
+        )
+        return prefill_s + slot_s + (self.params.margin_s if contended else 0.0)
+
     def _unattainable(self, entry: Entry, decision: Rejected) -> Decision:
         if self.demotable(entry):
             return Admitted(entry.request_id, entry.predicted_output_tokens, demoted=True)
@@ -176,15 +199,15 @@ class SloguardPolicy(LdfPolicy):
         slack_s = spec.ttft_deadline_s - now_s
         total = pending + self._main.total_tokens + spec.prompt_tokens
         own_out = self._queue_weight(entry)
-        wait_s = self._wait_s(total, len(self._main) + 1, self._main.total_weight + own_out)
-        if slack_s < wait_s + self.params.margin_s:  # not feasible at the tail: find its LDF position
+        tail = (total, len(self._main) + 1, self._main.total_weight + own_out)
+        wait_s, guarded_s = self._wait_s(*tail), self._guarded_wait_s(*tail)
+        if slack_s < guarded_s:  # not feasible at the tail: find its LDF position
             tie = self._tie(entry)
             ahead_tokens, ahead_count = self._main.ahead_of(spec.ttft_deadline_s, tie)
             ahead_out = self._main.weight_ahead_of(spec.ttft_deadline_s, tie)
-            wait_s = self._wait_s(
-                pending + ahead_tokens + spec.prompt_tokens, ahead_count + 1, ahead_out + own_out
-            )
-        if slack_s < wait_s + self.params.margin_s:
+            position = (pending + ahead_tokens + spec.prompt_tokens, ahead_count + 1, ahead_out + own_out)
+            wait_s, guarded_s = self._wait_s(*position), self._guarded_wait_s(*position)
+        if slack_s < guarded_s:
             return self._unattainable(
                 entry,
                 Rejected(
@@ -241,8 +264,8 @@ class SloguardPolicy(LdfPolicy):
                 key=entry.spec.ttft_deadline_s,
                 total_tokens=self.pending_prefill_tokens() + self._main.total_tokens,
                 count=len(self._main),
-                wait_s=self._wait_s,
-                margin_s=self.params.margin_s,
+                wait_s=self._guarded_wait_s,
+                margin_s=0.0,
                 total_weight=self._main.total_weight,
             )
             if not harmless:
@@ -263,8 +286,8 @@ class SloguardPolicy(LdfPolicy):
             self._main,
             now_s=now_s,
             base_tokens=self.pending_prefill_tokens(),
-            wait_s=self._wait_s,
-            margin_s=self.params.margin_s,
+            wait_s=self._guarded_wait_s,
+            margin_s=0.0,
         )
         self._sweep, self._sweep_state = walk, self._wait_state()
         out = []
@@ -314,7 +337,18 @@ class SloguardPolicy(LdfPolicy):
     def _gate(self, entry: Entry, now_s: float) -> Gate:
         if self.in_flight_count == 0:
             return Gate.RELEASE
-        verdict = tpot_admission(
+        headroom = self._headroom(entry, now_s)
+        verdict = self._tpot_verdict(entry, headroom)
+        if not verdict.admit and self._waive_blockers(entry, verdict, headroom, now_s):
+            verdict = self._tpot_verdict(entry, headroom)
+        if verdict.admit:
+            entry.predicted_itl_s = verdict.predicted_itl_s
+            return Gate.RELEASE
+        self._skips += 1
+        return Gate.SKIP if self._skips <= self.params.max_skips else Gate.STOP
+
+    def _tpot_verdict(self, entry: Entry, headroom: float) -> TpotVerdict:
+        return tpot_admission(
             self._tpot,
             self.latency,
             running_len_tokens=self.running_len_tokens(),
@@ -322,14 +356,52 @@ class SloguardPolicy(LdfPolicy):
             candidate_prompt_tokens=entry.spec.prompt_tokens,
             candidate_output_tokens=entry.predicted_output_tokens,
             eta=self.inflation,
-            headroom=self._headroom(entry, now_s),
+            headroom=headroom,
             virtual=self.params.credit_batching,
+            running_count=self.in_flight_count,
         )
-        if verdict.admit:
-            entry.predicted_itl_s = verdict.predicted_itl_s
-            return Gate.RELEASE
-        self._skips += 1
-        return Gate.SKIP if self._skips <= self.params.max_skips else Gate.STOP
+
+    def _waive_blockers(self, entry: Entry, verdict: TpotVerdict, headroom: float, now_s: float) -> bool:
+        """The TPOT gate never starves the engine for a few tight requests. When the candidate fails the
+        gate only because of running requests whose TPOT targets the joined batch would break (the
+        blockers), weigh what holding costs against what releasing costs: held, every queued request
+        whose TTFT deadline passes before the blockers finish (their predicted remaining tokens at the
+        current inter-token time) misses; released, at most the blockers miss. When more queued requests
+        would be lost than there are blockers, the blockers stop constraining the gate (`waive_tpot`)
+        and keep running. One tight request released onto an idle engine thus cannot hold everything
+        behind it, while a batch of tight requests is still protected from a lone arrival. Counts
+        requests, as goodput does; no constant."""
+        if not self.params.waive_tpot_blockers:
+            return False
+        limit_s = verdict.predicted_itl_s * self.inflation / max(headroom, 1e-9)
+        if entry.spec.tpot_s < limit_s:
+            return False  # the candidate itself would miss its TPOT in that batch
+        blockers = [e for e in self.in_flight_entries() if not e.tpot_waived and e.spec.tpot_s < limit_s]
+        if not blockers:
+            return False
+        n = self.in_flight_count
+        itl_now_s = self.latency.itl_s(float(n), self.running_len_tokens() / n)
+        hold_s = (
+            max(
+                max(1.0, min(float(e.spec.max_tokens), e.predicted_output_tokens) - e.output_tokens)
+                for e in blockers
+            )
+            * itl_now_s
+        )
+        horizon_s = now_s + hold_s
+        lost = 0
+        for item in self._main:  # LDF order
+            if item[0] >= horizon_s:
+                break
+            if self._entries[item[4]].spec.tpot_s >= limit_s:
+                lost += 1
+                if lost > len(blockers):
+                    break
+        if lost <= len(blockers):
+            return False
+        for blocker in blockers:
+            self.waive_tpot(blocker)
+        return True
 
     def _headroom(self, entry: Entry, now_s: float) -> float:
         """TPOT gate headroom: `urgent_headroom` for an urgent request (TTFT slack under the whole
@@ -374,8 +446,8 @@ class SloguardPolicy(LdfPolicy):
             expiry = next_expiry_s(
                 self._main,
                 base_tokens=self.pending_prefill_tokens(),
-                wait_s=self._wait_s,
-                margin_s=self.params.margin_s,
+                wait_s=self._guarded_wait_s,
+                margin_s=0.0,
             )
         if expiry is None or math.isinf(expiry):
             return expiry

@@ -1,0 +1,187 @@
+"""sloguard's workload-matrix mechanisms: the TPOT gate never starves the engine for a few tight requests
+(`_waive_blockers`), and the TTFT margin applies only to the wait that depends on others
+(`_guarded_wait_s`). Table-driven over the shipped engine profiles, as shipped and slowed."""
+
+from typing import Any
+
+import pytest
+
+from sloguard.api.policies import SchedulingPolicyName as Name
+from sloguard.api.sidecar_config import SidecarConfig
+from sloguard.bench.runner import EngineSetup
+from sloguard.predictor import FixedLength
+from sloguard.sidecar.core.base_policy import QueuePolicy
+from sloguard.sidecar.core.latency import BatchLoad, DecodeModel, LatencyModel, PrefillModel
+from sloguard.sidecar.core.policy import Admitted, EngineView, Rejected
+from sloguard.sidecar.core.registry import create_policy
+from sloguard.sidecar.core.requests import Outcome, RequestSpec
+from sloguard.sidecar.core.tpot_guard import TpotState, tpot_admission
+from sloguard.sim.engine import ScaledStepTime
+from sloguard.sim.profiles import available_profiles, load_profile
+
+PROMPT = 200
+OUT = 200
+ENGINES = [(name, factor) for name in available_profiles() for factor in (1.0, 2.5)]
+
+
+def engine_latency(profile: str, factor: float) -> LatencyModel:
+    step = load_profile(profile).step_time()
+    return EngineSetup(profile=profile).latency_model(ScaledStepTime(step, factor))
+
+
+def policy_for(latency: LatencyModel, classes: list[dict[str, Any]], **parameters: Any) -> QueuePolicy:
+    config = SidecarConfig.model_validate(
+        {"classes": classes, "policy": {"name": "sloguard", "parameters": parameters}}
+    )
+    return create_policy(config, predictor=FixedLength(OUT), latency=latency)
+
+
+def spec(rid: str, cls: dict[str, Any], arrival: float, prompt: int = PROMPT) -> RequestSpec:
+    return RequestSpec(
+        request_id=rid,
+        slo_class=cls["name"],
+        ttft_s=cls["ttft_s"],
+        tpot_s=cls["tpot_s"],
+        prompt_tokens=prompt,
+        max_tokens=2000,
+        arrival_s=arrival,
+        true_output_tokens=OUT,
+    )
+
+
+def released(policy: QueuePolicy, now: float) -> list[str]:
+    return [r.request_id for r in policy.release(now, EngineView(in_flight_cap=64)).releases]
+
+
+def joined_itl_s(latency: LatencyModel, running: int) -> float:
+    """The gate's predicted inter-token time when a request joins `running` just-released ones."""
+    return latency.tpot_if_joins_s(
+        BatchLoad(batch_size=float(running), total_len_tokens=float(running * PROMPT)),
+        candidate_prompt_tokens=PROMPT,
+        candidate_output_tokens=OUT,
+    )
+
+
+def classes_for(latency: LatencyModel, fits: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A tight class whose TPOT target (priced with the gate's prior inflation, 1.3) fits `fits` requests
+    side by side but not one more, with a TTFT far off; and a chat class (loose TPOT, a TTFT well under
+    the tight request's decode time)."""
+    eta = 1.3
+    tight_tpot_s = eta * (joined_itl_s(latency, fits - 1) + joined_itl_s(latency, fits)) / 2
+    decode_s = OUT * latency.itl_s(1.0, PROMPT + OUT / 2)
+    tight = {"name": "tight", "ttft_s": 100.0 * decode_s, "tpot_s": tight_tpot_s}
+    chat = {"name": "chat", "ttft_s": 0.25 * decode_s, "tpot_s": 6.0 * tight_tpot_s}
+    return tight, chat
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+def test_one_tight_request_on_an_idle_engine_does_not_hold_the_queue_back(
+    profile: str, factor: float
+) -> None:
+    latency = engine_latency(profile, factor)
+    tight, chat = classes_for(latency)
+    policy = policy_for(latency, [tight, chat], urgent_headroom=1.0)
+    policy.submit(spec("t", tight, 0.0), 0.0)
+    assert released(policy, 0.0) == ["t"]  # an idle engine takes anything
+    for i in range(4):
+        policy.submit(spec(f"c{i}", chat, 0.001), 0.001)
+    # held, every chat request would miss its TTFT (a quarter of t's decode); released, only t risks its TPOT
+    assert released(policy, 0.001) == ["c0", "c1", "c2", "c3"]
+    switched_off = policy_for(latency, [tight, chat], urgent_headroom=1.0, waive_tpot_blockers=False)
+    switched_off.submit(spec("t", tight, 0.0), 0.0)
+    assert released(switched_off, 0.0) == ["t"]
+    for i in range(4):
+        switched_off.submit(spec(f"c{i}", chat, 0.001), 0.001)
+    assert released(switched_off, 0.001) == []  # the gate alone holds them all behind t
+    # t still runs and ends once; its waived target leaves the gate's state consistent
+    policy.on_first_token("t", 0.01)
+    policy.on_finish("t", 0.5, outcome=Outcome.COMPLETED, output_tokens=OUT)
+    for i in range(4):
+        policy.on_finish(f"c{i}", 0.5, outcome=Outcome.COMPLETED, output_tokens=OUT)
+    assert policy.in_flight_count == 0 and len(policy._tpot) == 0
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+def test_tight_requests_stay_protected_from_an_arrival_that_can_wait(profile: str, factor: float) -> None:
+    latency = engine_latency(profile, factor)
+    tight, chat = classes_for(latency)
+    patient = {**chat, "name": "patient", "ttft_s": 100.0 * tight["ttft_s"]}
+    policy = policy_for(latency, [tight, patient], urgent_headroom=1.0)
+    policy.submit(spec("t", tight, 0.0), 0.0)
+    assert released(policy, 0.0) == ["t"]
+    policy.submit(spec("p", patient, 0.001), 0.001)
+    assert released(policy, 0.001) == []  # p meets its TTFT after t finishes: nothing is lost by holding
+
+
+def test_tight_blockers_outnumbering_the_losses_are_kept() -> None:
+    latency = engine_latency("llama-3-8b-a100", 1.0)
+    tight, chat = classes_for(latency, fits=2)  # room for two tight requests side by side
+    policy = policy_for(latency, [tight, chat], urgent_headroom=1.0)
+    policy.submit(spec("t0", tight, 0.0), 0.0)
+    policy.submit(spec("t1", tight, 0.0), 0.0)
+    assert released(policy, 0.0) == ["t0", "t1"]
+    policy.submit(spec("c0", chat, 0.001), 0.001)
+    assert released(policy, 0.001) == []  # one lost chat request does not outweigh two tight ones
+
+
+def test_admission_counts_running_requests_outside_the_state_in_the_batch() -> None:
+    latency = LatencyModel(
+        PrefillModel(n0_tokens=100, flat_s=0.01, per_token_s=0.0001, intercept_s=0.0),
+        DecodeModel(a=0.0, b=0.002, c=0.0, d=0.01),
+        online=False,
+    )
+    state = TpotState()
+    state.add(0.05)
+    common: dict[str, Any] = {
+        "running_len_tokens": 300.0,
+        "candidate_tpot_s": 0.05,
+        "candidate_prompt_tokens": 100.0,
+        "candidate_output_tokens": 10.0,
+        "eta": 1.0,
+        "virtual": False,
+    }
+    alone = tpot_admission(state, latency, **common)
+    with_waived = tpot_admission(state, latency, running_count=3, **common)
+    assert with_waived.batch_size == alone.batch_size + 2
+    assert with_waived.predicted_itl_s > alone.predicted_itl_s
+    expected = latency.tpot_if_joins_s(
+        BatchLoad(batch_size=3.0, total_len_tokens=300.0),
+        candidate_prompt_tokens=100.0,
+        candidate_output_tokens=10.0,
+    )
+    assert with_waived.predicted_itl_s == pytest.approx(expected)
+    with pytest.raises(ValueError, match="running_count"):
+        tpot_admission(state, latency, running_count=0, **common)
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+def test_the_ttft_margin_applies_only_to_a_wait_that_depends_on_others(profile: str, factor: float) -> None:
+    latency = engine_latency(profile, factor)
+    own_s = latency.prefill_s(PROMPT)
+    margin_s = 0.02
+    # a TTFT target between its own prefill and its own prefill plus the margin
+    cls = {"name": "snappy", "ttft_s": own_s + margin_s / 2, "tpot_s": 1.0}
+    policy = policy_for(latency, [cls], margin_s=margin_s)
+    # at the head of an idle engine it waits only for its own prefill: no margin
+    assert isinstance(policy.submit(spec("head", cls, 0.0), 0.0), Admitted)
+    absolute = policy_for(latency, [cls], margin_s=margin_s, contended_margin=False)
+    assert isinstance(absolute.submit(spec("head", cls, 0.0), 0.0), Rejected)
+    # now one request waits ahead of the next: its wait depends on another's, and the margin is back
+    later = {**cls, "ttft_s": latency.prefill_s(2 * PROMPT) + margin_s / 2}
+    policy2 = policy_for(latency, [later], margin_s=margin_s)
+    assert isinstance(policy2.submit(spec("a", later, 0.0), 0.0), Admitted)
+    assert isinstance(policy2.submit(spec("b", later, 0.0), 0.0), Rejected)
+
+
+@pytest.mark.parametrize("name", [Name.SLOGUARD])
+def test_waived_requests_end_exactly_once_when_cancelled(name: Name) -> None:
+    latency = engine_latency("llama-3-8b-h100", 2.5)
+    tight, chat = classes_for(latency)
+    policy = policy_for(latency, [tight, chat], urgent_headroom=1.0)
+    policy.submit(spec("t", tight, 0.0), 0.0)
+    released(policy, 0.0)
+    for i in range(3):
+        policy.submit(spec(f"c{i}", chat, 0.001), 0.001)
+    released(policy, 0.001)
+    assert policy.cancel("t", 0.002) and not policy.cancel("t", 0.003)
+    assert len(policy._tpot) == 3 and policy.in_flight_count == 3
