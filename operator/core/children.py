@@ -355,7 +355,8 @@ def build_headless_service(pool: InferencePool) -> dict[str, Any]:
         "spec": {
             "clusterIP": "None",
             "selector": selector_labels(pool.metadata.name),
-            "publishNotReadyAddresses": False,
+            # Only ready pods are listed: publishNotReadyAddresses stays at its default, false (declaring
+            # false would never match: the API server omits false booleans, so every resync re-applied).
             "ports": [
                 {
                     "name": "grpc",
