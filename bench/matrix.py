@@ -5,7 +5,9 @@
 process, length source, load 0.25x-3x of the capacity measured on that point's engine and requests). Every
 registered policy and every `oracle_*` variant of those that predict lengths run on the same requests, each
 with the engine's scheduling policy as the operator deploys it. Figures use `runner.score`: goodput = met /
-offered window (first to last arrival), adherence = met / requests.
+offered window (first to last arrival), adherence = met / requests. Each policy's `prefix_hit_tokens` is the
+prompt tokens the engine's prefix cache served (Mooncake-length points carry their `hash_ids`; prefix
+caching is on, vLLM's default; other length sources carry no prefix information and hit nothing).
 
 Seeds are split. `TUNING_SEEDS` is the only range any constant of a policy may be fit on (run it with
 `python -m sloguard.bench.matrix --tuning N`); the report uses `REPORT_SEEDS`, a disjoint range, from which
@@ -40,6 +42,8 @@ from sloguard.bench.matrix_workloads import (
 )
 from sloguard.bench.runner import ratio, run_variant, score
 from sloguard.predictor import load_default_predictor
+from sloguard.sidecar.core.requests import RequestSpec
+from sloguard.sim.cosim import RequestRecord
 
 OURS = "sloguard"
 ORACLE = "oracle_sloguard"
@@ -84,6 +88,16 @@ def measured_capacity_rps(point: Point) -> float:
     return len(specs) / max(r.finish_s or 0.0 for r in records)
 
 
+def _result(records: list[RequestRecord], specs: list[RequestSpec]) -> dict[str, float]:
+    total = score(records, specs)
+    return {
+        "goodput_rps": round(total.goodput_rps, 5),
+        "adherence": round(total.adherence, 5),
+        "rejected": total.rejected,
+        "prefix_hit_tokens": sum(r.cached_tokens for r in records),
+    }
+
+
 def run_point(
     seed: int,
     requests: int,
@@ -100,21 +114,11 @@ def run_point(
     results: dict[str, dict[str, float]] = {}
     for name in policies:
         records = run_variant(name, specs, point.classes, point.setup, seed=seed, step_time=point.step_time)
-        total = score(records, specs)
-        results[name] = {
-            "goodput_rps": round(total.goodput_rps, 5),
-            "adherence": round(total.adherence, 5),
-            "rejected": total.rejected,
-        }
+        results[name] = _result(records, specs)
     for name, parameters in (variants or {}).items():
         setup = replace(point.setup, policy_parameters={OURS: parameters})
         records = run_variant(OURS, specs, point.classes, setup, seed=seed, step_time=point.step_time)
-        total = score(records, specs)
-        results[name] = {
-            "goodput_rps": round(total.goodput_rps, 5),
-            "adherence": round(total.adherence, 5),
-            "rejected": total.rejected,
-        }
+        results[name] = _result(records, specs)
     return {
         "params": {
             **params.as_json(),

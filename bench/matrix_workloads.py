@@ -15,9 +15,9 @@ classes and the requests. Every dimension is a random draw from the seed alone:
   or of the Mooncake conversation trace (its timestamps lie on a ~3 s grid, so each request is spread
   uniformly within its 3 s slot), time-scaled to the point's rate;
 - lengths: ShareGPT first turns (the predictor's test split, with the prompt text), Azure conversation or
-  code, or Mooncake (token counts only; Mooncake's prefix-block `hash_ids` are kept per request for the
-  simulator's prefix caching, off until the engine has it: `PointParams.prefix_caching`); requests longer
-  than the context are skipped;
+  code, or Mooncake (token counts and each request's prefix-block `hash_ids`, which the requests carry to
+  the engine's prefix caching: on, vLLM's default, in every point; only Mooncake-length requests carry
+  prefix information, `PointParams.prefix_caching`); requests longer than the context are skipped;
 - load: log-uniform 0.25x-3x of the capacity measured on that engine with those requests (vLLM fcfs, all of
   them arriving at once: requests / makespan); the caller measures it (`sloguard.bench.matrix`).
 
@@ -29,12 +29,18 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sloguard.api.sidecar_config import SLOClassConfig
 from sloguard.bench.runner import EngineSetup
-from sloguard.bench.workloads import azure_code_trace, azure_conv_trace, data_dir, sharegpt_test_rows
+from sloguard.bench.workloads import (
+    MOONCAKE_BLOCK_TOKENS,
+    azure_code_trace,
+    azure_conv_trace,
+    data_dir,
+    sharegpt_test_rows,
+)
 from sloguard.sidecar.core.requests import RequestSpec
 from sloguard.sim.engine import ScaledStepTime, StepTimeModel
 from sloguard.sim.profiles import available_profiles, load_profile
@@ -84,7 +90,9 @@ class PointParams:
     weights: tuple[float, ...]
     priorities: tuple[int, ...]
     load_factor: float
-    prefix_caching: bool = False  # pass-through for the simulator's prefix caching (Mooncake hash_ids)
+    # the requests carry prefix-block hashes (Mooncake's hash_ids) to the engine's prefix cache; derived
+    # from `lengths`, not drawn
+    prefix_caching: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +130,8 @@ class Point:
                 arrival_s=t,
                 prompt_text=row.prompt_text,
                 true_output_tokens=row.output_tokens,
+                prefix_hashes=row.hash_ids if self.params.prefix_caching else None,
+                prefix_block_tokens=MOONCAKE_BLOCK_TOKENS if self.params.prefix_caching else 0,
             )
             for i, (row, c, t) in enumerate(zip(self.rows, self.class_of, arrivals_s, strict=True))
         ]
@@ -140,7 +150,7 @@ def draw_point(seed: int, requests: int) -> PointParams:
     profile = rng.choice(available_profiles())
     variant = rng.choice(ENGINE_VARIANTS)
     count = rng.randint(*CLASS_COUNT)
-    return PointParams(
+    params = PointParams(
         seed=seed,
         requests=requests,
         profile=profile,
@@ -157,6 +167,7 @@ def draw_point(seed: int, requests: int) -> PointParams:
         priorities=tuple(rng.randint(*PRIORITIES) for _ in range(count)),
         load_factor=round(_log_uniform(rng, LOAD_FACTOR), 4),
     )
+    return replace(params, prefix_caching=params.lengths == "mooncake")
 
 
 @functools.cache

@@ -37,6 +37,7 @@ class RequestRecord:
     first_token_s: float | None = None
     finish_s: float | None = None
     output_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the engine's prefix cache held at first admission
 
     @property
     def ttft_s(self) -> float | None:
@@ -131,6 +132,7 @@ class SimulatedReplica:
         self.specs: dict[str, RequestSpec] = {}
         self.records: dict[str, RequestRecord] = {}
         self._first_token_s: dict[str, float] = {}
+        self._cached_tokens: dict[str, int] = {}
         self.predicted_tokens: dict[str, float] = {}  # output tokens the policy predicted at admission
         self._in_flight: set[str] = set()
         self._next_progress_s = math.inf
@@ -184,6 +186,8 @@ class SimulatedReplica:
                     max_tokens=spec.max_tokens,
                     priority=released.engine_priority or 0,
                     eos_after_tokens=spec.true_output_tokens,
+                    prefix_hashes=spec.prefix_hashes,
+                    prefix_block_tokens=spec.prefix_block_tokens,
                 ),
                 now_s,
             )
@@ -206,6 +210,7 @@ class SimulatedReplica:
                 Outcome.CANCELLED,
                 first_token_s=self._first_token_s.get(request_id),
                 finish_s=now_s,
+                cached_tokens=self._cached_tokens.get(request_id, 0),
             )
 
     # --- state ------------------------------------------------------------------------------------
@@ -228,6 +233,7 @@ class SimulatedReplica:
         for event in self.engine.advance_to(t_s):
             if isinstance(event, FirstToken):
                 self._first_token_s[event.request_id] = event.time_s
+                self._cached_tokens[event.request_id] = event.cached_tokens
                 self.policy.on_first_token(event.request_id, event.time_s)
             elif isinstance(event, Finished):
                 self._on_finished(event)
@@ -257,6 +263,7 @@ class SimulatedReplica:
             first_token_s=first,
             finish_s=event.time_s,
             output_tokens=event.output_tokens,
+            cached_tokens=self._cached_tokens.get(request_id, 0),
         )
 
     def _end_rejected(self, rejected: Rejected, now_s: float) -> None:

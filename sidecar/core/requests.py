@@ -61,6 +61,11 @@ class RequestSpec:
     request's SLO class (`from_class`), with any per-request overrides already applied. `class_priority`
     uses the SLOClass polarity: higher is more important. `true_output_tokens` is only for oracle
     policies in benchmarks and simulations; a live sidecar leaves it None.
+
+    `prefix_hashes` (with `prefix_block_tokens`, the tokens each hash covers) names the prompt's blocks
+    for the engine's prefix cache, as Mooncake's `hash_ids` do (equal values = equal content); plain data
+    the simulator hands its engine (`sloguard.sim.cosim`), None where the request carries none. No policy
+    reads it.
     """
 
     request_id: str
@@ -75,6 +80,8 @@ class RequestSpec:
     on_unattainable: OnUnattainable = OnUnattainable.REJECT
     prompt_text: str | None = None
     true_output_tokens: int | None = None
+    prefix_hashes: tuple[int, ...] | None = None
+    prefix_block_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.request_id, str) or not self.request_id:
@@ -99,6 +106,14 @@ class RequestSpec:
             raise InvalidRequestError("prompt_text must be a string or None")
         if self.true_output_tokens is not None:
             _count("true_output_tokens", self.true_output_tokens, minimum=0)
+        if self.prefix_hashes is not None:
+            if not isinstance(self.prefix_hashes, tuple) or not all(
+                isinstance(h, int) and not isinstance(h, bool) for h in self.prefix_hashes
+            ):
+                raise InvalidRequestError(
+                    f"prefix_hashes must be a tuple of integers, got {self.prefix_hashes!r}"
+                )
+            _count("prefix_block_tokens", self.prefix_block_tokens, minimum=1)
 
     @classmethod
     def from_class(
@@ -111,6 +126,8 @@ class RequestSpec:
         arrival_s: float,
         prompt_text: str | None = None,
         true_output_tokens: int | None = None,
+        prefix_hashes: tuple[int, ...] | None = None,
+        prefix_block_tokens: int = 0,
     ) -> "RequestSpec":
         """A request of `slo_class` with the class's targets."""
         return cls(
@@ -126,6 +143,8 @@ class RequestSpec:
             arrival_s=arrival_s,
             prompt_text=prompt_text,
             true_output_tokens=true_output_tokens,
+            prefix_hashes=prefix_hashes,
+            prefix_block_tokens=prefix_block_tokens,
         )
 
     @property

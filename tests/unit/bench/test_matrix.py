@@ -155,3 +155,24 @@ def test_the_tuning_command_refuses_report_seeds_and_bad_variants() -> None:
         matrix_bench.main(["--seed", "5", "--variant", "broken={"])
     with pytest.raises(SystemExit):
         matrix_bench.main(["--seed", "5", "--variant", "no-equals-sign"])
+
+
+@needs_data
+def test_mooncake_points_carry_their_hash_ids_to_the_engines_prefix_cache() -> None:
+    """Mooncake-length points hand each request's hash_ids (512-token blocks) to the engine, whose prefix
+    caching is on (vLLM's default), and report the cache's hits; ShareGPT points carry none and hit none."""
+    mooncake_seed, sharegpt_seed = 9, 5
+    assert mw.draw_point(mooncake_seed, 16).lengths == "mooncake"
+    assert mw.draw_point(sharegpt_seed, 16).lengths == "sharegpt"
+    for seed, carries in ((mooncake_seed, True), (sharegpt_seed, False)):
+        params = mw.draw_point(seed, 16)
+        assert params.prefix_caching is carries
+        specs = mw.build_point(params).requests_at([float(i) for i in range(16)])
+        assert all((s.prefix_hashes is not None) is carries for s in specs)
+        assert all(s.prefix_block_tokens == (512 if carries else 0) for s in specs)
+    policies = ("fcfs", "sloguard")
+    mooncake = matrix_bench.run_point(mooncake_seed, 16, policies=policies)
+    sharegpt = matrix_bench.run_point(sharegpt_seed, 16, policies=policies)
+    assert mooncake["params"]["prefix_caching"] is True
+    assert all(mooncake["policies"][name]["prefix_hit_tokens"] > 0 for name in policies)
+    assert all(sharegpt["policies"][name]["prefix_hit_tokens"] == 0 for name in policies)

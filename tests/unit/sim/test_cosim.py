@@ -8,7 +8,7 @@ from sloguard.api import SchedulingPolicyName
 from sloguard.api.sidecar_config import PolicyConfig, SidecarConfig, SLOClassConfig
 from sloguard.predictor import ClassMeanPredictor
 from sloguard.sidecar.core.registry import create_policy
-from sloguard.sidecar.core.requests import Outcome, RequestSpec
+from sloguard.sidecar.core.requests import InvalidRequestError, Outcome, RequestSpec
 from sloguard.sim.cosim import SimulatedReplica, latency_model_from_profile, run_replica, summarise
 from sloguard.sim.engine import BatchShape, Engine, EngineConfig
 from sloguard.sim.profiles import load_profile
@@ -108,3 +108,53 @@ def test_profile_seeded_latency_model_agrees_with_the_engine() -> None:
         step.step_s(BatchShape(0, 0, ((512, 0),))), rel=0.15
     )
     assert LATENCY.itl_s(32, 1024) == pytest.approx(step.step_s(BatchShape(32, 32 * 1024)), rel=0.15)
+
+
+def _prefixed(request_id: str, arrival_s: float, hashes: tuple[int, ...] | None) -> RequestSpec:
+    return RequestSpec.from_class(
+        CLASSES[2],
+        request_id=request_id,
+        prompt_tokens=1200,
+        max_tokens=64,
+        arrival_s=arrival_s,
+        true_output_tokens=8,
+        prefix_hashes=hashes,
+        prefix_block_tokens=512 if hashes is not None else 0,
+    )
+
+
+def test_prefix_hashes_reach_the_engine_and_a_shared_prefix_hits_its_cache() -> None:
+    """The second request shares the first's two 512-token hash blocks: the engine (prefix caching on, as
+    vLLM's default) serves 1024 of its prompt tokens from cache; a request without hashes hits nothing."""
+    specs = [_prefixed("a", 0.0, (1, 2, 3)), _prefixed("b", 5.0, (1, 2, 9)), _prefixed("c", 10.0, None)]
+    records = run_replica(make_replica("fcfs"), specs)
+    assert [r.cached_tokens for r in records] == [0, 1024, 0]
+    assert all(r.outcome is Outcome.COMPLETED for r in records)
+
+
+def test_requests_without_prefix_hashes_run_exactly_as_before() -> None:
+    """Requests with no prefix information take no part in prefix caching: nothing is cached for them
+    (the benchmarks' results for such workloads are unchanged; checked on `scorpio --quick`)."""
+    specs = workload(60, rate_rps=20.0, seed=5)
+    records = run_replica(make_replica("sloguard"), specs)
+    assert all(r.cached_tokens == 0 for r in records)
+    assert records == run_replica(make_replica("sloguard"), specs)
+
+
+@pytest.mark.parametrize(
+    ("hashes", "block_tokens", "match"),
+    [((1, 2), 0, "prefix_block_tokens"), ([1, 2], 512, "tuple of integers"), ((1, "x"), 512, "tuple of")],
+)
+def test_malformed_prefix_information_is_rejected_with_a_clear_error(
+    hashes: object, block_tokens: int, match: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match=match):
+        RequestSpec.from_class(
+            CLASSES[0],
+            request_id="bad",
+            prompt_tokens=10,
+            max_tokens=10,
+            arrival_s=0.0,
+            prefix_hashes=hashes,  # type: ignore[arg-type]
+            prefix_block_tokens=block_tokens,
+        )
