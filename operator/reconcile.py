@@ -24,7 +24,13 @@ from sloguard.operator.core.children import DEFAULT_SIDECAR_IMAGE
 from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.core.drift import declared_in
 from sloguard.operator.core.names import config_map_name, headless_service_name
-from sloguard.operator.core.paths import SLOCLASSES, collection_path, pool_path, sloclass_path
+from sloguard.operator.core.paths import (
+    POOLS_ALL_NAMESPACES,
+    SLOCLASSES,
+    collection_path,
+    pool_path,
+    sloclass_path,
+)
 from sloguard.operator.core.plan import parse_pool, plan_pool
 from sloguard.operator.core.sloclass_checks import sloclass_status
 from sloguard.operator.core.status import Problem, pool_status
@@ -63,6 +69,16 @@ class Catalog:
             ),
             key=lambda body: (body["metadata"].get("namespace") or "", body["metadata"].get("name", "")),
         )
+
+
+def catalog_by_class(classes: Mapping[str, dict[str, Any]], pools: Iterable[dict[str, Any]]) -> Catalog:
+    """A `Catalog` of `classes` and of listed pool bodies, grouped by the classes each names."""
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for body in pools:
+        names = (body.get("spec") or {}).get("sloClasses") or []
+        for name in {n for n in names if isinstance(n, str)} if isinstance(names, list) else ():
+            by_class.setdefault(name, []).append(body)
+    return Catalog(classes=classes, pools_by_class=by_class)
 
 
 def now_iso() -> str:
@@ -303,15 +319,16 @@ class Reconciler:
             finally:
                 old, new = _classes_of(before), _classes_of(body)
                 if first:  # what this pool named before the operator (re)started is unknown
-                    await reconcile_sloclasses(self._api, catalog.classes, catalog)
+                    await reconcile_sloclasses(self._api, catalog.classes, await self._status_catalog())
                 elif old != new:
-                    await reconcile_sloclasses(self._api, {*(old or []), *(new or [])}, catalog)
+                    changed = {*(old or []), *(new or [])}
+                    await reconcile_sloclasses(self._api, changed, await self._status_catalog())
             self._reconciled_generation[key] = generation
 
     async def sloclass_changed(self, name: str) -> None:
         """Write the class's status and re-render every served pool that names it."""
         catalog = self._catalog()
-        await reconcile_sloclass(self._api, name, catalog)
+        await reconcile_sloclass(self._api, name, await self._status_catalog())
         for pool in catalog.pools_naming(name):
             md = pool["metadata"]
             if self._config.serves(md["namespace"]):
@@ -324,8 +341,18 @@ class Reconciler:
         """Forget the pool and refresh the status of the classes it named (all when it was never seen)."""
         before = _classes_of(self._bodies.get(key))
         self.forget(key)
-        catalog = self._catalog()
+        catalog = await self._status_catalog()
         await reconcile_sloclasses(self._api, catalog.classes if before is None else before, catalog)
+
+    async def _status_catalog(self) -> Catalog:
+        """The catalog for SLOClass status, which lists the pools of every namespace.
+
+        kopf's pool index holds the watched namespaces only: complete when every namespace is served,
+        otherwise the pools are LISTed (a class-status refresh only, not every pool event)."""
+        catalog = self._catalog()
+        if not self._config.namespaces.strip():
+            return catalog
+        return catalog_by_class(catalog.classes, await self._api.list(POOLS_ALL_NAMESPACES))
 
 
 def _classes_of(body: dict[str, Any] | None) -> list[str] | None:
@@ -339,6 +366,7 @@ __all__ = [
     "Catalog",
     "PoolKey",
     "Reconciler",
+    "catalog_by_class",
     "child_paths",
     "delete_children",
     "reconcile_pool",

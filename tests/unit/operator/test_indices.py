@@ -11,7 +11,7 @@ import pytest
 
 from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.handlers import catalog_of, pools_by_class, sloclass_index
-from sloguard.operator.reconcile import BlockedError, Catalog, PoolKey, Reconciler
+from sloguard.operator.reconcile import BlockedError, Catalog, PoolKey, Reconciler, catalog_by_class
 
 IndexFn = Callable[..., dict[str, dict[str, Any]]]
 index_pool = cast(IndexFn, pools_by_class)  # kopf's decorator types them as its callback protocol
@@ -144,3 +144,40 @@ async def test_pool_deleted_refreshes_the_classes_it_named_without_listing() -> 
     await reconciler.pool_deleted(PoolKey("serving", "p"))
     assert api.objects[CLASS_PATH]["status"]["pools"] == []
     assert reconciler.known_bodies() == []
+
+
+def test_catalog_by_class_groups_listed_pools_as_the_index_does() -> None:
+    bodies = [pool_body("a", ["x", "y"]), pool_body("b", ["x", 3]), pool_body("c", "x"), pool_body("d", None)]
+    catalog = catalog_by_class({}, bodies)
+    names = {cls: [p["metadata"]["name"] for p in pools] for cls, pools in catalog.pools_by_class.items()}
+    assert names == {"x": ["a", "b"], "y": ["a"]}
+    for body in bodies:  # the same keys as the kopf index gives each pool
+        assert sorted(index_pool(body=body)) == sorted(
+            c for c, ps in names.items() if body["metadata"]["name"] in ps
+        )
+
+
+class ListingApi(FakeApi):
+    """A FakeApi whose LIST of pools answers with `pools` (and counts the calls)."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]], pools: list[dict[str, Any]]) -> None:
+        super().__init__(objects)
+        self.pools = pools
+        self.lists = 0
+
+    async def list(self, path: str, **_: Any) -> list[dict[str, Any]]:
+        assert "inferencepools" in path, path
+        self.lists += 1
+        return self.pools
+
+
+async def test_serving_some_namespaces_the_class_status_still_lists_pools_of_every_namespace() -> None:
+    pool, elsewhere = pool_body("p", ["gold"]), pool_body("q", ["gold"], namespace="other")
+    api = ListingApi({POOL_PATH: pool, CLASS_PATH: class_body("gold")}, [pool, elsewhere])
+    catalog = Catalog(classes={"gold": class_body("gold")}, pools_by_class={"gold": [pool]})  # watched only
+    reconciler = Reconciler(api, OperatorConfig(namespaces="serving"), lambda: catalog)  # type: ignore[arg-type]
+    await reconciler.reconcile(PoolKey("serving", "p"))
+    assert api.objects[CLASS_PATH]["status"]["pools"] == ["other/q", "serving/p"]
+    lists = api.lists
+    await reconciler.reconcile(PoolKey("serving", "p"))  # same class set: no class refresh, no LIST
+    assert api.lists == lists
