@@ -346,7 +346,8 @@ def build_service(pool: InferencePool) -> dict[str, Any]:
 def build_headless_service(pool: InferencePool) -> dict[str, Any]:
     """Headless Service `<pool>-headless`: its DNS name resolves to every ready pod, so a gRPC client with
     the `round_robin` policy (`dns:///<pool>-headless.<ns>.svc:50051`) balances per request, not per
-    connection as it would through the ClusterIP."""
+    connection as it would through the ClusterIP. `publishNotReadyAddresses` is left at its default
+    (false): the API server drops a false there, so declaring it read as drift on every resync."""
     sidecar = pool.spec.sidecar
     return {
         "apiVersion": "v1",
@@ -355,7 +356,6 @@ def build_headless_service(pool: InferencePool) -> dict[str, Any]:
         "spec": {
             "clusterIP": "None",
             "selector": selector_labels(pool.metadata.name),
-            "publishNotReadyAddresses": False,
             "ports": [
                 {
                     "name": "grpc",
