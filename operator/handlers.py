@@ -10,6 +10,10 @@ Level-based, and kopf itself writes nothing to the cluster:
 - a pool event reconciles that pool by name (re-read first) unless this operator already reconciled
   its current generation; a Deployment event refreshes its pool's status (Ready without a lag);
 - an SLOClass event re-renders every pool that names it;
+- two kopf indices (`sloclass_index`: every class by name; `pools_by_class`: every watched pool under
+  each class it names) replace LISTs: handlers and loops read them as a plain `Catalog`, so a pool
+  event LISTs nothing. kopf fills them before any handler runs and updates them before the handlers
+  of the same event; a class they lack blocks its pools until the class's event or the resync;
 - one resync loop re-applies every served pool every `resync_interval_s`: the safety net that repairs
   deleted or hand-edited children and retries what failed (a missing SLOClass, a 409, a 5xx);
 - one autoscaling loop ticks the pools whose spec.autoscaling is enabled (`sloguard.operator.autoscale`);
@@ -18,6 +22,7 @@ Level-based, and kopf itself writes nothing to the cluster:
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import time
@@ -31,7 +36,7 @@ from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.core.names import ANNOTATION_PREFIX, FINALIZER, GROUP, MANAGED_BY, POOL_LABEL, VERSION
 from sloguard.operator.core.paths import POOLS_ALL_NAMESPACES
 from sloguard.operator.kube import ApiError, KubeApi
-from sloguard.operator.reconcile import BlockedError, PoolKey, Reconciler
+from sloguard.operator.reconcile import BlockedError, Catalog, PoolKey, Reconciler
 
 LOG = logging.getLogger(__name__)
 POOLS = (GROUP, VERSION, "inferencepools")
@@ -40,13 +45,47 @@ AUTOSCALE_TICK_S = 1.0
 """How often the autoscaling loop looks whether a pool's spec.autoscaling.interval has passed."""
 
 
+@kopf.index(*SLOCLASSES)
+def sloclass_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """Every SLOClass by name (its whole body, for the builders)."""
+    return {name: _plain(body)}
+
+
+@kopf.index(*POOLS)
+def pools_by_class(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """Every watched pool under each class its spec names (raw: a pool with a bad spec is found too)."""
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return {}
+    names = (body.get("spec") or {}).get("sloClasses") or []
+    plain = _plain(body)
+    return {name: plain for name in names if isinstance(name, str)} if isinstance(names, list) else {}
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain copy of kopf's read-only body view, safe to keep after the event."""
+    return copy.deepcopy(dict(body))
+
+
+def catalog_of(classes: Mapping[str, Any], pools: Mapping[str, Any]) -> Catalog:
+    """A `Catalog` of what the two indices hold now (each index value is a store of one or more bodies)."""
+    return Catalog(
+        classes={name: next(iter(store)) for name, store in classes.items() if store},
+        pools_by_class={name: list(store) for name, store in pools.items()},
+    )
+
+
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Every operator setting, in one place; starts the resync and autoscaling loops."""
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Every operator setting, in one place; starts the resync and autoscaling loops.
+
+    kopf passes the indices (`sloclass_index`, `pools_by_class`) to every handler, this one included;
+    they are live (kopf updates them in place), so the reconciler and the loops read the same ones."""
+    sloclass_index: kopf.Index[str, dict[str, Any]] = kwargs["sloclass_index"]
+    pools_by_class: kopf.Index[str, dict[str, Any]] = kwargs["pools_by_class"]
     config = OperatorConfig.from_env(os.environ)
     memo.config = config
     memo.api = KubeApi.connect(config)
-    memo.reconciler = Reconciler(memo.api, config)
+    memo.reconciler = Reconciler(memo.api, config, lambda: catalog_of(sloclass_index, pools_by_class))
     memo.autoscalers = {}
     # No handler needs them any more; kept so that kopf removes the finalizer an older version added.
     settings.persistence.finalizer = FINALIZER
@@ -117,11 +156,10 @@ async def pool_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: An
     reconciler: Reconciler = memo.reconciler
     key = _key(body)
     if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
-        reconciler.forget(key)
         autoscaler = memo.autoscalers.pop(key, None)
         if autoscaler is not None:
             autoscaler.close()
-        await _quietly(reconciler.refresh_sloclasses(), f"SLOClass status after deleting {key}")
+        await _quietly(reconciler.pool_deleted(key), f"SLOClass status after deleting {key}")
         return
     if not memo.config.serves(key.namespace):
         return

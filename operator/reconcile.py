@@ -4,12 +4,18 @@ Adapter between the kopf handlers (`sloguard.operator.handlers`) and the pure co
 through `KubeApi`, asks `core.plan` / `core.status` / `core.sloclass_checks` what they should be, and
 writes only owned children and `status`. Never the user's spec. Raises `BlockedError` for a problem the user
 must fix (a missing SLOClass) and lets `ApiError` through for the handler to turn into a retry.
+
+Every SLOClass, and the pools naming each, come from a `Catalog`: plain data that the handlers build
+from kopf's in-memory indices, so a reconcile LISTs nothing. An index may lag the API server by an
+event; a class it lacks blocks the pool (SLOClassNotFound) until the class's own event or the resync
+re-renders it.
 """
 
 import asyncio
 import datetime
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sloguard.api.inferencepool import InferencePool
@@ -40,6 +46,39 @@ class BlockedError(Exception):
         super().__init__(f"{problem.reason}: {problem.message}")
         self.problem = problem
         self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every SLOClass by name, and the raw pool bodies naming each class (kopf's indices, as plain data).
+
+    `pools_by_class` holds every watched pool that names the class, whatever its spec's validity, so a
+    pool with a bad spec is still found; pools being deleted are left out by whoever builds it.
+    """
+
+    classes: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    pools_by_class: Mapping[str, Sequence[dict[str, Any]]] = field(default_factory=dict)
+
+    def pools_naming(self, class_name: str) -> list[dict[str, Any]]:
+        """Pool bodies whose spec names the class, sorted by namespace and name (a stable order)."""
+        return sorted(
+            (
+                body
+                for body in self.pools_by_class.get(class_name, ())
+                if not body.get("metadata", {}).get("deletionTimestamp")
+            ),
+            key=lambda body: (body["metadata"].get("namespace") or "", body["metadata"].get("name", "")),
+        )
+
+
+def catalog_by_class(classes: Mapping[str, dict[str, Any]], pools: Iterable[dict[str, Any]]) -> Catalog:
+    """A `Catalog` of `classes` and of listed pool bodies, grouped by the classes each names."""
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for body in pools:
+        names = (body.get("spec") or {}).get("sloClasses") or []
+        for name in {n for n in names if isinstance(n, str)} if isinstance(names, list) else ():
+            by_class.setdefault(name, []).append(body)
+    return Catalog(classes=classes, pools_by_class=by_class)
 
 
 def now_iso() -> str:
@@ -90,11 +129,17 @@ def _invalid_spec_status(body: dict[str, Any], message: str) -> dict[str, Any]:
 
 
 async def reconcile_pool(
-    api: KubeApi, body: dict[str, Any], *, sidecar_image: str = DEFAULT_SIDECAR_IMAGE
+    api: KubeApi,
+    body: dict[str, Any],
+    *,
+    classes: Mapping[str, dict[str, Any]] | None = None,
+    sidecar_image: str = DEFAULT_SIDECAR_IMAGE,
 ) -> dict[str, Any]:
     """Apply every child of the pool in `body` and write its status; returns the status written.
 
-    `sidecar_image` is the operator's sidecar image, for pools that do not pin one."""
+    `classes` are the SLOClass bodies by name (the operator's index); None LISTs them from the API
+    server (callers without an index). `sidecar_image` is the operator's sidecar image, for pools that
+    do not pin one."""
     md = body["metadata"]
     try:
         pool = parse_pool(body)
@@ -102,8 +147,9 @@ async def reconcile_pool(
         status = _invalid_spec_status(body, str(err))
         await _write_status(api, body, status)
         raise BlockedError(Problem("InvalidSpec", str(err)), permanent=True) from None
-    classes = {c["metadata"]["name"]: c for c in await api.list(SLOCLASSES)}
-    plan = plan_pool(pool, classes, sidecar_image=sidecar_image)
+    if classes is None:
+        classes = {c["metadata"]["name"]: c for c in await api.list(SLOCLASSES)}
+    plan = plan_pool(pool, dict(classes), sidecar_image=sidecar_image)
     deployment_path = f"{collection_path('apps/v1', 'Deployment', md['namespace'])}/{md['name']}"
     if plan.problem is not None:
         deployment = await api.get(deployment_path)
@@ -163,7 +209,7 @@ async def delete_children(api: KubeApi, namespace: str, name: str) -> int:
     return deleted
 
 
-def _parsed_pools(bodies: list[dict[str, Any]]) -> list[InferencePool]:
+def _parsed_pools(bodies: Iterable[dict[str, Any]]) -> list[InferencePool]:
     pools = []
     for body in bodies:
         if body.get("metadata", {}).get("deletionTimestamp"):
@@ -175,7 +221,7 @@ def _parsed_pools(bodies: list[dict[str, Any]]) -> list[InferencePool]:
     return pools
 
 
-def _parsed_classes(bodies: list[dict[str, Any]]) -> list[SLOClass]:
+def _parsed_classes(bodies: Iterable[dict[str, Any]]) -> list[SLOClass]:
     classes = []
     for body in bodies:
         try:
@@ -185,32 +231,27 @@ def _parsed_classes(bodies: list[dict[str, Any]]) -> list[SLOClass]:
     return classes
 
 
-async def reconcile_sloclass(api: KubeApi, name: str) -> dict[str, Any] | None:
-    """Write the Accepted condition and the serving pools of one class; None when it is gone."""
+async def reconcile_sloclass(api: KubeApi, name: str, catalog: Catalog) -> dict[str, Any] | None:
+    """Write the Accepted condition and the serving pools of one class; None when it is gone.
+
+    The class itself is re-read (a GET: its status must be the live one); the pools naming it and the
+    other classes come from `catalog`."""
     body = await api.get(sloclass_path(name))
     if body is None:
         return None
-    pools = _parsed_pools(await api.list(POOLS_ALL_NAMESPACES))
-    classes = _parsed_classes(await api.list(SLOCLASSES))
+    pools = _parsed_pools(catalog.pools_naming(name))
+    classes = _parsed_classes(catalog.classes.values())
     status = sloclass_status(body, pools=pools, classes=classes, now_iso=now_iso())
     if not declared_in(status, body.get("status") or {}):
         await api.patch_status(sloclass_path(name), status)
     return status
 
 
-async def reconcile_all_sloclasses(api: KubeApi) -> None:
-    for body in await api.list(SLOCLASSES):
-        await reconcile_sloclass(api, body["metadata"]["name"])
-
-
-async def pools_serving(api: KubeApi, class_name: str) -> list[dict[str, Any]]:
-    """Pool objects whose spec names the class (read raw, so a pool with a bad spec is still found)."""
-    return [
-        body
-        for body in await api.list(POOLS_ALL_NAMESPACES)
-        if class_name in ((body.get("spec") or {}).get("sloClasses") or [])
-        and not body.get("metadata", {}).get("deletionTimestamp")
-    ]
+async def reconcile_sloclasses(api: KubeApi, names: Iterable[str], catalog: Catalog) -> None:
+    """`reconcile_sloclass` of each named class (sorted; a class not in the catalog is skipped)."""
+    for name in sorted({n for n in names if isinstance(n, str)}):  # a bad spec may name a non-string
+        if name in catalog.classes:
+            await reconcile_sloclass(api, name, catalog)
 
 
 @dataclass(frozen=True)
@@ -230,9 +271,11 @@ class Reconciler:
     nothing to change and write nothing (no burst of duplicate applies at start-up).
     """
 
-    def __init__(self, api: KubeApi, config: OperatorConfig) -> None:
+    def __init__(self, api: KubeApi, config: OperatorConfig, catalog: Callable[[], Catalog]) -> None:
+        """`catalog` returns what the operator's indices hold now; it is called once per reconcile."""
         self._api = api
         self._config = config
+        self._catalog = catalog
         self._locks: dict[PoolKey, asyncio.Lock] = {}
         self._reconciled_generation: dict[PoolKey, Any] = {}
         self._bodies: dict[PoolKey, dict[str, Any]] = {}
@@ -265,20 +308,28 @@ class Reconciler:
             first = key not in self._reconciled_generation
             self._bodies[key] = body
             generation = body.get("metadata", {}).get("generation")
+            catalog = self._catalog()
             try:
-                await reconcile_pool(self._api, body, sidecar_image=self._config.sidecar_image)
+                await reconcile_pool(
+                    self._api, body, classes=catalog.classes, sidecar_image=self._config.sidecar_image
+                )
             except BlockedError:
                 self._reconciled_generation[key] = generation  # the resync and class events retry it
                 raise
             finally:
-                if first or _classes_of(before) != _classes_of(body):
-                    await reconcile_all_sloclasses(self._api)
+                old, new = _classes_of(before), _classes_of(body)
+                if first:  # what this pool named before the operator (re)started is unknown
+                    await reconcile_sloclasses(self._api, catalog.classes, await self._status_catalog())
+                elif old != new:
+                    changed = {*(old or []), *(new or [])}
+                    await reconcile_sloclasses(self._api, changed, await self._status_catalog())
             self._reconciled_generation[key] = generation
 
     async def sloclass_changed(self, name: str) -> None:
         """Write the class's status and re-render every served pool that names it."""
-        await reconcile_sloclass(self._api, name)
-        for pool in await pools_serving(self._api, name):
+        catalog = self._catalog()
+        await reconcile_sloclass(self._api, name, await self._status_catalog())
+        for pool in catalog.pools_naming(name):
             md = pool["metadata"]
             if self._config.serves(md["namespace"]):
                 try:
@@ -286,8 +337,22 @@ class Reconciler:
                 except BlockedError as blocked:
                     LOG.info("pool %s/%s blocked: %s", md["namespace"], md["name"], blocked)
 
-    async def refresh_sloclasses(self) -> None:
-        await reconcile_all_sloclasses(self._api)
+    async def pool_deleted(self, key: PoolKey) -> None:
+        """Forget the pool and refresh the status of the classes it named (all when it was never seen)."""
+        before = _classes_of(self._bodies.get(key))
+        self.forget(key)
+        catalog = await self._status_catalog()
+        await reconcile_sloclasses(self._api, catalog.classes if before is None else before, catalog)
+
+    async def _status_catalog(self) -> Catalog:
+        """The catalog for SLOClass status, which lists the pools of every namespace.
+
+        kopf's pool index holds the watched namespaces only: complete when every namespace is served,
+        otherwise the pools are LISTed (a class-status refresh only, not every pool event)."""
+        catalog = self._catalog()
+        if not self._config.namespaces.strip():
+            return catalog
+        return catalog_by_class(catalog.classes, await self._api.list(POOLS_ALL_NAMESPACES))
 
 
 def _classes_of(body: dict[str, Any] | None) -> list[str] | None:
@@ -298,13 +363,14 @@ def _classes_of(body: dict[str, Any] | None) -> list[str] | None:
 
 __all__ = [
     "BlockedError",
+    "Catalog",
     "PoolKey",
     "Reconciler",
+    "catalog_by_class",
     "child_paths",
     "delete_children",
-    "pools_serving",
-    "reconcile_all_sloclasses",
     "reconcile_pool",
     "reconcile_pool_by_name",
     "reconcile_sloclass",
+    "reconcile_sloclasses",
 ]

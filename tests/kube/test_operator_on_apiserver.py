@@ -10,6 +10,7 @@ import functools
 import json
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -426,3 +427,110 @@ def test_operator_survives_an_apiserver_restart(
     eventually(lambda: children(kube, namespace, "after"), 120.0, "children of a pool made after the restart")
     operator.healthy()
     _clean_audit(kube, operator_identity, operator, restarted_at=restarted_at)
+
+
+@pytest.mark.parametrize("scope", ["all-namespaces", "one-namespace"])
+def test_pool_events_list_nothing(
+    kube: ControlPlane,
+    namespace: str,
+    operator_identity: Identity,
+    tmp_path: Path,
+    scope: str,
+) -> None:
+    """Classes and the pools naming them come from kopf's indices: a pool's events LIST nothing.
+
+    Counted from the audit log per event (create, spec update, delete); the resync, whose one LIST of
+    pools per interval is its job, is pushed out of the window. An operator serving one namespace
+    watches only it, so it LISTs the pools of every namespace when a class's status is refreshed (a
+    pool's first reconcile, its deletion), never the classes and never on an update. Prints the counts
+    for docs/operator.md.
+    """
+    operator = OperatorProcess(
+        operator_identity,
+        tmp_path / "operator.log",
+        namespaces=[] if scope == "all-namespaces" else [namespace],
+        resync_interval_s=3600.0,
+    )
+    try:
+        counts = _count_lists_per_pool_event(kube, namespace, operator_identity, operator)
+        _clean_audit(kube, operator_identity, operator)
+    finally:
+        operator.stop()
+    classes_in_cluster = len((kube.request("GET", f"{API}/sloclasses") or {}).get("items", []))
+    print(
+        f"LIST requests per pool event, {scope} ({classes_in_cluster} SLOClasses in the cluster): "
+        + ", ".join(f"{phase} {len(uris)}" for phase, uris in counts.items())
+    )
+    class_lists = [uri for uris in counts.values() for uri in uris if "/sloclasses" in uri]
+    assert not class_lists, counts
+    assert not counts["update"], counts
+    if scope == "all-namespaces":
+        assert all(not uris for uris in counts.values()), counts
+
+
+def _count_lists_per_pool_event(
+    kube: ControlPlane, namespace: str, identity: Identity, operator: OperatorProcess
+) -> dict[str, list[str]]:
+    """The operator's LIST request URIs while a pool is created, updated and deleted (each converged)."""
+    operator.wait_started()
+    cls = _class_name()
+    make_class(kube, cls)
+    eventually(
+        lambda: (kube.get(f"{API}/sloclasses/{cls}") or {}).get("status"),
+        CONVERGE_S,
+        "the class's status (its event was handled)",
+    )
+
+    def lists_since(mark: int) -> list[str]:
+        return [
+            e["requestURI"]
+            for e in kube.audit_events()[mark:]
+            if e.get("user", {}).get("username") == identity.username and e.get("verb") == "list"
+        ]
+
+    def converged(generation: int) -> bool:
+        pool = kube.get(pool_path(namespace, "counted")) or {}
+        cond = condition(kube, namespace, "counted", "Degraded")
+        class_status = (kube.get(f"{API}/sloclasses/{cls}") or {}).get("status") or {}
+        served = f"{namespace}/counted" in class_status.get("pools", [])
+        return bool(
+            (pool.get("status") or {}).get("observedGeneration") == generation
+            and cond
+            and cond["status"] == "False"
+            and served
+        )
+
+    counts: dict[str, list[str]] = {}
+    mark = len(kube.audit_events())
+    created = make_pool(kube, namespace, "counted", [cls])
+    eventually(lambda: children(kube, namespace, "counted"), CONVERGE_S, "children")
+    eventually(lambda: converged(created["metadata"]["generation"]), CONVERGE_S, "status of the new pool")
+    counts["create"] = lists_since(mark)
+
+    mark = len(kube.audit_events())
+    kube.request(
+        "PATCH",
+        pool_path(namespace, "counted"),
+        {"spec": {"engine": {"args": ["--max-num-seqs", "64"]}}},
+        content_type="application/merge-patch+json",
+    )
+    eventually(
+        lambda: (
+            "--max-num-seqs"
+            in engine(kube.get(child_paths(namespace, "counted")["Deployment"]) or {})["args"]
+        ),
+        CONVERGE_S,
+        "the spec update reaches the Deployment",
+    )
+    eventually(lambda: converged(created["metadata"]["generation"] + 1), CONVERGE_S, "status of the update")
+    counts["update"] = lists_since(mark)
+
+    mark = len(kube.audit_events())
+    kube.request("DELETE", pool_path(namespace, "counted"))
+    eventually(
+        lambda: not ((kube.get(f"{API}/sloclasses/{cls}") or {}).get("status") or {}).get("pools"),
+        CONVERGE_S,
+        "the class no longer lists the deleted pool",
+    )
+    counts["delete"] = lists_since(mark)
+    return counts

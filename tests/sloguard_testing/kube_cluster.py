@@ -337,11 +337,26 @@ class ControlPlane:
             ],
         )
         self.kubectl("apply", "--server-side", "-f", str(CRD_DIR))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        # Polled rather than `kubectl wait ... crd --all`, which fails outright ("conditions accessor
+        # error") when it reads a CRD whose status has no conditions yet.
+        self._wait("kube-apiserver", deadline, self._crds_established)
         # The garbage collector acts only once its monitors have synced (new CRDs included).
         self._wait(
             "kube-controller-manager", deadline, lambda: self._log_has("kube-controller-manager", "synced")
         )
+
+    def _crds_established(self) -> bool:
+        """Every CRD of crds/ reports the condition Established=True."""
+        for path in sorted(CRD_DIR.glob("*.yaml")):
+            name = path.stem.split("_", 1)[1] + "." + path.stem.split("_", 1)[0]
+            try:
+                crd = self.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            except (KubeRequestError, OSError):
+                return False
+            conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+            if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                return False
+        return True
 
     def _log_has(self, name: str, text: str) -> bool:
         try:
