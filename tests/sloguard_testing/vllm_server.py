@@ -43,6 +43,7 @@ from pathlib import Path
 
 import pytest
 
+from sloguard_testing.engine_pause import EngineControl, ProcessTreeControl, UnavailableControl
 from sloguard_testing.engine_servers import SERVED_MODEL, SERVER_CONFIGS, ServerConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,6 +167,9 @@ def server_args(model_dir: Path, port: int, config: ServerConfig, *, eager: bool
         "--scheduling-policy",
         config.scheduling_policy,
         "--disable-uvicorn-access-log",
+        # "Added request ID." / "Request ID aborted." lines: how engine_pause knows what the API server
+        # handed to a paused engine
+        "--enable-log-requests",
     ]
     if config.num_gpu_blocks is not None:
         args += ["--num-gpu-blocks-override", str(config.num_gpu_blocks)]
@@ -400,6 +404,18 @@ def summary_lines() -> list[str]:
     return [*lines, f"vLLM server logs: {_launch.log_dir}"]
 
 
+def engine_control(base_url: str) -> EngineControl:
+    """The EngineControl (engine_pause) of the server this session launched at base_url."""
+    servers = _launch.servers.values() if _launch is not None else []
+    for server in servers:
+        if server.base_url == base_url:
+            return ProcessTreeControl(server.process.pid, server.log_path)
+    return UnavailableControl(
+        f"the vLLM server at {base_url} was not started by this session (SLOGUARD_VLLM_SERVERS?): "
+        "its engine cannot be paused"
+    )
+
+
 def stop_background() -> None:
     """Stop whatever launch_in_background started (called at session end, whatever happened)."""
     if _launch is not None:
@@ -417,6 +433,7 @@ def stop_servers(servers: Iterable[VllmProcess]) -> None:
     procs = list(servers)
     for server in procs:
         if server.process.poll() is None:
+            _signal_group(server, signal.SIGCONT)  # an engine a failed test left paused (engine_pause)
             _signal_group(server, signal.SIGTERM)
     for server in procs:
         try:
