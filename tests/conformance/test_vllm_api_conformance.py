@@ -12,6 +12,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -270,7 +271,7 @@ async def _priority_attempt(server: EngineServer) -> tuple[list[str], bool, floa
                 for name, _, _ in wave:
                     await asyncio.wait_for(accepted[name].wait(), 30)
                     rid = _engine_id(ids[name])
-                    await wait_until(lambda rid=rid: server.control.handed_over(rid), f"{rid} handed over")
+                    await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
             # The API server ran all along, so it has recorded every output the engine sent before it
             # stopped: no success means A and B were still running, holding the seats.
             seats_held = len(order) == 2 and _successes(await metrics(s, base_url), before) == 0
@@ -346,11 +347,11 @@ async def test_a_unary_client_that_gives_up_aborts_its_request(start_server: Sta
         async with paused(server.control):
             request = asyncio.create_task(s.post(url, json=body, headers={"X-Request-Id": ids["R"]}))
             rid = _engine_id(ids["R"])
-            await wait_until(lambda: server.control.handed_over(rid), f"{rid} handed over")
+            await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
             request.cancel()  # closes the connection while the request is in the paused engine
             with contextlib.suppress(asyncio.CancelledError):
                 (await request).close()
-            await wait_until(lambda: server.control.abort_sent(rid), f"abort of {rid} sent")
+            await wait_until(partial(server.control.abort_sent, rid), f"abort of {rid} sent")
         for held in holders:
             await collect(held)
             held.close()
@@ -397,7 +398,7 @@ async def test_kv_pressure_preempts_the_least_urgent_and_loses_no_token(
             for name, prio in [("A", 0), ("B", 10), ("C", 5)]:
                 tasks.append(asyncio.create_task(run(s, name, prio)))
                 rid = _engine_id(ids[name])  # arrival order A, B, C
-                await wait_until(lambda rid=rid: server.control.handed_over(rid), f"{rid} handed over")
+                await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
         await asyncio.gather(*tasks)
         m = await metrics(s, base_url)
     assert finished == ["A", "C", "B"]
