@@ -4,7 +4,9 @@ Every expectation is what vLLM 0.32 did in shared/reference/vllm-behaviour.md (s
 `vllm` kind checks it against a live vLLM 0.32.0, so any drift of the simulator from vLLM fails a test.
 Real vLLM servers are shared by the session (one per SERVER_CONFIGS entry), so a test starts from an idle
 server and compares metric deltas. Real HTTP over loopback with aiohttp; waits poll for conditions, never
-for wall-clock latencies.
+for wall-clock latencies. Tests that need requests queued together, or a client to give up while its
+request is in a known state, set that up with the engine paused (sloguard_testing.engine_pause), so the
+scheduler alone decides, never the engine's speed or the machine's load.
 """
 
 import asyncio

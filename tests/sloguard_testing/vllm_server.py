@@ -16,7 +16,9 @@ AMX the eager worker dies on the first request (`Worker proc VllmWorker-0 died u
 while compiled mode serves. SLOGUARD_VLLM_ENFORCE_EAGER=1 starts them in eager mode (about 20 s less CPU
 each) where that works: a server that fails its warm-up is restarted in compiled mode. Each launch compiles
 into its own cache (VLLM_CACHE_ROOT under the launch's temporary directory), so concurrent servers and
-sessions never share half-written compile artifacts.
+sessions never share half-written compile artifacts. The servers log every request's hand-over to the
+engine and its abort (--enable-log-requests): `engine_control(base_url)` pauses a server's engine for
+engine_pause.paused and reads those lines.
 
 The virtualenv is built by `make vllm-env` (scripts/build-vllm-venv.sh); when it is missing, the tests that
 need it FAIL with the reason. Users: tests/conformance/test_vllm_api_conformance.py and
