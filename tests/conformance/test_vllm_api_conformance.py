@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sloguard_testing.engine_pause import paused, wait_until
+from sloguard_testing.engine_pause import paused, throttled, wait_until
 from sloguard_testing.engine_servers import (
     SERVED_MODEL,
     SERVER_CONFIGS,
@@ -193,10 +193,11 @@ async def test_unary_usage_and_finish_reason(
 
 
 # Two seats: requests start in pairs, and the two of a pair get their first tokens in the same iteration
-# (vLLM: D 770 ms, E 771 ms), so the order inside a pair is not asserted. A and B take both seats, then the
-# engine is paused (engine_pause) while E, D and then C, F are handed to it, so that on resume the
-# scheduler alone orders them, however fast the engine (compiled vLLM makes 500 tokens in under a second)
-# and however loaded the machine.
+# (vLLM: D 770 ms, E 771 ms), so the order inside a pair is not asserted. A and B take both seats (the
+# engine throttled until their first tokens show, so that they are a few tokens in, not finished: compiled
+# vLLM makes 500 tokens in under a second, faster than its API server streams them), then the engine is
+# paused (engine_pause) while E, D and then C, F are handed to it, so that on resume the scheduler alone
+# orders them, however loaded the machine.
 @pytest.mark.parametrize(
     ("policy", "expected"), [("priority", ["AB", "CF", "DE"]), ("fcfs", ["AB", "DE", "CF"])]
 )
@@ -205,9 +206,8 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
 ) -> None:  # §1.1, §2.1
     server = await start_server(policy)  # both configurations have two seats (max_num_seqs 2)
     # The ordering is only observable if A and B still held both seats when the engine stopped. Should the
-    # machine stall the test between their first tokens and the pause for as long as they need to finish
-    # (500 tokens), the attempt proves nothing either way, so it is repeated (at most 3 attempts), never
-    # judged.
+    # machine stall the throttle inside a burst for as long as they need to finish (500 tokens), the attempt
+    # proves nothing either way, so it is repeated (at most 3 attempts), never judged.
     attempts: list[list[str]] = []
     for _ in range(3):
         order, seats_held, preemptions = await _priority_attempt(server)
@@ -234,7 +234,8 @@ def _successes(after: dict[str, float], before: dict[str, float]) -> float:
 
 
 async def _priority_attempt(server: EngineServer) -> tuple[list[str], bool, float]:
-    """Send A, B (seat holders), pause the engine, hand it E, D and then C, F, resume; returns the
+    """Hand A, B (seat holders) to the paused engine, throttle it until both have a first token, hand it
+    E, D and then C, F, resume; returns the
     first-token order, whether A and B still held the seats when the engine stopped, and the preemptions
     counted meanwhile."""
     base_url = server.base_url
@@ -264,9 +265,13 @@ async def _priority_attempt(server: EngineServer) -> tuple[list[str], bool, floa
     async with aiohttp.ClientSession() as s:
         await wait_for(lambda: _idle(s, base_url))
         before = await metrics(s, base_url)
-        tasks = [asyncio.create_task(run(s, "A", 10)), asyncio.create_task(run(s, "B", 10))]
-        await wait_for(lambda: _done(order, 2))  # both hold a seat
         async with paused(server.control):
+            tasks = [asyncio.create_task(run(s, "A", 10)), asyncio.create_task(run(s, "B", 10))]
+            for name in "AB":
+                rid = _engine_id(ids[name])
+                await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
+            async with throttled(server.control):
+                await wait_for(lambda: _done(order, 2), timeout_s=60.0)  # both hold a seat
             # E and D are in the engine before C and F arrive (two waves)
             for wave in [[("E", 10, False), ("D", 5, False)], [("C", 0, False), ("F", 0, True)]]:
                 tasks += [asyncio.create_task(run(s, n, prio, header=header)) for n, prio, header in wave]
@@ -287,11 +292,12 @@ async def _done(order: list[str], n: int) -> bool:
 
 
 async def test_client_disconnect_aborts_and_frees_the_blocks(start_server: StartServer) -> None:  # §3.7
-    """The client reads 5 chunks of a 500-token stream, then closes the connection while the engine is
-    paused; the engine resumes once the API server has sent the abort, so the abort cannot lose a race
-    against the engine. Should the machine stall the test for as long as the engine needs to finish all 500
-    tokens before the pause, the request is a legitimate success that proves nothing: up to 3 attempts,
-    and the last must show the abort."""
+    """The client reads 5 chunks of a 500-token stream from a throttled engine (so that the engine is a
+    few tokens ahead of the client, not done: compiled vLLM makes tokens faster than its API server streams
+    them), then closes the connection while the engine is paused; the engine resumes once the API server
+    has sent the abort, so the abort cannot lose a race against the engine. Should the machine stall the
+    throttle inside a burst for as long as the engine needs to finish all 500 tokens, the request is a
+    legitimate success that proves nothing: up to 3 attempts, and the last must show the abort."""
     server = await start_server()
     body = {"prompt": "the quick brown fox", "max_tokens": 500, "ignore_eos": True, "stream": True}
     outcomes: list[tuple[float, float]] = []
@@ -311,15 +317,20 @@ async def test_client_disconnect_aborts_and_frees_the_blocks(start_server: Start
                 return _successes(await metrics(s, server.base_url), before) > 0
 
             headers = {"X-Request-Id": rid.removeprefix("cmpl-").removesuffix("-0")}
-            async with s.post(f"{server.base_url}/v1/completions", json=body, headers=headers) as resp:
-                seen = 0
-                async for _ in sse_events(resp):
-                    seen += 1
-                    if seen == 5:
-                        break
-                async with paused(server.control):
-                    resp.close()
-                    await wait_for(aborted_or_done, timeout_s=30.0)
+            async with paused(server.control):
+                request = asyncio.create_task(
+                    s.post(f"{server.base_url}/v1/completions", json=body, headers=headers)
+                )
+                await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
+                async with throttled(server.control):
+                    resp = await request
+                    seen = 0
+                    async for _ in sse_events(resp):
+                        seen += 1
+                        if seen == 5:
+                            break
+                resp.close()
+                await wait_for(aborted_or_done, timeout_s=30.0)
             await wait_for(idle)
             m = await metrics(s, server.base_url)
             generated = delta(m, before, "vllm:generation_tokens_total")
@@ -332,9 +343,10 @@ async def test_client_disconnect_aborts_and_frees_the_blocks(start_server: Start
 
 
 async def test_a_unary_client_that_gives_up_aborts_its_request(start_server: StartServer) -> None:  # §3.7
-    """Two holders take both seats (fcfs, two seats), then the engine is paused; the request is handed to
-    it, where it waits for a seat, and its client gives up; the engine resumes once the API server has sent
-    the abort. So the abort reaches the engine before the request can run, however fast the engine."""
+    """Two holders take both seats (fcfs, two seats; the engine throttled until their first tokens show,
+    so that they are a few tokens in), then the engine is paused; the request is handed to it, where it
+    waits for a seat, and its client gives up; the engine resumes once the API server has sent the abort.
+    So the abort reaches the engine before the request can run, however fast the engine."""
     server = await start_server(time_scale=1.0)
     url = f"{server.base_url}/v1/completions"
     holder = {"prompt": "the quick brown fox", "max_tokens": 500, "ignore_eos": True, "stream": True}
@@ -343,10 +355,17 @@ async def test_a_unary_client_that_gives_up_aborts_its_request(start_server: Sta
     async with aiohttp.ClientSession() as s:
         await wait_for(lambda: _idle(s, server.base_url))
         before = await metrics(s, server.base_url)
-        holders = [await s.post(url, json=holder, headers={"X-Request-Id": ids[h]}) for h in "HI"]
-        for held in holders:
-            await anext(aiter(sse_events(held)))  # its first token: it holds a seat
         async with paused(server.control):
+            posts = [
+                asyncio.create_task(s.post(url, json=holder, headers={"X-Request-Id": ids[h]})) for h in "HI"
+            ]
+            for h in "HI":
+                rid = _engine_id(ids[h])
+                await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
+            async with throttled(server.control):
+                holders = [await post for post in posts]
+                for held in holders:
+                    await anext(aiter(sse_events(held)))  # its first token: it holds a seat
             request = asyncio.create_task(s.post(url, json=body, headers={"X-Request-Id": ids["R"]}))
             rid = _engine_id(ids["R"])
             await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")

@@ -20,12 +20,16 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 STOP_CONFIRM_TIMEOUT_S = 10.0
+# throttled(): the engine runs BURST_S, then rests REST_S (a tenth of the time)
+BURST_S = 0.003
+REST_S = 0.03
 
 
 class EngineControl(Protocol):
@@ -54,6 +58,35 @@ async def paused(control: EngineControl) -> AsyncIterator[None]:
         control.resume()
 
 
+@contextlib.asynccontextmanager
+async def throttled(
+    control: EngineControl, *, burst_s: float = BURST_S, rest_s: float = REST_S
+) -> AsyncIterator[None]:
+    """Inside `paused`: let the engine run in short bursts (burst_s, then paused for rest_s) while the
+    body waits for what it needs to see (a first token, five chunks), and leave it paused again.
+
+    What a client sees of the engine lags behind it: vLLM's API server turns each engine step into
+    chunks more slowly than compiled vLLM makes them (500 tokens of the tiny model in under a second),
+    so by the time a client has read a few chunks the engine can have finished the request. Slowed to a
+    tenth, the engine is at most a few bursts ahead of what the client has seen."""
+    done = threading.Event()
+
+    def cycle() -> None:
+        while not done.is_set():
+            control.resume()
+            time.sleep(burst_s)
+            control.stop()
+            done.wait(rest_s)
+
+    thread = threading.Thread(target=cycle, name="engine-throttle", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        await asyncio.to_thread(thread.join)
+
+
 async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
     """Poll `predicate` (a cheap local check) until true; fail with `what` after timeout_s."""
     deadline_s = time.monotonic() + timeout_s
@@ -70,23 +103,27 @@ class PausableClock:
         self._clock = clock
         self._lost_s = 0.0  # wall time spent paused, not counted
         self._paused_at_s: float | None = None
+        self._lock = threading.Lock()  # throttled() pauses and resumes from its own thread
 
     def __call__(self) -> float:
-        at_s = self._paused_at_s if self._paused_at_s is not None else self._clock()
-        return at_s - self._lost_s
+        with self._lock:
+            at_s = self._paused_at_s if self._paused_at_s is not None else self._clock()
+            return at_s - self._lost_s
 
     @property
     def is_paused(self) -> bool:
         return self._paused_at_s is not None
 
     def pause(self) -> None:
-        if self._paused_at_s is None:
-            self._paused_at_s = self._clock()
+        with self._lock:
+            if self._paused_at_s is None:
+                self._paused_at_s = self._clock()
 
     def resume(self) -> None:
-        if self._paused_at_s is not None:
-            self._lost_s += self._clock() - self._paused_at_s
-            self._paused_at_s = None
+        with self._lock:
+            if self._paused_at_s is not None:
+                self._lost_s += self._clock() - self._paused_at_s
+                self._paused_at_s = None
 
 
 class SimControl:
@@ -147,14 +184,18 @@ class ProcessTreeControl:
     def __init__(self, api_server_pid: int, log_path: Path) -> None:
         self.api_server_pid = api_server_pid
         self.log_path = log_path
+        self._pids: list[int] = []  # the engine processes, found at the first stop
         self._stopped: list[int] = []
-        self._log_from = 0  # the log's size when the engine was stopped: later lines are this pause's
+        self._log_from: int | None = None  # the log's size at the first stop: later lines count
 
     def stop(self) -> None:
-        pids = descendants(self.api_server_pid)
+        if not self._pids:
+            self._pids = descendants(self.api_server_pid)
+        pids = self._pids
         if not pids:
             raise RuntimeError(f"the vLLM server (pid {self.api_server_pid}) has no engine process to pause")
-        self._log_from = self.log_path.stat().st_size
+        if self._log_from is None:
+            self._log_from = self.log_path.stat().st_size
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
@@ -174,7 +215,7 @@ class ProcessTreeControl:
 
     def _log_lines(self) -> Iterator[str]:
         with self.log_path.open("rb") as log:
-            log.seek(self._log_from)
+            log.seek(self._log_from or 0)
             for raw in log:
                 yield raw.decode(errors="replace")
 
