@@ -1,6 +1,7 @@
 """engine_pause without vLLM: the pausable clock, finding a server's engine processes in /proc, stopping
 and resuming a real process tree, and reading what the API server handed over or aborted off its log."""
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from sloguard_testing.engine_pause import (
     descendants,
     paused,
     process_state,
+    throttled,
     wait_until,
 )
 
@@ -142,3 +144,50 @@ def test_a_server_this_session_did_not_start_says_so() -> None:
         control.stop()
     with pytest.raises(RuntimeError, match="not started by this session"):
         control.handed_over("cmpl-x-0")
+
+
+class RecordingControl:
+    """An EngineControl that records the calls, for throttled()."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+    def handed_over(self, engine_request_id: str) -> bool:
+        return True
+
+    def abort_sent(self, engine_request_id: str) -> bool:
+        return True
+
+
+async def test_throttled_runs_the_engine_in_bursts_and_leaves_it_paused() -> None:
+    control = RecordingControl()
+    async with paused(control):
+        async with throttled(control, burst_s=0.0005, rest_s=0.001):
+            await wait_until(lambda: control.calls.count("resume") >= 4, "four bursts", timeout_s=30)
+        after_throttle = list(control.calls)
+    assert after_throttle[0] == "stop" and after_throttle[-1] == "stop"  # paused on the way in and out
+    # strictly alternating: every burst is followed by a stop
+    assert after_throttle == ["stop"] + ["resume", "stop"] * ((len(after_throttle) - 1) // 2)
+    assert control.calls[-1] == "resume"  # paused() resumes at the end
+
+
+async def test_a_throttled_sim_clock_advances_only_in_bursts() -> None:
+    wall = FakeClock()
+    clock = PausableClock(wall)
+    control = SimControl(clock, lambda _: True)
+    async with paused(control):
+        wall.now_s += 5.0
+        assert clock() == 100.0  # paused: no time passes
+        async with throttled(control, burst_s=0.0005, rest_s=0.001):
+            await asyncio.sleep(0.01)
+        assert clock.is_paused
+        wall.now_s += 5.0  # (the fake wall clock did not move during the bursts)
+        assert clock() == 100.0
+    wall.now_s += 1.0
+    assert clock() == 101.0
