@@ -208,13 +208,13 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
     # The ordering is only observable if A and B still held both seats when the engine stopped. Should the
     # machine stall the throttle inside a burst for as long as they need to finish (500 tokens), the attempt
     # proves nothing either way, so it is repeated (at most 3 attempts), never judged.
-    attempts: list[list[str]] = []
+    attempts: list[tuple[list[str], str]] = []
     for _ in range(3):
-        order, seats_held, preemptions = await _priority_attempt(server)
-        attempts.append(order)
+        order, seats_held, preemptions, at_pause = await _priority_attempt(server)
+        attempts.append((order, at_pause))
         if seats_held:
             break
-    assert seats_held, f"A and B finished before the engine was paused in every attempt: {attempts}"
+    assert seats_held, f"A and B were not both running when the engine was paused: {attempts}"
     assert ["".join(sorted(order[i : i + 2])) for i in (0, 2, 4)] == expected
     assert preemptions == 0
 
@@ -233,11 +233,11 @@ def _successes(after: dict[str, float], before: dict[str, float]) -> float:
     return sum(delta(after, before, k) for k in after if k.startswith("vllm:request_success_total{"))
 
 
-async def _priority_attempt(server: EngineServer) -> tuple[list[str], bool, float]:
+async def _priority_attempt(server: EngineServer) -> tuple[list[str], bool, float, str]:
     """Hand A, B (seat holders) to the paused engine, throttle it until both have a first token, hand it
     E, D and then C, F, resume; returns the
-    first-token order, whether A and B still held the seats when the engine stopped, and the preemptions
-    counted meanwhile."""
+    first-token order, whether A and B still held the seats when the engine stopped, the preemptions
+    counted meanwhile, and what was seen at the pause."""
     base_url = server.base_url
     order: list[str] = []
     ids = _new_ids("ABEDCF")
@@ -281,10 +281,12 @@ async def _priority_attempt(server: EngineServer) -> tuple[list[str], bool, floa
                     await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
             # The API server ran all along, so it has recorded every output the engine sent before it
             # stopped: no success means A and B were still running, holding the seats.
-            seats_held = len(order) == 2 and _successes(await metrics(s, base_url), before) == 0
+            successes = _successes(await metrics(s, base_url), before)
+            seats_held = len(order) == 2 and successes == 0
+            at_pause = f"first tokens {order[:]}, successes {successes}"
         await asyncio.gather(*tasks)
         m = await metrics(s, base_url)
-    return order, seats_held, delta(m, before, "vllm:num_preemptions_total")
+    return order, seats_held, delta(m, before, "vllm:num_preemptions_total"), at_pause
 
 
 async def _done(order: list[str], n: int) -> bool:
