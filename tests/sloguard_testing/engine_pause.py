@@ -70,13 +70,17 @@ async def throttled(
     so by the time a client has read a few chunks the engine can have finished the request. Slowed to a
     tenth, the engine is at most a few bursts ahead of what the client has seen."""
     done = threading.Event()
+    failures: list[BaseException] = []
 
     def cycle() -> None:
-        while not done.is_set():
-            control.resume()
-            time.sleep(burst_s)
-            control.stop()
-            done.wait(rest_s)
+        try:
+            while not done.is_set():
+                control.resume()
+                time.sleep(burst_s)
+                control.stop()
+                done.wait(rest_s)
+        except BaseException as exc:  # reported on the way out, never a silently running engine
+            failures.append(exc)
 
     thread = threading.Thread(target=cycle, name="engine-throttle", daemon=True)
     thread.start()
@@ -85,6 +89,9 @@ async def throttled(
     finally:
         done.set()
         await asyncio.to_thread(thread.join)
+        control.stop()  # paused on the way out, whatever the thread did
+    if failures:
+        raise RuntimeError(f"throttling the engine failed: {failures[0]!r}") from failures[0]
 
 
 async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
@@ -197,6 +204,8 @@ class ProcessTreeControl:
         if self._log_from is None:
             self._log_from = self.log_path.stat().st_size
         for pid in pids:
+            if pid in self._stopped:
+                continue
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
                 self._stopped.append(pid)
