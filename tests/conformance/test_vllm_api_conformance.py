@@ -4,18 +4,23 @@ Every expectation is what vLLM 0.32 did in shared/reference/vllm-behaviour.md (s
 `vllm` kind checks it against a live vLLM 0.32.0, so any drift of the simulator from vLLM fails a test.
 Real vLLM servers are shared by the session (one per SERVER_CONFIGS entry), so a test starts from an idle
 server and compares metric deltas. Real HTTP over loopback with aiohttp; waits poll for conditions, never
-for wall-clock latencies.
+for wall-clock latencies. Tests that need requests queued together, or a client to give up while its
+request is in a known state, set that up with the engine paused (sloguard_testing.engine_pause), so the
+scheduler alone decides, never the engine's speed or the machine's load.
 """
 
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sloguard_testing.engine_pause import paused, throttled, wait_until
 from sloguard_testing.engine_servers import (
     SERVED_MODEL,
     SERVER_CONFIGS,
@@ -24,7 +29,10 @@ from sloguard_testing.engine_servers import (
     start_engine_server,
 )
 from sloguard_testing.monitoring_queries import vllm_families_read
-from sloguard_testing.vllm_server import vllm_servers  # noqa: F401 (the session fixture of the vllm kind)
+from sloguard_testing.vllm_server import (
+    engine_control,
+    vllm_servers,  # noqa: F401 (the session fixture of the vllm kind)
+)
 
 from sloguard.api import metric_names
 
@@ -43,7 +51,7 @@ async def start_server(request: pytest.FixtureRequest) -> AsyncIterator[StartSer
 
     async def start(config: str = "fcfs", *, time_scale: float = 10.0) -> EngineServer:
         if kind == "vllm":
-            server = EngineServer(kind, shared[config], _nothing)
+            server = EngineServer(kind, shared[config], _nothing, engine_control(shared[config]))
         else:
             server = await start_engine_server(kind, SERVER_CONFIGS[config], time_scale=time_scale)
             started.append(server)
@@ -185,8 +193,11 @@ async def test_unary_usage_and_finish_reason(
 
 
 # Two seats: requests start in pairs, and the two of a pair get their first tokens in the same iteration
-# (vLLM: D 770 ms, E 771 ms), so the order inside a pair is not asserted. A and B hold the seats while the
-# other four queue up; real vLLM makes 200 tokens in well under a second, so A and B make 500.
+# (vLLM: D 770 ms, E 771 ms), so the order inside a pair is not asserted. A and B take both seats (the
+# engine throttled until their first tokens show, so that they are a few tokens in, not finished: compiled
+# vLLM makes 500 tokens in under a second, faster than its API server streams them), then the engine is
+# paused (engine_pause) while E, D and then C, F are handed to it, so that on resume the scheduler alone
+# orders them, however loaded the machine.
 @pytest.mark.parametrize(
     ("policy", "expected"), [("priority", ["AB", "CF", "DE"]), ("fcfs", ["AB", "DE", "CF"])]
 )
@@ -194,24 +205,42 @@ async def test_priority_is_honoured_only_under_the_priority_policy(
     start_server: StartServer, policy: str, expected: list[str]
 ) -> None:  # §1.1, §2.1
     server = await start_server(policy)  # both configurations have two seats (max_num_seqs 2)
-    # The ordering is only observable if A and B still hold both seats when the other four have queued up.
-    # On a stalled machine they can finish first (500 tokens take about a second on real vLLM); such an
-    # attempt proves nothing either way, so it is repeated (at most 3 attempts), never judged.
-    attempts: list[list[str]] = []
+    # The ordering is only observable if A and B still held both seats when the engine stopped. Should the
+    # machine stall the throttle inside a burst for as long as they need to finish (500 tokens), the attempt
+    # proves nothing either way, so it is repeated (at most 3 attempts), never judged.
+    attempts: list[tuple[list[str], str]] = []
     for _ in range(3):
-        order, seats_busy, preemptions = await _priority_attempt(server.base_url)
-        attempts.append(order)
-        if seats_busy:
+        order, seats_held, preemptions, at_pause = await _priority_attempt(server)
+        attempts.append((order, at_pause))
+        if seats_held:
             break
-    assert seats_busy, f"A and B finished before the queue filled in every attempt: {attempts}"
+    assert seats_held, f"A and B were not both running when the engine was paused: {attempts}"
     assert ["".join(sorted(order[i : i + 2])) for i in (0, 2, 4)] == expected
     assert preemptions == 0
 
 
-async def _priority_attempt(base_url: str) -> tuple[list[str], bool, float]:
-    """Send A, B (seat holders), then E, D and C, F; returns first-token order, whether A and B still held
-    the seats while the queue filled, and the preemptions counted meanwhile."""
+def _new_ids(names: str) -> dict[str, str]:
+    """A fresh X-Request-Id per request name (the engine's id is `cmpl-<it>-0`, _engine_id)."""
+    run = uuid.uuid4().hex[:10]
+    return {name: f"sg{run}{name}" for name in names}
+
+
+def _engine_id(request_id: str) -> str:
+    return f"cmpl-{request_id}-0"  # vLLM 0.32 and the simulator: completions get a per-prompt suffix
+
+
+def _successes(after: dict[str, float], before: dict[str, float]) -> float:
+    return sum(delta(after, before, k) for k in after if k.startswith("vllm:request_success_total{"))
+
+
+async def _priority_attempt(server: EngineServer) -> tuple[list[str], bool, float, str]:
+    """Hand A, B (seat holders) to the paused engine, throttle it until both have a first token, hand it
+    E, D and then C, F, resume; returns the
+    first-token order, whether A and B still held the seats when the engine stopped, the preemptions
+    counted meanwhile, and what was seen at the pause."""
+    base_url = server.base_url
     order: list[str] = []
+    ids = _new_ids("ABEDCF")
     accepted: dict[str, asyncio.Event] = {name: asyncio.Event() for name in "ABEDCF"}
 
     async def run(session: aiohttp.ClientSession, name: str, prio: int, *, header: bool = False) -> None:
@@ -221,8 +250,10 @@ async def _priority_attempt(base_url: str) -> tuple[list[str], bool, float]:
             "ignore_eos": True,
             "stream": True,
         }
-        headers = {"X-Vllm-Priority": str(prio)} if header else {}
-        if not header:
+        headers = {"X-Request-Id": ids[name]}
+        if header:
+            headers["X-Vllm-Priority"] = str(prio)
+        else:
             body["priority"] = prio
         async with session.post(f"{base_url}/v1/completions", json=body, headers=headers) as resp:
             accepted[name].set()
@@ -234,17 +265,28 @@ async def _priority_attempt(base_url: str) -> tuple[list[str], bool, float]:
     async with aiohttp.ClientSession() as s:
         await wait_for(lambda: _idle(s, base_url))
         before = await metrics(s, base_url)
-        tasks = [asyncio.create_task(run(s, "A", 10)), asyncio.create_task(run(s, "B", 10))]
-        await wait_for(lambda: _done(order, 2))
-        # E and D arrive before C and F (two waves; headers come at acceptance, while queued)
-        for wave in [[("E", 10, False), ("D", 5, False)], [("C", 0, False), ("F", 0, True)]]:
-            tasks += [asyncio.create_task(run(s, name, prio, header=header)) for name, prio, header in wave]
-            for name, _, _ in wave:
-                await asyncio.wait_for(accepted[name].wait(), 10)
-        seats_busy = len(order) == 2  # nothing but A and B has started while the queue filled
+        async with paused(server.control):
+            tasks = [asyncio.create_task(run(s, "A", 10)), asyncio.create_task(run(s, "B", 10))]
+            for name in "AB":
+                rid = _engine_id(ids[name])
+                await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
+            async with throttled(server.control):
+                await wait_for(lambda: _done(order, 2), timeout_s=60.0)  # both hold a seat
+            # E and D are in the engine before C and F arrive (two waves)
+            for wave in [[("E", 10, False), ("D", 5, False)], [("C", 0, False), ("F", 0, True)]]:
+                tasks += [asyncio.create_task(run(s, n, prio, header=header)) for n, prio, header in wave]
+                for name, _, _ in wave:
+                    await asyncio.wait_for(accepted[name].wait(), 30)
+                    rid = _engine_id(ids[name])
+                    await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
+            # The API server ran all along, so it has recorded every output the engine sent before it
+            # stopped: no success means A and B were still running, holding the seats.
+            successes = _successes(await metrics(s, base_url), before)
+            seats_held = len(order) == 2 and successes == 0
+            at_pause = f"first tokens {order[:]}, successes {successes}"
         await asyncio.gather(*tasks)
         m = await metrics(s, base_url)
-    return order, seats_busy, delta(m, before, "vllm:num_preemptions_total")
+    return order, seats_held, delta(m, before, "vllm:num_preemptions_total"), at_pause
 
 
 async def _done(order: list[str], n: int) -> bool:
@@ -252,11 +294,14 @@ async def _done(order: list[str], n: int) -> bool:
 
 
 async def test_client_disconnect_aborts_and_frees_the_blocks(start_server: StartServer) -> None:  # §3.7
+    """The client reads 5 chunks of a 500-token stream from a throttled engine (so that the engine is a
+    few tokens ahead of the client, not done: compiled vLLM makes tokens faster than its API server streams
+    them), then closes the connection while the engine is paused; the engine resumes once the API server
+    has sent the abort, so the abort cannot lose a race against the engine. Should the machine stall the
+    throttle inside a burst for as long as the engine needs to finish all 500 tokens, the request is a
+    legitimate success that proves nothing: up to 3 attempts, and the last must show the abort."""
     server = await start_server()
     body = {"prompt": "the quick brown fox", "max_tokens": 500, "ignore_eos": True, "stream": True}
-    # As in the unary test below: 500 tokens take real vLLM about a second, and a CPU-starved API server can
-    # notice the disconnect after the engine has finished; such an attempt is a legitimate completion that
-    # proves nothing, so up to 6 attempts, and the last must show the abort.
     outcomes: list[tuple[float, float]] = []
     async with aiohttp.ClientSession() as s:
 
@@ -264,20 +309,34 @@ async def test_client_disconnect_aborts_and_frees_the_blocks(start_server: Start
             m = await metrics(s, server.base_url)
             return m["vllm:num_requests_running"] == 0 and m["vllm:kv_cache_usage_perc"] == 0
 
-        for _ in range(6):
+        for _ in range(3):
+            rid = _engine_id(_new_ids("X")["X"])
             before = await metrics(s, server.base_url)
-            async with s.post(f"{server.base_url}/v1/completions", json=body) as resp:
-                seen = 0
-                async for _ in sse_events(resp):
-                    seen += 1
-                    if seen == 5:
-                        break
+
+            async def aborted_or_done(rid: str = rid, before: dict[str, float] = before) -> bool:
+                if server.control.abort_sent(rid):
+                    return True
+                return _successes(await metrics(s, server.base_url), before) > 0
+
+            headers = {"X-Request-Id": rid.removeprefix("cmpl-").removesuffix("-0")}
+            async with paused(server.control):
+                request = asyncio.create_task(
+                    s.post(f"{server.base_url}/v1/completions", json=body, headers=headers)
+                )
+                await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
+                async with throttled(server.control):
+                    resp = await request
+                    seen = 0
+                    async for _ in sse_events(resp):
+                        seen += 1
+                        if seen == 5:
+                            break
                 resp.close()
+                await wait_for(aborted_or_done, timeout_s=30.0)
             await wait_for(idle)
             m = await metrics(s, server.base_url)
             generated = delta(m, before, "vllm:generation_tokens_total")
-            successes = sum(delta(m, before, k) for k in m if k.startswith("vllm:request_success_total{"))
-            outcomes.append((generated, successes))
+            outcomes.append((generated, _successes(m, before)))
             if generated < 500:
                 break
     generated, successes = outcomes[-1]
@@ -286,76 +345,58 @@ async def test_client_disconnect_aborts_and_frees_the_blocks(start_server: Start
 
 
 async def test_a_unary_client_that_gives_up_aborts_its_request(start_server: StartServer) -> None:  # §3.7
-    """The request waits behind two seat holders (fcfs, two seats) when its client gives up, so the abort
-    cannot lose a race against the engine, however fast it generates (compiled vLLM runs 500 tokens of the
-    tiny model in well under a second). Should a holder finish before the API server notices the
-    disconnect, the request runs to the end: such an attempt is a legitimate success that proves nothing,
-    so up to 3 attempts, and the last must show the abort."""
+    """Two holders take both seats (fcfs, two seats; the engine throttled until their first tokens show,
+    so that they are a few tokens in), then the engine is paused; the request is handed to it, where it
+    waits for a seat, and its client gives up; the engine resumes once the API server has sent the abort.
+    So the abort reaches the engine before the request can run, however fast the engine."""
     server = await start_server(time_scale=1.0)
     url = f"{server.base_url}/v1/completions"
     holder = {"prompt": "the quick brown fox", "max_tokens": 500, "ignore_eos": True, "stream": True}
     body = {"prompt": "jumps over the lazy dog", "max_tokens": 500, "ignore_eos": True}
-    outcomes: list[tuple[float, float]] = []
+    ids = _new_ids("HIR")
     async with aiohttp.ClientSession() as s:
-        for _ in range(3):
-            before = await metrics(s, server.base_url)
-            holders = [await s.post(url, json=holder) for _ in range(2)]
-            for held in holders:
-                await anext(aiter(sse_events(held)))  # its first token: it holds a seat
-            request = asyncio.create_task(s.post(url, json=body))
-
-            async def queued_or_answered(
-                pending: "asyncio.Task[aiohttp.ClientResponse]" = request,
-            ) -> bool:  # answered: the holders were done first (no verdict)
-                waiting = (await metrics(s, server.base_url))["vllm:num_requests_waiting"]
-                return pending.done() or waiting >= 1
-
-            await wait_for(queued_or_answered, timeout_s=30.0)
-            request.cancel()  # closes the connection while the request waits for a seat
+        await wait_for(lambda: _idle(s, server.base_url))
+        before = await metrics(s, server.base_url)
+        async with paused(server.control):
+            posts = [
+                asyncio.create_task(s.post(url, json=holder, headers={"X-Request-Id": ids[h]})) for h in "HI"
+            ]
+            for h in "HI":
+                rid = _engine_id(ids[h])
+                await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
+            async with throttled(server.control):
+                holders = [await post for post in posts]
+                for held in holders:
+                    await anext(aiter(sse_events(held)))  # its first token: it holds a seat
+            request = asyncio.create_task(s.post(url, json=body, headers={"X-Request-Id": ids["R"]}))
+            rid = _engine_id(ids["R"])
+            await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
+            request.cancel()  # closes the connection while the request is in the paused engine
             with contextlib.suppress(asyncio.CancelledError):
                 (await request).close()
-            for held in holders:
-                await collect(held)
-                held.close()
-            await wait_for(lambda: _idle(s, server.base_url))
-            m = await metrics(s, server.base_url)
-            generated = delta(m, before, "vllm:generation_tokens_total") - 2 * 500  # less the holders'
-            outcomes.append((generated, delta(m, before, "vllm:e2e_request_latency_seconds_count") - 2))
-            if generated < 500:
-                break
-    generated, e2e_count = outcomes[-1]
-    assert generated < 500, f"never aborted: (tokens, e2e count) per attempt {outcomes}"
-    assert e2e_count == 0  # an aborted request is no success
+            await wait_until(partial(server.control.abort_sent, rid), f"abort of {rid} sent")
+        for held in holders:
+            await collect(held)
+            held.close()
+        await wait_for(lambda: _idle(s, server.base_url))
+        m = await metrics(s, server.base_url)
+    generated = delta(m, before, "vllm:generation_tokens_total") - 2 * 500  # less the holders'
+    assert generated < 500
+    assert delta(m, before, "vllm:e2e_request_latency_seconds_count") == 2  # the holders': no success
+    assert delta(m, before, "vllm:request_success_total{finished_reason=length}") == 2
 
 
 async def test_kv_pressure_preempts_the_least_urgent_and_loses_no_token(
     start_server: StartServer,
 ) -> None:  # §2.3
+    """A (priority 0), B (10), C (5), 300 tokens each on the KV-starved server (4 usable blocks): all three
+    are handed to the paused engine in that order, so that they compete for blocks from the start, however
+    fast the engine or slow the machine."""
     server = await start_server("priority_kv")
-    # The three only compete for blocks if all three are in the engine together. On a stalled machine A
-    # (about a second on real vLLM) can finish before C arrives; such an attempt proves nothing, so it is
-    # repeated (at most 3 attempts), never judged.
-    attempts: list[list[str]] = []
-    for _ in range(3):
-        finished, counts, overlapped, m_delta = await _kv_pressure_attempt(server.base_url)
-        attempts.append(finished)
-        if overlapped:
-            break
-    assert overlapped, f"A finished before C arrived in every attempt: {attempts}"
-    assert finished == ["A", "C", "B"]
-    assert counts == {"A": 300, "B": 300, "C": 300}
-    assert m_delta["vllm:num_preemptions_total"] >= 2
-    assert m_delta["vllm:prompt_tokens_total"] == 300  # re-prefill after preemption is not counted
-
-
-async def _kv_pressure_attempt(
-    base_url: str,
-) -> tuple[list[str], dict[str, int], bool, dict[str, float]]:
-    """A (priority 0), B (10), C (5) with 300 tokens each on the KV-starved server; returns the finish
-    order, tokens per request, whether all three were accepted before any finished, and metric deltas."""
+    base_url = server.base_url
+    ids = _new_ids("ABC")
     finished: list[str] = []
     counts: dict[str, int] = {}
-    accepted: dict[str, asyncio.Event] = {name: asyncio.Event() for name in "ABC"}
 
     async def run(session: aiohttp.ClientSession, name: str, prio: int) -> None:
         body = {
@@ -366,8 +407,8 @@ async def _kv_pressure_attempt(
             "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": True},
         }
-        async with session.post(f"{base_url}/v1/completions", json=body) as resp:
-            accepted[name].set()
+        headers = {"X-Request-Id": ids[name]}
+        async with session.post(f"{base_url}/v1/completions", json=body, headers=headers) as resp:
             events = await collect(resp)
         counts[name] = [e for e in events if isinstance(e, dict)][-1]["usage"]["completion_tokens"]
         finished.append(name)
@@ -376,16 +417,17 @@ async def _kv_pressure_attempt(
         await wait_for(lambda: _idle(s, base_url))
         before = await metrics(s, base_url)
         tasks = []
-        for name, prio in [("A", 0), ("B", 10), ("C", 5)]:
-            tasks.append(asyncio.create_task(run(s, name, prio)))
-            # Arrival order A, B, C: headers come at acceptance. (A gauge poll for "all three in the
-            # engine" can miss the moment on a loaded machine: real vLLM finishes A in about a second.)
-            await asyncio.wait_for(accepted[name].wait(), 10)
-        overlapped = not finished
+        async with paused(server.control):
+            for name, prio in [("A", 0), ("B", 10), ("C", 5)]:
+                tasks.append(asyncio.create_task(run(s, name, prio)))
+                rid = _engine_id(ids[name])  # arrival order A, B, C
+                await wait_until(partial(server.control.handed_over, rid), f"{rid} handed over")
         await asyncio.gather(*tasks)
         m = await metrics(s, base_url)
-    names = ("vllm:num_preemptions_total", "vllm:prompt_tokens_total")
-    return finished, counts, overlapped, {name: delta(m, before, name) for name in names}
+    assert finished == ["A", "C", "B"]
+    assert counts == {"A": 300, "B": 300, "C": 300}
+    assert delta(m, before, "vllm:num_preemptions_total") >= 2
+    assert delta(m, before, "vllm:prompt_tokens_total") == 300  # re-prefill after preemption is not counted
 
 
 ERROR_CASES = [

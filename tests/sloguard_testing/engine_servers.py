@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
-from sloguard.sim.server.app import ServerOptions, build_app
+from sloguard.sim.server.app import DRIVER_KEY, ServerOptions, build_app
+from sloguard_testing.engine_pause import EngineControl, PausableClock, SimControl
 
 SERVED_MODEL = "tiny"
 # pytest-timeout counts fixture set-up: a vllm test may wait for a server's start-up and, when that fails,
@@ -52,6 +53,7 @@ class EngineServer:
     kind: str
     base_url: str
     stop: Callable[[], Awaitable[None]]
+    control: EngineControl  # engine_pause.paused(server.control) holds its engine still
 
 
 async def start_engine_server(
@@ -74,9 +76,16 @@ async def start_engine_server(
         max_model_len=config.max_model_len,
         served_model_name=SERVED_MODEL,
     )
-    runner = web.AppRunner(build_app(options), handler_cancellation=True, access_log=None)
+    app = build_app(options)
+    driver = app[DRIVER_KEY]
+    # The engine's time is the driver's clock: a clock that can stand still pauses the engine (the
+    # clock starts where the driver's own did, so nothing jumps).
+    clock = PausableClock()
+    driver._clock = clock  # the driver takes its clock only at construction
+    control = SimControl(clock, driver.engine.has_request)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    return EngineServer(kind, f"http://127.0.0.1:{port}", runner.cleanup)
+    return EngineServer(kind, f"http://127.0.0.1:{port}", runner.cleanup, control)

@@ -16,7 +16,9 @@ AMX the eager worker dies on the first request (`Worker proc VllmWorker-0 died u
 while compiled mode serves. SLOGUARD_VLLM_ENFORCE_EAGER=1 starts them in eager mode (about 20 s less CPU
 each) where that works: a server that fails its warm-up is restarted in compiled mode. Each launch compiles
 into its own cache (VLLM_CACHE_ROOT under the launch's temporary directory), so concurrent servers and
-sessions never share half-written compile artifacts.
+sessions never share half-written compile artifacts. The servers log every request's hand-over to the
+engine and its abort (--enable-log-requests): `engine_control(base_url)` pauses a server's engine for
+engine_pause.paused and reads those lines.
 
 The virtualenv is built by `make vllm-env` (scripts/build-vllm-venv.sh); when it is missing, the tests that
 need it FAIL with the reason. Users: tests/conformance/test_vllm_api_conformance.py and
@@ -43,6 +45,7 @@ from pathlib import Path
 
 import pytest
 
+from sloguard_testing.engine_pause import EngineControl, ProcessTreeControl, UnavailableControl
 from sloguard_testing.engine_servers import SERVED_MODEL, SERVER_CONFIGS, ServerConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,6 +169,9 @@ def server_args(model_dir: Path, port: int, config: ServerConfig, *, eager: bool
         "--scheduling-policy",
         config.scheduling_policy,
         "--disable-uvicorn-access-log",
+        # "Added request ID." / "Request ID aborted." lines: how engine_pause knows what the API server
+        # handed to a paused engine
+        "--enable-log-requests",
     ]
     if config.num_gpu_blocks is not None:
         args += ["--num-gpu-blocks-override", str(config.num_gpu_blocks)]
@@ -400,6 +406,18 @@ def summary_lines() -> list[str]:
     return [*lines, f"vLLM server logs: {_launch.log_dir}"]
 
 
+def engine_control(base_url: str) -> EngineControl:
+    """The EngineControl (engine_pause) of the server this session launched at base_url."""
+    servers = _launch.servers.values() if _launch is not None else []
+    for server in servers:
+        if server.base_url == base_url:
+            return ProcessTreeControl(server.process.pid, server.log_path)
+    return UnavailableControl(
+        f"the vLLM server at {base_url} was not started by this session (SLOGUARD_VLLM_SERVERS?): "
+        "its engine cannot be paused"
+    )
+
+
 def stop_background() -> None:
     """Stop whatever launch_in_background started (called at session end, whatever happened)."""
     if _launch is not None:
@@ -417,6 +435,7 @@ def stop_servers(servers: Iterable[VllmProcess]) -> None:
     procs = list(servers)
     for server in procs:
         if server.process.poll() is None:
+            _signal_group(server, signal.SIGCONT)  # an engine a failed test left paused (engine_pause)
             _signal_group(server, signal.SIGTERM)
     for server in procs:
         try:
