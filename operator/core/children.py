@@ -312,6 +312,21 @@ def build_deployment(pool: InferencePool, sidecar_image: str = DEFAULT_SIDECAR_I
     }
 
 
+def _client_ports(pool: InferencePool) -> list[dict[str, Any]]:
+    """The sidecar's client-facing ports (grpc, http), as both Services expose them."""
+    sidecar = pool.spec.sidecar
+    return [
+        {
+            "name": name,
+            "port": port,
+            "targetPort": name,
+            "protocol": "TCP",
+            "appProtocol": name,
+        }
+        for name, port in (("grpc", sidecar.grpc_port), ("http", sidecar.http_port))
+    ]
+
+
 def build_service(pool: InferencePool) -> dict[str, Any]:
     """ClusterIP Service: clients use grpc or http (through the sidecar); metrics ports for scraping."""
     sidecar = pool.spec.sidecar
@@ -323,20 +338,7 @@ def build_service(pool: InferencePool) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": selector_labels(pool.metadata.name),
             "ports": [
-                {
-                    "name": "grpc",
-                    "port": sidecar.grpc_port,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
-                {
-                    "name": "http",
-                    "port": sidecar.http_port,
-                    "targetPort": "http",
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                },
+                *_client_ports(pool),
                 {"name": "metrics", "port": sidecar.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
             ],
         },
@@ -347,7 +349,6 @@ def build_headless_service(pool: InferencePool) -> dict[str, Any]:
     """Headless Service `<pool>-headless`: its DNS name resolves to every ready pod, so a gRPC client with
     the `round_robin` policy (`dns:///<pool>-headless.<ns>.svc:50051`) balances per request, not per
     connection as it would through the ClusterIP."""
-    sidecar = pool.spec.sidecar
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -357,22 +358,7 @@ def build_headless_service(pool: InferencePool) -> dict[str, Any]:
             "selector": selector_labels(pool.metadata.name),
             # Only ready pods are listed: publishNotReadyAddresses stays at its default, false (declaring
             # false would never match: the API server omits false booleans, so every resync re-applied).
-            "ports": [
-                {
-                    "name": "grpc",
-                    "port": sidecar.grpc_port,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
-                {
-                    "name": "http",
-                    "port": sidecar.http_port,
-                    "targetPort": "http",
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                },
-            ],
+            "ports": _client_ports(pool),
         },
     }
 
