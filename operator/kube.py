@@ -38,6 +38,12 @@ class ApiError(Exception):
     def retryable(self) -> bool:
         return self.status in RETRYABLE_STATUSES
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: the API server refuses new objects in it with a 403 that
+        is no RBAC problem, and the pool there is about to go (its children with it)."""
+        return self.status == 403 and "being terminated" in self.message
+
 
 def _credentials(config: OperatorConfig) -> tuple[str, ssl.SSLContext | bool, Callable[[], dict[str, str]]]:
     """(base URL, TLS context, header factory) from the loaders of the `kubernetes` package."""

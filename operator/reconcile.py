@@ -163,6 +163,8 @@ async def reconcile_pool(
             if child["kind"] == "Deployment":
                 deployment = live
     except ApiError as err:
+        if err.namespace_terminating:  # nothing to report: the pool goes with its namespace
+            raise
         problem = Problem("ApplyFailed", str(err))
         status = pool_status(pool, deployment=deployment, problem=problem, now_iso=now_iso())
         try:
@@ -316,6 +318,13 @@ class Reconciler:
             except BlockedError:
                 self._reconciled_generation[key] = generation  # the resync and class events retry it
                 raise
+            except ApiError as err:
+                if not err.namespace_terminating:
+                    raise
+                # Its namespace is being deleted: the pool and its children go with it, nothing to retry.
+                LOG.info("%s: namespace %s is being deleted; pool left to go", key, key.namespace)
+                self.forget(key)
+                return
             finally:
                 old, new = _classes_of(before), _classes_of(body)
                 if first:  # what this pool named before the operator (re)started is unknown

@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 from sloguard_testing.kube_cluster import ControlPlane, KubeRequestError
-from sloguard_testing.kube_operator import Identity, OperatorProcess, eventually, operator_writes
+from sloguard_testing.kube_operator import (
+    Identity,
+    OperatorProcess,
+    event_time_s,
+    eventually,
+    operator_writes,
+)
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(240)]
 
@@ -105,17 +111,29 @@ def _code(event: dict[str, Any]) -> int:
     return int(event.get("responseStatus", {}).get("code") or 0)
 
 
+def _namespace_terminating(event: dict[str, Any]) -> bool:
+    return "being terminated" in str(event.get("responseStatus", {}).get("message") or "")
+
+
 def _clean_audit(
     kube: ControlPlane, identity: Identity, operator: OperatorProcess, *, restarted_at: int | None = None
 ) -> None:
     """No Forbidden, never a pool spec write, every write under the operator's one field manager.
 
-    `restarted_at` (an index into the audit log) marks an API-server restart: a freshly started server
-    answers 403 until its RBAC authorizer has read the roles, so a Forbidden logged after it counts only
-    when the same request never succeeded later (the operator must retry, not give up)."""
+    Only this operator's requests count (the identity is shared by every test's operator, so events
+    before it started are another test's). A 403 for a namespace being deleted is the API server
+    refusing new objects there, not RBAC: an operator serving all namespaces meets a previous test's
+    namespace while it terminates. `restarted_at` (an index into the audit log) marks an API-server
+    restart: a freshly started server answers 403 until its RBAC authorizer has read the roles, so a
+    Forbidden logged after it counts only when the same request never succeeded later (the operator
+    must retry, not give up)."""
     assert operator.alive, operator.log_tail()
     events = kube.audit_events()
-    mine = [(i, e) for i, e in enumerate(events) if e.get("user", {}).get("username") == identity.username]
+    mine = [
+        (i, e)
+        for i, e in enumerate(events)
+        if e.get("user", {}).get("username") == identity.username and event_time_s(e) >= operator.started_s
+    ]
 
     def retried_ok(index: int, event: dict[str, Any]) -> bool:
         path = event["requestURI"].split("?")[0]
@@ -130,10 +148,12 @@ def _clean_audit(
     forbidden = [
         e["requestURI"]
         for i, e in mine
-        if _code(e) == 403 and not (restarted_at is not None and i >= restarted_at and retried_ok(i, e))
+        if _code(e) == 403
+        and not _namespace_terminating(e)
+        and not (restarted_at is not None and i >= restarted_at and retried_ok(i, e))
     ]
     assert not forbidden, f"Forbidden under the chart's RBAC: {forbidden[:5]}"
-    writes = operator_writes(kube, identity.username)
+    writes = operator_writes(kube, identity.username, since_s=operator.started_s)
     assert writes, "the operator wrote nothing"
     other_manager = [
         e["requestURI"] for e in writes if f"fieldManager={FIELD_MANAGER}" not in e["requestURI"]

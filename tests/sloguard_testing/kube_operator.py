@@ -109,6 +109,8 @@ class OperatorProcess:
             "SLOGUARD_RETRY_DELAY_S": "1",
             **(extra_env or {}),
         }
+        self.started_s = time.time()
+        """Wall-clock start, to tell this process's audit events from those of operators before it."""
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -168,13 +170,13 @@ def operator_writes(
     for event in plane.audit_events():
         if event.get("user", {}).get("username") != username or event.get("verb") not in WRITE_VERBS:
             continue
-        if since_s is not None and _event_time_s(event) < since_s:
+        if since_s is not None and event_time_s(event) < since_s:
             continue
         out.append(event)
     return out
 
 
-def _event_time_s(event: dict[str, Any]) -> float:
+def event_time_s(event: dict[str, Any]) -> float:
     import datetime
 
     raw = event.get("requestReceivedTimestamp") or event.get("stageTimestamp") or ""

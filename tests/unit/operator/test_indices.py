@@ -11,6 +11,7 @@ import pytest
 
 from sloguard.operator.core.config import OperatorConfig
 from sloguard.operator.handlers import catalog_of, pools_by_class, sloclass_index
+from sloguard.operator.kube import ApiError
 from sloguard.operator.reconcile import BlockedError, Catalog, PoolKey, Reconciler, catalog_by_class
 
 IndexFn = Callable[..., dict[str, dict[str, Any]]]
@@ -181,3 +182,42 @@ async def test_serving_some_namespaces_the_class_status_still_lists_pools_of_eve
     lists = api.lists
     await reconciler.reconcile(PoolKey("serving", "p"))  # same class set: no class refresh, no LIST
     assert api.lists == lists
+
+
+class TerminatingNamespaceApi(FakeApi):
+    """A FakeApi whose namespace is being deleted: every apply gets the API server's 403 for that."""
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        name = manifest["metadata"]["name"]
+        raise ApiError(
+            403,
+            f'{manifest["kind"].lower()}s "{name}" is forbidden: unable to create new content in namespace'
+            " serving because it is being terminated",
+            method="PATCH",
+            path=f"/x/{name}",
+        )
+
+
+async def test_a_pool_whose_namespace_is_being_deleted_is_let_go_quietly() -> None:
+    """Not an RBAC failure, not Degraded, not retried: the pool goes with its namespace."""
+    pool = pool_body("p", ["gold"])
+    api = TerminatingNamespaceApi({POOL_PATH: pool, CLASS_PATH: class_body("gold")})
+    catalog = Catalog(classes={"gold": class_body("gold")}, pools_by_class={"gold": [pool]})
+    reconciler = Reconciler(api, OperatorConfig(), lambda: catalog)  # type: ignore[arg-type]
+    await reconciler.reconcile(PoolKey("serving", "p"))  # does not raise
+    assert all(path != POOL_PATH for path, _ in api.status_patches)  # no ApplyFailed written
+    assert reconciler.known_bodies() == []
+
+
+async def test_an_rbac_forbidden_still_fails_the_reconcile() -> None:
+    class Denied(FakeApi):
+        async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+            raise ApiError(403, "deployments.apps is forbidden: User cannot patch", method="PATCH", path="/x")
+
+    pool = pool_body("p", ["gold"])
+    api = Denied({POOL_PATH: pool, CLASS_PATH: class_body("gold")})
+    catalog = Catalog(classes={"gold": class_body("gold")}, pools_by_class={"gold": [pool]})
+    reconciler = Reconciler(api, OperatorConfig(), lambda: catalog)  # type: ignore[arg-type]
+    with pytest.raises(ApiError):
+        await reconciler.reconcile(PoolKey("serving", "p"))
+    assert degraded(api)["reason"] == "ApplyFailed"
