@@ -449,6 +449,54 @@ def test_operator_survives_an_apiserver_restart(
     _clean_audit(kube, operator_identity, operator, restarted_at=restarted_at)
 
 
+def test_a_pool_in_a_namespace_being_deleted_is_let_go(
+    kube: ControlPlane, operator_identity: Identity, tmp_path: Path
+) -> None:
+    """The API server refuses new objects in a namespace being deleted with a 403 that is no RBAC
+    failure: the operator lets the pool go (it goes with its namespace) and serves the rest as before."""
+    cls = _class_name()
+    make_class(kube, cls)
+    doomed, alive = kube.new_namespace(), kube.new_namespace()
+    make_pool(kube, doomed, "doomed", [cls])
+    operator: OperatorProcess | None = None
+    try:
+        with kube.controllers_paused():  # the namespace controller would empty it at once
+            kube.kubectl("delete", "namespace", doomed, "--wait=false")
+            eventually(
+                lambda: (
+                    (kube.get(f"/api/v1/namespaces/{doomed}") or {}).get("status", {}).get("phase")
+                    == "Terminating"
+                ),
+                CONVERGE_S,
+                "the namespace terminating",
+            )
+            operator = OperatorProcess(operator_identity, tmp_path / "operator.log", resync_interval_s=2.0)
+
+            def refused() -> bool:
+                return any(
+                    f"/namespaces/{doomed}/" in e["requestURI"]
+                    and _code(e) == 403
+                    and _namespace_terminating(e)
+                    for e in kube.audit_events()
+                    if e.get("user", {}).get("username") == operator_identity.username
+                )
+
+            eventually(refused, CONVERGE_S, "the operator meeting the terminating namespace")
+            make_pool(kube, alive, "alive", [cls])
+            eventually(lambda: children(kube, alive, "alive"), CONVERGE_S, "a live pool's children")
+            _clean_audit(kube, operator_identity, operator)
+            warnings = [
+                line for line in operator.log_text().splitlines() if "WARNING" in line and doomed in line
+            ]
+            assert not warnings, warnings
+            status = (kube.get(pool_path(doomed, "doomed")) or {}).get("status") or {}
+            assert "ApplyFailed" not in json.dumps(status), status
+    finally:
+        if operator is not None:
+            operator.stop()
+        kube.kubectl("delete", "namespace", alive, "--wait=false", check=False)
+
+
 @pytest.mark.parametrize("scope", ["all-namespaces", "one-namespace"])
 def test_pool_events_list_nothing(
     kube: ControlPlane,

@@ -417,6 +417,17 @@ class ControlPlane:
             )
         self.wait_ready(time.monotonic() + START_TIMEOUT_S)
 
+    @contextlib.contextmanager
+    def controllers_paused(self) -> Iterator[None]:
+        """kube-controller-manager stopped (SIGSTOP) inside the block, resumed after: a namespace being
+        deleted stays Terminating with its content in it, as it does for a while on a busy cluster."""
+        proc = self.processes["kube-controller-manager"]
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+
     def request(
         self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
     ) -> dict[str, Any] | None:
