@@ -17,6 +17,7 @@ import datetime
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,10 +102,20 @@ class PoolAutoscaler:
             self.source = PrometheusSnapshotSource(connection, settings)
         return self.source
 
-    async def tick(self, api: KubeApi, body: dict[str, Any]) -> ScalingDecision | None:
+    async def tick(
+        self,
+        api: KubeApi,
+        body: dict[str, Any],
+        *,
+        classes: Mapping[str, dict[str, Any]] | None = None,
+        reconcile: Callable[[], Awaitable[None]] | None = None,
+    ) -> ScalingDecision | None:
         """One decision for the pool in `body`; None when the pool cannot be autoscaled right now.
 
         The pool is read again first: kopf's copy may not show this operator's last /scale write yet.
+        `classes` are the SLOClass bodies by name from the operator's index (None: LIST them);
+        `reconcile` reconciles the pool after a scale or cap change (the operator passes its
+        reconciler's, which holds the pool's lock; None: reconcile it directly).
         """
         self.last_tick_monotonic = time.monotonic()
         md = body.get("metadata") or {}
@@ -118,11 +129,11 @@ class PoolAutoscaler:
             return None  # the reconciler reports InvalidSpec
         if not pool.spec.autoscaling.enabled or pool.spec.autoscaling.prometheus_base_url is None:
             return None
-        classes = await self._classes(api, pool)
-        if classes is None:
+        classes_used = await self._classes(api, pool, classes)
+        if classes_used is None:
             return None  # a missing or invalid SLOClass: the reconciler reports it
         name, namespace = pool.metadata.name, pool.metadata.namespace or "default"
-        context = ScalingContext.from_spec(pool.spec, classes)
+        context = ScalingContext.from_spec(pool.spec, classes_used)
         if self.loop is None:
             self.loop = AutoscalerLoop(SLOGuardPolicy(), context, history_from_status(body.get("status")))
         self.loop.context = context
@@ -147,7 +158,7 @@ class PoolAutoscaler:
                 source.snapshot,
                 pool=name,
                 namespace=namespace,
-                class_names=[c.name for c in classes],
+                class_names=[c.name for c in classes_used],
                 replicas=counts,
                 now_s=now_s,
             )
@@ -158,14 +169,21 @@ class PoolAutoscaler:
             LOG.warning("pool %s/%s: no decision: %s", namespace, name, err)
             return None
         try:
-            await self._act(api, pool, decision, snapshot=snapshot, source=source, now_s=now_s)
+            await self._act(
+                api, pool, decision, snapshot=snapshot, source=source, now_s=now_s, reconcile=reconcile
+            )
         except ApiError:
             self.loop.history = history_before  # not applied: do not start a cooldown for it
             raise
         return decision
 
-    async def _classes(self, api: KubeApi, pool: InferencePool) -> list[SLOClassConfig] | None:
-        bodies = {c["metadata"]["name"]: c for c in await api.list(SLOCLASSES)}
+    async def _classes(
+        self, api: KubeApi, pool: InferencePool, indexed: Mapping[str, dict[str, Any]] | None
+    ) -> list[SLOClassConfig] | None:
+        if indexed is not None:
+            bodies = dict(indexed)
+        else:
+            bodies = {c["metadata"]["name"]: c for c in await api.list(SLOCLASSES)}
         try:
             found = [SLOClass.model_validate(bodies[n]) for n in pool.spec.slo_classes]
             return [SLOClassConfig.from_resource(c) for c in found]
@@ -181,6 +199,7 @@ class PoolAutoscaler:
         snapshot: PoolSnapshot,
         source: PrometheusSnapshotSource | None,
         now_s: float,
+        reconcile: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         name, namespace = pool.metadata.name, pool.metadata.namespace or "default"
         path = pool_path(namespace, name)
@@ -206,7 +225,12 @@ class PoolAutoscaler:
             rerender = True
         if rerender:  # size the Deployment and render the ConfigMap now, not at the next resync
             try:
-                await reconcile_pool_by_name(api, namespace, name, sidecar_image=self.config.sidecar_image)
+                if reconcile is not None:
+                    await reconcile()
+                else:
+                    await reconcile_pool_by_name(
+                        api, namespace, name, sidecar_image=self.config.sidecar_image
+                    )
             except BlockedError as blocked:
                 LOG.info("pool %s/%s blocked after scaling: %s", namespace, name, blocked)
         live = await api.get(path)

@@ -23,6 +23,7 @@ Level-based, and kopf itself writes nothing to the cluster:
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import os
 import time
@@ -224,9 +225,14 @@ async def autoscale_all(memo: kopf.Memo) -> None:
         if state.due(body, now):
             due.append((key, state, body))
 
+    reconciler: Reconciler = memo.reconciler
+    classes = reconciler.catalog().classes
+
     async def tick(key: PoolKey, state: PoolAutoscaler, body: dict[str, Any]) -> None:
         try:
-            await state.tick(api, body)
+            await state.tick(
+                api, body, classes=classes, reconcile=functools.partial(reconciler.reconcile, key)
+            )
         except ApiError as err:
             LOG.warning("autoscaling of %s failed, next tick retries: %s", key, err)
 

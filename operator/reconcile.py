@@ -282,6 +282,10 @@ class Reconciler:
         self._reconciled_generation: dict[PoolKey, Any] = {}
         self._bodies: dict[PoolKey, dict[str, Any]] = {}
 
+    def catalog(self) -> Catalog:
+        """The SLOClasses and pools the operator's indices hold now (no API call)."""
+        return self._catalog()
+
     def remember(self, key: PoolKey, body: dict[str, Any]) -> None:
         self._bodies[key] = body
 
