@@ -171,7 +171,9 @@ def test_admission_is_optimistic_while_first_tokens_come_on_time() -> None:
     [
         ([True] * 7, False),  # too few to judge
         ([True] * 8, True),
-        ([True] * 20 + [False] * 3, False),
+        ([True] * 20 + [False] * 3, True),  # most recent ones on time
+        ([True] * 20 + [False] * 8, False),  # the last 8 late: the share fell to 0.9**8 = 0.43
+        ([True] * 8 + [True, False, False] * 6, False),  # two in three late: not keeping up
         ([False] * 5 + [True] * 30, True),
     ],
 )
