@@ -392,6 +392,7 @@ class RunResult:
     reasons: dict[str, int]
     wall_s: float = 1.0  # from the first arrival to the last request's end: what the CPU seconds are over
     hops: dict[str, Any] | None = None  # a sidecar arm's GET /debug/hops after the run (recent window, ms)
+    listen_overflows: int = 0  # the host's dropped connections during the run (listen queue full)
 
 
 async def _stall_watch(counter: list[float]) -> None:
@@ -416,6 +417,19 @@ def _cpu_pids(stack: Stack, arm: str) -> dict[str, list[int]]:
     return pids
 
 
+def listen_overflows() -> int:
+    """The host's TcpExt ListenOverflows counter (connections dropped because a listen queue was full; each
+    costs its client a 1 s SYN retransmit), from /proc/net/netstat; 0 where it cannot be read."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()]
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names and names[0] == "TcpExt:" and "ListenOverflows" in names:
+            return int(values[names.index("ListenOverflows")])
+    return 0
+
+
 def _cpu_total_s(pids: list[int]) -> float:
     return sum(_cpu_s(pid) for pid in pids)
 
@@ -435,6 +449,7 @@ async def run_load(
     outcomes = [Outcome(slo_class=r.slo_class, sent_s=r.arrival_s) for r in requests]
     pids = _cpu_pids(stack, arm)
     cpu0 = {name: _cpu_total_s(group) for name, group in pids.items()}
+    overflows0 = listen_overflows()
     stalls = [0.0, 0.0]
     watcher = asyncio.create_task(_stall_watch(stalls))
     connector = aiohttp.TCPConnector(limit=0, force_close=True)  # one connection per request
@@ -461,6 +476,7 @@ async def run_load(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
     wall_s = time.monotonic() - t0
+    overflows = listen_overflows() - overflows0
     cpu = {name: _cpu_total_s(group) - cpu0[name] for name, group in pids.items()}
     reasons: dict[str, int] = {}
     for outcome in outcomes:
@@ -477,7 +493,7 @@ async def run_load(
                 ) as r:
                     hops = await r.json()
     return RunResult(
-        arm, rate_rps, outcomes, duration_s, int(stalls[0]), stalls[1], cpu, reasons, wall_s, hops
+        arm, rate_rps, outcomes, duration_s, int(stalls[0]), stalls[1], cpu, reasons, wall_s, hops, overflows
     )
 
 
@@ -697,7 +713,8 @@ async def _rounds(
                 _progress(
                     f"round {round_index + 1} load {load}x ({rate:.1f} req/s) {arm}: goodput "
                     f"{score.goodput_rps:.2f}, {score.completed}/{score.rejected}/{score.failed} "
-                    f"completed/rejected/failed, stalls {result.stalls}, reasons {result.reasons}"
+                    f"completed/rejected/failed, stalls {result.stalls}, "
+                    f"listen overflows {result.listen_overflows}, reasons {result.reasons}"
                 )
     return runs
 
@@ -731,6 +748,7 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 "failed": sum(s.failed for s in scores),
                 "host_stalls": sum(r.stalls for r in results),
                 "host_stall_s": round(sum(r.stall_s for r in results), 3),
+                "listen_overflows": sum(r.listen_overflows for r in results),
                 "ttft_p50_ms_median": round(
                     1000 * median_min_max([s.ttft_p50_s for s in scores if s.ttft_p50_s is not None])[0], 1
                 ),
