@@ -417,11 +417,11 @@ def _cpu_pids(stack: Stack, arm: str) -> dict[str, list[int]]:
     return pids
 
 
-def listen_overflows() -> int:
+def listen_overflows(netstat: Path = Path("/proc/net/netstat")) -> int:
     """The host's TcpExt ListenOverflows counter (connections dropped because a listen queue was full; each
     costs its client a 1 s SYN retransmit), from /proc/net/netstat; 0 where it cannot be read."""
     try:
-        lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()]
+        lines = [line.split() for line in netstat.read_text().splitlines()]
     except OSError:
         return 0
     for names, values in zip(lines[::2], lines[1::2], strict=False):
