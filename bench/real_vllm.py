@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,11 @@ class Settings:
     sweep_run_s: float
     sweep_start_rps: float = 8.0
     sweep_max_steps: int = 6
-    calibration_requests: int = 12
+    calibration_requests: int = 16
+    knee_rps: float | None = None  # diagnostic: use this knee, skip the sweep
+    loads: tuple[float, ...] = (0.5, 1.0, 2.0)
+    arms: tuple[str, ...] = ("direct", "sloguard", "fcfs_sidecar")
+    keep_logs: Path | None = None  # diagnostic: copy the processes' logs here at the end
 
     @classmethod
     def of(cls, quick: bool) -> "Settings":
@@ -169,8 +174,20 @@ def vllm_command(python: Path, model_dir: Path, port: int) -> list[str]:
     ]
 
 
-def sidecar_config(arm: str, targets: Sequence[ClassTarget], engine_url: str) -> dict[str, Any]:
-    """The sidecar configuration of a sidecar arm."""
+def sidecar_config(
+    arm: str,
+    targets: Sequence[ClassTarget],
+    engine_url: str,
+    profile: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """The sidecar configuration of a sidecar arm.
+
+    `profile`: the calibration's (single-request TTFT, inter-token time), given to `sloguard` as its
+    `latency_profile`, as the operator does from a pool's spec: without it the latency model starts from
+    generic coefficients (an 8B model on an A100: 12 ms inter-token time alone) and, until its first
+    refits, turns away every interactive request as TPOT-unattainable (measured: 42 of 425 in the first
+    0.5x run, beside 160 TTFT rejections while the prefill correction was still learning).
+    """
     if arm == "sloguard":
         policy: dict[str, Any] = {"name": "sloguard", "parameters": {"calibrate_decode": True}}
         limits = {"max_queue_depth": 100_000, "min_in_flight": MAX_NUM_SEQS, "max_in_flight": MAX_NUM_SEQS}
@@ -181,7 +198,7 @@ def sidecar_config(arm: str, targets: Sequence[ClassTarget], engine_url: str) ->
         scheduling = "fcfs"
     else:
         raise ValueError(f"not a sidecar arm: {arm!r}")
-    return {
+    config: dict[str, Any] = {
         "pool": {"name": f"bench-{arm}"},
         "classes": [
             {"name": t.name, "ttft_s": t.ttft_s, "tpot_s": t.tpot_s, "default": t.name == "standard"}
@@ -200,6 +217,9 @@ def sidecar_config(arm: str, targets: Sequence[ClassTarget], engine_url: str) ->
         "http_port": _free_port(),
         "metrics_port": _free_port(),
     }
+    if arm == "sloguard" and profile is not None:
+        config["latency_profile"] = {"ttft_s": profile[0], "itl_s": profile[1]}
+    return config
 
 
 @dataclass
@@ -264,10 +284,12 @@ def start_engine(tmp: Path) -> Stack:
     return Stack(tmp=tmp, engine=engine, engine_url=f"http://127.0.0.1:{port}")
 
 
-def start_sidecars(stack: Stack, targets: Sequence[ClassTarget]) -> None:
+def start_sidecars(
+    stack: Stack, targets: Sequence[ClassTarget], profile: tuple[float, float] | None = None
+) -> None:
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     for arm in ARMS[1:]:
-        config = sidecar_config(arm, targets, stack.engine_url)
+        config = sidecar_config(arm, targets, stack.engine_url, profile)
         path = stack.tmp / f"{arm}.json"
         path.write_text(json.dumps(config))
         command = [
@@ -368,6 +390,9 @@ class RunResult:
     stall_s: float
     cpu_s: dict[str, float]
     reasons: dict[str, int]
+    wall_s: float = 1.0  # from the first arrival to the last request's end: what the CPU seconds are over
+    hops: dict[str, Any] | None = None  # a sidecar arm's GET /debug/hops after the run (recent window, ms)
+    listen_overflows: int = 0  # the host's dropped connections during the run (listen queue full)
 
 
 async def _stall_watch(counter: list[float]) -> None:
@@ -382,10 +407,27 @@ async def _stall_watch(counter: list[float]) -> None:
 
 
 def _cpu_pids(stack: Stack, arm: str) -> dict[str, list[int]]:
-    pids = {"vllm_api_server": [stack.engine.pid], "vllm_engine_core": _descendants(stack.engine.pid)}
+    pids = {
+        "vllm_api_server": [stack.engine.pid],
+        "vllm_engine_core": _descendants(stack.engine.pid),
+        "load_generator": [os.getpid()],  # this process: it shares the machine's cores with the rest
+    }
     if arm in stack.sidecars:
         pids["sidecar"] = [stack.sidecars[arm].pid]
     return pids
+
+
+def listen_overflows(netstat: Path = Path("/proc/net/netstat")) -> int:
+    """The host's TcpExt ListenOverflows counter (connections dropped because a listen queue was full; each
+    costs its client a 1 s SYN retransmit), from /proc/net/netstat; 0 where it cannot be read."""
+    try:
+        lines = [line.split() for line in netstat.read_text().splitlines()]
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names and names[0] == "TcpExt:" and "ListenOverflows" in names:
+            return int(values[names.index("ListenOverflows")])
+    return 0
 
 
 def _cpu_total_s(pids: list[int]) -> float:
@@ -407,6 +449,7 @@ async def run_load(
     outcomes = [Outcome(slo_class=r.slo_class, sent_s=r.arrival_s) for r in requests]
     pids = _cpu_pids(stack, arm)
     cpu0 = {name: _cpu_total_s(group) for name, group in pids.items()}
+    overflows0 = listen_overflows()
     stalls = [0.0, 0.0]
     watcher = asyncio.create_task(_stall_watch(stalls))
     connector = aiohttp.TCPConnector(limit=0, force_close=True)  # one connection per request
@@ -432,13 +475,26 @@ async def run_load(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+    wall_s = time.monotonic() - t0
+    overflows = listen_overflows() - overflows0
     cpu = {name: _cpu_total_s(group) - cpu0[name] for name, group in pids.items()}
     reasons: dict[str, int] = {}
     for outcome in outcomes:
         if outcome.outcome != "completed":
             key = f"{outcome.outcome}:{(outcome.reason or 'cut off').split(':')[0][:60]}"
             reasons[key] = reasons.get(key, 0) + 1
-    return RunResult(arm, rate_rps, outcomes, duration_s, int(stalls[0]), stalls[1], cpu, reasons)
+    hops: dict[str, Any] | None = None
+    if arm in stack.sidecars:
+        async with aiohttp.ClientSession() as probe:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                metrics_url = stack.sidecar_urls[f"{arm}-metrics"]
+                async with probe.get(
+                    f"{metrics_url}/debug/hops", timeout=aiohttp.ClientTimeout(total=5)
+                ) as r:
+                    hops = await r.json()
+    return RunResult(
+        arm, rate_rps, outcomes, duration_s, int(stalls[0]), stalls[1], cpu, reasons, wall_s, hops, overflows
+    )
 
 
 async def wait_engine_idle(session: aiohttp.ClientSession, engine_url: str, timeout_s: float = 60.0) -> None:
@@ -457,23 +513,50 @@ async def wait_engine_idle(session: aiohttp.ClientSession, engine_url: str, time
         await asyncio.sleep(0.25)
 
 
-async def calibrate(session: aiohttp.ClientSession, engine_url: str, count: int) -> tuple[float, float]:
-    """Median TTFT and inter-token time of single requests (64-token prompt, 32 tokens) on the idle engine."""
+CALIBRATION_WARMUP = 4
+CALIBRATION_PAUSE_S = 0.05
+MIN_PLAUSIBLE_ITL_S = 5e-5
+
+
+async def calibrate(
+    session: aiohttp.ClientSession, engine_url: str, count: int, attempts: int = 6
+) -> tuple[float, float]:
+    """Median TTFT and inter-token time of single requests (64-token prompt, 32 tokens) on the idle engine.
+
+    The first CALIBRATION_WARMUP requests are discarded (vLLM warms its compiled graphs' caches on them)
+    and the requests are spread CALIBRATION_PAUSE_S apart. Measured: for some seconds after vLLM reports
+    healthy, a single request can come back as one burst (TTFT 75-90 ms, then every token at once), which
+    made the TPOT targets 0. An attempt whose median inter-token time is not plausible is repeated after a
+    pause, up to `attempts` times; a calibration that never becomes plausible is an error, not a target.
+    """
     request = BenchRequest(0, 0.0, "standard", tuple(range(3, 67)), 32)
-    ttfts, itls = [], []
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as fresh:
-        for _ in range(count):
-            outcome = Outcome(slo_class="standard", sent_s=0.0)
-            await _send(fresh, f"{engine_url}/v1/completions", request, outcome, time.monotonic())
-            if outcome.outcome != "completed" or outcome.ttft_s is None or outcome.tpot_s is None:
-                raise RuntimeError(f"calibration request failed: {outcome.reason}")
-            ttfts.append(outcome.ttft_s)
-            itls.append(outcome.tpot_s)
     del session
-    ttft = median_min_max(ttfts[2:])[0]  # the first two warm up the compiled graphs' caches
-    itl = median_min_max(itls[2:])[0]
-    return ttft, itl
+    ttfts: list[float] = []
+    async with aiohttp.ClientSession(connector=connector) as fresh:
+        for attempt in range(attempts):
+            ttfts, itls = [], []
+            for _ in range(CALIBRATION_WARMUP + count):
+                await asyncio.sleep(CALIBRATION_PAUSE_S)
+                outcome = Outcome(slo_class="standard", sent_s=0.0)
+                await _send(fresh, f"{engine_url}/v1/completions", request, outcome, time.monotonic())
+                if outcome.outcome != "completed" or outcome.ttft_s is None or outcome.tpot_s is None:
+                    raise RuntimeError(f"calibration request failed: {outcome.reason}")
+                ttfts.append(outcome.ttft_s)
+                itls.append(outcome.tpot_s)
+            ttft = median_min_max(ttfts[CALIBRATION_WARMUP:])[0]
+            itl = median_min_max(itls[CALIBRATION_WARMUP:])[0]
+            if itl >= MIN_PLAUSIBLE_ITL_S:
+                return ttft, itl
+            _progress(
+                f"calibration attempt {attempt + 1}: tokens came in one burst (TTFT {ttft * 1000:.1f} ms, "
+                f"ITL {itl * 1000:.3f} ms); again in 5 s"
+            )
+            await asyncio.sleep(5.0)
+    raise RuntimeError(
+        f"calibration: no plausible inter-token time in {attempts} attempts; last TTFTs "
+        f"{[round(t * 1000, 1) for t in ttfts]} ms"
+    )
 
 
 # --- the experiment ----------------------------------------------------------------------------------
@@ -510,7 +593,7 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
         ttft_s, itl_s = await calibrate(session, stack.engine_url, settings.calibration_requests)
         targets = class_targets(ttft_s, itl_s)
         _progress(f"single request: TTFT {ttft_s * 1000:.1f} ms, ITL {itl_s * 1000:.2f} ms")
-        start_sidecars(stack, targets)
+        start_sidecars(stack, targets, (ttft_s, itl_s))
         for arm in ARMS[1:]:
             await _wait_ok(
                 session,
@@ -523,69 +606,21 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
         warm = build_requests(
             trace, rate_rps=4 * settings.sweep_start_rps, duration_s=6.0, offset_index=0, seed=0
         )
-        await run_load(
-            stack, "direct", warm, rate_rps=4 * settings.sweep_start_rps, duration_s=6.0, drain_s=10.0
-        )
-        sweep: list[tuple[float, float]] = []
-
-        async def sweep_point(rate: float) -> None:
-            requests = build_requests(
-                trace,
-                rate_rps=rate,
-                duration_s=settings.sweep_run_s,
-                offset_index=997 * len(sweep),
-                seed=len(sweep),
-            )
+        # and one through each sidecar: a sidecar in a pod has served before it is measured (what it learns
+        # it keeps from run to run); the direct arm's warm-up above is vLLM's own
+        for arm in ("direct", *ARMS[1:]):
             await wait_engine_idle(session, stack.engine_url)
             result = await run_load(
-                stack,
-                "direct",
-                requests,
-                rate_rps=rate,
-                duration_s=settings.sweep_run_s,
-                drain_s=settings.drain_s,
+                stack, arm, warm, rate_rps=4 * settings.sweep_start_rps, duration_s=6.0, drain_s=10.0
             )
-            goodput = _score(result, targets).goodput_rps
-            sweep.append((rate, goodput))
-            _progress(f"sweep {rate:.1f} req/s: direct goodput {goodput:.2f}, stalls {result.stalls}")
-
-        rate = settings.sweep_start_rps
-        for _ in range(settings.sweep_max_steps):
-            await sweep_point(rate)
-            if sweep_done(sweep):
-                break
-            rate *= 2
-        await sweep_point(1.5 * knee_rate(sweep))  # halfway to the next doubling
-        knee = knee_rate(sweep)
-        _progress(f"knee {knee:.1f} req/s")
-        runs: dict[float, dict[str, list[RunResult]]] = {load: {arm: [] for arm in ARMS} for load in LOADS}
-        for round_index in range(settings.rounds):
-            for load in LOADS:
-                rate = load * knee
-                requests = build_requests(
-                    trace,
-                    rate_rps=rate,
-                    duration_s=settings.run_s,
-                    offset_index=4001 * (round_index + 1) + int(load * 10),
-                    seed=100 + round_index,
-                )
-                for arm in rotated(ARMS, round_index + LOADS.index(load)):
-                    await wait_engine_idle(session, stack.engine_url)
-                    result = await run_load(
-                        stack,
-                        arm,
-                        requests,
-                        rate_rps=rate,
-                        duration_s=settings.run_s,
-                        drain_s=settings.drain_s,
-                    )
-                    score = _score(result, targets)
-                    runs[load][arm].append(result)
-                    _progress(
-                        f"round {round_index + 1} load {load}x ({rate:.1f} req/s) {arm}: goodput "
-                        f"{score.goodput_rps:.2f}, {score.completed}/{score.rejected}/{score.failed} "
-                        f"completed/rejected/failed, stalls {result.stalls}"
-                    )
+            _progress(f"warm-up {arm}: {len(result.outcomes)} requests, not completed {result.reasons}")
+        sweep: list[tuple[float, float]] = []
+        if settings.knee_rps is not None:
+            knee = settings.knee_rps
+            _progress(f"knee given: {knee:.1f} req/s (no sweep)")
+        else:
+            knee = await _sweep(stack, settings, trace=trace, targets=targets, session=session, sweep=sweep)
+        runs = await _rounds(stack, settings, trace=trace, targets=targets, session=session, knee=knee)
     return {
         "calibration": {"single_ttft_s": ttft_s, "single_itl_s": itl_s},
         "targets": targets,
@@ -593,6 +628,95 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
         "knee": knee,
         "runs": runs,
     }
+
+
+async def _sweep(
+    stack: Stack,
+    settings: Settings,
+    *,
+    trace: Sequence[TraceRow],
+    targets: Sequence[ClassTarget],
+    session: aiohttp.ClientSession,
+    sweep: list[tuple[float, float]],
+) -> float:
+    """The direct arm at doubling rates; returns the knee (and fills `sweep`)."""
+
+    async def sweep_point(rate: float) -> None:
+        requests = build_requests(
+            trace,
+            rate_rps=rate,
+            duration_s=settings.sweep_run_s,
+            offset_index=997 * len(sweep),
+            seed=len(sweep),
+        )
+        await wait_engine_idle(session, stack.engine_url)
+        result = await run_load(
+            stack,
+            "direct",
+            requests,
+            rate_rps=rate,
+            duration_s=settings.sweep_run_s,
+            drain_s=settings.drain_s,
+        )
+        goodput = _score(result, targets).goodput_rps
+        sweep.append((rate, goodput))
+        _progress(f"sweep {rate:.1f} req/s: direct goodput {goodput:.2f}, stalls {result.stalls}")
+
+    rate = settings.sweep_start_rps
+    for _ in range(settings.sweep_max_steps):
+        await sweep_point(rate)
+        if sweep_done(sweep):
+            break
+        rate *= 2
+    await sweep_point(1.5 * knee_rate(sweep))  # halfway to the next doubling
+    knee = knee_rate(sweep)
+    _progress(f"knee {knee:.1f} req/s")
+    return knee
+
+
+async def _rounds(
+    stack: Stack,
+    settings: Settings,
+    *,
+    trace: Sequence[TraceRow],
+    targets: Sequence[ClassTarget],
+    session: aiohttp.ClientSession,
+    knee: float,
+) -> dict[float, dict[str, list[RunResult]]]:
+    """`rounds` rounds of every load point, the arms interleaved and rotated."""
+    arms = tuple(a for a in ARMS if a in settings.arms)
+    runs: dict[float, dict[str, list[RunResult]]] = {
+        load: {arm: [] for arm in arms} for load in settings.loads
+    }
+    for round_index in range(settings.rounds):
+        for load in settings.loads:
+            rate = load * knee
+            requests = build_requests(
+                trace,
+                rate_rps=rate,
+                duration_s=settings.run_s,
+                offset_index=4001 * (round_index + 1) + int(load * 10),
+                seed=100 + round_index,
+            )
+            for arm in rotated(arms, round_index + LOADS.index(load) if load in LOADS else round_index):
+                await wait_engine_idle(session, stack.engine_url)
+                result = await run_load(
+                    stack,
+                    arm,
+                    requests,
+                    rate_rps=rate,
+                    duration_s=settings.run_s,
+                    drain_s=settings.drain_s,
+                )
+                score = _score(result, targets)
+                runs[load][arm].append(result)
+                _progress(
+                    f"round {round_index + 1} load {load}x ({rate:.1f} req/s) {arm}: goodput "
+                    f"{score.goodput_rps:.2f}, {score.completed}/{score.rejected}/{score.failed} "
+                    f"completed/rejected/failed, stalls {result.stalls}, "
+                    f"listen overflows {result.listen_overflows}, reasons {result.reasons}"
+                )
+    return runs
 
 
 def _per_1k(cpu: Sequence[float], tokens: Sequence[int]) -> float | None:
@@ -624,6 +748,7 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 "failed": sum(s.failed for s in scores),
                 "host_stalls": sum(r.stalls for r in results),
                 "host_stall_s": round(sum(r.stall_s for r in results), 3),
+                "listen_overflows": sum(r.listen_overflows for r in results),
                 "ttft_p50_ms_median": round(
                     1000 * median_min_max([s.ttft_p50_s for s in scores if s.ttft_p50_s is not None])[0], 1
                 ),
@@ -645,8 +770,15 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 "vllm_engine_core_cpu_s_per_1k_tokens": _per_1k(
                     [r.cpu_s["vllm_engine_core"] for r in results], tokens
                 ),
+                "load_generator_cpu_s_per_1k_tokens": _per_1k(
+                    [r.cpu_s["load_generator"] for r in results], tokens
+                ),
+                "machine_cores_busy": round(
+                    median_min_max([sum(r.cpu_s.values()) / r.wall_s for r in results])[0], 2
+                ),
                 "not_completed_reasons": _merge([r.reasons for r in results]),
                 "per_round_goodput_rps": [round(s.goodput_rps, 3) for s in scores],
+                "sidecar_hops_ms_last_round": results[-1].hops if results else None,
             }
             if arm != "direct":
                 entry["sidecar_cpu_s_per_1k_tokens"] = _per_1k([r.cpu_s["sidecar"] for r in results], tokens)
@@ -658,7 +790,7 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 sidecar_tokens += tokens
             arms[arm] = entry
         points.append({"load": load, "rate_rps": round(load * measured["knee"], 3), "arms": arms})
-    direct_runs = [r for by_arm in measured["runs"].values() for r in by_arm["direct"]]
+    direct_runs = [r for by_arm in measured["runs"].values() for r in by_arm.get("direct", [])]
     return {
         "knee_rps": round(measured["knee"], 3),
         "points": points,
@@ -772,5 +904,52 @@ def run_settings(settings: Settings) -> BenchResult:
             raise
         finally:
             _stop(stack.all())
+            if settings.keep_logs is not None:
+                settings.keep_logs.mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copy(log, settings.keep_logs / log.name)
     data = summarize(measured, settings)
+    if set(settings.arms) != set(ARMS) or settings.knee_rps is not None:
+        return BenchResult(data=data, markdown=json.dumps(data, indent=1))  # a diagnostic run: figures only
     return BenchResult(data=data, markdown=report(data), files={"real_vllm.png": plot(data)})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Diagnostic runs: `python -m sloguard.bench.real_vllm --knee-rps 64 --loads 0.5 --rounds 2 ...`.
+
+    Skips the sweep when the knee is given, runs only the named loads and arms; the benchmark proper is
+    `sloguard bench real-vllm`, which always calibrates, sweeps and runs all three arms at all three loads.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sloguard.bench.real_vllm")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--knee-rps", type=float, default=None)
+    parser.add_argument("--loads", default=",".join(map(str, LOADS)))
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--run-s", type=float, default=None)
+    parser.add_argument("--keep-logs", type=Path, default=None)
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args(argv)
+    base = Settings.of(args.quick)
+    arms = tuple(a.strip() for a in args.arms.split(","))
+    if not set(arms) <= set(ARMS):
+        parser.error(f"--arms: choose from {','.join(ARMS)}")
+    settings = replace(
+        base,
+        knee_rps=args.knee_rps,
+        loads=tuple(float(x) for x in args.loads.split(",")),
+        arms=arms,
+        rounds=args.rounds or base.rounds,
+        run_s=args.run_s or base.run_s,
+        keep_logs=args.keep_logs,
+    )
+    result = run_settings(settings)
+    args.json.write_text(json.dumps(result.data, indent=2, sort_keys=True) + "\n")
+    print(result.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -64,6 +64,9 @@ async def _serve(args: argparse.Namespace) -> int:
         clock=scaled_clock(args.clock_scale),
     )
     await service.start()
+    from sloguard.sidecar.gc_settle import settle  # noqa: PLC0415
+
+    settle()  # start-up's objects are never scanned again (sidecar/gc_settle.py)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, service.request_drain)

@@ -171,7 +171,9 @@ def test_admission_is_optimistic_while_first_tokens_come_on_time() -> None:
     [
         ([True] * 7, False),  # too few to judge
         ([True] * 8, True),
-        ([True] * 20 + [False] * 3, False),
+        ([True] * 20 + [False] * 3, True),  # most recent ones on time
+        ([True] * 20 + [False] * 8, False),  # the last 8 late: the share fell to 0.9**8 = 0.43
+        ([True] * 8 + [True, False, False] * 6, False),  # two in three late: not keeping up
         ([False] * 5 + [True] * 30, True),
     ],
 )
@@ -248,3 +250,18 @@ def test_the_learned_decode_model_never_shrinks_with_batch_or_length(
     d = model.decode
     assert min(d.a, d.b, d.c, d.d) >= 0.0
     assert model.itl_s(1.0, 100.0) <= model.itl_s(8.0, 100.0) <= model.itl_s(8.0, 1000.0)
+
+
+def test_a_profile_without_per_token_growth_still_learns_queueing_apart_from_its_own_prefill() -> None:
+    """A profile that names only the idle TTFT (as the real-vLLM bench's calibration does): first tokens
+    released behind 2,000 queued prompt tokens take 300 ms, those released onto an idle engine 7 ms. The
+    queueing must be learned as growth per queued token, not as the flat part: an idle engine's next short
+    request is still predicted at about 7 ms, not at the busy engine's 300."""
+    model = LatencyModel.from_profile(LatencyProfile(ttft_s=0.0065, itl_s=0.0015))
+    t = 0.0
+    for i in range(60):
+        t += 0.05
+        busy = i % 2 == 0
+        model.observe_prefill(2000 if busy else 64, 0.300 if busy else 0.007, now_s=t)
+    assert model.prefill_s(64) == pytest.approx(0.007, rel=0.15)
+    assert model.prefill_s(2000) == pytest.approx(0.300, rel=0.25)

@@ -1,0 +1,37 @@
+"""bench/real_vllm.py's pure helpers: the sidecar arms' configurations, the host's listen-overflow count."""
+
+from pathlib import Path
+
+import pytest
+
+from sloguard.api.sidecar_config import SidecarConfig
+from sloguard.bench.real_vllm import listen_overflows, sidecar_config
+from sloguard.bench.real_vllm_workload import class_targets
+
+TARGETS = class_targets(0.006, 0.0016)
+
+
+@pytest.mark.parametrize("arm", ["sloguard", "fcfs_sidecar"])
+def test_each_sidecar_arm_has_a_valid_configuration(arm: str) -> None:
+    config = SidecarConfig.model_validate(sidecar_config(arm, TARGETS, "http://127.0.0.1:1", (0.006, 0.0016)))
+    assert [c.name for c in config.classes] == ["interactive", "standard", "batch"]
+
+
+def test_only_sloguard_is_seeded_with_the_calibration_as_its_latency_profile() -> None:
+    seeded = SidecarConfig.model_validate(sidecar_config("sloguard", TARGETS, "http://x", (0.006, 0.0016)))
+    assert seeded.latency_profile is not None
+    assert (seeded.latency_profile.ttft_s, seeded.latency_profile.itl_s) == (0.006, 0.0016)
+    assert "latency_profile" not in sidecar_config("fcfs_sidecar", TARGETS, "http://x", (0.006, 0.0016))
+    assert "latency_profile" not in sidecar_config("sloguard", TARGETS, "http://x")
+
+
+def test_listen_overflows_reads_the_tcpext_counter(tmp_path: Path) -> None:
+    netstat = tmp_path / "netstat"
+    netstat.write_text(
+        "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n"
+        "TcpExt: 0 38553 38553\n"
+        "IpExt: InNoRoutes\n"
+        "IpExt: 0\n"
+    )
+    assert listen_overflows(netstat) == 38553
+    assert listen_overflows(tmp_path / "missing") == 0
