@@ -33,6 +33,9 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   the gate (they keep running).
 - The TTFT margin covers only the part of the wait that depends on others (`contended_margin`): a request
   at the head of an uncontended engine is judged on its own prefill.
+- Alone, a request is refused only when both the engine's prior prefill and the learned one miss its TTFT
+  (`uncontended_prior`): one slow or misattributed first token can push the learned prefill correction
+  far up, and at light load that turned every request away from an idle engine that fcfs serves.
 - Equal deadlines (a burst of one class) are served shortest predicted output first.
 - The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
   others, so the engine's queue and its preemption choices agree with the sidecar.
@@ -76,6 +79,7 @@ class SloguardParameters:
     urgent_prompt_tokens: int = field(default=256, metadata={"min": 0})  # "short" for urgent_headroom
     waive_tpot_blockers: bool = True  # `_waive_blockers`: the gate never starves the engine for a few
     contended_margin: bool = True  # `_guarded_wait_s`: the TTFT margin only where the wait depends on others
+    uncontended_prior: bool = True  # `_guarded_wait_s`: alone, the lower of prior and learned prefill
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
     short_first_buffer_s: float = field(default=5.0, metadata={"min": 0.0})  # measured on bench/sa
@@ -166,7 +170,9 @@ class SloguardPolicy(LdfPolicy):
         the error of predicting the work ahead (queued and pending prompts, slots held by running
         requests). A request at the head of an uncontended engine waits only for its own prefill, so it
         is judged without the margin: an absolute margin would otherwise reject every request of a class
-        whose TTFT target is within a margin of its own prefill, which even fcfs meets."""
+        whose TTFT target is within a margin of its own prefill, which even fcfs meets. Uncontended, its
+        prefill is also the lower of the prior (the configured profile) and the learned one: refusing a
+        request alone on the engine needs both to say it misses (`uncontended_prior`)."""
         prefill_s = self.latency.prefill_s(tokens)
         slot_s = self._slot_wait_s(count, out_tokens, tokens)
         contended = (
@@ -175,7 +181,11 @@ class SloguardPolicy(LdfPolicy):
             or slot_s > 0.0
             or self.pending_prefill_tokens() > 0.0
         )
-        return prefill_s + slot_s + (self.params.margin_s if contended else 0.0)
+        if contended:
+            return prefill_s + slot_s + self.params.margin_s
+        if self.params.uncontended_prior:
+            prefill_s = min(prefill_s, self.latency.prefill.time_s(tokens))
+        return prefill_s
 
     def _unattainable(self, entry: Entry, decision: Rejected) -> Decision:
         if self.demotable(entry):

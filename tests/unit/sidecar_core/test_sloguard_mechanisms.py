@@ -1,6 +1,7 @@
 """sloguard's workload-matrix mechanisms: the TPOT gate never starves the engine for a few tight requests
-(`_waive_blockers`), and the TTFT margin applies only to the wait that depends on others
-(`_guarded_wait_s`). Table-driven over the shipped engine profiles, as shipped and slowed."""
+(`_waive_blockers`), the TTFT margin applies only to the wait that depends on others, and a request
+alone on the engine is refused only when prior and learned prefill both miss (`_guarded_wait_s`).
+Table-driven over the shipped engine profiles, as shipped and slowed."""
 
 from typing import Any
 
@@ -185,3 +186,37 @@ def test_waived_requests_end_exactly_once_when_cancelled(name: Name) -> None:
     released(policy, 0.001)
     assert policy.cancel("t", 0.002) and not policy.cancel("t", 0.003)
     assert len(policy._tpot) == 3 and policy.in_flight_count == 3
+
+
+def learned_policy(
+    latency: LatencyModel, classes: list[dict[str, Any]], scale: float, **parameters: Any
+) -> QueuePolicy:
+    """A policy whose (own copy of the) latency model saw one first token `scale` x its prior prefill:
+    a stall, or an engine overhead the prior misses, pushed the learned prefill correction up."""
+    policy = policy_for(latency, classes, **parameters)
+    policy.latency.observe_prefill(PROMPT, scale * policy.latency.prefill.time_s(PROMPT), 0.0)
+    return policy
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize("learned_scale", [2.0, 5.0, 20.0])
+def test_alone_on_the_engine_a_request_is_refused_only_if_prior_and_learned_prefill_both_miss(
+    profile: str, factor: float, learned_scale: float
+) -> None:
+    latency = engine_latency(profile, factor)
+    prior_s = latency.prefill.time_s(PROMPT)
+    probe = learned_policy(latency, [{"name": "probe", "ttft_s": 1.0, "tpot_s": 1.0}], learned_scale)
+    learned_s = probe.latency.prefill_s(PROMPT)
+    assert learned_s > prior_s
+    # a TTFT target the engine's profile meets alone but the learned correction says it misses
+    cls = {"name": "snappy", "ttft_s": (prior_s + learned_s) / 2, "tpot_s": 1.0}
+    policy = learned_policy(latency, [cls], learned_scale)
+    assert isinstance(policy.submit(spec("alone", cls, 0.0), 0.0), Admitted)
+    # with one request ahead the wait depends on another's: judged on what was learned, refused
+    assert isinstance(policy.submit(spec("behind", cls, 0.0), 0.0), Rejected)
+    learned_only = learned_policy(latency, [cls], learned_scale, uncontended_prior=False)
+    assert isinstance(learned_only.submit(spec("alone", cls, 0.0), 0.0), Rejected)
+    # a target under the profile's own prefill is refused whatever was learned
+    hopeless = {**cls, "ttft_s": prior_s * 0.9}
+    refusing = learned_policy(latency, [hopeless], learned_scale)
+    assert isinstance(refusing.submit(spec("h", hopeless, 0.0), 0.0), Rejected)
