@@ -33,6 +33,9 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   the gate (they keep running).
 - The TTFT margin covers only the part of the wait that depends on others (`contended_margin`): a request
   at the head of an uncontended engine is judged on its own prefill.
+- The margin is at most the wait others cause (`bounded_margin`): the wait beyond one (mean) queued
+  prompt's own prefill. A 20 ms margin behind a short prompt that shares its prefill step rejected
+  requests of tight-TTFT classes at light load that fcfs and mooncake meet.
 - Alone, a request is refused only when both the engine's prior prefill and the learned one miss its TTFT
   (`uncontended_prior`): one slow or misattributed first token can push the learned prefill correction
   far up, and at light load that turned every request away from an idle engine that fcfs serves.
@@ -79,6 +82,7 @@ class SloguardParameters:
     urgent_prompt_tokens: int = field(default=256, metadata={"min": 0})  # "short" for urgent_headroom
     waive_tpot_blockers: bool = True  # `_waive_blockers`: the gate never starves the engine for a few
     contended_margin: bool = True  # `_guarded_wait_s`: the TTFT margin only where the wait depends on others
+    bounded_margin: bool = True  # `_guarded_wait_s`: the margin at most the wait others cause
     uncontended_prior: bool = True  # `_guarded_wait_s`: alone, the lower of prior and learned prefill
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
@@ -172,20 +176,23 @@ class SloguardPolicy(LdfPolicy):
         is judged without the margin: an absolute margin would otherwise reject every request of a class
         whose TTFT target is within a margin of its own prefill, which even fcfs meets. Uncontended, its
         prefill is also the lower of the prior (the configured profile) and the learned one: refusing a
-        request alone on the engine needs both to say it misses (`uncontended_prior`)."""
+        request alone on the engine needs both to say it misses (`uncontended_prior`). Contended, the
+        margin is at most the wait others cause, the predicted wait less one (mean) queued prompt's own
+        prefill (`bounded_margin`): it covers an error in predicting that part and cannot exceed it."""
         prefill_s = self.latency.prefill_s(tokens)
         slot_s = self._slot_wait_s(count, out_tokens, tokens)
-        contended = (
-            not self.params.contended_margin
-            or count > 1
-            or slot_s > 0.0
-            or self.pending_prefill_tokens() > 0.0
-        )
-        if contended:
+        if not self.params.contended_margin:
             return prefill_s + slot_s + self.params.margin_s
-        if self.params.uncontended_prior:
-            prefill_s = min(prefill_s, self.latency.prefill.time_s(tokens))
-        return prefill_s
+        pending = self.pending_prefill_tokens()
+        if count <= 1 and slot_s <= 0.0 and pending <= 0.0:  # uncontended: its own prefill alone
+            if self.params.uncontended_prior:
+                prefill_s = min(prefill_s, self.latency.prefill.time_s(tokens))
+            return prefill_s
+        margin_s = self.params.margin_s
+        if self.params.bounded_margin:  # at most the wait beyond one (mean) queued prompt's own prefill
+            own_s = self.latency.prefill_s(max(0.0, tokens - pending) / max(1, count))
+            margin_s = min(margin_s, max(0.0, prefill_s + slot_s - own_s))
+        return prefill_s + slot_s + margin_s
 
     def _unattainable(self, entry: Entry, decision: Rejected) -> Decision:
         if self.demotable(entry):

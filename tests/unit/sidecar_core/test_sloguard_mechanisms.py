@@ -167,11 +167,26 @@ def test_the_ttft_margin_applies_only_to_a_wait_that_depends_on_others(profile: 
     assert isinstance(policy.submit(spec("head", cls, 0.0), 0.0), Admitted)
     absolute = policy_for(latency, [cls], margin_s=margin_s, contended_margin=False)
     assert isinstance(absolute.submit(spec("head", cls, 0.0), 0.0), Rejected)
-    # now one request waits ahead of the next: its wait depends on another's, and the margin is back
-    later = {**cls, "ttft_s": latency.prefill_s(2 * PROMPT) + margin_s / 2}
-    policy2 = policy_for(latency, [later], margin_s=margin_s)
-    assert isinstance(policy2.submit(spec("a", later, 0.0), 0.0), Admitted)
-    assert isinstance(policy2.submit(spec("b", later, 0.0), 0.0), Rejected)
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize(("prompt", "others_cost_a_margin"), [(20, False), (4000, True)])
+def test_the_ttft_margin_is_at_most_the_wait_others_cause(
+    profile: str, factor: float, prompt: int, others_cost_a_margin: bool
+) -> None:
+    latency = engine_latency(profile, factor)
+    margin_s = 0.02
+    # one request waits ahead of the next: the prefill it adds is what the margin may be wrong about
+    others_s = latency.prefill_s(2 * prompt) - latency.prefill_s(prompt)
+    assert (others_s >= margin_s) is others_cost_a_margin  # the table's premise
+    cls = {"name": "snappy", "ttft_s": latency.prefill_s(2 * prompt) + margin_s / 2, "tpot_s": 1.0}
+    for bounded in (True, False):
+        policy = policy_for(latency, [cls], margin_s=margin_s, bounded_margin=bounded)
+        assert isinstance(policy.submit(spec("a", cls, 0.0, prompt), 0.0), Admitted)
+        behind = policy.submit(spec("b", cls, 0.0, prompt), 0.0)
+        # a short prompt ahead (one prefill step either way) costs the next one no margin
+        expect = Rejected if others_cost_a_margin or not bounded else Admitted
+        assert isinstance(behind, expect), (bounded, behind)
 
 
 @pytest.mark.parametrize("name", [Name.SLOGUARD])
