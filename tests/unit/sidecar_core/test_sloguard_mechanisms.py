@@ -1,6 +1,7 @@
 """sloguard's workload-matrix mechanisms: the TPOT gate never starves the engine for a few tight requests
 (`_waive_blockers`), the TTFT margin applies only to the wait that depends on others, and a request
-alone on the engine is refused only when prior and learned prefill both miss (`_guarded_wait_s`).
+alone on the engine is refused only when prior and learned prefill both miss (`_guarded_wait_s`), and the
+wait is priced by the prefill model that predicted first tokens better (`_prefill_s`).
 Table-driven over the shipped engine profiles, as shipped and slowed."""
 
 from typing import Any
@@ -219,19 +220,58 @@ def test_alone_on_the_engine_a_request_is_refused_only_if_prior_and_learned_pref
     profile: str, factor: float, learned_scale: float
 ) -> None:
     latency = engine_latency(profile, factor)
+    only = {"prior_or_learned": False}  # this mechanism alone: the learned model is the wait's
     prior_s = latency.prefill.time_s(PROMPT)
     probe = learned_policy(latency, [{"name": "probe", "ttft_s": 1.0, "tpot_s": 1.0}], learned_scale)
     learned_s = probe.latency.prefill_s(PROMPT)
     assert learned_s > prior_s
     # a TTFT target the engine's profile meets alone but the learned correction says it misses
     cls = {"name": "snappy", "ttft_s": (prior_s + learned_s) / 2, "tpot_s": 1.0}
-    policy = learned_policy(latency, [cls], learned_scale)
+    policy = learned_policy(latency, [cls], learned_scale, **only)
     assert isinstance(policy.submit(spec("alone", cls, 0.0), 0.0), Admitted)
     # with one request ahead the wait depends on another's: judged on what was learned, refused
     assert isinstance(policy.submit(spec("behind", cls, 0.0), 0.0), Rejected)
-    learned_only = learned_policy(latency, [cls], learned_scale, uncontended_prior=False)
+    learned_only = learned_policy(latency, [cls], learned_scale, uncontended_prior=False, **only)
     assert isinstance(learned_only.submit(spec("alone", cls, 0.0), 0.0), Rejected)
     # a target under the profile's own prefill is refused whatever was learned
     hopeless = {**cls, "ttft_s": prior_s * 0.9}
-    refusing = learned_policy(latency, [hopeless], learned_scale)
+    refusing = learned_policy(latency, [hopeless], learned_scale, **only)
     assert isinstance(refusing.submit(spec("h", hopeless, 0.0), 0.0), Rejected)
+
+
+def serve_alone(policy: QueuePolicy, cls: dict[str, Any], count: int, first_token_s: float) -> None:
+    """`count` requests one after another on an idle engine, each first token `first_token_s` after
+    release: what the prefill models are judged on."""
+    for i in range(count):
+        now = 1.0 * i
+        assert isinstance(policy.submit(spec(f"r{i}", cls, now), now), Admitted)
+        assert released(policy, now) == [f"r{i}"]
+        policy.on_first_token(f"r{i}", now + first_token_s)
+        policy.on_finish(f"r{i}", now + 0.5, outcome=Outcome.COMPLETED, output_tokens=OUT)
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize(
+    ("misled", "engine_vs_prior", "uses_prior"),
+    [
+        (1.0, 3.0, False),  # the engine is 3x slower than its prior: the calibrated model is kept
+        (20.0, 1.0, True),  # calibration misled by one 20x first token; the engine is as the prior says
+        (1.0, 1.0, True),  # nothing to learn: both agree, the prior is used
+    ],
+)
+def test_the_wait_uses_the_prefill_model_that_predicted_first_tokens_better(
+    profile: str, factor: float, misled: float, engine_vs_prior: float, uses_prior: bool
+) -> None:
+    latency = engine_latency(profile, factor)
+    cls = {"name": "lax", "ttft_s": 100.0, "tpot_s": 100.0}
+    policy = learned_policy(latency, [cls], misled)
+    prior_s = policy.latency.prefill.time_s(PROMPT)
+    serve_alone(policy, cls, 8, engine_vs_prior * prior_s)
+    tokens = 4.0 * PROMPT
+    expected = policy.latency.prefill.time_s(tokens) if uses_prior else policy.latency.prefill_s(tokens)
+    assert policy._prefill_s(tokens) == pytest.approx(expected)  # type: ignore[attr-defined]
+    if not uses_prior:
+        assert policy._prefill_s(tokens) > policy.latency.prefill.time_s(tokens)  # type: ignore[attr-defined]
+    off = learned_policy(latency, [cls], misled, prior_or_learned=False)
+    serve_alone(off, cls, 8, engine_vs_prior * prior_s)
+    assert off._prefill_s(tokens) == pytest.approx(off.latency.prefill_s(tokens))  # type: ignore[attr-defined]
