@@ -33,6 +33,16 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   the gate (they keep running).
 - The TTFT margin covers only the part of the wait that depends on others (`contended_margin`): a request
   at the head of an uncontended engine is judged on its own prefill.
+- The margin is at most the wait others cause (`bounded_margin`): the wait beyond one (mean) queued
+  prompt's own prefill. A 20 ms margin behind a short prompt that shares its prefill step rejected
+  requests of tight-TTFT classes at light load that fcfs and mooncake meet.
+- The wait is priced by whichever prefill model predicted the observed first tokens better so far, the
+  prior (the configured profile) or the online-calibrated one (`prior_or_learned`): on the workload
+  matrix's tuning seeds the calibration misread chunked and bursty engines (per-token corrections of
+  0.06x and 20x against a prior that was exact) and turned away requests that fcfs meets.
+- Alone, a request is refused only when both the engine's prior prefill and the learned one miss its TTFT
+  (`uncontended_prior`): one slow or misattributed first token can push the learned prefill correction
+  far up, and at light load that turned every request away from an idle engine that fcfs serves.
 - Equal deadlines (a burst of one class) are served shortest predicted output first.
 - The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
   others, so the engine's queue and its preemption choices agree with the sidecar.
@@ -76,6 +86,9 @@ class SloguardParameters:
     urgent_prompt_tokens: int = field(default=256, metadata={"min": 0})  # "short" for urgent_headroom
     waive_tpot_blockers: bool = True  # `_waive_blockers`: the gate never starves the engine for a few
     contended_margin: bool = True  # `_guarded_wait_s`: the TTFT margin only where the wait depends on others
+    bounded_margin: bool = True  # `_guarded_wait_s`: the margin at most the wait others cause
+    prior_or_learned: bool = True  # `_prefill_s`: the prefill model whose first-token predictions erred less
+    uncontended_prior: bool = True  # `_guarded_wait_s`: alone, the lower of prior and learned prefill
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
     short_first_buffer_s: float = field(default=5.0, metadata={"min": 0.0})  # measured on bench/sa
@@ -102,6 +115,8 @@ class SloguardPolicy(LdfPolicy):
         self.learn_lengths_online = self.params.learn_lengths_online
         self._skips = 0
         self.inflation = self.params.eta
+        self._prior_error = 0.0  # running mean |log(observed / predicted)| of first tokens, prior model
+        self._learned_error = 0.0  # the same for the calibrated model
         self._sweep: Sweep | None = None  # the last walk of the queue, reused while nothing grew a wait
         self._sweep_state: tuple[float, ...] = ()
         # The SLO-bound queue again, ranked by (`_rank`, TTFT deadline): keyed once at arrival (a queued
@@ -158,24 +173,56 @@ class SloguardPolicy(LdfPolicy):
         queued = max(0, beyond - n) * mean_out * itl / n
         return freed + queued
 
+    def _prefill_s(self, tokens: float) -> float:
+        """Predicted prefill with this many prompt tokens ahead (its own included), by whichever model
+        predicted the observed first tokens better so far (`prior_or_learned`): the prior (the configured
+        profile) or the online-calibrated one. A calibration that misreads its observations (a stall, a
+        chunked engine prefilling several prompts at once) then cannot make the guard worse than the
+        profile it started from, while one that learns an engine the prior gets wrong is kept."""
+        if self.params.prior_or_learned and self._prior_error <= self._learned_error:
+            return self.latency.prefill.time_s(tokens)
+        return self.latency.prefill_s(tokens)
+
+    def on_first_token(self, request_id: str, now_s: float) -> None:
+        entry = self._in_flight.get(request_id)
+        if entry is not None and entry.first_token_s is None and self.calibrate_prefill:
+            observed_s = now_s - entry.released_s
+            if observed_s > 0.0:
+                tokens = entry.tokens_ahead_at_release
+                w = self.params.eta_weight
+                prior_s = max(self.latency.prefill.time_s(tokens), 1e-9)
+                learned_s = max(self.latency.prefill_s(tokens), 1e-9)
+                self._prior_error += w * (abs(math.log(observed_s / prior_s)) - self._prior_error)
+                self._learned_error += w * (abs(math.log(observed_s / learned_s)) - self._learned_error)
+        super().on_first_token(request_id, now_s)
+
     def _wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
-        return self.latency.prefill_s(tokens) + self._slot_wait_s(count, out_tokens, tokens)
+        return self._prefill_s(tokens) + self._slot_wait_s(count, out_tokens, tokens)
 
     def _guarded_wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
         """The predicted wait plus `margin_s` only where the wait depends on others: the margin covers
         the error of predicting the work ahead (queued and pending prompts, slots held by running
         requests). A request at the head of an uncontended engine waits only for its own prefill, so it
         is judged without the margin: an absolute margin would otherwise reject every request of a class
-        whose TTFT target is within a margin of its own prefill, which even fcfs meets."""
-        prefill_s = self.latency.prefill_s(tokens)
+        whose TTFT target is within a margin of its own prefill, which even fcfs meets. Uncontended, its
+        prefill is also the lower of the prior (the configured profile) and the learned one: refusing a
+        request alone on the engine needs both to say it misses (`uncontended_prior`). Contended, the
+        margin is at most the wait others cause, the predicted wait less one (mean) queued prompt's own
+        prefill (`bounded_margin`): it covers an error in predicting that part and cannot exceed it."""
+        prefill_s = self._prefill_s(tokens)
         slot_s = self._slot_wait_s(count, out_tokens, tokens)
-        contended = (
-            not self.params.contended_margin
-            or count > 1
-            or slot_s > 0.0
-            or self.pending_prefill_tokens() > 0.0
-        )
-        return prefill_s + slot_s + (self.params.margin_s if contended else 0.0)
+        if not self.params.contended_margin:
+            return prefill_s + slot_s + self.params.margin_s
+        pending = self.pending_prefill_tokens()
+        if count <= 1 and slot_s <= 0.0 and pending <= 0.0:  # uncontended: its own prefill alone
+            if self.params.uncontended_prior:
+                prefill_s = min(prefill_s, self.latency.prefill.time_s(tokens))
+            return prefill_s
+        margin_s = self.params.margin_s
+        if self.params.bounded_margin:  # at most the wait beyond one (mean) queued prompt's own prefill
+            own_s = self._prefill_s(max(0.0, tokens - pending) / max(1, count))
+            margin_s = min(margin_s, max(0.0, prefill_s + slot_s - own_s))
+        return prefill_s + slot_s + margin_s
 
     def _unattainable(self, entry: Entry, decision: Rejected) -> Decision:
         if self.demotable(entry):
@@ -244,6 +291,7 @@ class SloguardPolicy(LdfPolicy):
             self._predicted_out_in_flight,
             float(self._last_cap),
             float(self.latency.version),
+            float(self._prior_error <= self._learned_error),
         )
 
     def _cached_sweep(self, now_s: float) -> Sweep | None:

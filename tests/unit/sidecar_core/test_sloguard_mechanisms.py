@@ -1,6 +1,8 @@
 """sloguard's workload-matrix mechanisms: the TPOT gate never starves the engine for a few tight requests
-(`_waive_blockers`), and the TTFT margin applies only to the wait that depends on others
-(`_guarded_wait_s`). Table-driven over the shipped engine profiles, as shipped and slowed."""
+(`_waive_blockers`), the TTFT margin applies only to the wait that depends on others, and a request
+alone on the engine is refused only when prior and learned prefill both miss (`_guarded_wait_s`), and the
+wait is priced by the prefill model that predicted first tokens better (`_prefill_s`).
+Table-driven over the shipped engine profiles, as shipped and slowed."""
 
 from typing import Any
 
@@ -166,11 +168,26 @@ def test_the_ttft_margin_applies_only_to_a_wait_that_depends_on_others(profile: 
     assert isinstance(policy.submit(spec("head", cls, 0.0), 0.0), Admitted)
     absolute = policy_for(latency, [cls], margin_s=margin_s, contended_margin=False)
     assert isinstance(absolute.submit(spec("head", cls, 0.0), 0.0), Rejected)
-    # now one request waits ahead of the next: its wait depends on another's, and the margin is back
-    later = {**cls, "ttft_s": latency.prefill_s(2 * PROMPT) + margin_s / 2}
-    policy2 = policy_for(latency, [later], margin_s=margin_s)
-    assert isinstance(policy2.submit(spec("a", later, 0.0), 0.0), Admitted)
-    assert isinstance(policy2.submit(spec("b", later, 0.0), 0.0), Rejected)
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize(("prompt", "others_cost_a_margin"), [(20, False), (4000, True)])
+def test_the_ttft_margin_is_at_most_the_wait_others_cause(
+    profile: str, factor: float, prompt: int, others_cost_a_margin: bool
+) -> None:
+    latency = engine_latency(profile, factor)
+    margin_s = 0.02
+    # one request waits ahead of the next: the prefill it adds is what the margin may be wrong about
+    others_s = latency.prefill_s(2 * prompt) - latency.prefill_s(prompt)
+    assert (others_s >= margin_s) is others_cost_a_margin  # the table's premise
+    cls = {"name": "snappy", "ttft_s": latency.prefill_s(2 * prompt) + margin_s / 2, "tpot_s": 1.0}
+    for bounded in (True, False):
+        policy = policy_for(latency, [cls], margin_s=margin_s, bounded_margin=bounded)
+        assert isinstance(policy.submit(spec("a", cls, 0.0, prompt), 0.0), Admitted)
+        behind = policy.submit(spec("b", cls, 0.0, prompt), 0.0)
+        # a short prompt ahead (one prefill step either way) costs the next one no margin
+        expect = Rejected if others_cost_a_margin or not bounded else Admitted
+        assert isinstance(behind, expect), (bounded, behind)
 
 
 @pytest.mark.parametrize("name", [Name.SLOGUARD])
@@ -185,3 +202,76 @@ def test_waived_requests_end_exactly_once_when_cancelled(name: Name) -> None:
     released(policy, 0.001)
     assert policy.cancel("t", 0.002) and not policy.cancel("t", 0.003)
     assert len(policy._tpot) == 3 and policy.in_flight_count == 3
+
+
+def learned_policy(
+    latency: LatencyModel, classes: list[dict[str, Any]], scale: float, **parameters: Any
+) -> QueuePolicy:
+    """A policy whose (own copy of the) latency model saw one first token `scale` x its prior prefill:
+    a stall, or an engine overhead the prior misses, pushed the learned prefill correction up."""
+    policy = policy_for(latency, classes, **parameters)
+    policy.latency.observe_prefill(PROMPT, scale * policy.latency.prefill.time_s(PROMPT), 0.0)
+    return policy
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize("learned_scale", [2.0, 5.0, 20.0])
+def test_alone_on_the_engine_a_request_is_refused_only_if_prior_and_learned_prefill_both_miss(
+    profile: str, factor: float, learned_scale: float
+) -> None:
+    latency = engine_latency(profile, factor)
+    only = {"prior_or_learned": False}  # this mechanism alone: the learned model is the wait's
+    prior_s = latency.prefill.time_s(PROMPT)
+    probe = learned_policy(latency, [{"name": "probe", "ttft_s": 1.0, "tpot_s": 1.0}], learned_scale)
+    learned_s = probe.latency.prefill_s(PROMPT)
+    assert learned_s > prior_s
+    # a TTFT target the engine's profile meets alone but the learned correction says it misses
+    cls = {"name": "snappy", "ttft_s": (prior_s + learned_s) / 2, "tpot_s": 1.0}
+    policy = learned_policy(latency, [cls], learned_scale, **only)
+    assert isinstance(policy.submit(spec("alone", cls, 0.0), 0.0), Admitted)
+    # with one request ahead the wait depends on another's: judged on what was learned, refused
+    assert isinstance(policy.submit(spec("behind", cls, 0.0), 0.0), Rejected)
+    learned_only = learned_policy(latency, [cls], learned_scale, uncontended_prior=False, **only)
+    assert isinstance(learned_only.submit(spec("alone", cls, 0.0), 0.0), Rejected)
+    # a target under the profile's own prefill is refused whatever was learned
+    hopeless = {**cls, "ttft_s": prior_s * 0.9}
+    refusing = learned_policy(latency, [hopeless], learned_scale, **only)
+    assert isinstance(refusing.submit(spec("h", hopeless, 0.0), 0.0), Rejected)
+
+
+def serve_alone(policy: QueuePolicy, cls: dict[str, Any], count: int, first_token_s: float) -> None:
+    """`count` requests one after another on an idle engine, each first token `first_token_s` after
+    release: what the prefill models are judged on."""
+    for i in range(count):
+        now = 1.0 * i
+        assert isinstance(policy.submit(spec(f"r{i}", cls, now), now), Admitted)
+        assert released(policy, now) == [f"r{i}"]
+        policy.on_first_token(f"r{i}", now + first_token_s)
+        policy.on_finish(f"r{i}", now + 0.5, outcome=Outcome.COMPLETED, output_tokens=OUT)
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize(
+    ("misled", "engine_vs_prior", "uses_prior"),
+    [
+        (1.0, 3.0, False),  # the engine is 3x slower than its prior: the calibrated model is kept
+        (20.0, 1.0, True),  # calibration misled by one 20x first token; the engine is as the prior says
+        (1.0, 1.0, True),  # nothing to learn: both agree, the prior is used
+    ],
+)
+def test_the_wait_uses_the_prefill_model_that_predicted_first_tokens_better(
+    profile: str, factor: float, misled: float, engine_vs_prior: float, uses_prior: bool
+) -> None:
+    latency = engine_latency(profile, factor)
+    cls = {"name": "lax", "ttft_s": 100.0, "tpot_s": 100.0}
+    policy = learned_policy(latency, [cls], misled)
+    prior_s = policy.latency.prefill.time_s(PROMPT)
+    serve_alone(policy, cls, 8, engine_vs_prior * prior_s)
+    tokens = 4.0 * PROMPT
+    expected = policy.latency.prefill.time_s(tokens) if uses_prior else policy.latency.prefill_s(tokens)
+    assert policy._prefill_s(tokens) == pytest.approx(expected)  # type: ignore[attr-defined]
+    if not uses_prior:
+        assert policy._prefill_s(tokens) > policy.latency.prefill.time_s(tokens)  # type: ignore[attr-defined]
+    off = learned_policy(latency, [cls], misled, prior_or_learned=False)
+    serve_alone(off, cls, 8, engine_vs_prior * prior_s)
+    assert off._prefill_s(tokens) == pytest.approx(off.latency.prefill_s(tokens))  # type: ignore[attr-defined]
