@@ -142,6 +142,7 @@ def test_a_request_whose_own_prefill_misses_is_refused(profile: str, factor: flo
     slack=st.floats(min_value=1.0, max_value=3.0),
 )
 def test_never_refuses_what_pass_through_serves_in_time(
+    *,
     engine: tuple[str, float],
     scale: float,
     late: int,
