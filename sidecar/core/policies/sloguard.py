@@ -44,14 +44,17 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   (`uncontended_prior`): one slow or misattributed first token can push the learned prefill correction
   far up, and at light load that turned every request away from an idle engine that fcfs serves.
 - A request released at once (the head of the queue, an in-flight slot free) is refused only when even the
-  lower of the prior and the learned prefill of the engine's work ahead of it and its own misses its TTFT,
-  without the margin (`released_at_once`): the sidecar adds no wait to it, so its fate is the engine's, as
-  under pass-through; refusing it on a running estimate inflated by the engine's queueing and host stalls
-  refused, in front of real vLLM at half its knee, hundreds of requests per 15 s that vLLM alone served.
-- The engine's work ahead of a request is the prompt tokens released and not yet answered of the requests
-  the engine serves first (`engine_order_pending`): it runs with `--scheduling-policy priority` and the
-  deadline priorities stamped here, so pending requests with later TTFT deadlines do not delay it; counted
-  so while an in-flight slot is free (the request is released at once, into that order).
+  lower of the prior and the learned prefill of the engine's work ahead of it and its own misses its TTFT
+  (`released_at_once`), plus the bounded margin while other prompts still prefill: the sidecar adds no wait
+  to it, so its fate is the engine's, as under pass-through.
+- The engine's work ahead of such a request, while the engine keeps up (`KeepingUp`: most recent first
+  tokens on time), is the prompt tokens released and not yet answered of the requests the engine serves
+  first (`engine_order_pending`): it runs with `--scheduling-policy priority` and the deadline priorities
+  stamped here, so pending requests with later TTFT deadlines do not delay it. Measured in front of real
+  vLLM at half its knee, pricing every pending token refused hundreds of requests per 15 s (mostly the
+  tight class) that vLLM alone served. Once first tokens come late it prices all of them again: on the
+  matrix's overloaded tuning points, admitting by deadline order pushed the pending requests it jumped past
+  over their TTFT (up to 21 % less goodput).
 - Equal deadlines (a burst of one class) are served shortest predicted output first.
 - The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
   others, so the engine's queue and its preemption choices agree with the sidecar.
@@ -232,7 +235,8 @@ class SloguardPolicy(LdfPolicy):
         if count <= 1 and slot_s <= 0.0 and at_once:  # released at once: the engine's work and its own
             if self.params.uncontended_prior:
                 prefill_s = min(prefill_s, self.latency.prefill.time_s(tokens))
-            return prefill_s
+            if pending <= 0.0:
+                return prefill_s
         margin_s = self.params.margin_s
         if self.params.bounded_margin:  # at most the wait beyond one (mean) queued prompt's own prefill
             own_s = self._prefill_s(max(0.0, tokens - pending) / max(1, count))
@@ -249,9 +253,16 @@ class SloguardPolicy(LdfPolicy):
         TTFT deadline (`engine_order_pending`): with a free in-flight slot that request is released at
         once and the engine (deadline priorities, `_engine_priority`) orders its queue by deadline, so
         only pending requests with an earlier or equal deadline and not demoted are ahead of it. Without a
-        free slot, or with the mechanism off, all pending tokens (the wait model's upper bound)."""
+        free slot, while first tokens come late, or with the mechanism off, all pending tokens. Used only for
+        a request alone in the queue: behind others, a queue walk from one base would price the later
+        requests on the head's share of the engine's work."""
         pending = self.pending_prefill_tokens()
-        if not self.params.engine_order_pending or pending <= 0.0 or self.in_flight_count >= self._last_cap:
+        if (
+            not self.params.engine_order_pending
+            or pending <= 0.0
+            or self.in_flight_count >= self._last_cap
+            or not self.latency.keeping_up.keeping_up
+        ):
             return pending
         ahead = 0.0
         for e in self._in_flight.values():
@@ -282,7 +293,8 @@ class SloguardPolicy(LdfPolicy):
             tie = self._tie(entry)
             ahead_tokens, ahead_count = self._main.ahead_of(spec.ttft_deadline_s, tie)
             ahead_out = self._main.weight_ahead_of(spec.ttft_deadline_s, tie)
-            pending = self._pending_ahead_tokens(spec.ttft_deadline_s)
+            if not len(self._main):  # alone in the queue: released at once, into the engine's order
+                pending = self._pending_ahead_tokens(spec.ttft_deadline_s)
             position = (pending + ahead_tokens + spec.prompt_tokens, ahead_count + 1, ahead_out + own_out)
             wait_s, guarded_s = self._wait_s(*position), self._guarded_wait_s(*position)
         if slack_s < guarded_s:
@@ -361,8 +373,10 @@ class SloguardPolicy(LdfPolicy):
     def _expire(self, now_s: float) -> list[tuple[Entry, RejectionReason]]:
         if self._cached_sweep(now_s) is not None:
             return []  # nothing can have expired: every wait is as it was, and now is before the bound
+        base_tokens = self.pending_prefill_tokens()
         head = self._main.head()
-        base_tokens = self.pending_prefill_tokens() if head is None else self._pending_ahead_tokens(head[0])
+        if head is not None and len(self._main) == 1:  # as `_arrival_check` judged it: alone, at once
+            base_tokens = self._pending_ahead_tokens(head[0])
         walk = sweep(
             self._main,
             now_s=now_s,

@@ -55,15 +55,17 @@ def spec(rid: str, cls: dict[str, Any], arrival: float, prompt: int) -> RequestS
     )
 
 
-def learn(policy: QueuePolicy, scale: float, late_first_tokens: int) -> None:
+def learn(policy: QueuePolicy, scale: float, late_first_tokens: int, on_time_first_tokens: int) -> None:
     """Put the policy's latency model in a learned state: first tokens `scale` x the prior's prefill
-    (a host stall, or queueing misread as prefill), and `late_first_tokens` first tokens past their TTFT
-    (the engine seems not to keep up)."""
+    (a host stall, or queueing misread as prefill), then `late_first_tokens` first tokens past their TTFT
+    and `on_time_first_tokens` within it (whether the engine demonstrably keeps up, `KeepingUp`)."""
     latency = policy.latency
     for i in range(3):
         latency.observe_prefill(100.0, scale * latency.prefill.time_s(100.0), 0.001 * i)
     for _ in range(late_first_tokens):
         latency.observe_first_token(on_time=False)
+    for _ in range(on_time_first_tokens):
+        latency.observe_first_token(on_time=True)
 
 
 def load_engine(policy: QueuePolicy, count: int, prompt: int) -> None:
@@ -88,6 +90,7 @@ def arrive_and_release(policy: QueuePolicy, request: RequestSpec, now_s: float) 
 def test_a_request_released_at_once_whose_own_prefill_fits_is_served(
     profile: str, factor: float, scale: float, late: int
 ) -> None:
+    """While the engine keeps up (most recent first tokens on time)."""
     latency = engine_latency(profile, factor)
     prompt = 200
     own_s = latency.prefill.time_s(prompt)
@@ -98,7 +101,7 @@ def test_a_request_released_at_once_whose_own_prefill_fits_is_served(
     for name, parameters in (("on", {}), ("off", OFF)):
         policy = make_policy(latency, tight, **parameters)
         load_engine(policy, 20, pending_tokens // 20)
-        learn(policy, scale, late)
+        learn(policy, scale, late, 12)
         outcomes[name] = arrive_and_release(policy, spec("t", tight, 0.001, prompt), 0.001)
     assert outcomes["on"]
     assert not outcomes["off"]  # the old judgement priced the later-deadline backlog ahead of it
@@ -123,12 +126,28 @@ def test_a_backlog_the_engine_serves_first_still_refuses(profile: str, factor: f
 
 
 @pytest.mark.parametrize(("profile", "factor"), ENGINES)
+def test_while_first_tokens_come_late_the_whole_backlog_counts(profile: str, factor: float) -> None:
+    """Once most first tokens come late (overload), the engine's whole backlog is priced as before:
+    admitting by deadline order there would push the pending requests it jumps past over their TTFT."""
+    latency = engine_latency(profile, factor)
+    own_s = latency.prefill.time_s(200)
+    tight = {"name": "tight", "ttft_s": 1.2 * own_s, "tpot_s": 100.0}
+    pending_tokens = 20 * max(2000, int(latency.prefill.n0_tokens))
+    policy = make_policy(latency, tight)
+    load_engine(policy, 20, pending_tokens // 20)
+    learn(policy, 1.0, 12, 0)
+    assert not arrive_and_release(policy, spec("t", tight, 0.001, 200), 0.001)
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
 def test_a_request_whose_own_prefill_misses_is_refused(profile: str, factor: float) -> None:
     latency = engine_latency(profile, factor)
     own_s = latency.prefill.time_s(200)
     hopeless = {"name": "tight", "ttft_s": 0.8 * own_s, "tpot_s": 100.0}
     policy = make_policy(latency, hopeless)
     assert isinstance(policy.submit(spec("t", hopeless, 0.0, 200), 0.0), Rejected)
+    fits = {**hopeless, "ttft_s": own_s * (1 + 1e-9)}  # nothing pending: its own prefill, no margin
+    assert arrive_and_release(make_policy(latency, fits), spec("f", fits, 0.0, 200), 0.0)
 
 
 @settings(max_examples=60, deadline=None)
@@ -151,12 +170,15 @@ def test_never_refuses_what_pass_through_serves_in_time(
     backlog_prompt: int,
     slack: float,
 ) -> None:
-    """Invariant: free slots, an empty sidecar queue, only later-deadline work in the engine, and a TTFT
-    target the profile's prefill of its own prompt meets: admitted and released at once."""
+    """Invariant: free slots, an empty sidecar queue, only later-deadline work in the engine, an engine
+    keeping up, and a TTFT target the profile's prefill of its own prompt meets with the TTFT margin to
+    spare (`margin_s`, 20 ms, which the policy keeps while any prompt is still prefilling): admitted and
+    released at once. With nothing pending no margin is needed (`test_a_request_whose_own_prefill...`)."""
     latency = engine_latency(*engine)
-    tight = {"name": "tight", "ttft_s": slack * latency.prefill.time_s(prompt) + 1e-9, "tpot_s": 100.0}
+    ttft_s = slack * latency.prefill.time_s(prompt) + (0.02 if backlog else 1e-9)
+    tight = {"name": "tight", "ttft_s": ttft_s, "tpot_s": 100.0}
     policy = make_policy(latency, tight)
     if backlog:
         load_engine(policy, backlog, backlog_prompt)
-    learn(policy, scale, late)
+    learn(policy, scale, late, 12)
     assert arrive_and_release(policy, spec("t", tight, 0.001, prompt), 0.001)
