@@ -26,6 +26,7 @@ from sloguard.sim.profiles import available_profiles, load_profile
 OUT = 50
 CAP = 64
 ENGINES = [(name, factor) for name in available_profiles() for factor in (1.0, 2.5)]
+ON = {"engine_order_pending": True}  # off by default: see the policy's docstring
 OFF = {"released_at_once": False, "engine_order_pending": False}
 LOOSE = {"name": "loose", "ttft_s": 1000.0, "tpot_s": 100.0}
 
@@ -98,7 +99,7 @@ def test_a_request_released_at_once_whose_own_prefill_fits_is_served(
     assert latency.prefill.time_s(pending_tokens + prompt) > 1.5 * own_s  # the engine's backlog is real
     tight = {"name": "tight", "ttft_s": 1.2 * own_s, "tpot_s": 100.0}
     outcomes = {}
-    for name, parameters in (("on", {}), ("off", OFF)):
+    for name, parameters in (("on", ON), ("off", OFF)):
         policy = make_policy(latency, tight, **parameters)
         load_engine(policy, 20, pending_tokens // 20)
         learn(policy, scale, late, 12)
@@ -115,7 +116,7 @@ def test_a_backlog_the_engine_serves_first_still_refuses(profile: str, factor: f
     prompt = 200
     own_s = latency.prefill.time_s(prompt)
     tight = {"name": "tight", "ttft_s": 1.2 * own_s, "tpot_s": 100.0}
-    policy = make_policy(latency, tight)
+    policy = make_policy(latency, tight, **ON)
     pending_tokens = 20 * max(2000, int(latency.prefill.n0_tokens))
     early = {**LOOSE, "ttft_s": 100.0}  # released at 0, deadline 100: before the tight one's below
     for i in range(20):
@@ -133,7 +134,7 @@ def test_while_first_tokens_come_late_the_whole_backlog_counts(profile: str, fac
     own_s = latency.prefill.time_s(200)
     tight = {"name": "tight", "ttft_s": 1.2 * own_s, "tpot_s": 100.0}
     pending_tokens = 20 * max(2000, int(latency.prefill.n0_tokens))
-    policy = make_policy(latency, tight)
+    policy = make_policy(latency, tight, **ON)
     load_engine(policy, 20, pending_tokens // 20)
     learn(policy, 1.0, 12, 0)
     assert not arrive_and_release(policy, spec("t", tight, 0.001, 200), 0.001)
@@ -177,7 +178,7 @@ def test_never_refuses_what_pass_through_serves_in_time(
     latency = engine_latency(*engine)
     ttft_s = slack * latency.prefill.time_s(prompt) + (0.02 if backlog else 1e-9)
     tight = {"name": "tight", "ttft_s": ttft_s, "tpot_s": 100.0}
-    policy = make_policy(latency, tight)
+    policy = make_policy(latency, tight, **ON)
     if backlog:
         load_engine(policy, backlog, backlog_prompt)
     learn(policy, scale, late, 12)
