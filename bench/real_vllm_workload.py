@@ -185,15 +185,24 @@ def score_run(outcomes: Sequence[Outcome], targets: Sequence[ClassTarget], durat
     good = [o.good(by_name[o.slo_class]) for o in outcomes]
     ttfts = sorted(t for o in outcomes if o.outcome == "completed" and (t := o.ttft_s) is not None)
     per_class: dict[str, dict[str, float]] = {}
-    for name in by_name:
+    for name, target in by_name.items():
         mine = [(o, g) for o, g in zip(outcomes, good, strict=True) if o.slo_class == name]
         n_good = sum(g for _, g in mine)
+        completed = [o for o, _ in mine if o.outcome == "completed"]
+        late_ttft = [o.ttft_s is None or o.ttft_s > target.ttft_s for o in completed]
         per_class[name] = {
             "requests": len(mine),
             "good": n_good,
             "goodput_rps": n_good / duration_s,
             "attainment": n_good / len(mine) if mine else 0.0,
             "rejected": sum(o.outcome == "rejected" for o, _ in mine),
+            "failed": sum(o.outcome == "failed" for o, _ in mine),
+            # why a completed request was not good: TTFT late first, else TPOT late
+            "late_ttft": sum(late_ttft),
+            "late_tpot": sum(
+                not late and (t := o.tpot_s) is not None and t > target.tpot_s
+                for o, late in zip(completed, late_ttft, strict=True)
+            ),
         }
     return RunScore(
         requests=len(outcomes),

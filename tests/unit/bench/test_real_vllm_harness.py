@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from sloguard.api.sidecar_config import SidecarConfig
+from sloguard.bench import real_vllm
 from sloguard.bench.real_vllm import listen_overflows, sidecar_config
 from sloguard.bench.real_vllm_workload import class_targets
 
@@ -35,3 +36,34 @@ def test_listen_overflows_reads_the_tcpext_counter(tmp_path: Path) -> None:
     )
     assert listen_overflows(netstat) == 38553
     assert listen_overflows(tmp_path / "missing") == 0
+
+
+class _FakePriority:
+    """os.getpriority/os.setpriority of one thread; lowering the niceness needs `privileged`."""
+
+    def __init__(self, nice: int, *, privileged: bool) -> None:
+        self.nice = nice
+        self.privileged = privileged
+
+    def get(self, which: int, who: int) -> int:
+        return self.nice
+
+    def set(self, which: int, who: int, value: int) -> None:
+        if value < self.nice and not self.privileged:
+            raise PermissionError("lowering the niceness needs CAP_SYS_NICE")
+        self.nice = value
+
+
+@pytest.mark.parametrize(
+    ("start", "privileged", "inside"),
+    [(0, True, -10), (0, False, 0), (5, False, 5), (-15, True, -10)],
+)
+def test_the_benchmark_runs_at_the_niceness_the_host_allows_and_restores_it(
+    monkeypatch: pytest.MonkeyPatch, start: int, privileged: bool, inside: int
+) -> None:
+    fake = _FakePriority(start, privileged=privileged)
+    monkeypatch.setattr(real_vllm.os, "getpriority", fake.get)
+    monkeypatch.setattr(real_vllm.os, "setpriority", fake.set)
+    with real_vllm.niceness(-10) as nice:
+        assert nice == fake.nice == inside
+    assert fake.nice == start

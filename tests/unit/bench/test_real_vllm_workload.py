@@ -108,6 +108,15 @@ def test_score_counts_good_only_within_both_targets() -> None:
     assert score.attainment == pytest.approx(2 / 6)
     assert score.per_class["interactive"]["good"] == 1
     assert score.per_class["batch"]["rejected"] == 1
+    interactive, batch = score.per_class["interactive"], score.per_class["batch"]
+    assert (interactive["late_ttft"], interactive["late_tpot"], interactive["failed"]) == (1, 1, 0)
+    assert (batch["late_ttft"], batch["late_tpot"], batch["failed"]) == (0, 0, 1)
+
+
+def test_a_request_late_on_both_targets_counts_as_late_ttft_only() -> None:
+    score = score_run([_outcome("interactive", "completed", ttft=0.3, tpot=0.05)], TARGETS, duration_s=1.0)
+    interactive = score.per_class["interactive"]
+    assert (interactive["late_ttft"], interactive["late_tpot"]) == (1, 0)
 
 
 def test_score_refuses_an_unknown_outcome() -> None:
