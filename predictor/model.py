@@ -47,6 +47,11 @@ from sloguard.predictor.vectors import WordVectors
 ARTIFACT_NAME = "model.npz"
 MIN_RATE = 0.02
 SHRINK = 10.0
+OFFLINE_CACHE_SIZE = 4096
+"""`ProxyLengthPredictor` keeps the offline z_hat of this many recent (prompt, class) keys: `observe` at a
+request's end recomputes the z_hat `predict` computed at its arrival, and token-id prompts (no text)
+repeat their keys. The model is a pure function of the key, so this changes no prediction; measured in
+the sidecar in front of a fake vLLM (token-id prompts), the model was about a tenth of its CPU per request."""
 BLEND_TERMS = 4
 NEIGHBOUR_PREFIX = "nn_"
 TREE_PREFIX = "tree_"
@@ -271,6 +276,18 @@ class ProxyLengthPredictor:
     weights: ProxyWeights
     _overall: _RunningBias = field(default_factory=_RunningBias)
     _by_class: dict[str, _RunningBias] = field(default_factory=dict)
+    _offline: dict[tuple[str | None, int, str], float] = field(default_factory=dict)  # insertion = age
+
+    def offline_log(self, prompt_text: str | None, prompt_tokens: int, slo_class: str) -> float:
+        """The weights' z_hat (no online bias), from the OFFLINE_CACHE_SIZE most recent keys when there."""
+        key = (prompt_text, prompt_tokens, slo_class)
+        z = self._offline.get(key)
+        if z is None:
+            z = self.weights.predict_log(prompt_text, prompt_tokens, slo_class)
+            if len(self._offline) >= OFFLINE_CACHE_SIZE:
+                del self._offline[next(iter(self._offline))]  # the oldest
+            self._offline[key] = z
+        return z
 
     def bias(self, slo_class: str) -> float:
         """The log-space correction currently applied to `slo_class`."""
@@ -284,7 +301,7 @@ class ProxyLengthPredictor:
         self, *, prompt_text: str | None, prompt_tokens: int, slo_class: str, max_tokens: int
     ) -> LengthPrediction:
         check_request(prompt_tokens=prompt_tokens, max_tokens=max_tokens)
-        z_offline = self.weights.predict_log(prompt_text, int(prompt_tokens), slo_class)
+        z_offline = self.offline_log(prompt_text, int(prompt_tokens), slo_class)
         z = z_offline + self.bias(slo_class)
         cap = float(max_tokens)
         levels = self.weights.quantile_levels
@@ -307,7 +324,7 @@ class ProxyLengthPredictor:
         output_tokens: int,
     ) -> None:
         check_observation(prompt_tokens=prompt_tokens, max_tokens=max_tokens, output_tokens=output_tokens)
-        z = self.weights.predict_log(prompt_text, int(prompt_tokens), slo_class)
+        z = self.offline_log(prompt_text, int(prompt_tokens), slo_class)
         residual = math.log1p(output_tokens) - z
         if output_tokens >= max_tokens and residual < 0:
             return  # cut off by max_tokens: the true length is unknown, and at least what we predicted

@@ -259,8 +259,7 @@ class HttpFront:
             except RequestFailed as error:
                 error_body = openai_error_body(str(error), error.http_status, error.reason)
                 await response.write(f"data: {json.dumps(error_body)}\n\n".encode())
-            await response.write(b"data: [DONE]\n\n")
-            await response.write_eof()
+            await response.write_eof(b"data: [DONE]\n\n")  # with the stream's end: one send, not two
         except ConnectionResetError:  # aiohttp's ClientConnectionResetError: the client has just left
             log.debug("streaming client of %s left; its request ends as cancelled", request.path)
         return response

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sloguard.predictor import model
 from sloguard.predictor.model import ProxyLengthPredictor, load_default_predictor
 from sloguard.predictor.prediction import LengthPrediction
 
@@ -148,3 +149,31 @@ def test_bad_observations_are_rejected_and_change_nothing(output_tokens: float) 
             output_tokens=output_tokens,  # type: ignore[arg-type]
         )
     assert ask(p) == before
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    keys=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from(["hi", "write a long essay", "summarise this"])),
+            st.integers(min_value=1, max_value=64),
+            st.sampled_from(["interactive", "standard", "batch", "unknown"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_the_offline_cache_answers_exactly_what_the_weights_answer(
+    keys: list[tuple[str | None, int, str]],
+) -> None:
+    predictor = fresh()
+    for text, tokens, slo_class in keys + keys:  # every key twice: the second time from the cache
+        assert predictor.offline_log(text, tokens, slo_class) == WEIGHTS.predict_log(text, tokens, slo_class)
+
+
+def test_the_offline_cache_is_bounded_and_forgets_the_oldest_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model, "OFFLINE_CACHE_SIZE", 3)
+    predictor = fresh()
+    for tokens in (1, 2, 3, 4):
+        predictor.offline_log(None, tokens, "standard")
+    assert [key[1] for key in predictor._offline] == [2, 3, 4]
