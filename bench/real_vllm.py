@@ -916,6 +916,20 @@ def report(data: dict[str, Any]) -> str:
         lines.append(f"| {point['load']}x | " + " | ".join(cells) + " |")
     lines += [
         "",
+        "Load generator (coordinated omission check; TTFT counts from the actual send): lowest achieved "
+        "send rate and worst per-run p99 send lag behind the schedule, per load (direct / sloguard / "
+        "fcfs_sidecar): "
+        + "; ".join(
+            f"{p['load']}x "
+            + " / ".join(
+                f"{p['arms'][arm].get('sent_rate_rps_min', 0):.0f} req/s, "
+                f"{p['arms'][arm].get('send_lag_p99_ms_max', 0):.0f} ms"
+                for arm in ARMS
+            )
+            for p in data["points"]
+        )
+        + ".",
+        "",
         f"CPU per 1k completion tokens (median over runs): sidecar {data['sidecar_cpu_s_per_1k_tokens']} s, "
         f"vLLM API server {data['vllm_api_server_cpu_s_per_1k_tokens']} s (direct runs).",
         "",

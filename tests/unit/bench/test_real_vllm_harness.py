@@ -7,7 +7,7 @@ import pytest
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.bench import real_vllm
 from sloguard.bench.real_vllm import listen_overflows, sidecar_config
-from sloguard.bench.real_vllm_workload import class_targets
+from sloguard.bench.real_vllm_workload import Outcome, class_targets
 
 TARGETS = class_targets(0.006, 0.0016)
 
@@ -67,3 +67,35 @@ def test_the_benchmark_runs_at_the_niceness_the_host_allows_and_restores_it(
     with real_vllm.niceness(-10) as nice:
         assert nice == fake.nice == inside
     assert fake.nice == start
+
+
+def _run(arm: str, outcomes: list[Outcome], *, lag_s: float, sent_rps: float) -> real_vllm.RunResult:
+    cpu = {"vllm_api_server": 1.0, "vllm_engine_core": 2.0, "load_generator": 0.5, "sidecar": 0.25}
+    return real_vllm.RunResult(
+        arm, 10.0, outcomes, 2.0, 0, 0.0, cpu, {}, 3.0, None, 0, send_lag_p99_s=lag_s, sent_rate_rps=sent_rps
+    )
+
+
+def test_the_summary_and_report_carry_the_per_class_reasons_and_the_load_generators_lag() -> None:
+    good = Outcome("interactive", 0.0, "completed", 0.01, 0.05, 5)
+    late = Outcome("interactive", 0.0, "completed", 5.0, 5.1, 5)
+    runs = {
+        1.0: {
+            arm: [_run(arm, [good, late], lag_s=0.25 * (i + 1), sent_rps=9.5 - i)]
+            for i, arm in enumerate(real_vllm.ARMS)
+        }
+    }
+    targets = class_targets(0.006, 0.002)
+    measured = {
+        "targets": targets,
+        "runs": runs,
+        "knee": 10.0,
+        "calibration": {"single_ttft_s": 0.006, "single_itl_s": 0.002},
+        "sweep": [],
+    }
+    data = real_vllm.summarize(measured, real_vllm.Settings.of(quick=True))
+    sloguard = data["points"][0]["arms"]["sloguard"]
+    assert sloguard["per_class"]["interactive"]["good"] == 1
+    assert sloguard["per_class"]["interactive"]["late_ttft"] == 1
+    assert (sloguard["send_lag_p99_ms_max"], sloguard["sent_rate_rps_min"]) == (500.0, 8.5)
+    assert "1.0x 10 req/s, 250 ms / 8 req/s, 500 ms / 8 req/s, 750 ms" in real_vllm.report(data)
