@@ -77,7 +77,8 @@ BENCH_NICENESS = -10
 sidecars inherit it. The machine is shared with CPU-heavy jobs that run at nice 19. Measured while such jobs
 ran: vLLM at nice 0 streamed a single request's 32 tokens as one burst 50-60 ms after it was sent (ITL
 0.006 ms, a first-token time 8x its idle one), and calibration failed in two starts in a row; with vLLM at
--10 it calibrated at once (TTFT 6.6 ms, ITL 1.53 ms). Every arm runs at the same niceness, so nothing
+-10 it calibrated in each of the next 3 starts beside the same jobs (once only at the third attempt).
+Every arm runs at the same niceness, so nothing
 but the background jobs is deprioritised. Where the host refuses it (no CAP_SYS_NICE), the benchmark runs
 at the niceness it has and reports it (`settings.niceness`)."""
 
@@ -456,7 +457,7 @@ async def run_load(
     """Replay `requests` at one arm; every request ends completed, rejected or failed (cut off)."""
     base = stack.engine_url if arm == "direct" else stack.sidecar_urls[arm]
     url = f"{base}/v1/completions"
-    outcomes = [Outcome(slo_class=r.slo_class, sent_s=r.arrival_s) for r in requests]
+    outcomes = [Outcome(slo_class=r.slo_class, sent_s=r.arrival_s, scheduled_s=r.arrival_s) for r in requests]
     pids = _cpu_pids(stack, arm)
     cpu0 = {name: _cpu_total_s(group) for name, group in pids.items()}
     overflows0 = listen_overflows()
@@ -545,7 +546,7 @@ MIN_PLAUSIBLE_ITL_S = 5e-5
 
 
 async def calibrate(
-    session: aiohttp.ClientSession, engine_url: str, count: int, attempts: int = 6
+    session: aiohttp.ClientSession, engine_url: str, count: int, attempts: int = 10
 ) -> tuple[float, float]:
     """Median TTFT and inter-token time of single requests (64-token prompt, 32 tokens) on the idle engine.
 
@@ -739,6 +740,8 @@ async def _rounds(
                 )
                 score = _score(result, targets)
                 runs[load][arm].append(result)
+                if settings.keep_logs is not None:
+                    _dump_outcomes(settings.keep_logs, result, requests, load, round_index)
                 _progress(
                     f"round {round_index + 1} load {load}x ({rate:.1f} req/s) {arm}: goodput "
                     f"{score.goodput_rps:.2f}, {score.completed}/{score.rejected}/{score.failed} "
@@ -757,6 +760,29 @@ async def _rounds(
     return runs
 
 
+def _dump_outcomes(
+    folder: Path, result: RunResult, requests: Sequence[BenchRequest], load: float, round_index: int
+) -> None:
+    """Diagnostic runs (`--keep-logs`): every request of a run, one JSON line each (times in s)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "outcomes.jsonl").open("a") as out:
+        for request, o in zip(requests, result.outcomes, strict=True):
+            row = {
+                "arm": result.arm,
+                "load": load,
+                "round": round_index,
+                "class": o.slo_class,
+                "scheduled_s": request.arrival_s,
+                "sent_s": o.sent_s,
+                "first_token_s": o.first_token_s,
+                "last_token_s": o.last_token_s,
+                "tokens": o.output_tokens,
+                "outcome": o.outcome,
+                "reason": o.reason,
+            }
+            out.write(json.dumps(row) + "\n")
+
+
 def _per_1k(cpu: Sequence[float], tokens: Sequence[int]) -> float | None:
     values = [1000.0 * c / t for c, t in zip(cpu, tokens, strict=True) if t > 0]
     return round(median_min_max(values)[0], 4) if values else None
@@ -772,6 +798,7 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
         for arm, results in by_arm.items():
             scores = [_score(r, targets) for r in results]
             goodput = median_min_max([s.goodput_rps for s in scores])
+            scheduled = median_min_max([s.goodput_from_schedule_rps for s in scores])
             attainment = median_min_max([s.attainment for s in scores])
             tokens = [s.tokens for s in scores]
             requests = [s.requests for s in scores]
@@ -780,6 +807,9 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 "goodput_rps_min": round(goodput[1], 3),
                 "goodput_rps_max": round(goodput[2], 3),
                 "attainment": round(attainment[0], 4),
+                "goodput_from_schedule_rps": round(scheduled[0], 3),
+                "goodput_from_schedule_rps_min": round(scheduled[1], 3),
+                "goodput_from_schedule_rps_max": round(scheduled[2], 3),
                 "requests": sum(requests),
                 "completed": sum(s.completed for s in scores),
                 "rejected": sum(s.rejected for s in scores),
@@ -926,6 +956,17 @@ def report(data: dict[str, Any]) -> str:
                 f"{p['arms'][arm].get('send_lag_p99_ms_max', 0):.0f} ms"
                 for arm in ARMS
             )
+            for p in data["points"]
+        )
+        + ".",
+        "",
+        "Goodput with TTFT counted from the scheduled arrival instead (what an on-time client saw), median "
+        "req/s direct / sloguard / fcfs_sidecar (sloguard/direct, fcfs/direct): "
+        + "; ".join(
+            f"{p['load']}x "
+            + " / ".join(f"{p['arms'][arm].get('goodput_from_schedule_rps', 0):.2f}" for arm in ARMS)
+            + f" ({_ratio(*(p['arms'][a].get('goodput_from_schedule_rps', 0) for a in ARMS[:2]))}, "
+            f"{_ratio(*(p['arms'][a].get('goodput_from_schedule_rps', 0) for a in ARMS[::-2]))})"
             for p in data["points"]
         )
         + ".",

@@ -167,3 +167,22 @@ def test_engine_runs_compiled_and_sidecars_are_configured_as_the_issue_says() ->
     assert f["policy"]["name"] == "fcfs"
     with pytest.raises(ValueError):
         sidecar_config("direct", targets, "http://127.0.0.1:1")
+
+
+@pytest.mark.parametrize(
+    ("scheduled_s", "good_as_sent", "good_from_schedule"),
+    [
+        (None, 1.0, 1.0),  # no schedule: both the same
+        (1.0, 1.0, 1.0),  # sent on time
+        (0.95, 1.0, 1.0),  # 50 ms late: still within the 200 ms target
+        (0.5, 1.0, 0.0),  # 500 ms late: the client waited 600 ms for its first token
+        (1.5, 1.0, 1.0),  # sent early (never happens): counted from the send
+    ],
+)
+def test_goodput_from_the_schedule_counts_the_load_generators_lag(
+    scheduled_s: float | None, good_as_sent: float, good_from_schedule: float
+) -> None:
+    outcome = _outcome("interactive", "completed", ttft=0.1)
+    outcome.scheduled_s = scheduled_s
+    score = score_run([outcome], TARGETS, duration_s=1.0)
+    assert (score.goodput_rps, score.goodput_from_schedule_rps) == (good_as_sent, good_from_schedule)
