@@ -1,5 +1,6 @@
 """bench/real_vllm.py's pure helpers: the sidecar arms' configurations, the host's listen-overflow count."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,8 @@ def test_the_benchmark_runs_at_the_niceness_the_host_allows_and_restores_it(
     monkeypatch: pytest.MonkeyPatch, start: int, privileged: bool, inside: int
 ) -> None:
     fake = _FakePriority(start, privileged=privileged)
-    monkeypatch.setattr(real_vllm.os, "getpriority", fake.get)
-    monkeypatch.setattr(real_vllm.os, "setpriority", fake.set)
+    monkeypatch.setattr(os, "getpriority", fake.get)
+    monkeypatch.setattr(os, "setpriority", fake.set)
     with real_vllm.niceness(-10) as nice:
         assert nice == fake.nice == inside
     assert fake.nice == start
