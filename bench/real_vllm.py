@@ -896,6 +896,27 @@ def _ratio(a: float, b: float) -> str:
     return "∞" if b == 0 and a > 0 else ("1.00x" if b == 0 else f"{a / b:.2f}x")
 
 
+def _schedule_line(points: Sequence[dict[str, Any]]) -> str:
+    """Goodput with TTFT from the scheduled arrival, per load, with each sidecar arm's ratio to direct."""
+
+    def scheduled(point: dict[str, Any], arm: str) -> float:
+        value: float = point["arms"][arm].get("goodput_from_schedule_rps", 0.0)
+        return value
+
+    return (
+        "Goodput with TTFT counted from the scheduled arrival instead (what an on-time client saw), median "
+        "req/s direct / sloguard / fcfs_sidecar (sloguard/direct, fcfs/direct): "
+        + "; ".join(
+            f"{p['load']}x "
+            + " / ".join(f"{scheduled(p, arm):.2f}" for arm in ARMS)
+            + f" ({_ratio(scheduled(p, 'sloguard'), scheduled(p, 'direct'))}, "
+            f"{_ratio(scheduled(p, 'fcfs_sidecar'), scheduled(p, 'direct'))})"
+            for p in points
+        )
+        + "."
+    )
+
+
 def report(data: dict[str, Any]) -> str:
     cal = data["calibration"]
     classes = ", ".join(
@@ -960,16 +981,7 @@ def report(data: dict[str, Any]) -> str:
         )
         + ".",
         "",
-        "Goodput with TTFT counted from the scheduled arrival instead (what an on-time client saw), median "
-        "req/s direct / sloguard / fcfs_sidecar (sloguard/direct, fcfs/direct): "
-        + "; ".join(
-            f"{p['load']}x "
-            + " / ".join(f"{p['arms'][arm].get('goodput_from_schedule_rps', 0):.2f}" for arm in ARMS)
-            + f" ({_ratio(*(p['arms'][a].get('goodput_from_schedule_rps', 0) for a in ARMS[:2]))}, "
-            f"{_ratio(*(p['arms'][a].get('goodput_from_schedule_rps', 0) for a in ARMS[::-2]))})"
-            for p in data["points"]
-        )
-        + ".",
+        _schedule_line(data["points"]),
         "",
         f"CPU per 1k completion tokens (median over runs): sidecar {data['sidecar_cpu_s_per_1k_tokens']} s, "
         f"vLLM API server {data['vllm_api_server_cpu_s_per_1k_tokens']} s (direct runs).",

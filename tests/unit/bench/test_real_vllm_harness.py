@@ -99,4 +99,14 @@ def test_the_summary_and_report_carry_the_per_class_reasons_and_the_load_generat
     assert sloguard["per_class"]["interactive"]["good"] == 1
     assert sloguard["per_class"]["interactive"]["late_ttft"] == 1
     assert (sloguard["send_lag_p99_ms_max"], sloguard["sent_rate_rps_min"]) == (500.0, 8.5)
-    assert "1.0x 10 req/s, 250 ms / 8 req/s, 500 ms / 8 req/s, 750 ms" in real_vllm.report(data)
+    text = real_vllm.report(data)
+    assert "1.0x 10 req/s, 250 ms / 8 req/s, 500 ms / 8 req/s, 750 ms" in text
+
+
+def test_the_report_gives_ratios_to_direct_for_goodput_from_the_schedule() -> None:
+    arms = {
+        arm: {"goodput_from_schedule_rps": value, "sent_rate_rps_min": 1.0, "send_lag_p99_ms_max": 1.0}
+        for arm, value in zip(real_vllm.ARMS, (10.0, 30.0, 5.0), strict=True)
+    }
+    line = real_vllm._schedule_line([{"load": 2.0, "arms": arms}])
+    assert "2.0x 10.00 / 30.00 / 5.00 (3.00x, 0.50x)" in line
