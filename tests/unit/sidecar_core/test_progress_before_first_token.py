@@ -34,7 +34,13 @@ def test_only_a_report_with_tokens_is_a_first_token(
     config = SidecarConfig.model_validate({"classes": [CLASS], "policy": {"name": policy_name}})
     policy = create_policy(config, predictor=FixedLength(20))
     spec = RequestSpec(
-        request_id="r", slo_class="c", ttft_s=10.0, tpot_s=1.0, prompt_tokens=300, max_tokens=20, arrival_s=0.0
+        request_id="r",
+        slo_class="c",
+        ttft_s=10.0,
+        tpot_s=1.0,
+        prompt_tokens=300,
+        max_tokens=20,
+        arrival_s=0.0,
     )
     policy.submit(spec, 0.0)
     assert [r.request_id for r in policy.release(0.0, EngineView(in_flight_cap=8)).releases] == ["r"]
