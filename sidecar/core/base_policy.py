@@ -201,6 +201,8 @@ class QueuePolicy(Policy):
         if entry is None:
             return  # already ended (a cancel racing the stream)
         if entry.first_token_s is None:
+            if output_tokens <= 0:
+                return  # a progress report before the first token: nothing has arrived yet
             self.on_first_token(request_id, now_s)
         new = output_tokens - entry.output_tokens
         if new <= 0:

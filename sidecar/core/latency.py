@@ -11,8 +11,10 @@ Both are fitted by least squares (numpy) from a profile (`LatencyModel.fit`, or 
 handful of figures a `LatencyProfile` in the sidecar configuration names) or start from generic defaults,
 and learn the engine they front online, from scratch within the first few dozen requests (issue 16):
 - prefill: two multiplicative corrections of the piecewise shape (sidecar/core/robust_scale.py), one of
-  its flat part and one of its growth per token past the breakpoint, each set by the first observation
-  that informs it, averaged over the next few, then an exponential average of winsorized log ratios;
+  its flat part and one of its growth per token past the breakpoint, fitted jointly: each first token
+  past the breakpoint refits each part from what the other leaves of it, weighted by the part's share of
+  the prediction (`observe_prefill`); each correction is set by the first observation that informs it,
+  averaged over the next few, then an exponential average of winsorized log ratios;
   bounded, and each one's excess over a low quantile of what it saw decays with time (`advance`), so host
   stalls cannot leave it stuck high; while the engine demonstrably keeps up (most recent first tokens
   within their TTFT targets, sidecar/core/ttft_guard.py `KeepingUp`) the prediction uses those low
@@ -353,11 +355,16 @@ class LatencyModel:
     ) -> None:
         """A measured time from release to first token with this many prompt tokens ahead, at `now_s`.
 
-        Calibrates two corrections of the piecewise profile: of its flat part, from requests released
-        with at most the breakpoint's tokens ahead, and of its growth past the breakpoint, from the others
-        (what their first token took beyond the corrected flat part). Together they learn an engine's
-        fixed overhead and its cost per queued token from scratch. `now_s` (default: the last time seen)
-        lets the corrections' excess decay between observations.
+        Calibrates two corrections of the piecewise profile jointly: of its flat part and of its growth
+        past the breakpoint. A first token released with at most the breakpoint's tokens ahead informs the
+        flat part alone. Past it, each part is refitted from what the other (at its current correction)
+        leaves of the observation (backfitting the additive model), weighted by its share of the current
+        prediction: right past the breakpoint the growth is a sliver of the prediction, so an overhead the
+        flat part does not yet explain (decode steps sharing the prefill step, a chunk boundary) barely
+        moves the per-token correction, where reading it all as growth made it ~20x; far past it the
+        growth dominates and learns at full weight. Together they learn an engine's fixed overhead and its
+        cost per queued token from scratch. `now_s` (default: the last time seen) lets the corrections'
+        excess decay between observations.
         """
         _check_finite("prefill observation", tokens_ahead_incl_self, ttft_s)
         if not self.online or ttft_s <= 0:
@@ -371,8 +378,14 @@ class LatencyModel:
             if flat_s > 0:
                 flat.observe(ttft_s / flat_s, at_s)
         else:
-            beyond_s = ttft_s - flat_s * flat.value
-            per_token.observe(max(beyond_s, 0.0) / extra_s or PER_TOKEN_MIN_SCALE, at_s)
+            self.advance(at_s)
+            flat_part_s, growth_part_s = flat_s * flat.value, extra_s * per_token.value
+            growth_share = growth_part_s / (flat_part_s + growth_part_s)
+            if growth_share < 1.0:  # flat_s > 0
+                flat_ratio = max(ttft_s - growth_part_s, 0.0) / flat_s
+                flat.observe(flat_ratio or flat.settings.min_scale, at_s, weight=1.0 - growth_share)
+            growth_ratio = max(ttft_s - flat_part_s, 0.0) / extra_s
+            per_token.observe(growth_ratio or PER_TOKEN_MIN_SCALE, at_s, weight=growth_share)
         if (flat.value, per_token.value) != before:
             self.version += 1
 

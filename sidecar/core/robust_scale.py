@@ -9,6 +9,9 @@ pull it back. This estimator:
 - works in log space (a 2x overestimate weighs as much as a 2x underestimate);
 - learns from scratch: the first observation sets the level, the next `warmup` ones average in with weight
   1/n, after that an exponential average with weight `alpha`;
+- weighs each observation by the share of it this scale explains (`observe(..., weight)`, default 1: the
+  latency model splits a first token between its two prefill corrections); steps scale with the weight and
+  the warmup counts summed weights;
 - winsorizes every observation after the first to `level ± clip_log` (a stall of any length moves the level by
   at most `alpha * clip_log`), and keeps the level within `[min_scale, max_scale]`;
 - tracks a low quantile (`floor_quantile`) of the same log ratios, and lets the level's excess above that
@@ -51,6 +54,7 @@ class RobustScale:
         self._level = 0.0  # log of the scale
         self._floor = 0.0  # log of a low quantile of the observed ratios
         self._count = 0
+        self._weight = 0.0  # the observations' summed weights: the warmup's effective count
         self._now_s: float | None = None
 
     @property
@@ -74,22 +78,34 @@ class RobustScale:
         s = self.settings
         return min(math.log(s.max_scale), max(math.log(s.min_scale), log_value))
 
-    def observe(self, ratio: float, now_s: float) -> None:
-        """One observed / predicted ratio at `now_s`; non-positive or non-finite ratios are ignored."""
+    def observe(self, ratio: float, now_s: float, weight: float = 1.0) -> None:
+        """One observed / predicted ratio at `now_s`; non-positive or non-finite ratios are ignored.
+
+        `weight` in (0, 1] is the share of the observation this scale explains (the latency model splits a
+        first token between the prefill's flat part and its growth per token by their shares of the
+        prediction): every step toward it is scaled by the weight, and the warmup counts summed weights,
+        so an observation this scale hardly explains hardly moves it. With weight 1 (the default) the
+        first observation sets the level, the next `warmup` average in with weight 1/n, then `alpha`."""
         if not (ratio > 0.0 and math.isfinite(ratio)):
             return
+        if not 0.0 < weight <= 1.0:
+            if weight == 0.0:
+                return
+            raise ValueError(f"weight must lie in (0, 1], got {weight!r}")
         self.advance(now_s)
         s = self.settings
         x = self._bound(math.log(ratio))
-        if self._count == 0:
-            self._level = self._floor = x
+        if self._weight <= 0.0:
+            self._level = self._bound(self._level + weight * (x - self._level))
+            self._floor = self._bound(min(self._floor + weight * (x - self._floor), self._level))
         else:
             x = min(self._level + s.clip_log, max(self._level - s.clip_log, x))
-            weight = 1.0 / (self._count + 1) if self._count < s.warmup else s.alpha
-            self._level = self._bound(self._level + weight * (x - self._level))
-            step = s.floor_step_log * (s.floor_quantile - (1.0 if x < self._floor else 0.0))
+            rate = 1.0 / (self._weight + 1.0) if self._weight < s.warmup else s.alpha
+            self._level = self._bound(self._level + weight * rate * (x - self._level))
+            step = weight * s.floor_step_log * (s.floor_quantile - (1.0 if x < self._floor else 0.0))
             self._floor = self._bound(min(self._floor + step, self._level))
         self._count += 1
+        self._weight += weight
 
     def advance(self, now_s: float) -> None:
         """Let time pass: the level's excess over the floor decays with time constant `decay_s`."""

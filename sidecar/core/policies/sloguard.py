@@ -36,10 +36,12 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
 - The margin is at most the wait others cause (`bounded_margin`): the wait beyond one (mean) queued
   prompt's own prefill. A 20 ms margin behind a short prompt that shares its prefill step rejected
   requests of tight-TTFT classes at light load that fcfs and mooncake meet.
-- The wait is priced by whichever prefill model predicted the observed first tokens better so far, the
-  prior (the configured profile) or the online-calibrated one (`prior_or_learned`): on the workload
-  matrix's tuning seeds the calibration misread chunked and bursty engines (per-token corrections of
-  0.06x and 20x against a prior that was exact) and turned away requests that fcfs meets.
+- Off by default (`prior_or_learned`): pricing the wait by whichever prefill model predicted the observed
+  first tokens better so far, the prior (the configured profile) or the online-calibrated one. It was added
+  while the calibration misread first tokens (progress reports of 0 tokens taken as first tokens, overheads
+  past the breakpoint read as per-token growth: corrections of 0.06x and 20x against an exact prior); with
+  both fixed (sidecar/core/base_policy.py `on_tokens`, sidecar/core/latency.py `observe_prefill`) it cost
+  wins on the matrix's 96 tuning seeds (63 with it, 67 without).
 - Alone, a request is refused only when both the engine's prior prefill and the learned one miss its TTFT
   (`uncontended_prior`): one slow or misattributed first token can push the learned prefill correction
   far up, and at light load that turned every request away from an idle engine that fcfs serves.
@@ -99,7 +101,7 @@ class SloguardParameters:
     waive_tpot_blockers: bool = True  # `_waive_blockers`: the gate never starves the engine for a few
     contended_margin: bool = True  # `_guarded_wait_s`: the TTFT margin only where the wait depends on others
     bounded_margin: bool = True  # `_guarded_wait_s`: the margin at most the wait others cause
-    prior_or_learned: bool = True  # `_prefill_s`: the prefill model whose first-token predictions erred less
+    prior_or_learned: bool = False  # `_prefill_s`: the prefill model whose first-token predictions erred less
     uncontended_prior: bool = True  # `_guarded_wait_s`: alone, the lower of prior and learned prefill
     released_at_once: bool = True  # `_guarded_wait_s`: at the head with a free slot, as `uncontended_prior`
     engine_order_pending: bool = False  # `_pending_ahead_tokens`: only pending work the engine serves first

@@ -264,7 +264,7 @@ def test_the_wait_uses_the_prefill_model_that_predicted_first_tokens_better(
 ) -> None:
     latency = engine_latency(profile, factor)
     cls = {"name": "lax", "ttft_s": 100.0, "tpot_s": 100.0}
-    policy = learned_policy(latency, [cls], misled)
+    policy = learned_policy(latency, [cls], misled, prior_or_learned=True)  # off by default
     prior_s = policy.latency.prefill.time_s(PROMPT)
     serve_alone(policy, cls, 8, engine_vs_prior * prior_s)
     tokens = 4.0 * PROMPT
