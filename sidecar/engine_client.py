@@ -354,7 +354,9 @@ def _fast_chunk(data: bytes, now_s: float, previous_tokens: int) -> EngineChunk 
     """The chunk parsed without decoding its JSON, when it has vLLM's usual one-choice layout with
     continuous usage; None for anything else (role, usage-only, error, several choices, another layout),
     which `_chunk_of` decodes in full."""
-    if not data.startswith(b'{"id":') or b'"choices":[{' not in data or b'"error"' in data:
+    # An error member is a key (`"error":`); JSON escaping keeps a quote inside a string from making one,
+    # so a token whose text is `error` stays on the fast path.
+    if not data.startswith(b'{"id":') or b'"choices":[{' not in data or b'"error":' in data:
         return None
     usage = _USAGE_COUNTS.search(data)
     finishes = _FINISH.findall(data)

@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sloguard.sidecar.engine_client import _chunk_of, _fast_chunk, chunks_of_lines
@@ -89,6 +89,8 @@ def test_fast_path_agrees_with_the_full_decode(text: str, finish: str | None) ->
 
 
 @given(text=st.text(max_size=40), completion=st.integers(0, 10_000), previous=st.integers(0, 10_000))
+@example(text="error", completion=0, previous=0)  # a token's text is not an error member
+@example(text='x","error":{"message":"m"}', completion=1, previous=0)
 def test_fast_path_counts_tokens_as_the_decode_does(text: str, completion: int, previous: int) -> None:
     raw = _raw(_completion(text, None, 3, completion))
     fast = _fast_chunk(raw, 0.0, previous)
