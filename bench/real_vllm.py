@@ -83,11 +83,13 @@ Every arm runs at the same niceness, so nothing
 but the background jobs is deprioritised. Where the host refuses it (no CAP_SYS_NICE), the benchmark runs
 at the niceness it has and reports it (`settings.niceness`).
 
-A process's niceness orders it only within its session's autogroup (bench/host_sched.py): vLLM and each
-sidecar start in a session of their own, so the benchmark also gives every session it starts, and its own,
-this niceness as the autogroup's (`settings.autogroup_niceness`; `Settings.autogroup` off to compare).
-Without that, another session's nice-19 job weighs as much as vLLM's whole session at -10, and the
-sidecar, alone in its group, waited on the run queue for most of a run."""
+A process's niceness orders it only within its session's autogroup (bench/host_sched.py). So vLLM and the
+sidecars run in this process's session (each in a process group of its own), and that session's autogroup
+gets this niceness too (`settings.autogroup_niceness`; `Settings.autogroup` off, `--no-autogroup`, starts
+each in a session of its own at autogroup niceness 0, as before, to compare). In sessions of their own,
+another session's nice-19 job weighed as much as vLLM's whole session at -10, and each sidecar, alone in
+its group, waited about 4 ms on the run queue per wake-up (vLLM's API server, inside vLLM's busy group,
+0.2-0.3 ms): the `sloguard` sidecar's loop thread waited 11.8 s of a 14 s run and ran 2.1 s."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class Settings:
     loads: tuple[float, ...] = (0.5, 1.0, 2.0)
     arms: tuple[str, ...] = ("direct", "sloguard", "fcfs_sidecar")
     keep_logs: Path | None = None  # diagnostic: copy the processes' logs here at the end
-    autogroup: bool = True  # give the sessions this benchmark starts (and its own) its niceness as a group
+    autogroup: bool = True  # vLLM and the sidecars in this process's session, its autogroup at the niceness
 
     @classmethod
     def of(cls, quick: bool) -> "Settings":
@@ -259,17 +261,16 @@ class Stack:
 
 
 def _spawn(
-    command: list[str], log_path: Path, env: dict[str, str], group_nice: int | None = None
+    command: list[str], log_path: Path, env: dict[str, str], own_session: bool = True
 ) -> subprocess.Popen[bytes]:
-    """Start `command` in a session (hence, with autogroups, a scheduling group) of its own; `group_nice`:
-    that group's niceness (see BENCH_NICENESS), set before the process has done anything that matters."""
+    """Start `command` in a process group of its own (stopped with its children by `_stop`): in this
+    process's session, hence its autogroup (see BENCH_NICENESS), unless `own_session`."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    if group_nice is not None:
-        set_autogroup_nice(process.pid, group_nice)
-    return process
+        if own_session:
+            return subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
 
 
 def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -286,7 +287,7 @@ def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def start_engine(tmp: Path, group_nice: int | None = None) -> Stack:
+def start_engine(tmp: Path, own_session: bool = True) -> Stack:
     python = VLLM_VENV / "bin" / "python"
     if not (VLLM_VENV / ".installed").is_file() or not python.is_file():
         raise RuntimeError(
@@ -304,7 +305,7 @@ def start_engine(tmp: Path, group_nice: int | None = None) -> Stack:
     if made.returncode != 0:
         raise RuntimeError(f"writing the tiny Llama failed:\n{made.stderr[-3000:]}")
     port = _free_port()
-    engine = _spawn(vllm_command(python, model_dir, port), tmp / "vllm.log", _vllm_env(), group_nice)
+    engine = _spawn(vllm_command(python, model_dir, port), tmp / "vllm.log", _vllm_env(), own_session)
     return Stack(tmp=tmp, engine=engine, engine_url=f"http://127.0.0.1:{port}")
 
 
@@ -312,7 +313,7 @@ def start_sidecars(
     stack: Stack,
     targets: Sequence[ClassTarget],
     profile: tuple[float, float] | None = None,
-    group_nice: int | None = None,
+    own_session: bool = True,
 ) -> None:
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     for arm in ARMS[1:]:
@@ -330,7 +331,7 @@ def start_sidecars(
             str(path),
         ]
         stack.sidecars[arm] = _spawn(
-            [*command, "--host", "127.0.0.1"], stack.tmp / f"{arm}.log", env, group_nice
+            [*command, "--host", "127.0.0.1"], stack.tmp / f"{arm}.log", env, own_session
         )
         stack.sidecar_urls[arm] = f"http://127.0.0.1:{config['http_port']}"
         stack.sidecar_urls[f"{arm}-metrics"] = f"http://127.0.0.1:{config['metrics_port']}"
@@ -650,7 +651,7 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
         ttft_s, itl_s = await calibrate(session, stack.engine_url, settings.calibration_requests)
         targets = class_targets(ttft_s, itl_s)
         _progress(f"single request: TTFT {ttft_s * 1000:.1f} ms, ITL {itl_s * 1000:.2f} ms")
-        start_sidecars(stack, targets, (ttft_s, itl_s), _group_nice(settings))
+        start_sidecars(stack, targets, (ttft_s, itl_s), own_session=not settings.autogroup)
         for arm in ARMS[1:]:
             await _wait_ok(
                 session,
@@ -1064,21 +1065,17 @@ def run_settings(settings: Settings) -> BenchResult:
     return result
 
 
-def _group_nice(settings: Settings) -> int | None:
-    """The autogroup niceness for the sessions the benchmark starts: the niceness it runs at, or None."""
-    return os.getpriority(os.PRIO_PROCESS, 0) if settings.autogroup else None
-
-
 @contextlib.contextmanager
 def _own_group_nice(settings: Settings) -> Iterator[int | None]:
-    """This process's autogroup (the load generator's session) at `_group_nice`, restored on exit; yields
-    the autogroup niceness in effect (None without autogroups)."""
+    """This process's autogroup (its session: the load generator, and with `Settings.autogroup` vLLM and
+    the sidecars) at the niceness this thread runs at, restored on exit; yields the autogroup niceness in
+    effect (None without autogroups)."""
     pid = os.getpid()
     before = autogroup_nice(pid)
-    wanted = _group_nice(settings)
-    if wanted is None or before is None:
+    if not settings.autogroup or before is None:
         yield before
         return
+    wanted = os.getpriority(os.PRIO_PROCESS, 0)
     try:
         yield set_autogroup_nice(pid, wanted)
     finally:
@@ -1088,7 +1085,7 @@ def _own_group_nice(settings: Settings) -> Iterator[int | None]:
 def _run_settings(settings: Settings) -> BenchResult:
     trace = load_trace(data_dir() / AZURE_CONV)
     with tempfile.TemporaryDirectory(prefix="sloguard-real-vllm-") as tmp:
-        stack = start_engine(Path(tmp), _group_nice(settings))
+        stack = start_engine(Path(tmp), own_session=not settings.autogroup)
         try:
             measured = asyncio.run(_experiment(stack, settings, trace))
         except BaseException:

@@ -67,17 +67,20 @@ def test_run_queue_wait_of_a_busy_process_is_readable_here() -> None:
 
 
 @pytest.mark.skipif(autogroup_nice(os.getpid()) is None, reason="the kernel has no autogroups")
-def test_spawn_gives_the_new_sessions_group_the_niceness(tmp_path: Path) -> None:
-    """A session of its own is an autogroup of its own, at the niceness `_spawn` gives it (0 needs no
-    privilege: the test asks for the default, and checks the group is a different one from ours)."""
+@pytest.mark.parametrize("own_session", [False, True])
+def test_spawn_shares_this_sessions_autogroup_unless_asked_for_its_own(
+    tmp_path: Path, own_session: bool
+) -> None:
+    """In this session, a started process is scheduled in this process's autogroup (whose niceness the
+    benchmark sets); in a session of its own, in a group of its own. A process group of its own either way."""
     process = real_vllm._spawn(
-        [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "log", dict(os.environ), 0
+        [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "log", dict(os.environ), own_session
     )
     try:
         ours = (PROC / str(os.getpid()) / "autogroup").read_text().split()[0]
         theirs = (PROC / str(process.pid) / "autogroup").read_text().split()[0]
-        assert theirs != ours
-        assert autogroup_nice(process.pid) == 0
+        assert (theirs != ours) is own_session
+        assert os.getpgid(process.pid) == process.pid
     finally:
         process.kill()
         process.wait(timeout=10)
@@ -92,7 +95,7 @@ def test_the_load_generators_group_niceness_is_restored(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(real_vllm, "autogroup_nice", lambda pid, proc=PROC: groups.get(pid))
     monkeypatch.setattr(real_vllm, "set_autogroup_nice", fake_set)
-    monkeypatch.setattr(os, "getpriority", lambda which, who: -10)
+    monkeypatch.setattr(os, "getpriority", lambda which, who: -10)  # the niceness the benchmark runs at
     settings = real_vllm.Settings.of(quick=True)
     with real_vllm._own_group_nice(settings) as inside:
         assert inside == groups[os.getpid()] == -10
