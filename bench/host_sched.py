@@ -4,9 +4,10 @@ Used by bench/real_vllm.py. On a kernel with `sched_autogroup_enabled` (this pro
 session (`setsid`, `start_new_session=True`) is its own scheduling group, and CFS shares the CPU fairly
 between *groups*: a process's niceness only orders it against processes of its own session. A job at nice
 19 in another engineer's session therefore gets a whole group's share, as much as vLLM's session at -10
-(measured 00:00 UTC: while another session's nice-19 job ran, the `sloguard` sidecar's event-loop thread
-sat runnable but unscheduled for 11.5 s of a 14 s run and ran for 1.7 s). A group's weight is set by
-writing a niceness to /proc/PID/autogroup (`set_autogroup_nice`; a negative one needs CAP_SYS_NICE).
+(measured 00:00 UTC: while another session's nice-19 job ran, the `sloguard` sidecar's threads
+sat runnable but unscheduled for 11.5 s, summed, of a 14 s run and ran 1.7 s). A group's weight is set by
+writing a niceness to /proc/PID/autogroup (`set_autogroup_nice`; a negative one needs CAP_SYS_NICE);
+bench/real_vllm.py runs vLLM and the sidecars in its own session and sets that group's niceness.
 
 `run_queue_wait_s` reads the time a process's threads spent runnable but waiting for a CPU
 (/proc/PID/task/TID/schedstat, second field, nanoseconds): a loop that lags while this grows is starved of
