@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 
 from sloguard.bench import BenchResult, plots
+from sloguard.bench.host_sched import autogroup_nice, run_queue_wait_s, set_autogroup_nice
 from sloguard.bench.real_vllm_workload import (
     BenchRequest,
     ClassTarget,
@@ -80,7 +81,15 @@ ran: vLLM at nice 0 streamed a single request's 32 tokens as one burst 50-60 ms 
 -10 it calibrated in each of the next 3 starts beside the same jobs (once only at the third attempt).
 Every arm runs at the same niceness, so nothing
 but the background jobs is deprioritised. Where the host refuses it (no CAP_SYS_NICE), the benchmark runs
-at the niceness it has and reports it (`settings.niceness`)."""
+at the niceness it has and reports it (`settings.niceness`).
+
+A process's niceness orders it only within its session's autogroup (bench/host_sched.py). So vLLM and the
+sidecars run in this process's session (each in a process group of its own), and that session's autogroup
+gets this niceness too (`settings.autogroup_niceness`; `Settings.autogroup` off, `--no-autogroup`, starts
+each in a session of its own at autogroup niceness 0, as before, to compare). In sessions of their own,
+another session's nice-19 job weighed as much as vLLM's whole session at -10, and each sidecar, alone in
+its group, waited about 4 ms on the run queue per wake-up (vLLM's API server, inside vLLM's busy group,
+0.2-0.3 ms): the `sloguard` sidecar's loop thread waited 11.8 s of a 14 s run and ran 2.1 s."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,7 @@ class Settings:
     loads: tuple[float, ...] = (0.5, 1.0, 2.0)
     arms: tuple[str, ...] = ("direct", "sloguard", "fcfs_sidecar")
     keep_logs: Path | None = None  # diagnostic: copy the processes' logs here at the end
+    autogroup: bool = True  # vLLM and the sidecars in this process's session, its autogroup at the niceness
 
     @classmethod
     def of(cls, quick: bool) -> "Settings":
@@ -250,11 +260,17 @@ class Stack:
         return ""
 
 
-def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    command: list[str], log_path: Path, env: dict[str, str], own_session: bool = True
+) -> subprocess.Popen[bytes]:
+    """Start `command` in a process group of its own (stopped with its children by `_stop`): in this
+    process's session, hence its autogroup (see BENCH_NICENESS), unless `own_session`."""
     with log_path.open("wb") as log:
-        return subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        if own_session:
+            return subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
 
 
 def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -271,7 +287,7 @@ def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def start_engine(tmp: Path) -> Stack:
+def start_engine(tmp: Path, own_session: bool = True) -> Stack:
     python = VLLM_VENV / "bin" / "python"
     if not (VLLM_VENV / ".installed").is_file() or not python.is_file():
         raise RuntimeError(
@@ -289,12 +305,15 @@ def start_engine(tmp: Path) -> Stack:
     if made.returncode != 0:
         raise RuntimeError(f"writing the tiny Llama failed:\n{made.stderr[-3000:]}")
     port = _free_port()
-    engine = _spawn(vllm_command(python, model_dir, port), tmp / "vllm.log", _vllm_env())
+    engine = _spawn(vllm_command(python, model_dir, port), tmp / "vllm.log", _vllm_env(), own_session)
     return Stack(tmp=tmp, engine=engine, engine_url=f"http://127.0.0.1:{port}")
 
 
 def start_sidecars(
-    stack: Stack, targets: Sequence[ClassTarget], profile: tuple[float, float] | None = None
+    stack: Stack,
+    targets: Sequence[ClassTarget],
+    profile: tuple[float, float] | None = None,
+    own_session: bool = True,
 ) -> None:
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     for arm in ARMS[1:]:
@@ -311,7 +330,9 @@ def start_sidecars(
             "--config",
             str(path),
         ]
-        stack.sidecars[arm] = _spawn([*command, "--host", "127.0.0.1"], stack.tmp / f"{arm}.log", env)
+        stack.sidecars[arm] = _spawn(
+            [*command, "--host", "127.0.0.1"], stack.tmp / f"{arm}.log", env, own_session
+        )
         stack.sidecar_urls[arm] = f"http://127.0.0.1:{config['http_port']}"
         stack.sidecar_urls[f"{arm}-metrics"] = f"http://127.0.0.1:{config['metrics_port']}"
 
@@ -404,6 +425,7 @@ class RunResult:
     listen_overflows: int = 0  # the host's dropped connections during the run (listen queue full)
     send_lag_p99_s: float = 0.0  # how late the load generator sent, against the schedule (p99)
     sent_rate_rps: float = 0.0  # requests sent per second of the sending window: did it make the rate?
+    run_queue_wait_s: dict[str, float] = field(default_factory=dict)  # runnable, waiting for a CPU, per group
 
 
 async def _stall_watch(counter: list[float]) -> None:
@@ -441,8 +463,16 @@ def listen_overflows(netstat: Path = Path("/proc/net/netstat")) -> int:
     return 0
 
 
-def _cpu_total_s(pids: list[int]) -> float:
-    return sum(_cpu_s(pid) for pid in pids)
+def _usage(
+    pids: dict[str, list[int]], cpu0: dict[str, float] | None = None, waited0: dict[str, float] | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """CPU seconds and run-queue wait seconds per process group (less `cpu0` and `waited0` where given)."""
+    cpu = {name: sum(_cpu_s(p) for p in group) - (cpu0 or {}).get(name, 0.0) for name, group in pids.items()}
+    waited = {
+        name: sum(run_queue_wait_s(p) for p in group) - (waited0 or {}).get(name, 0.0)
+        for name, group in pids.items()
+    }
+    return cpu, waited
 
 
 async def run_load(
@@ -459,7 +489,7 @@ async def run_load(
     url = f"{base}/v1/completions"
     outcomes = [Outcome(slo_class=r.slo_class, sent_s=r.arrival_s, scheduled_s=r.arrival_s) for r in requests]
     pids = _cpu_pids(stack, arm)
-    cpu0 = {name: _cpu_total_s(group) for name, group in pids.items()}
+    cpu0, waited0 = _usage(pids)
     overflows0 = listen_overflows()
     stalls = [0.0, 0.0]
     watcher = asyncio.create_task(_stall_watch(stalls))
@@ -492,7 +522,7 @@ async def run_load(
     send_lag_p99_s = lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else 0.0
     sent_window_s = max(duration_s, outcomes[-1].sent_s) if outcomes else duration_s
     sent_rate_rps = len(outcomes) / sent_window_s
-    cpu = {name: _cpu_total_s(group) - cpu0[name] for name, group in pids.items()}
+    cpu, waited = _usage(pids, cpu0, waited0)
     reasons: dict[str, int] = {}
     for outcome in outcomes:
         if outcome.outcome != "completed":
@@ -521,6 +551,7 @@ async def run_load(
         overflows,
         send_lag_p99_s,
         sent_rate_rps,
+        waited,
     )
 
 
@@ -620,7 +651,7 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
         ttft_s, itl_s = await calibrate(session, stack.engine_url, settings.calibration_requests)
         targets = class_targets(ttft_s, itl_s)
         _progress(f"single request: TTFT {ttft_s * 1000:.1f} ms, ITL {itl_s * 1000:.2f} ms")
-        start_sidecars(stack, targets, (ttft_s, itl_s))
+        start_sidecars(stack, targets, (ttft_s, itl_s), own_session=not settings.autogroup)
         for arm in ARMS[1:]:
             await _wait_ok(
                 session,
@@ -749,6 +780,8 @@ async def _rounds(
                     f"listen overflows {result.listen_overflows}, sent {result.sent_rate_rps:.1f} req/s "
                     f"(lag p99 {1000 * result.send_lag_p99_s:.0f} ms), cpu "
                     + ", ".join(f"{k} {v:.1f}s" for k, v in result.cpu_s.items())
+                    + ", run-queue wait "
+                    + ", ".join(f"{k} {v:.1f}s" for k, v in result.run_queue_wait_s.items())
                     + f", loop lag {(result.hops or {}).get('event_loop_lag')}"
                     + f", reasons {result.reasons}, per class "
                     + "; ".join(
@@ -848,6 +881,12 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 "machine_cores_busy": round(
                     median_min_max([sum(r.cpu_s.values()) / r.wall_s for r in results])[0], 2
                 ),
+                "run_queue_wait_s_per_s": {  # per process group: waiting for a CPU per second of the run
+                    name: round(
+                        median_min_max([r.run_queue_wait_s.get(name, 0.0) / r.wall_s for r in results])[0], 3
+                    )
+                    for name in (results[0].run_queue_wait_s if results else {})
+                },
                 "not_completed_reasons": _merge([r.reasons for r in results]),
                 "send_lag_p99_ms_max": round(1000 * max((r.send_lag_p99_s for r in results), default=0.0), 1),
                 "sent_rate_rps_min": round(min((r.sent_rate_rps for r in results), default=0.0), 2),
@@ -1018,17 +1057,35 @@ def niceness(value: int) -> Iterator[int]:
 
 
 def run_settings(settings: Settings) -> BenchResult:
-    with niceness(BENCH_NICENESS) as nice:
-        _progress(f"running at niceness {nice}")
+    with niceness(BENCH_NICENESS) as nice, _own_group_nice(settings) as group_nice:
+        _progress(f"running at niceness {nice}, autogroup niceness {group_nice}")
         result = _run_settings(settings)
     result.data["settings"]["niceness"] = nice
+    result.data["settings"]["autogroup_niceness"] = group_nice
     return result
+
+
+@contextlib.contextmanager
+def _own_group_nice(settings: Settings) -> Iterator[int | None]:
+    """This process's autogroup (its session: the load generator, and with `Settings.autogroup` vLLM and
+    the sidecars) at the niceness this thread runs at, restored on exit; yields the autogroup niceness in
+    effect (None without autogroups)."""
+    pid = os.getpid()
+    before = autogroup_nice(pid)
+    if not settings.autogroup or before is None:
+        yield before
+        return
+    wanted = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        yield set_autogroup_nice(pid, wanted)
+    finally:
+        set_autogroup_nice(pid, before)
 
 
 def _run_settings(settings: Settings) -> BenchResult:
     trace = load_trace(data_dir() / AZURE_CONV)
     with tempfile.TemporaryDirectory(prefix="sloguard-real-vllm-") as tmp:
-        stack = start_engine(Path(tmp))
+        stack = start_engine(Path(tmp), own_session=not settings.autogroup)
         try:
             measured = asyncio.run(_experiment(stack, settings, trace))
         except BaseException:
@@ -1063,6 +1120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--run-s", type=float, default=None)
     parser.add_argument("--keep-logs", type=Path, default=None)
+    parser.add_argument(
+        "--no-autogroup", action="store_true", help="leave the sessions' autogroup niceness at 0 (to compare)"
+    )
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     base = Settings.of(args.quick)
@@ -1077,6 +1137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds or base.rounds,
         run_s=args.run_s or base.run_s,
         keep_logs=args.keep_logs,
+        autogroup=not args.no_autogroup,
     )
     result = run_settings(settings)
     args.json.write_text(json.dumps(result.data, indent=2, sort_keys=True) + "\n")
