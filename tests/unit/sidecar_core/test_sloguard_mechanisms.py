@@ -304,19 +304,20 @@ def test_the_remaining_tpot_budget_is_the_target_less_what_the_reported_tokens_t
 
 @pytest.mark.parametrize(("profile", "factor"), ENGINES)
 @pytest.mark.parametrize(
-    ("pace", "tighten", "lost", "releases"),
+    ("pace", "switches", "releases"),
     [
-        (1.0, True, True, True),  # on pace: the target is the budget, the second one fits
-        (1.5, True, True, False),  # behind: what it can still afford is too tight for two
-        (1.5, False, False, True),  # switched off: priced by its target, as if it had lost nothing
-        (1.5, False, True, True),  # behind but not lost: without tightening, its target
-        (2.5, True, True, True),  # already past saving: it no longer holds the gate
-        (2.5, True, False, False),  # past saving but still counted: a budget below 0 holds everything
+        (1.0, (True, True), True),  # on pace: the target is the budget, the second one fits
+        (1.5, (True, True), False),  # behind: what it can still afford is too tight for two
+        (1.5, (False, False), True),  # switched off: priced by its target, as if it had lost nothing
+        (1.5, (False, True), True),  # behind but not lost: without tightening, its target
+        (2.5, (True, True), True),  # already past saving: it no longer holds the gate
+        (2.5, (True, False), False),  # past saving but still counted: a budget below 0 holds everything
     ],
 )
 def test_the_tpot_gate_prices_a_running_request_by_the_budget_it_has_left(
-    profile: str, factor: float, pace: float, tighten: bool, lost: bool, releases: bool
+    profile: str, factor: float, pace: float, switches: tuple[bool, bool], releases: bool
 ) -> None:
+    tighten, lost = switches  # tpot_budget, tpot_budget_lost
     latency = engine_latency(profile, factor)
     tight, _ = classes_for(latency, fits=2)  # room for two tight requests side by side, at their target
     policy = policy_for(latency, [tight], urgent_headroom=1.0, tpot_budget=tighten, tpot_budget_lost=lost)
