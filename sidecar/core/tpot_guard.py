@@ -68,6 +68,7 @@ def tpot_admission(
     headroom: float = 0.99,
     virtual: bool = True,
     running_count: int | None = None,
+    running_min_tpot_s: float | None = None,
 ) -> TpotVerdict:
     """Would the running batch still meet the tightest TPOT with the candidate in it?
 
@@ -75,8 +76,10 @@ def tpot_admission(
     of running requests plus one (an unmodified vLLM decodes every running request every iteration).
     `running_count`: requests running in the engine when some of them are not in `state` (their TPOT no
     longer constrains the gate, but they still decode every iteration); default `len(state)`.
+    `running_min_tpot_s`: the tightest per-token budget of the running requests when the caller prices it
+    otherwise than by their targets (`remaining_tpot_budget_s`); default `state.min_tpot_s()`.
     """
-    running_min = state.min_tpot_s()
+    running_min = state.min_tpot_s() if running_min_tpot_s is None else running_min_tpot_s
     t_min = candidate_tpot_s if running_min is None else min(running_min, candidate_tpot_s)
     n_running = len(state) if running_count is None else running_count
     if n_running < len(state):
@@ -96,6 +99,20 @@ def tpot_admission(
     return TpotVerdict(
         admit=itl * eta < headroom * t_min, predicted_itl_s=itl, t_min_s=t_min, batch_size=batch
     )
+
+
+def remaining_tpot_budget_s(
+    *, tpot_s: float, first_token_s: float, last_tokens_s: float, output_tokens: int, expected_tokens: float
+) -> float:
+    """The mean time per token a running request can still afford and meet its TPOT target (a mean over
+    its output after the first token), if it ends at `expected_tokens`: its whole budget
+    `tpot_s * (expected - 1)` less the time its reported tokens took (`output_tokens` by `last_tokens_s`),
+    over the tokens still to come. Prefill stalls it already sat through show up as a budget below the
+    target; a request ahead of its pace has one above it. Past `expected_tokens` the rest is taken as one
+    token. Negative or 0: the request misses its TPOT whatever comes next."""
+    total = max(float(output_tokens) + 1.0, expected_tokens)
+    spent_s = max(0.0, last_tokens_s - first_token_s)
+    return (tpot_s * (total - 1.0) - spent_s) / (total - float(output_tokens))
 
 
 @dataclass(frozen=True, slots=True)

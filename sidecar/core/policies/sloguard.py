@@ -57,6 +57,13 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   goodput of the policy without it, round by round (at the knee: 455 vs 992 refused, goodput mixed); on the
   matrix's tuning seeds it lost 1-8 % on 5 of 24 points and won none (a pending request the engine has
   already begun to prefill is ahead whatever its deadline), so the default keeps every pending token.
+- Off by default (`tpot_budget`, `tpot_budget_lost`): the TPOT gate prices each running request by the
+  per-token budget it has left (`tpot_guard.remaining_tpot_budget_s`: its target over its predicted output
+  less what its reported tokens took) instead of its target, and one with no budget left stops holding
+  the gate. On the matrix's 96 tuning seeds, both on: wins 67 -> 69, min vs oracle_sloguard 0.32 -> 0.74,
+  points with an adherence gap over 2 pp 19 -> 15, the four worst scorpio losses (1878, 9323, 4474, 8431)
+  all up; but one new point below 0.99x fcfs (seed 5499, 0.987x: one request) and the largest gap
+  10.0 -> 10.6 pp, so it is not the default. Either half alone is worse (docs/benchmarks.md, fourth pass).
 - Equal deadlines (a burst of one class) are served shortest predicted output first.
 - The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
   others, so the engine's queue and its preemption choices agree with the sidecar.
@@ -73,7 +80,7 @@ from sloguard.sidecar.core.base_policy import Entry, Gate
 from sloguard.sidecar.core.ldf_policy import LdfPolicy
 from sloguard.sidecar.core.policy import Admitted, Decision, PolicyParameterError, Rejected
 from sloguard.sidecar.core.requests import Outcome
-from sloguard.sidecar.core.tpot_guard import TpotVerdict, tpot_admission
+from sloguard.sidecar.core.tpot_guard import TpotVerdict, remaining_tpot_budget_s, tpot_admission
 from sloguard.sidecar.core.ttft_guard import (
     SortedQueue,
     Sweep,
@@ -105,6 +112,8 @@ class SloguardParameters:
     uncontended_prior: bool = True  # `_guarded_wait_s`: alone, the lower of prior and learned prefill
     released_at_once: bool = True  # `_guarded_wait_s`: at the head with a free slot, as `uncontended_prior`
     engine_order_pending: bool = False  # `_pending_ahead_tokens`: only pending work the engine serves first
+    tpot_budget: bool = False  # `_running_min_tpot_s`: the gate prices running requests by their budget left
+    tpot_budget_lost: bool = False  # `_running_min_tpot_s`: one with no budget left stops holding the gate
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
     short_first_buffer_s: float = field(default=5.0, metadata={"min": 0.0})  # measured on bench/sa
@@ -456,7 +465,38 @@ class SloguardPolicy(LdfPolicy):
             headroom=headroom,
             virtual=self.params.credit_batching,
             running_count=self.in_flight_count,
+            running_min_tpot_s=self._running_min_tpot_s(),
         )
+
+    def _running_min_tpot_s(self) -> float | None:
+        """The tightest per-token budget the running requests have left (`tpot_budget`), instead of the
+        tightest target: a request that sat through prefill stalls has less than its target left and is
+        protected by what it can still afford (releasing on its full target is how a tight class ran late
+        behind looser ones), while one already past saving (no budget left) stops holding the gate, as it
+        misses whatever is released. At most each request's target, so it never loosens the gate for a
+        request that is ahead of its pace (`tpot_budget`; `tpot_budget_lost` alone only drops the lost ones).
+        Both off (None): the tightest target (`TpotState.min_tpot_s`)."""
+        if not (self.params.tpot_budget or self.params.tpot_budget_lost):
+            return None
+        tightest = math.inf
+        for e in self.in_flight_entries():
+            if e.tpot_waived:
+                continue
+            budget_s = e.spec.tpot_s
+            if e.first_token_s is not None:
+                left_s = remaining_tpot_budget_s(
+                    tpot_s=e.spec.tpot_s,
+                    first_token_s=e.first_token_s,
+                    last_tokens_s=e.last_tokens_s,
+                    output_tokens=e.output_tokens,
+                    expected_tokens=min(float(e.spec.max_tokens), e.predicted_output_tokens),
+                )
+                if left_s <= 0.0 and self.params.tpot_budget_lost:
+                    continue  # already misses its TPOT: holding the gate for it saves nothing
+                if self.params.tpot_budget:
+                    budget_s = min(budget_s, left_s)
+            tightest = min(tightest, budget_s)
+        return tightest  # inf when none constrains: the candidate's own target then
 
     def _waive_blockers(self, entry: Entry, verdict: TpotVerdict, headroom: float, now_s: float) -> bool:
         """The TPOT gate never starves the engine for a few tight requests. When the candidate fails the

@@ -17,7 +17,7 @@ from sloguard.sidecar.core.latency import BatchLoad, DecodeModel, LatencyModel, 
 from sloguard.sidecar.core.policy import Admitted, EngineView, Rejected
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
-from sloguard.sidecar.core.tpot_guard import TpotState, tpot_admission
+from sloguard.sidecar.core.tpot_guard import TpotState, remaining_tpot_budget_s, tpot_admission
 from sloguard.sim.engine import ScaledStepTime
 from sloguard.sim.profiles import available_profiles, load_profile
 
@@ -275,3 +275,56 @@ def test_the_wait_uses_the_prefill_model_that_predicted_first_tokens_better(
     off = learned_policy(latency, [cls], misled, prior_or_learned=False)
     serve_alone(off, cls, 8, engine_vs_prior * prior_s)
     assert off._prefill_s(tokens) == pytest.approx(off.latency.prefill_s(tokens))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("spent_tokens", "output_tokens", "expected_tokens", "budget_tpots"),
+    [
+        (100.0, 101, 201.0, 1.0),  # on pace: the target is what is left
+        (150.0, 101, 201.0, 0.5),  # stalled behind: half the target per token for the rest
+        (50.0, 101, 201.0, 1.5),  # ahead of pace: more than the target left
+        (250.0, 101, 201.0, -0.5),  # past saving: no budget left
+        (0.0, 1, 1.0, 1.0),  # only the first token reported: the next one has a whole target
+        (290.0, 301, 201.0, 11.0),  # past its expected length: one more token, with what its pace saved
+    ],
+)
+def test_the_remaining_tpot_budget_is_the_target_less_what_the_reported_tokens_took(
+    spent_tokens: float, output_tokens: int, expected_tokens: float, budget_tpots: float
+) -> None:
+    tpot_s = 0.02
+    left_s = remaining_tpot_budget_s(
+        tpot_s=tpot_s,
+        first_token_s=1.0,
+        last_tokens_s=1.0 + spent_tokens * tpot_s,
+        output_tokens=output_tokens,
+        expected_tokens=expected_tokens,
+    )
+    assert left_s == pytest.approx(budget_tpots * tpot_s)
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize(
+    ("pace", "switches", "releases"),
+    [
+        (1.0, (True, True), True),  # on pace: the target is the budget, the second one fits
+        (1.5, (True, True), False),  # behind: what it can still afford is too tight for two
+        (1.5, (False, False), True),  # switched off: priced by its target, as if it had lost nothing
+        (1.5, (False, True), True),  # behind but not lost: without tightening, its target
+        (2.5, (True, True), True),  # already past saving: it no longer holds the gate
+        (2.5, (True, False), False),  # past saving but still counted: a budget below 0 holds everything
+    ],
+)
+def test_the_tpot_gate_prices_a_running_request_by_the_budget_it_has_left(
+    profile: str, factor: float, pace: float, switches: tuple[bool, bool], releases: bool
+) -> None:
+    tighten, lost = switches  # tpot_budget, tpot_budget_lost
+    latency = engine_latency(profile, factor)
+    tight, _ = classes_for(latency, fits=2)  # room for two tight requests side by side, at their target
+    policy = policy_for(latency, [tight], urgent_headroom=1.0, tpot_budget=tighten, tpot_budget_lost=lost)
+    policy.submit(spec("t0", tight, 0.0), 0.0)
+    assert released(policy, 0.0) == ["t0"]
+    policy.on_first_token("t0", 0.01)
+    now = 0.01 + pace * (OUT / 2) * tight["tpot_s"]  # half its output reported, at `pace` x its target
+    policy.on_tokens("t0", now, OUT // 2 + 1)
+    policy.submit(spec("t1", tight, now), now)
+    assert released(policy, now) == (["t1"] if releases else [])
