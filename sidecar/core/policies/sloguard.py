@@ -81,7 +81,14 @@ from sloguard.api.errors import RejectionReason
 from sloguard.api.policies import SchedulingPolicyName
 from sloguard.sidecar.core.base_policy import Entry, Gate
 from sloguard.sidecar.core.ldf_policy import LdfPolicy
-from sloguard.sidecar.core.policy import Admitted, Decision, PolicyParameterError, Rejected
+from sloguard.sidecar.core.policy import (
+    Admitted,
+    Decision,
+    EngineView,
+    PolicyParameterError,
+    Rejected,
+    ReleaseStep,
+)
 from sloguard.sidecar.core.requests import Outcome
 from sloguard.sidecar.core.tpot_guard import TpotVerdict, remaining_tpot_budget_s, tpot_admission
 from sloguard.sidecar.core.ttft_guard import (
@@ -151,6 +158,29 @@ class SloguardPolicy(LdfPolicy):
         # request's prediction never changes), so short-first release reads the shortest relaxed
         # requests off its head instead of ranking the whole queue on every release.
         self._by_length = SortedQueue()
+        # `_running_min_tpot_s` within one release round: it walks every running request, and a round
+        # asks it for every candidate the gate judges; nothing in a round changes a running request's
+        # budget, a started one adds its own target and a waiver resets it (`release`, `_start`,
+        # `waive_tpot`). None outside a round or before the round first asks.
+        self._round_min_tpot: tuple[float | None] | None = None
+        self._in_round = False
+
+    def release(self, now_s: float, engine: EngineView) -> ReleaseStep:
+        self._round_min_tpot, self._in_round = None, True
+        try:
+            return super().release(now_s, engine)
+        finally:
+            self._round_min_tpot, self._in_round = None, False
+
+    def _start(self, entry: Entry, now_s: float) -> None:
+        super()._start(entry, now_s)
+        cached = self._round_min_tpot
+        if cached is not None and cached[0] is not None:  # no tokens yet: its budget is its target
+            self._round_min_tpot = (min(cached[0], entry.spec.tpot_s),)
+
+    def waive_tpot(self, entry: Entry) -> None:
+        super().waive_tpot(entry)
+        self._round_min_tpot = None
 
     def _tie(self, entry: Entry) -> float:
         """Among equal deadlines (a burst of one class), the more important class first, then the shorter
@@ -478,7 +508,15 @@ class SloguardPolicy(LdfPolicy):
         behind looser ones), while one already past saving (no budget left) stops holding the gate, as it
         misses whatever is released. At most each request's target, so it never loosens the gate for a
         request that is ahead of its pace (`tpot_budget`; `tpot_budget_lost` alone only drops the lost ones).
-        Both off (None): the tightest target (`TpotState.min_tpot_s`)."""
+        Both off (None): the tightest target (`TpotState.min_tpot_s`). Computed once per release round."""
+        if not self._in_round:
+            return self._tightest_running_budget_s()
+        if self._round_min_tpot is None:
+            self._round_min_tpot = (self._tightest_running_budget_s(),)
+        return self._round_min_tpot[0]
+
+    def _tightest_running_budget_s(self) -> float | None:
+        """`_running_min_tpot_s` computed afresh: a walk of the running requests."""
         if not (self.params.tpot_budget or self.params.tpot_budget_lost):
             return None
         tightest = math.inf
