@@ -59,9 +59,14 @@ class Entry:
     # set at release
     released_s: float = math.nan
     tokens_ahead_at_release: float = 0.0
+    prefill_credit_s: float = 0.0  # engine time already spent on the prompts ahead of it at its release
     first_token_s: float | None = None
     output_tokens: int = 0
     last_tokens_s: float = math.nan
+    # the latency model's inter-token time of the batch it ran in, summed over its reported tokens after
+    # the first, and how many tokens that covers (sloguard's `lifetime_inflation`)
+    batch_itl_sum_s: float = 0.0
+    batch_itl_tokens: int = 0
 
     @property
     def request_id(self) -> str:
@@ -190,7 +195,8 @@ class QueuePolicy(Policy):
             self._generated_in_flight += 1
         self._pending_prefill_tokens -= entry.spec.prompt_tokens
         if self.calibrate_prefill:
-            self.latency.observe_prefill(entry.tokens_ahead_at_release, now_s - entry.released_s, now_s)
+            waited_s = now_s - entry.released_s + entry.prefill_credit_s
+            self.latency.observe_prefill(entry.tokens_ahead_at_release, waited_s, now_s)
             self.latency.observe_first_token(on_time=now_s <= entry.spec.ttft_deadline_s)
 
     def on_tokens(self, request_id: str, now_s: float, output_tokens: int) -> None:

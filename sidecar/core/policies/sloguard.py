@@ -124,6 +124,9 @@ class SloguardParameters:
     engine_order_pending: bool = False  # `_pending_ahead_tokens`: only pending work the engine serves first
     tpot_budget: bool = True  # `_running_min_tpot_s`: the gate prices running requests by their budget left
     tpot_budget_lost: bool = True  # `_running_min_tpot_s`: one with no budget left stops holding the gate
+    own_growth: bool = False  # `_tpot_verdict`: the candidate's output lengthens its own sequence only
+    prefill_progress: bool = False  # `_prefill_ahead_s`: the engine's time on the pending prompts so far
+    lifetime_inflation: bool = False  # `on_finish`: inflation against the batch each request ran in
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
     short_first_buffer_s: float = field(default=5.0, metadata={"min": 0.0})  # measured on bench/sa
@@ -164,8 +167,14 @@ class SloguardPolicy(LdfPolicy):
         # `waive_tpot`). None outside a round or before the round first asks.
         self._round_min_tpot: tuple[float | None] | None = None
         self._in_round = False
+        # `_prefill_ahead_s`: the time from which the engine has worked on the prompts now pending (the
+        # later of the release into an empty pending set and the latest first token), and the time of
+        # the call being answered.
+        self._pending_since_s: float | None = None
+        self._clock_s = 0.0
 
     def release(self, now_s: float, engine: EngineView) -> ReleaseStep:
+        self._clock_s = now_s
         self._round_min_tpot, self._in_round = None, True
         try:
             return super().release(now_s, engine)
@@ -173,6 +182,9 @@ class SloguardPolicy(LdfPolicy):
             self._round_min_tpot, self._in_round = None, False
 
     def _start(self, entry: Entry, now_s: float) -> None:
+        if self.pending_prefill_tokens() <= 0.0:
+            self._pending_since_s = now_s
+        entry.prefill_credit_s = self._prefill_credit_s() if self.params.prefill_progress else 0.0
         super()._start(entry, now_s)
         cached = self._round_min_tpot
         if cached is not None and cached[0] is not None:  # no tokens yet: its budget is its target
@@ -243,8 +255,9 @@ class SloguardPolicy(LdfPolicy):
 
     def on_first_token(self, request_id: str, now_s: float) -> None:
         entry = self._in_flight.get(request_id)
-        if entry is not None and entry.first_token_s is None and self.calibrate_prefill:
-            observed_s = now_s - entry.released_s
+        fresh = entry is not None and entry.first_token_s is None
+        if entry is not None and fresh and self.calibrate_prefill:
+            observed_s = now_s - entry.released_s + entry.prefill_credit_s
             if observed_s > 0.0:
                 tokens = entry.tokens_ahead_at_release
                 w = self.params.eta_weight
@@ -253,9 +266,36 @@ class SloguardPolicy(LdfPolicy):
                 self._prior_error += w * (abs(math.log(observed_s / prior_s)) - self._prior_error)
                 self._learned_error += w * (abs(math.log(observed_s / learned_s)) - self._learned_error)
         super().on_first_token(request_id, now_s)
+        if fresh:
+            self._pending_since_s = now_s  # the engine's work so far went to this prompt
+
+    def _prefill_credit_s(self) -> float:
+        """Engine time already spent on the prompts released and not yet answered: since the later of
+        their first release into an empty pending set and the latest first token (which took the work
+        before it). 0 with nothing pending."""
+        if self._pending_since_s is None or self.pending_prefill_tokens() <= 0.0:
+            return 0.0
+        return max(0.0, self._clock_s - self._pending_since_s)
+
+    def _prefill_ahead_s(self, prefill_s: float, tokens: float) -> float:
+        """A prefill prediction `prefill_s` for `tokens` cumulative prompt tokens (the pending ones
+        included) less the engine time already spent on the pending ones (`prefill_progress`), never
+        below the prefill of the tokens past the pending ones alone. The prefill model prices pending
+        prompts as if their prefill had not begun; a prompt released a moment ago behind a long one
+        released 0.4 s earlier waits for what is left of it, not for all of it (at half load the whole of
+        it refused tight-TTFT requests that fcfs meets). The calibration adds the same credit to what it
+        observes (`Entry.prefill_credit_s`), so the model keeps fitting the time from scratch."""
+        if not self.params.prefill_progress:
+            return prefill_s
+        credit_s = self._prefill_credit_s()
+        if credit_s <= 0.0:
+            return prefill_s
+        own_s = self._prefill_s(max(0.0, tokens - self.pending_prefill_tokens()))
+        return max(min(own_s, prefill_s), prefill_s - credit_s)
 
     def _wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
-        return self._prefill_s(tokens) + self._slot_wait_s(count, out_tokens, tokens)
+        prefill_s = self._prefill_ahead_s(self._prefill_s(tokens), tokens)
+        return prefill_s + self._slot_wait_s(count, out_tokens, tokens)
 
     def _guarded_wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
         """The predicted wait plus `margin_s` only where the wait depends on others: the margin covers
@@ -281,6 +321,7 @@ class SloguardPolicy(LdfPolicy):
                 prefill_s = min(prefill_s, self.latency.prefill.time_s(tokens))
             if pending <= 0.0:
                 return prefill_s
+        prefill_s = self._prefill_ahead_s(prefill_s, tokens)
         margin_s = self.params.margin_s
         if self.params.bounded_margin:  # at most the wait beyond one (mean) queued prompt's own prefill
             own_s = self._prefill_s(max(0.0, tokens - pending) / max(1, count))
@@ -315,6 +356,7 @@ class SloguardPolicy(LdfPolicy):
         return min(pending, ahead)
 
     def _arrival_check(self, entry: Entry, now_s: float) -> Decision:
+        self._clock_s = now_s
         spec = entry.spec
         low_out = min(float(spec.max_tokens), entry.prediction.quantile(self.params.reject_quantile))
         alone_s = self.latency.itl_s(1.0, spec.prompt_tokens + low_out / 2)
@@ -379,6 +421,7 @@ class SloguardPolicy(LdfPolicy):
             float(self._last_cap),
             float(self.latency.version),
             float(self._prior_error <= self._learned_error),
+            -1.0 if self._pending_since_s is None else self._pending_since_s,
         )
 
     def _cached_sweep(self, now_s: float) -> Sweep | None:
@@ -499,6 +542,7 @@ class SloguardPolicy(LdfPolicy):
             virtual=self.params.credit_batching,
             running_count=self.in_flight_count,
             running_min_tpot_s=self._running_min_tpot_s(),
+            own_growth=self.params.own_growth,
         )
 
     def _running_min_tpot_s(self) -> float | None:
@@ -594,8 +638,28 @@ class SloguardPolicy(LdfPolicy):
             return self.params.urgent_headroom
         return self.params.headroom
 
+    def _batch_itl_now_s(self) -> float:
+        n = self.in_flight_count
+        return self.latency.itl_s(float(n), self.running_len_tokens() / n) if n else 0.0
+
+    def on_tokens(self, request_id: str, now_s: float, output_tokens: int) -> None:
+        entry = self._in_flight.get(request_id)
+        before = 0 if entry is None else max(1, entry.output_tokens)
+        super().on_tokens(request_id, now_s, output_tokens)
+        if self.params.lifetime_inflation and entry is not None and entry.first_token_s is not None:
+            self._count_batch_itl(entry, entry.output_tokens - before)
+
+    def _count_batch_itl(self, entry: Entry, tokens: int) -> None:
+        """`lifetime_inflation`: add `tokens` tokens decoded at the current batch's modelled inter-token
+        time to what the request's TPOT is compared with when it finishes."""
+        if tokens > 0:
+            entry.batch_itl_sum_s += tokens * self._batch_itl_now_s()
+            entry.batch_itl_tokens += tokens
+
     def on_finish(self, request_id: str, now_s: float, *, outcome: Outcome, output_tokens: int) -> None:
         entry = self._in_flight.get(request_id)
+        if self.params.lifetime_inflation and entry is not None and entry.first_token_s is not None:
+            self._count_batch_itl(entry, output_tokens - 1 - entry.batch_itl_tokens)
         super().on_finish(request_id, now_s, outcome=outcome, output_tokens=output_tokens)
         if (
             self.params.adaptive_eta
@@ -606,7 +670,13 @@ class SloguardPolicy(LdfPolicy):
             and entry.predicted_itl_s > 0
         ):
             observed = (now_s - entry.first_token_s) / (output_tokens - 1)
-            ratio = min(self.params.eta_max, max(1.0, observed / entry.predicted_itl_s))
+            predicted = entry.predicted_itl_s
+            if self.params.lifetime_inflation and entry.batch_itl_tokens > 0:
+                # the model's ITL of the batches it actually ran in, not of the one it joined: a request
+                # released into a small batch that then grew is slower for the growth, which the gate
+                # prices itself for every later release, not for model error or prefill stalls
+                predicted = entry.batch_itl_sum_s / entry.batch_itl_tokens
+            ratio = min(self.params.eta_max, max(1.0, observed / predicted))
             self.inflation += self.params.eta_weight * (ratio - self.inflation)
 
     def _engine_priority(self, entry: Entry) -> int | None:
@@ -617,6 +687,7 @@ class SloguardPolicy(LdfPolicy):
         release changed the waits, before) `now_s` is rejected by a release an instant later; waking the
         driver at `now_s` itself would find it still attainable and spin at one instant."""
         super().next_wakeup_s(now_s)
+        self._clock_s = now_s
         cached = self._cached_sweep(now_s)
         if cached is not None:
             expiry: float | None = cached.next_expiry_s if len(self._main) else None

@@ -328,3 +328,62 @@ def test_the_tpot_gate_prices_a_running_request_by_the_budget_it_has_left(
     policy.on_tokens("t0", now, OUT // 2 + 1)
     policy.submit(spec("t1", tight, now), now)
     assert released(policy, now) == (["t1"] if releases else [])
+
+
+LONG_PROMPT = 4000
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize(
+    ("progress", "elapsed_share", "admitted"),
+    [
+        (True, 0.0, False),  # released together: none of the long prompt is done, the whole of it is ahead
+        (True, 0.5, True),  # half its prefill time gone: what is left of it and its own prefill fit
+        (False, 0.5, False),  # switched off: the long prompt is priced as if its prefill had not begun
+        (True, 0.95, True),  # nearly done: still never below its own prefill
+    ],
+)
+def test_a_pending_prompt_counts_only_what_is_left_of_its_prefill(
+    profile: str, factor: float, progress: bool, elapsed_share: float, admitted: bool
+) -> None:
+    latency = engine_latency(profile, factor)
+    whole_s = latency.prefill_s(LONG_PROMPT + PROMPT)  # both prompts, neither begun
+    elapsed_s = elapsed_share * latency.prefill_s(LONG_PROMPT)
+    lax = {"name": "lax", "ttft_s": 100.0, "tpot_s": 1.0}
+    # a TTFT target between the long prompt's remaining prefill plus its own and the whole of both
+    snappy = {"name": "snappy", "ttft_s": whole_s - 0.25 * latency.prefill_s(LONG_PROMPT), "tpot_s": 1.0}
+    assert snappy["ttft_s"] > latency.prefill_s(PROMPT) + 0.02  # the table's premise: it fits alone
+    policy = policy_for(latency, [lax, snappy], prefill_progress=progress)
+    policy.submit(spec("long", lax, 0.0, LONG_PROMPT), 0.0)
+    assert released(policy, 0.0) == ["long"]
+    decision = policy.submit(spec("b", snappy, elapsed_s), elapsed_s)
+    assert isinstance(decision, Admitted if admitted else Rejected), decision
+    if admitted:  # its predicted wait: what is left of the long prefill, never below its own
+        assert decision.predicted_ttft_s is not None
+        assert decision.predicted_ttft_s >= latency.prefill_s(PROMPT) - 1e-9
+        assert decision.predicted_ttft_s == pytest.approx(
+            max(latency.prefill_s(PROMPT), whole_s - elapsed_s), rel=0.05
+        )
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_prefill_calibration_sees_the_wait_from_scratch(progress: bool) -> None:
+    """A request released while a long prompt was half prefilled waits for what is left of it; the
+    calibration observes that wait plus the credit (`Entry.prefill_credit_s`), so the model, which
+    prices prompts from scratch, learns no speed-up that is not there."""
+    latency = engine_latency("llama-3-8b-a100", 1.0)
+    lax = {"name": "lax", "ttft_s": 100.0, "tpot_s": 1.0}
+    policy = policy_for(latency, [lax], prefill_progress=progress)
+    before = policy.latency.prefill_s(LONG_PROMPT + PROMPT)
+    policy.submit(spec("long", lax, 0.0, LONG_PROMPT), 0.0)
+    assert released(policy, 0.0) == ["long"]
+    half_s = 0.5 * policy.latency.prefill_s(LONG_PROMPT)
+    policy.submit(spec("b", lax, half_s), half_s)
+    assert released(policy, half_s) == ["b"]
+    policy.on_first_token("long", policy.latency.prefill_s(LONG_PROMPT))
+    policy.on_first_token("b", before)  # the engine took exactly what the model says, from scratch
+    after = policy.latency.prefill_s(LONG_PROMPT + PROMPT)
+    if progress:
+        assert after == pytest.approx(before, rel=0.02)
+    else:  # without the credit the half-done prompt reads as a faster engine
+        assert after < 0.98 * before
