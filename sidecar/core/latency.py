@@ -302,24 +302,15 @@ class LatencyModel:
         candidate_prompt_tokens: float,
         candidate_output_tokens: float,
         candidate_weight: float = 1.0,
-        own_growth: bool = False,
     ) -> float:
         """TPOT if the candidate joins the running batch, at the mean length over its generation.
 
         `candidate_weight` is the candidate's share of iterations (SCORPIO's TRP, 1 without credit
-        batching); `load.batch_size` may itself be a virtual batch size. SCORPIO adds the candidate's mean
-        output over its generation (half its predicted length) to the batch's *mean* length, as if every
-        running sequence grew by it; `own_growth`: it grows only the candidate's own sequence, so it adds
-        its share of the batch's total tokens (the running sequences' own growth and departures are the
-        same whichever candidate joins).
+        batching); `load.batch_size` may itself be a virtual batch size.
         """
         batch = load.batch_size + candidate_weight
         n_seqs = max(1.0, load.batch_size + 1.0)
-        joined_tokens = load.total_len_tokens + candidate_prompt_tokens
-        if own_growth:
-            mean_len = (joined_tokens + candidate_output_tokens / 2) / n_seqs
-        else:
-            mean_len = joined_tokens / n_seqs + candidate_output_tokens / 2
+        mean_len = (load.total_len_tokens + candidate_prompt_tokens) / n_seqs + candidate_output_tokens / 2
         return self.itl_s(batch, mean_len)
 
     # --- online calibration ----------------------------------------------------------------------

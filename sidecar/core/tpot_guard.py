@@ -69,7 +69,6 @@ def tpot_admission(
     virtual: bool = True,
     running_count: int | None = None,
     running_min_tpot_s: float | None = None,
-    own_growth: bool = False,
 ) -> TpotVerdict:
     """Would the running batch still meet the tightest TPOT with the candidate in it?
 
@@ -79,7 +78,6 @@ def tpot_admission(
     longer constrains the gate, but they still decode every iteration); default `len(state)`.
     `running_min_tpot_s`: the tightest per-token budget of the running requests when the caller prices it
     otherwise than by their targets (`remaining_tpot_budget_s`); default `state.min_tpot_s()`.
-    `own_growth`: the candidate's output lengthens only its own sequence (`LatencyModel.tpot_if_joins_s`).
     """
     running_min = state.min_tpot_s() if running_min_tpot_s is None else running_min_tpot_s
     t_min = candidate_tpot_s if running_min is None else min(running_min, candidate_tpot_s)
@@ -97,7 +95,6 @@ def tpot_admission(
         candidate_prompt_tokens=candidate_prompt_tokens,
         candidate_output_tokens=candidate_output_tokens,
         candidate_weight=batch - n_running,
-        own_growth=own_growth,
     )
     return TpotVerdict(
         admit=itl * eta < headroom * t_min, predicted_itl_s=itl, t_min_s=t_min, batch_size=batch

@@ -67,6 +67,30 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   10.0 -> 10.6 pp. Taken as the default on those aggregates (more wins, the worst ratio to oracle_sloguard
   more than doubled, the worst ratio to fcfs unchanged); either half alone is worse (docs/benchmarks.md,
   fourth pass).
+- On by default (`prefill_progress`): prompts released and not yet answered count only what is left of
+  their prefill: the predicted wait behind them is less the engine time spent on them since the later of
+  their release into an empty pending set and the latest first token (`_prefill_credit_s`), never below
+  the prefill past them; the calibration adds the same credit back to what it observes
+  (`Entry.prefill_credit_s`, `progress_in_calibration`), so the model keeps pricing prompts from scratch.
+  The credit lapses once the pending prompts are overdue (the time exceeds their predicted prefill): the
+  engine is then not working as the model says, and the whole backlog counts again. Traced on tuning seed
+  4300 (slowed h100, 0.5x, 0.974x fcfs): tight-TTFT requests refused behind 4,000-5,700 pending tokens whose
+  prefill was mostly done (fcfs answered them in 0.15-0.37 s against 0.43-0.53 s predicted). On the
+  matrix's 96 tuning seeds: wins 69 -> 69, sum of ratios to the best baseline 113.64 -> 113.94, min vs
+  oracle_sloguard 0.739 -> 0.769, points with a gap over 2 pp 15 -> 15, points below 0.99x fcfs 2 -> 1
+  (4300 and 5499 now above), but the smallest ratio to fcfs 0.974 -> 0.955 (seed 7038: a burst of 12
+  expired in the queue just before a release would have waived the TPOT blockers for it). Without the
+  lapse: 72 wins, sum 114.01, min vs oracle_sloguard 0.826, but a backlog that never answers (a stalled
+  engine) would read as done. Without the credit in the calibration: 72 wins, no point below 0.99x fcfs
+  (min 0.993), but sum 110.48 and deeper overload losses (the progress read as a faster engine). While the
+  credit runs the waits shrink as fast as the slacks, so `next_wakeup_s` prices them at the most the credit
+  can reach, or wakes when it lapses (priced at the current credit, a point spun on wakeups a constant
+  step apart).
+- Off by default (`lifetime_inflation`): the adaptive inflation compares a request's TPOT with the
+  model's inter-token time of the batches it ran in (`Entry.batch_itl_sum_s`) instead of the batch it
+  joined, so a batch growing after a release does not read as model error. 96 tuning seeds, alone: 69
+  wins, 13 points with a gap over 2 pp (15), sum 113.52; with `prefill_progress`: 68 wins (69 without it),
+  11 points over 2 pp (15), sum 113.15 (113.94). Fewer adherence gaps, fewer wins: not taken.
 - Equal deadlines (a burst of one class) are served shortest predicted output first.
 - The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
   others, so the engine's queue and its preemption choices agree with the sidecar.
@@ -124,8 +148,8 @@ class SloguardParameters:
     engine_order_pending: bool = False  # `_pending_ahead_tokens`: only pending work the engine serves first
     tpot_budget: bool = True  # `_running_min_tpot_s`: the gate prices running requests by their budget left
     tpot_budget_lost: bool = True  # `_running_min_tpot_s`: one with no budget left stops holding the gate
-    own_growth: bool = False  # `_tpot_verdict`: the candidate's output lengthens its own sequence only
-    prefill_progress: bool = False  # `_prefill_ahead_s`: the engine's time on the pending prompts so far
+    prefill_progress: bool = True  # `_prefill_ahead_s`: the engine's time on the pending prompts so far
+    progress_in_calibration: bool = True  # `_start`: the calibration adds that time back to what it sees
     lifetime_inflation: bool = False  # `on_finish`: inflation against the batch each request ran in
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
@@ -172,6 +196,7 @@ class SloguardPolicy(LdfPolicy):
         # the call being answered.
         self._pending_since_s: float | None = None
         self._clock_s = 0.0
+        self._credit_in_full = False  # `next_wakeup_s`: price the pending prompts with their whole credit
 
     def release(self, now_s: float, engine: EngineView) -> ReleaseStep:
         self._clock_s = now_s
@@ -184,7 +209,8 @@ class SloguardPolicy(LdfPolicy):
     def _start(self, entry: Entry, now_s: float) -> None:
         if self.pending_prefill_tokens() <= 0.0:
             self._pending_since_s = now_s
-        entry.prefill_credit_s = self._prefill_credit_s() if self.params.prefill_progress else 0.0
+        on = self.params.prefill_progress and self.params.progress_in_calibration
+        entry.prefill_credit_s = self._prefill_credit_s() if on else 0.0
         super()._start(entry, now_s)
         cached = self._round_min_tpot
         if cached is not None and cached[0] is not None:  # no tokens yet: its budget is its target
@@ -272,10 +298,21 @@ class SloguardPolicy(LdfPolicy):
     def _prefill_credit_s(self) -> float:
         """Engine time already spent on the prompts released and not yet answered: since the later of
         their first release into an empty pending set and the latest first token (which took the work
-        before it). 0 with nothing pending."""
-        if self._pending_since_s is None or self.pending_prefill_tokens() <= 0.0:
+        before it). 0 with nothing pending, and 0 once that time exceeds the predicted prefill of the
+        pending prompts alone (`_credit_ends_s`): they are overdue, the engine is not working as the model
+        says (stalled, or queueing them behind others), and what is left of them is unknown."""
+        end_s = self._credit_ends_s()
+        if end_s is None or self._pending_since_s is None or self._clock_s > end_s:
             return 0.0
         return max(0.0, self._clock_s - self._pending_since_s)
+
+    def _credit_ends_s(self) -> float | None:
+        """When the pending prompts' predicted prefill, counted from `_pending_since_s`, is over; None with
+        nothing pending."""
+        pending = self.pending_prefill_tokens()
+        if self._pending_since_s is None or pending <= 0.0:
+            return None
+        return self._pending_since_s + self._prefill_s(pending)
 
     def _prefill_ahead_s(self, prefill_s: float, tokens: float) -> float:
         """A prefill prediction `prefill_s` for `tokens` cumulative prompt tokens (the pending ones
@@ -287,10 +324,12 @@ class SloguardPolicy(LdfPolicy):
         observes (`Entry.prefill_credit_s`), so the model keeps fitting the time from scratch."""
         if not self.params.prefill_progress:
             return prefill_s
-        credit_s = self._prefill_credit_s()
-        if credit_s <= 0.0:
+        pending = self.pending_prefill_tokens()
+        # in full (`next_wakeup_s`): the most it can reach before it lapses, the pending prompts' prefill
+        credit_s = self._prefill_s(pending) if self._credit_in_full else self._prefill_credit_s()
+        if credit_s <= 0.0 or pending <= 0.0:
             return prefill_s
-        own_s = self._prefill_s(max(0.0, tokens - self.pending_prefill_tokens()))
+        own_s = self._prefill_s(max(0.0, tokens - pending))
         return max(min(own_s, prefill_s), prefill_s - credit_s)
 
     def _wait_s(self, tokens: float, count: int, out_tokens: float) -> float:
@@ -542,7 +581,6 @@ class SloguardPolicy(LdfPolicy):
             virtual=self.params.credit_batching,
             running_count=self.in_flight_count,
             running_min_tpot_s=self._running_min_tpot_s(),
-            own_growth=self.params.own_growth,
         )
 
     def _running_min_tpot_s(self) -> float | None:
@@ -688,16 +726,29 @@ class SloguardPolicy(LdfPolicy):
         driver at `now_s` itself would find it still attainable and spin at one instant."""
         super().next_wakeup_s(now_s)
         self._clock_s = now_s
-        cached = self._cached_sweep(now_s)
+        # `prefill_progress` with prompts pending: the waits shrink as fast as the slacks while the
+        # engine works on them, so nothing expires for time passing until a wait reaches its floor (the
+        # prefill past the pending prompts); an expiry priced at today's credit would wake the driver
+        # again and again a constant step apart. The waits at their floor give the true next expiry; a
+        # first token (the credit restarts) comes with a release that walks the queue again.
+        credit_ends_s = self._credit_ends_s() if self.params.prefill_progress else None
+        progressing = credit_ends_s is not None and now_s <= credit_ends_s
+        cached = None if progressing else self._cached_sweep(now_s)
         if cached is not None:
             expiry: float | None = cached.next_expiry_s if len(self._main) else None
         else:
-            expiry = next_expiry_s(
-                self._main,
-                base_tokens=self.pending_prefill_tokens(),
-                wait_s=self._guarded_wait_s,
-                margin_s=0.0,
-            )
+            self._credit_in_full = progressing
+            try:
+                expiry = next_expiry_s(
+                    self._main,
+                    base_tokens=self.pending_prefill_tokens(),
+                    wait_s=self._guarded_wait_s,
+                    margin_s=0.0,
+                )
+            finally:
+                self._credit_in_full = False
+            if progressing and credit_ends_s is not None:  # the credit lapses then: the waits jump back
+                expiry = credit_ends_s if expiry is None else min(expiry, credit_ends_s)
         if expiry is None or math.isinf(expiry):
             return expiry
         return max(expiry, math.nextafter(now_s, math.inf))

@@ -387,3 +387,41 @@ def test_the_prefill_calibration_sees_the_wait_from_scratch(progress: bool) -> N
         assert after == pytest.approx(before, rel=0.02)
     else:  # without the credit the half-done prompt reads as a faster engine
         assert after < 0.98 * before
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize("lifetime", [True, False])
+def test_the_inflation_learns_model_error_not_the_batch_growing_after_a_release(
+    profile: str, factor: float, lifetime: bool
+) -> None:
+    """A request released into a batch of two that then grows to ten decodes exactly at the model's
+    inter-token time of the batch it runs in. With `lifetime_inflation` its TPOT is compared with that
+    (a ratio of 1: the model was right); without, with the ITL of the batch it joined (the growth reads as
+    model error and pushes the inflation up, which then closes the gate for every later release)."""
+    latency = engine_latency(profile, factor)
+    lax = {"name": "lax", "ttft_s": 100.0, "tpot_s": 100.0}
+    policy = policy_for(latency, [lax], lifetime_inflation=lifetime)
+    for rid in ("a", "b"):
+        policy.submit(spec(rid, lax, 0.0), 0.0)
+    assert released(policy, 0.0) == ["a", "b"]
+    later = [f"r{i}" for i in range(8)]
+    for rid in later:
+        policy.submit(spec(rid, lax, 0.0), 0.0)
+    assert released(policy, 0.0) == later
+    now = 0.0
+    everyone = ["a", "b", *later]
+    for rid in everyone:
+        policy.on_first_token(rid, now)
+    for tokens in range(2, OUT + 1):  # every running request reports each token as the batch makes it
+        now += policy.latency.itl_s(10.0, policy.running_len_tokens() / 10)
+        for rid in everyone:
+            policy.on_tokens(rid, now, tokens)
+    joined_itl_s = policy._in_flight["b"].predicted_itl_s  # the gate's ITL when it let b in
+    assert joined_itl_s < policy.latency.itl_s(10.0, PROMPT + OUT / 2)  # the batch grew after it
+    eta = policy.inflation  # type: ignore[attr-defined]
+    policy.on_finish("b", now, outcome=Outcome.COMPLETED, output_tokens=OUT)
+    observed_s = now / (OUT - 1)
+    ratio = 1.0 if lifetime else max(1.0, observed_s / joined_itl_s)
+    if not lifetime:
+        assert ratio > 1.0  # the growth read as model error
+    assert policy.inflation == pytest.approx(eta + 0.05 * (ratio - eta), rel=1e-3)  # type: ignore[attr-defined]
