@@ -4,6 +4,7 @@ alone on the engine is refused only when prior and learned prefill both miss (`_
 wait is priced by the prefill model that predicted first tokens better (`_prefill_s`).
 Table-driven over the shipped engine profiles, as shipped and slowed."""
 
+import math
 from typing import Any
 
 import pytest
@@ -425,3 +426,38 @@ def test_the_inflation_learns_model_error_not_the_batch_growing_after_a_release(
     if not lifetime:
         assert ratio > 1.0  # the growth read as model error
     assert policy.inflation == pytest.approx(eta + 0.05 * (ratio - eta), rel=1e-3)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_queue_behind_progressing_prompts_wakes_the_driver_a_few_times_not_every_instant(
+    profile: str, factor: float, progress: bool
+) -> None:
+    """While the credit runs a queued request's wait shrinks as fast as its slack: an expiry priced at
+    the current credit would come again a constant step later at every wakeup. Priced at the most the
+    credit can reach (or when it lapses), the driver wakes a few times until the request's fate is
+    decided."""
+    latency = engine_latency(profile, factor)
+    lax = {"name": "lax", "ttft_s": 100.0, "tpot_s": 1.0}
+    policy = policy_for(latency, [lax], prefill_progress=progress)
+    policy.submit(spec("long", lax, 0.0, LONG_PROMPT), 0.0)
+    assert released(policy, 0.0) == ["long"]
+    now = 0.1 * latency.prefill_s(LONG_PROMPT)
+    probe = policy.estimate(spec("b", lax, now), now)
+    assert isinstance(probe, Admitted) and probe.predicted_ttft_s is not None
+    snappy = {"name": "snappy", "ttft_s": probe.predicted_ttft_s + 0.021, "tpot_s": 1.0}
+    policy = policy_for(latency, [lax, snappy], prefill_progress=progress)  # the same state, two classes
+    policy.submit(spec("long", lax, 0.0, LONG_PROMPT), 0.0)
+    assert released(policy, 0.0) == ["long"]
+    assert isinstance(policy.submit(spec("b", snappy, now), now), Admitted)
+    blocked = EngineView(in_flight_cap=64, kv_free_tokens=0)  # no KV: b stays queued
+    wakeups = 0
+    while wakeups < 1000:
+        wake = policy.next_wakeup_s(now)
+        if wake is None or math.isinf(wake):
+            break
+        now = wake
+        wakeups += 1
+        if policy.release(now, blocked).rejections:
+            break
+    assert wakeups <= 3, wakeups
