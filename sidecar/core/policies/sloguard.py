@@ -67,6 +67,14 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   10.0 -> 10.6 pp. Taken as the default on those aggregates (more wins, the worst ratio to oracle_sloguard
   more than doubled, the worst ratio to fcfs unchanged); either half alone is worse (docs/benchmarks.md,
   fourth pass).
+- On by default (`cautious_when_behind`): while first tokens come late (`KeepingUp`, judged per class: a
+  loose class on time no longer hides a late one), the wait is priced with the high quantile (75th) of the
+  prefill corrections' observed ratios instead of their running level, the mirror of the optimism while
+  the engine keeps up: past saturation an admitted request that comes late still takes the engine's time
+  from others. On the matrix's 96 tuning seeds: wins 69 -> 70, min vs oracle_sloguard 0.74 -> 0.82, the
+  largest adherence gap 10.6 -> 10.0 pp (seed 9966 from 0.90x of the best baseline to a win; 4867 and
+  8111 lower). In front of real vLLM at 2x the knee (8.5 ms / 2.3 ms profile, 3 paired rounds each, not a
+  paired comparison of the two settings): 3.1-3.5x direct with it, 2.2-3.6x without.
 - Equal deadlines (a burst of one class) are served shortest predicted output first.
 - The TTFT deadline is stamped as vLLM priority (lower = earlier), best-effort requests after all
   others, so the engine's queue and its preemption choices agree with the sidecar.
@@ -124,6 +132,7 @@ class SloguardParameters:
     engine_order_pending: bool = False  # `_pending_ahead_tokens`: only pending work the engine serves first
     tpot_budget: bool = True  # `_running_min_tpot_s`: the gate prices running requests by their budget left
     tpot_budget_lost: bool = True  # `_running_min_tpot_s`: one with no budget left stops holding the gate
+    cautious_when_behind: bool = True  # latency.py `prefill_s`: high quantiles while first tokens come late
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
     short_first_buffer_s: float = field(default=5.0, metadata={"min": 0.0})  # measured on bench/sa
@@ -146,6 +155,7 @@ class SloguardPolicy(LdfPolicy):
             raise PolicyParameterError("wait_quantile must lie in (0, 1)")
         self._urgent_slack_s = math.inf  # set by each release's candidate walk
         self.calibrate_prefill = self.params.calibrate_prefill
+        self.latency.cautious_when_behind = self.params.cautious_when_behind
         self.calibrate_decode = self.params.calibrate_decode
         self.learn_lengths_online = self.params.learn_lengths_online
         self._skips = 0
