@@ -237,6 +237,8 @@ class LatencyModel:
         self._decode_refits = 0
         self.keeping_up = KeepingUp()
         self.cautious_when_behind = False  # `prefill_s`: the corrections' high quantiles while not keeping up
+        self._factors_key: tuple[int, int, bool, bool] | None = None  # `_prefill_factors`' cache
+        self._factors = (1.0, 1.0)
         self.version = 0  # bumped whenever a refit changes the coefficients
 
     @classmethod
@@ -286,12 +288,24 @@ class LatencyModel:
         `cautious_when_behind` is set)."""
         flat_s = self.prefill.flat_s
         extra_s = self.prefill.time_s(tokens_ahead_incl_self) - flat_s
+        flat_factor, per_token_factor = self._prefill_factors()
+        return flat_s * flat_factor + extra_s * per_token_factor
+
+    def _prefill_factors(self) -> tuple[float, float]:
+        """The two corrections `prefill_s` applies now, recomputed only when either scale or the mode
+        changed: a queue walk asks for hundreds of waits between two changes."""
         flat, per_token = self._prefill_scale, self._per_token_scale
-        if self.keeping_up.keeping_up:
-            return flat_s * flat.floor + extra_s * per_token.floor
-        if self.cautious_when_behind:
-            return flat_s * flat.ceiling + extra_s * per_token.ceiling
-        return flat_s * flat.value + extra_s * per_token.value
+        keeping_up = self.keeping_up.keeping_up
+        key = (flat.revision, per_token.revision, keeping_up, self.cautious_when_behind)
+        if key != self._factors_key:
+            if keeping_up:
+                self._factors = (flat.floor, per_token.floor)
+            elif self.cautious_when_behind:
+                self._factors = (flat.ceiling, per_token.ceiling)
+            else:
+                self._factors = (flat.value, per_token.value)
+            self._factors_key = key
+        return self._factors
 
     def ttft_at_position_s(self, tokens_ahead_incl_self: float) -> float:
         """TTFT of a request at the queue position where this many prompt tokens (its own included) wait."""

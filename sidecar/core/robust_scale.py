@@ -62,6 +62,7 @@ class RobustScale:
         self._count = 0
         self._weight = 0.0  # the observations' summed weights: the warmup's effective count
         self._now_s: float | None = None
+        self.revision = 0  # bumped whenever `value`, `floor` or `ceiling` may have changed
 
     @property
     def value(self) -> float:
@@ -120,6 +121,7 @@ class RobustScale:
             self._ceiling = self._bound(max(self._ceiling + up, self._level))
         self._count += 1
         self._weight += weight
+        self.revision += 1
 
     def advance(self, now_s: float) -> None:
         """Let time pass: the level's excess over the floor decays with time constant `decay_s`."""
@@ -129,5 +131,6 @@ class RobustScale:
             keep = math.exp(-(now_s - self._now_s) / self.settings.decay_s)
             self._level = self._floor + (self._level - self._floor) * keep
             self._ceiling = self._floor + (self._ceiling - self._floor) * keep
+            self.revision += 1
         if self._now_s is None or now_s > self._now_s:
             self._now_s = now_s

@@ -256,6 +256,10 @@ class KeepingUp:
     observations: int = 0
     by_class: dict[str, tuple[float, int]] = field(default_factory=dict)
     """SLO class -> (its on-time share, its observations)."""
+    _keeping_up: bool = field(default=False, init=False, repr=False)  # `keeping_up`, set by `observe`
+
+    def __post_init__(self) -> None:
+        self._keeping_up = self._judge()
 
     def _averaged(self, share: float, count: int, on_time: bool) -> tuple[float, int]:
         w = max(self.weight, 1.0 / (count + 1))
@@ -267,9 +271,14 @@ class KeepingUp:
         if slo_class is not None:
             share, count = self.by_class.get(slo_class, (0.0, 0))
             self.by_class[slo_class] = self._averaged(share, count, on_time)
+        self._keeping_up = self._judge()
 
     @property
     def keeping_up(self) -> bool:
+        """Judged once per first token (`observe`): every wait the guards predict reads it."""
+        return self._keeping_up
+
+    def _judge(self) -> bool:
         if self.observations < self.min_observations or self.on_time_share < self.threshold:
             return False
         return all(

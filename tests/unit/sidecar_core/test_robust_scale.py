@@ -241,6 +241,44 @@ def test_keeping_up_needs_enough_recent_first_tokens_on_time(outcomes: list[bool
     assert tracker.keeping_up is keeping_up
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["prefill", "first_token", "advance", "cautious"]), st.floats(0.01, 50.0)),
+        max_size=80,
+    ),
+    tokens=st.floats(1.0, 4000.0),
+)
+def test_the_prefill_prediction_is_always_computed_from_the_current_corrections(
+    steps: list[tuple[str, float]], tokens: float
+) -> None:
+    """`prefill_s` caches its two corrections between changes; after any sequence of observations, time
+    and mode changes it equals the prediction computed from scratch."""
+    model = LatencyModel()
+    t = 0.0
+    for kind, x in steps:
+        t += 0.01
+        if kind == "prefill":
+            model.observe_prefill(x * 100, model.prefill.time_s(x * 100) * x / 5, now_s=t)
+        elif kind == "first_token":
+            model.observe_first_token(on_time=x < 25, slo_class="a" if x < 10 else "b")
+        elif kind == "advance":
+            model.advance(t + x)
+            t += x
+        else:
+            model.cautious_when_behind = not model.cautious_when_behind
+        flat, per_token = model._prefill_scale, model._per_token_scale
+        if model.keeping_up.keeping_up:
+            factors = (flat.floor, per_token.floor)
+        elif model.cautious_when_behind:
+            factors = (flat.ceiling, per_token.ceiling)
+        else:
+            factors = (flat.value, per_token.value)
+        flat_s = model.prefill.flat_s
+        fresh = flat_s * factors[0] + (model.prefill.time_s(tokens) - flat_s) * factors[1]
+        assert model.prefill_s(tokens) == pytest.approx(fresh, rel=1e-12)
+
+
 _LOOSE_ON_TIME = [("batch", True)] * 3
 
 
