@@ -281,24 +281,27 @@ class LatencyModel:
 
     # --- the guards' questions -------------------------------------------------------------------
 
-    def prefill_s(self, tokens_ahead_incl_self: float) -> float:
+    def prefill_s(self, tokens_ahead_incl_self: float, *, held_back: bool = True) -> float:
         """Predicted time until the first token when `tokens_ahead_incl_self` prompt tokens queue: the
         profile's flat part and its growth past the breakpoint, each times its learned correction (their
         low quantiles while the engine keeps up; their high quantiles while it does not, where
-        `cautious_when_behind` is set)."""
+        `cautious_when_behind` is set). `held_back`: whether the caller holds requests back from the engine
+        (its queue did not empty at its last release); one that holds nothing back gets the low quantiles
+        too, where `cautious_when_behind` is set: whatever it admits starts at once and takes no slot
+        another request waits for."""
         flat_s = self.prefill.flat_s
         extra_s = self.prefill.time_s(tokens_ahead_incl_self) - flat_s
-        flat_factor, per_token_factor = self._prefill_factors()
+        flat_factor, per_token_factor = self._prefill_factors(held_back)
         return flat_s * flat_factor + extra_s * per_token_factor
 
-    def _prefill_factors(self) -> tuple[float, float]:
+    def _prefill_factors(self, held_back: bool) -> tuple[float, float]:
         """The two corrections `prefill_s` applies now, recomputed only when either scale or the mode
         changed: a queue walk asks for hundreds of waits between two changes."""
         flat, per_token = self._prefill_scale, self._per_token_scale
-        keeping_up = self.keeping_up.keeping_up
-        key = (flat.revision, per_token.revision, keeping_up, self.cautious_when_behind)
+        optimistic = self.keeping_up.keeping_up or (self.cautious_when_behind and not held_back)
+        key = (flat.revision, per_token.revision, optimistic, self.cautious_when_behind)
         if key != self._factors_key:
-            if keeping_up:
+            if optimistic:
                 self._factors = (flat.floor, per_token.floor)
             elif self.cautious_when_behind:
                 self._factors = (flat.ceiling, per_token.ceiling)

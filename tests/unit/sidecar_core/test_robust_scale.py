@@ -109,16 +109,18 @@ def test_a_high_ceiling_with_no_new_observations_decays_to_the_floor() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cautious", "keeping_up", "expected"),
+    ("cautious", "keeping_up", "held_back", "expected"),
     [
-        (False, True, "floor"),
-        (False, False, "value"),
-        (True, True, "floor"),  # keeping up: optimistic whatever the setting
-        (True, False, "ceiling"),
+        (False, True, True, "floor"),
+        (False, False, True, "value"),
+        (False, False, False, "value"),  # without the setting, holding back changes nothing
+        (True, True, True, "floor"),  # keeping up: optimistic whatever the setting
+        (True, False, True, "ceiling"),  # behind and holding requests back: cautious
+        (True, False, False, "floor"),  # behind but holding nothing back: admitted requests start at once
     ],
 )
 def test_the_prefill_prediction_takes_the_quantile_the_state_calls_for(
-    cautious: bool, keeping_up: bool, expected: str
+    cautious: bool, keeping_up: bool, held_back: bool, expected: str
 ) -> None:
     model = LatencyModel()
     model.cautious_when_behind = cautious
@@ -130,7 +132,7 @@ def test_the_prefill_prediction_takes_the_quantile_the_state_calls_for(
         model.observe_first_token(on_time=keeping_up, slo_class="c")
     scale = model._prefill_scale
     factor = {"floor": scale.floor, "value": scale.value, "ceiling": scale.ceiling}[expected]
-    assert model.prefill_s(64) == pytest.approx(model.prefill.flat_s * factor)
+    assert model.prefill_s(64, held_back=held_back) == pytest.approx(model.prefill.flat_s * factor)
     assert scale.floor < scale.value < scale.ceiling
 
 
@@ -244,7 +246,10 @@ def test_keeping_up_needs_enough_recent_first_tokens_on_time(outcomes: list[bool
 @settings(max_examples=40, deadline=None)
 @given(
     steps=st.lists(
-        st.tuples(st.sampled_from(["prefill", "first_token", "advance", "cautious"]), st.floats(0.01, 50.0)),
+        st.tuples(
+            st.sampled_from(["prefill", "first_token", "advance", "cautious", "held_back"]),
+            st.floats(0.01, 50.0),
+        ),
         max_size=80,
     ),
     tokens=st.floats(1.0, 4000.0),
@@ -256,9 +261,12 @@ def test_the_prefill_prediction_is_always_computed_from_the_current_corrections(
     and mode changes it equals the prediction computed from scratch."""
     model = LatencyModel()
     t = 0.0
+    held_back = True
     for kind, x in steps:
         t += 0.01
-        if kind == "prefill":
+        if kind == "held_back":
+            held_back = not held_back
+        elif kind == "prefill":
             model.observe_prefill(x * 100, model.prefill.time_s(x * 100) * x / 5, now_s=t)
         elif kind == "first_token":
             model.observe_first_token(on_time=x < 25, slo_class="a" if x < 10 else "b")
@@ -268,7 +276,7 @@ def test_the_prefill_prediction_is_always_computed_from_the_current_corrections(
         else:
             model.cautious_when_behind = not model.cautious_when_behind
         flat, per_token = model._prefill_scale, model._per_token_scale
-        if model.keeping_up.keeping_up:
+        if model.keeping_up.keeping_up or (model.cautious_when_behind and not held_back):
             factors = (flat.floor, per_token.floor)
         elif model.cautious_when_behind:
             factors = (flat.ceiling, per_token.ceiling)
@@ -276,7 +284,7 @@ def test_the_prefill_prediction_is_always_computed_from_the_current_corrections(
             factors = (flat.value, per_token.value)
         flat_s = model.prefill.flat_s
         fresh = flat_s * factors[0] + (model.prefill.time_s(tokens) - flat_s) * factors[1]
-        assert model.prefill_s(tokens) == pytest.approx(fresh, rel=1e-12)
+        assert model.prefill_s(tokens, held_back=held_back) == pytest.approx(fresh, rel=1e-12)
 
 
 _LOOSE_ON_TIME = [("batch", True)] * 3
