@@ -197,7 +197,9 @@ class QueuePolicy(Policy):
         if self.calibrate_prefill:
             waited_s = now_s - entry.released_s + entry.prefill_credit_s
             self.latency.observe_prefill(entry.tokens_ahead_at_release, waited_s, now_s)
-            self.latency.observe_first_token(on_time=now_s <= entry.spec.ttft_deadline_s)
+            self.latency.observe_first_token(
+                on_time=now_s <= entry.spec.ttft_deadline_s, slo_class=entry.spec.slo_class
+            )
 
     def on_tokens(self, request_id: str, now_s: float, output_tokens: int) -> None:
         now_s = check_time("now_s", now_s)

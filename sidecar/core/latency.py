@@ -18,7 +18,8 @@ and learn the engine they front online, from scratch within the first few dozen 
   bounded, and each one's excess over a low quantile of what it saw decays with time (`advance`), so host
   stalls cannot leave it stuck high; while the engine demonstrably keeps up (most recent first tokens
   within their TTFT targets, sidecar/core/ttft_guard.py `KeepingUp`) the prediction uses those low
-  quantiles instead of the running levels: admission is optimistic until first tokens come late;
+  quantiles instead of the running levels: admission is optimistic until first tokens come late; once
+  they do, `cautious_when_behind` (set by the sloguard policy) prices waits with high quantiles;
 - decode: `observe_step` accumulates exponentially-forgotten normal equations and refits after 4, 8, 16
   and then every `refit_every` observations; each observed inter-token time is first winsorized to within
   `DECODE_CLIP` times the current prediction, so a stall moves the fit by a bounded amount.
@@ -235,6 +236,9 @@ class LatencyModel:
         )
         self._decode_refits = 0
         self.keeping_up = KeepingUp()
+        self.cautious_when_behind = False  # `prefill_s`: the corrections' high quantiles while not keeping up
+        self._factors_key: tuple[int, int, bool, bool] | None = None  # `_prefill_factors`' cache
+        self._factors = (1.0, 1.0)
         self.version = 0  # bumped whenever a refit changes the coefficients
 
     @classmethod
@@ -277,16 +281,34 @@ class LatencyModel:
 
     # --- the guards' questions -------------------------------------------------------------------
 
-    def prefill_s(self, tokens_ahead_incl_self: float) -> float:
+    def prefill_s(self, tokens_ahead_incl_self: float, *, held_back: bool = True) -> float:
         """Predicted time until the first token when `tokens_ahead_incl_self` prompt tokens queue: the
         profile's flat part and its growth past the breakpoint, each times its learned correction (their
-        low quantiles while the engine keeps up)."""
+        low quantiles while the engine keeps up; their high quantiles while it does not, where
+        `cautious_when_behind` is set). `held_back`: whether the caller holds requests back from the engine
+        (its queue did not empty at its last release); one that holds nothing back gets the low quantiles
+        too, where `cautious_when_behind` is set: whatever it admits starts at once and takes no slot
+        another request waits for."""
         flat_s = self.prefill.flat_s
         extra_s = self.prefill.time_s(tokens_ahead_incl_self) - flat_s
+        flat_factor, per_token_factor = self._prefill_factors(held_back)
+        return flat_s * flat_factor + extra_s * per_token_factor
+
+    def _prefill_factors(self, held_back: bool) -> tuple[float, float]:
+        """The two corrections `prefill_s` applies now, recomputed only when either scale or the mode
+        changed: a queue walk asks for hundreds of waits between two changes."""
         flat, per_token = self._prefill_scale, self._per_token_scale
-        if self.keeping_up.keeping_up:
-            return flat_s * flat.floor + extra_s * per_token.floor
-        return flat_s * flat.value + extra_s * per_token.value
+        optimistic = self.keeping_up.keeping_up or (self.cautious_when_behind and not held_back)
+        key = (flat.revision, per_token.revision, optimistic, self.cautious_when_behind)
+        if key != self._factors_key:
+            if optimistic:
+                self._factors = (flat.floor, per_token.floor)
+            elif self.cautious_when_behind:
+                self._factors = (flat.ceiling, per_token.ceiling)
+            else:
+                self._factors = (flat.value, per_token.value)
+            self._factors_key = key
+        return self._factors
 
     def ttft_at_position_s(self, tokens_ahead_incl_self: float) -> float:
         """TTFT of a request at the queue position where this many prompt tokens (its own included) wait."""
@@ -342,11 +364,12 @@ class LatencyModel:
                 self._decode_refits += 1
                 self.version += 1
 
-    def observe_first_token(self, *, on_time: bool) -> None:
-        """Whether a released request's first token came within its TTFT target (`KeepingUp`)."""
+    def observe_first_token(self, *, on_time: bool, slo_class: str | None = None) -> None:
+        """Whether a released request's first token (of `slo_class`) came within its TTFT target
+        (`KeepingUp`)."""
         if self.online:
             before = self.keeping_up.keeping_up
-            self.keeping_up.observe(on_time)
+            self.keeping_up.observe(on_time, slo_class)
             if self.keeping_up.keeping_up != before:
                 self.version += 1  # the prefill prediction switched between optimistic and running
 

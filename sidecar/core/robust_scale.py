@@ -17,7 +17,9 @@ pull it back. This estimator:
 - tracks a low quantile (`floor_quantile`) of the same log ratios, and lets the level's excess above that
   floor decay with time constant `decay_s` (time is passed in through `advance`): after a burst of slow
   observations, or when a high estimate has stopped admitting the requests that would correct it, the
-  estimate returns to what the engine does when it keeps up.
+  estimate returns to what the engine does when it keeps up;
+- tracks a high quantile (`ceiling_quantile`) the same way, never below the level, decaying with it: what
+  the latency model prices a wait with while first tokens come late (`LatencyModel.cautious_when_behind`).
 
 Pure: no clock, no I/O; the caller passes `now_s`.
 """
@@ -36,6 +38,7 @@ class RobustScaleSettings:
     floor_quantile: float = 0.25
     floor_step_log: float = 0.05
     decay_s: float = 5.0
+    ceiling_quantile: float = 0.75
 
     def __post_init__(self) -> None:
         if not (0.0 < self.alpha <= 1.0 and self.warmup >= 0 and self.clip_log > 0.0):
@@ -44,6 +47,8 @@ class RobustScaleSettings:
             raise ValueError("0 < min_scale <= 1 <= max_scale < inf is required")
         if not (0.0 < self.floor_quantile < 1.0 and self.floor_step_log > 0.0 and self.decay_s > 0.0):
             raise ValueError("0 < floor_quantile < 1, floor_step_log > 0 and decay_s > 0 are required")
+        if not self.floor_quantile < self.ceiling_quantile < 1.0:
+            raise ValueError("floor_quantile < ceiling_quantile < 1 is required")
 
 
 class RobustScale:
@@ -53,9 +58,11 @@ class RobustScale:
         self.settings = settings or RobustScaleSettings()
         self._level = 0.0  # log of the scale
         self._floor = 0.0  # log of a low quantile of the observed ratios
+        self._ceiling = 0.0  # log of a high quantile of them
         self._count = 0
         self._weight = 0.0  # the observations' summed weights: the warmup's effective count
         self._now_s: float | None = None
+        self.revision = 0  # bumped whenever `value`, `floor` or `ceiling` may have changed
 
     @property
     def value(self) -> float:
@@ -64,6 +71,11 @@ class RobustScale:
     @property
     def floor(self) -> float:
         return math.exp(self._floor)
+
+    @property
+    def ceiling(self) -> float:
+        """A high quantile (`ceiling_quantile`) of the observed ratios, never below `value`."""
+        return math.exp(max(self._ceiling, self._level))
 
     @property
     def now_s(self) -> float:
@@ -98,14 +110,18 @@ class RobustScale:
         if self._weight <= 0.0:
             self._level = self._bound(self._level + weight * (x - self._level))
             self._floor = self._bound(min(self._floor + weight * (x - self._floor), self._level))
+            self._ceiling = self._bound(max(self._ceiling + weight * (x - self._ceiling), self._level))
         else:
             x = min(self._level + s.clip_log, max(self._level - s.clip_log, x))
             rate = 1.0 / (self._weight + 1.0) if self._weight < s.warmup else s.alpha
             self._level = self._bound(self._level + weight * rate * (x - self._level))
             step = weight * s.floor_step_log * (s.floor_quantile - (1.0 if x < self._floor else 0.0))
             self._floor = self._bound(min(self._floor + step, self._level))
+            up = weight * s.floor_step_log * (s.ceiling_quantile - (1.0 if x < self._ceiling else 0.0))
+            self._ceiling = self._bound(max(self._ceiling + up, self._level))
         self._count += 1
         self._weight += weight
+        self.revision += 1
 
     def advance(self, now_s: float) -> None:
         """Let time pass: the level's excess over the floor decays with time constant `decay_s`."""
@@ -114,5 +130,7 @@ class RobustScale:
         if self._now_s is not None and now_s > self._now_s and self._level > self._floor:
             keep = math.exp(-(now_s - self._now_s) / self.settings.decay_s)
             self._level = self._floor + (self._level - self._floor) * keep
+            self._ceiling = self._floor + (self._ceiling - self._floor) * keep
+            self.revision += 1
         if self._now_s is None or now_s > self._now_s:
             self._now_s = now_s

@@ -41,6 +41,8 @@ def test_meaningless_ratios_are_ignored(ratio: float) -> None:
         ({"max_scale": math.inf}, "min_scale"),
         ({"floor_quantile": 1.0}, "floor_quantile"),
         ({"decay_s": 0.0}, "floor_quantile"),
+        ({"ceiling_quantile": 0.2}, "ceiling_quantile"),
+        ({"ceiling_quantile": 1.0}, "ceiling_quantile"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float], match: str) -> None:
@@ -78,6 +80,62 @@ def test_a_high_level_with_no_new_observations_decays_to_the_floor() -> None:
     assert scale.value < 0.7
 
 
+@pytest.mark.parametrize(("low", "high"), [(0.5, 1.5), (1.0, 4.0), (2.0, 2.5)])
+def test_floor_and_ceiling_track_low_and_high_quantiles_of_a_spread_engine(low: float, high: float) -> None:
+    """Ratios spread evenly (log-uniform) between `low` and `high`: the floor sits near the 25th percentile,
+    the ceiling near the 75th, the level near the middle."""
+    rng = random.Random(7)
+    scale = RobustScale()
+    t = 0.0
+    ratios = [math.exp(rng.uniform(math.log(low), math.log(high))) for _ in range(3000)]
+    for ratio in ratios:
+        t += 0.001
+        scale.observe(ratio, t)
+    quantile = (math.log(high) - math.log(low)) / 4
+    assert math.log(scale.floor) == pytest.approx(math.log(low) + quantile, abs=0.4 * quantile + 0.02)
+    assert math.log(scale.ceiling) == pytest.approx(math.log(high) - quantile, abs=0.4 * quantile + 0.02)
+    assert scale.floor < scale.value < scale.ceiling
+
+
+def test_a_high_ceiling_with_no_new_observations_decays_to_the_floor() -> None:
+    scale = RobustScale()
+    t = 0.0
+    for i in range(200):
+        t += 0.01
+        scale.observe(0.5 if i % 2 else 3.0, t)
+    assert scale.ceiling > 2.0
+    scale.advance(t + 30.0)
+    assert scale.ceiling == pytest.approx(scale.floor, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("cautious", "keeping_up", "held_back", "expected"),
+    [
+        (False, True, True, "floor"),
+        (False, False, True, "value"),
+        (False, False, False, "value"),  # without the setting, holding back changes nothing
+        (True, True, True, "floor"),  # keeping up: optimistic whatever the setting
+        (True, False, True, "ceiling"),  # behind and holding requests back: cautious
+        (True, False, False, "floor"),  # behind but holding nothing back: admitted requests start at once
+    ],
+)
+def test_the_prefill_prediction_takes_the_quantile_the_state_calls_for(
+    cautious: bool, keeping_up: bool, held_back: bool, expected: str
+) -> None:
+    model = LatencyModel()
+    model.cautious_when_behind = cautious
+    t = 0.0
+    for i in range(400):  # first tokens spread 3x around the prior, all within the breakpoint
+        t += 0.01
+        model.observe_prefill(64, model.prefill.flat_s * (0.6 if i % 2 else 1.8), now_s=t)
+    for _ in range(20):
+        model.observe_first_token(on_time=keeping_up, slo_class="c")
+    scale = model._prefill_scale
+    factor = {"floor": scale.floor, "value": scale.value, "ceiling": scale.ceiling}[expected]
+    assert model.prefill_s(64, held_back=held_back) == pytest.approx(model.prefill.flat_s * factor)
+    assert scale.floor < scale.value < scale.ceiling
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     ratios=st.lists(st.floats(1e-6, 1e6, allow_nan=False), min_size=1, max_size=200),
@@ -92,7 +150,7 @@ def test_it_stays_within_its_bounds_and_the_floor_never_exceeds_the_level(
         t += gaps[i % len(gaps)]
         scale.observe(ratio, t)
         assert S.min_scale * 0.999 <= scale.floor <= scale.value * 1.000001
-        assert scale.value <= S.max_scale * 1.001
+        assert scale.value <= scale.ceiling <= S.max_scale * 1.001
 
 
 @settings(max_examples=40, deadline=None)
@@ -183,6 +241,93 @@ def test_keeping_up_needs_enough_recent_first_tokens_on_time(outcomes: list[bool
     for on_time in outcomes:
         tracker.observe(on_time)
     assert tracker.keeping_up is keeping_up
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["prefill", "first_token", "advance", "cautious", "held_back"]),
+            st.floats(0.01, 50.0),
+        ),
+        max_size=80,
+    ),
+    tokens=st.floats(1.0, 4000.0),
+)
+def test_the_prefill_prediction_is_always_computed_from_the_current_corrections(
+    steps: list[tuple[str, float]], tokens: float
+) -> None:
+    """`prefill_s` caches its two corrections between changes; after any sequence of observations, time
+    and mode changes it equals the prediction computed from scratch."""
+    model = LatencyModel()
+    t = 0.0
+    held_back = True
+    for kind, x in steps:
+        t += 0.01
+        if kind == "held_back":
+            held_back = not held_back
+        elif kind == "prefill":
+            model.observe_prefill(x * 100, model.prefill.time_s(x * 100) * x / 5, now_s=t)
+        elif kind == "first_token":
+            model.observe_first_token(on_time=x < 25, slo_class="a" if x < 10 else "b")
+        elif kind == "advance":
+            model.advance(t + x)
+            t += x
+        else:
+            model.cautious_when_behind = not model.cautious_when_behind
+        flat, per_token = model._prefill_scale, model._per_token_scale
+        if model.keeping_up.keeping_up or (model.cautious_when_behind and not held_back):
+            factors = (flat.floor, per_token.floor)
+        elif model.cautious_when_behind:
+            factors = (flat.ceiling, per_token.ceiling)
+        else:
+            factors = (flat.value, per_token.value)
+        flat_s = model.prefill.flat_s
+        fresh = flat_s * factors[0] + (model.prefill.time_s(tokens) - flat_s) * factors[1]
+        assert model.prefill_s(tokens, held_back=held_back) == pytest.approx(fresh, rel=1e-12)
+
+
+_LOOSE_ON_TIME = [("batch", True)] * 3
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "keeping_up"),
+    [
+        # The 01:31 UTC run at 2x the knee, interleaved: three loose first tokens on time for every one of
+        # the middle class, which is late two times in three. Over all 0.75 on time, the middle class 0.33.
+        (([*_LOOSE_ON_TIME, ("standard", False)]) * 6 + ([*_LOOSE_ON_TIME, ("standard", True)]) * 3, False),
+        # The same with the middle class mostly on time.
+        (([*_LOOSE_ON_TIME, ("standard", True)]) * 8 + ([*_LOOSE_ON_TIME, ("standard", False)]) * 2, True),
+        # A class with too few first tokens to judge does not count against the others.
+        (([*_LOOSE_ON_TIME, ("interactive", False)]) * 7, True),
+        (([*_LOOSE_ON_TIME, ("interactive", False)]) * 8, False),
+        # A class that recovers counts again: its recent first tokens on time.
+        ([("standard", False)] * 10 + [("batch", True)] * 10 + [("standard", True)] * 12, True),
+        # Unnamed first tokens count over all only.
+        ([(None, True)] * 8, True),
+    ],
+)
+def test_keeping_up_needs_every_class_with_recent_first_tokens_mostly_on_time(
+    outcomes: list[tuple[str | None, bool]], keeping_up: bool
+) -> None:
+    tracker = KeepingUp()
+    for slo_class, on_time in outcomes:
+        tracker.observe(on_time, slo_class)
+    assert tracker.keeping_up is keeping_up
+
+
+def test_the_policy_reports_first_tokens_per_class() -> None:
+    """base_policy.on_first_token names the class, so a late class turns the guard back to its running
+    estimate while a loose class is on time."""
+    model = LatencyModel()
+    for _ in range(30):
+        model.observe_first_token(on_time=True, slo_class="batch")
+    assert model.keeping_up.keeping_up
+    for _ in range(8):
+        model.observe_first_token(on_time=False, slo_class="standard")
+        model.observe_first_token(on_time=True, slo_class="batch")
+    assert model.keeping_up.on_time_share >= 0.5
+    assert not model.keeping_up.keeping_up
 
 
 def test_a_profile_seeds_the_model_and_the_registry_uses_it() -> None:

@@ -374,10 +374,11 @@ def test_a_pending_prompt_counts_only_what_is_left_of_its_prefill(
 def test_the_prefill_calibration_sees_the_wait_from_scratch(progress: bool) -> None:
     """A request released while a long prompt was half prefilled waits for what is left of it; the
     calibration observes that wait plus the credit (`Entry.prefill_credit_s`), so the model, which
-    prices prompts from scratch, learns no speed-up that is not there."""
+    prices prompts from scratch, learns no speed-up that is not there. (The prediction read is the running
+    level: `cautious_when_behind` off, it would otherwise read a quantile of the two observations.)"""
     latency = engine_latency("llama-3-8b-a100", 1.0)
     lax = {"name": "lax", "ttft_s": 100.0, "tpot_s": 1.0}
-    policy = policy_for(latency, [lax], prefill_progress=progress)
+    policy = policy_for(latency, [lax], prefill_progress=progress, cautious_when_behind=False)
     before = policy.latency.prefill_s(LONG_PROMPT + PROMPT)
     policy.submit(spec("long", lax, 0.0, LONG_PROMPT), 0.0)
     assert released(policy, 0.0) == ["long"]
