@@ -197,7 +197,9 @@ class SloguardPolicy(LdfPolicy):
         self.learn_lengths_online = self.params.learn_lengths_online
         self._skips = 0
         self.inflation = self.params.eta
-        self._prior_error = 0.0  # running mean |log(observed / predicted)| of first tokens, prior model
+        self._prior_error = (
+            0.0  # running mean |log(observed / predicted)| of first tokens, prior model (`prior_or_learned`)
+        )
         self._learned_error = 0.0  # the same for the calibrated model
         self._sweep: Sweep | None = None  # the last walk of the queue, reused while nothing grew a wait
         self._sweep_state: tuple[float, ...] = ()
@@ -304,7 +306,7 @@ class SloguardPolicy(LdfPolicy):
     def on_first_token(self, request_id: str, now_s: float) -> None:
         entry = self._in_flight.get(request_id)
         fresh = entry is not None and entry.first_token_s is None
-        if entry is not None and fresh and self.calibrate_prefill:
+        if entry is not None and fresh and self.calibrate_prefill and self.params.prior_or_learned:
             observed_s = now_s - entry.released_s + entry.prefill_credit_s
             if observed_s > 0.0:
                 tokens = entry.tokens_ahead_at_release
@@ -472,7 +474,9 @@ class SloguardPolicy(LdfPolicy):
         return Admitted(spec.request_id, entry.predicted_output_tokens, predicted_ttft_s=wait_s)
 
     def _wait_state(self) -> tuple[float, ...]:
-        """Everything the wait model reads besides the queue itself."""
+        """Everything the wait model reads besides the queue itself; the parts a switch adds only where it
+        is on (each change of one invalidates the cached queue walk)."""
+        p = self.params
         return (
             float(self.in_flight_count),
             self.pending_prefill_tokens(),
@@ -481,9 +485,9 @@ class SloguardPolicy(LdfPolicy):
             self._predicted_out_in_flight,
             float(self._last_cap),
             float(self.latency.version),
-            float(self._prior_error <= self._learned_error),
-            -1.0 if self._pending_since_s is None else self._pending_since_s,
-            float(self._held_back),
+            float(p.prior_or_learned and self._prior_error <= self._learned_error),
+            -1.0 if self._pending_since_s is None or not p.prefill_progress else self._pending_since_s,
+            float(p.cautious_when_behind and self._held_back),
         )
 
     def _cached_sweep(self, now_s: float) -> Sweep | None:
@@ -704,10 +708,13 @@ class SloguardPolicy(LdfPolicy):
         return self.latency.itl_s(float(n), self.running_len_tokens() / n) if n else 0.0
 
     def on_tokens(self, request_id: str, now_s: float, output_tokens: int) -> None:
+        if not self.params.lifetime_inflation:  # the hot path: one call per token read
+            super().on_tokens(request_id, now_s, output_tokens)
+            return
         entry = self._in_flight.get(request_id)
         before = 0 if entry is None else max(1, entry.output_tokens)
         super().on_tokens(request_id, now_s, output_tokens)
-        if self.params.lifetime_inflation and entry is not None and entry.first_token_s is not None:
+        if entry is not None and entry.first_token_s is not None:
             self._count_batch_itl(entry, entry.output_tokens - before)
 
     def _count_batch_itl(self, entry: Entry, tokens: int) -> None:
