@@ -1162,9 +1162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
+    if not -20 <= args.sidecar_nice_offset <= 19:
+        parser.error(f"--sidecar-nice-offset: a niceness step in [-20, 19], got {args.sidecar_nice_offset}")
     profile_s = None
     if args.profile_ms is not None:
-        ttft_ms, itl_ms = (float(x) for x in args.profile_ms.split(","))
+        try:
+            ttft_ms, itl_ms = (float(x) for x in args.profile_ms.split(","))
+        except ValueError:
+            parser.error(f"--profile-ms: two numbers TTFT,ITL in ms, got {args.profile_ms!r}")
+        if not (0.0 < ttft_ms < 60_000.0 and 0.0 < itl_ms < 60_000.0):
+            parser.error(f"--profile-ms: both must lie in (0, 60000) ms, got {args.profile_ms!r}")
         profile_s = (ttft_ms / 1000, itl_ms / 1000)
     base = Settings.of(args.quick)
     arms = tuple(a.strip() for a in args.arms.split(","))
