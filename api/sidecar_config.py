@@ -79,6 +79,20 @@ class LatencyProfile(_Strict):
     )
 
 
+class RelayConfig(_Strict):
+    """How the sidecar reads a streaming answer from the engine (sidecar/core/relay_hold.py). Past the
+    first token, a stream with TPOT slack is read at most every `hold_max_s` instead of every token: the
+    tokens the engine makes meanwhile are relayed in one write. The first token is never held, and a hold
+    never takes a request past `tpot_share` of its TPOT or of the time left to its deadline."""
+
+    hold_max_s: float = Field(
+        default=0.025, ge=0.0, le=1.0, description="Longest hold between two reads of a stream; 0: off."
+    )
+    tpot_share: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="Share of the class's TPOT a hold may bring a stream to."
+    )
+
+
 class PoolRef(_Strict):
     name: str = "local"
     namespace: str = "default"
@@ -92,6 +106,7 @@ class SidecarConfig(_Strict):
     limits: SidecarLimits = Field(default_factory=SidecarLimits)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     latency_profile: LatencyProfile | None = None
+    relay: RelayConfig = Field(default_factory=RelayConfig)
     drain_grace_s: float = Field(default=30.0, ge=0.0, le=3600.0)
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     http_port: int = Field(default=8080, ge=0, le=65535)

@@ -62,6 +62,7 @@ async def _serve(args: argparse.Namespace) -> int:
         reload_interval_s=args.reload_interval_s,
         health_interval_s=args.health_interval_s,
         clock=scaled_clock(args.clock_scale),
+        clock_scale=args.clock_scale,
     )
     await service.start()
     from sloguard.sidecar.gc_settle import settle  # noqa: PLC0415

@@ -12,8 +12,12 @@ stripped. Cancelling the consuming task closes the connection, which makes vLLM 
 A request whose connection failed before any answer (refused, or a pooled keep-alive connection the engine
 had closed) is sent once more on a fresh connection: nothing was relayed yet, so it is safe to repeat, and
 a closed keep-alive connection is no engine error (sidecar/engine_health.py decides what is).
+Past the first token, the caller may have the client leave a stream unread for a while (`read_hold_s`,
+sidecar/core/relay_hold.py): reading from that connection stops (the transport's `pause_reading`), the
+engine's chunks gather in the socket, and the next read takes them all.
 """
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -218,6 +222,7 @@ class EngineClient:
         request_id: str,
         priority: int | None,
         hops: HopTimer | None = None,
+        read_hold_s: Callable[[], float] | None = None,
     ) -> AsyncGenerator[list[EngineChunk], None]:
         """Stream the request's chunks, all those already buffered at once (one list per socket read).
 
@@ -225,7 +230,8 @@ class EngineClient:
         them over together lets the fronts relay them in one write (fewer syscalls and loop hops per
         token). Every chunk keeps its own token count. Raises EngineError unless the stream ends with
         `[DONE]`. `hops` (sidecar/hop_timing.py) is marked when the response headers and the first chunk
-        arrive.
+        arrive. `read_hold_s`, asked after every batch past the first token, says how many seconds the
+        next read may wait (0: read at once).
         """
         upstream = prepare_upstream_body(
             body, model=self.model, priority=priority, stamps_priority=self.stamps_priority
@@ -255,6 +261,10 @@ class EngineClient:
                             yield batch.chunks
                         if not data:
                             break
+                        if started and not done and read_hold_s is not None:
+                            hold_s = read_hold_s()
+                            if hold_s > 0.0:
+                                await _hold_reading(resp, hold_s)
                 except BaseException:
                     resp.close()  # abort upstream: vLLM stops generating when the connection closes
                     raise
@@ -265,6 +275,20 @@ class EngineClient:
         except (aiohttp.ClientError, json.JSONDecodeError, UnicodeDecodeError, TimeoutError) as error:
             kind = type(error).__name__
             raise EngineError(f"engine connection failed ({kind}: {error})", started=started) from error
+
+
+async def _hold_reading(resp: aiohttp.ClientResponse, hold_s: float) -> None:
+    """Leave the response's connection unread for `hold_s` (its data waits in the socket meanwhile)."""
+    connection = resp.connection
+    transport = connection.transport if connection is not None else None
+    if transport is None or transport.is_closing():
+        return
+    transport.pause_reading()
+    try:
+        await asyncio.sleep(hold_s)
+    finally:
+        if not transport.is_closing():
+            transport.resume_reading()
 
 
 _decode_json = json.JSONDecoder().decode  # json.loads minus its per-call encoding sniffing (bytes) and checks

@@ -3,8 +3,9 @@
 Both fronts (sidecar/grpc_server.py, sidecar/http_front.py) hand a `ServeRequest` to
 `Lifecycle.generate` and relay what it yields. Here the configured policy (through the port in
 sidecar/policy_port.py) admits or rejects, the release loop starts queued requests within the adaptive
-in-flight cap (sidecar/backpressure.py), the engine client streams, per-token timing feeds metrics, the
-policy and the cap, and every request's outcome is counted exactly once (`_Tracked.end`).
+in-flight cap (sidecar/backpressure.py), the engine client streams (past the first token, a stream with TPOT
+slack is read in bursts: sidecar/core/relay_hold.py), per-token timing feeds metrics, the policy and the
+cap, and every request's outcome is counted exactly once (`_Tracked.end`).
 """
 
 import asyncio
@@ -19,6 +20,7 @@ from typing import Any
 from sloguard.api.errors import RejectionReason
 from sloguard.api.sidecar_config import SidecarConfig, SLOClassConfig
 from sloguard.sidecar.backpressure import AimdCap, AimdSettings
+from sloguard.sidecar.core.relay_hold import RelayHold
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
 from sloguard.sidecar.engine_health import EngineHealth
 from sloguard.sidecar.errors import RequestFailed, RequestRejected
@@ -82,6 +84,10 @@ class _Tracked:
     hops: HopTimer | None = None
 
 
+def _relay_hold(config: SidecarConfig) -> RelayHold:
+    return RelayHold(hold_max_s=config.relay.hold_max_s, tpot_share=config.relay.tpot_share)
+
+
 class Lifecycle:
     def __init__(
         self,
@@ -89,11 +95,14 @@ class Lifecycle:
         engine: EngineClient,
         metrics: SidecarMetrics,
         clock: Callable[[], float] = time.monotonic,
+        clock_scale: float = 1.0,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.clock = clock
+        self.clock_scale = clock_scale  # clock seconds per wall second (`sloguard demo` runs faster)
         self.config = config
+        self.relay_hold = _relay_hold(config)
         self.predictor = new_predictor()  # one per event loop; every policy built here learns into it
         built = build_policy(config, self.predictor)
         self.policy: AdmissionPolicy = built.policy
@@ -131,6 +140,7 @@ class Lifecycle:
         # may raise: then nothing has changed
         built = build_policy(config, self.predictor) if rebuild else None
         self.config = config
+        self.relay_hold = _relay_hold(config)
         self.metrics.set_classes(c.name for c in config.classes)
         self.aimd.set_bounds(limits.min_in_flight, limits.max_in_flight)
         if built is not None:
@@ -358,6 +368,7 @@ class Lifecycle:
             request_id=request.request_id,
             priority=tracked.engine_priority,
             hops=tracked.hops,
+            read_hold_s=lambda: self._read_hold_s(tracked),
         )
         answered = False
         try:
@@ -388,6 +399,23 @@ class Lifecycle:
         finally:
             await stream.aclose()
         self._complete(tracked)
+
+    def _read_hold_s(self, tracked: _Tracked) -> float:
+        """Wall seconds the engine client may leave this stream unread (sidecar/core/relay_hold.py)."""
+        hold = self.relay_hold
+        if not hold.enabled or tracked.first_token_s is None:
+            return 0.0
+        request, now_s = tracked.request, self.clock()
+        deadline = request.deadline_s
+        return (
+            hold.hold_s(
+                tpot_s=request.tpot_s,
+                output_tokens=tracked.output_tokens,
+                since_first_token_s=now_s - tracked.first_token_s,
+                until_deadline_s=None if deadline is None else request.arrival_s + deadline - now_s,
+            )
+            / self.clock_scale
+        )
 
     def _on_chunks(self, tracked: _Tracked, chunks: list[EngineChunk]) -> list[TokenEvent]:
         """The events of one engine read; timing, the cap and the policy are fed once per read."""

@@ -54,8 +54,10 @@ class SidecarService:
         reload_interval_s: float = 1.0,
         health_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        clock_scale: float = 1.0,
     ) -> None:
         self.clock = clock  # every latency the sidecar measures; `sloguard demo` runs it on engine time
+        self.clock_scale = clock_scale  # `clock` seconds per wall second
         self.config_path = config_path
         self.host = host
         self.reload_interval_s = reload_interval_s
@@ -91,7 +93,9 @@ class SidecarService:
             clock=self.clock,
         )
         self.engine_client = engine
-        self.lifecycle = Lifecycle(config, engine, self.metrics, clock=self.clock)
+        self.lifecycle = Lifecycle(
+            config, engine, self.metrics, clock=self.clock, clock_scale=self.clock_scale
+        )
         self.lifecycle.engine_up = await engine.healthy()
         self.metrics.engine_up.labels(self.metrics.pool).set(1 if self.lifecycle.engine_up else 0)
         self.watcher = ConfigWatcher(
