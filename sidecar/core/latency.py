@@ -225,6 +225,7 @@ class LatencyModel:
             raise ValueError("refit_every >= 1, 0 < forgetting <= 1 and ridge >= 0 are required")
         self.prefill = prefill
         self.decode = decode
+        self.prior_decode = decode  # as seeded: online refits replace `decode` only
         self.online = online
         self.refit_every = refit_every
         self.ridge = ridge

@@ -465,3 +465,30 @@ def test_a_queue_behind_progressing_prompts_wakes_the_driver_a_few_times_not_eve
         if policy.release(now, blocked).rejections:
             break
     assert wakeups <= 3, wakeups
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize("learned_vs_prior", [2.0, 5.0])
+def test_tpot_alone_is_refused_only_if_prior_and_learned_decode_both_miss(
+    profile: str, factor: float, learned_vs_prior: float
+) -> None:
+    """`tpot_alone_prior`: a decode refit from a busy engine (its intercept extrapolated far from where it
+    was fit) says a request alone misses a TPOT the profile says it meets; only both together refuse it."""
+    latency = engine_latency(profile, factor)
+    alone_len = PROMPT + OUT / 2  # the arrival check's length: FixedLength predicts OUT at every quantile
+    prior_s = latency.itl_s(1.0, alone_len)
+    cls = {"name": "tight", "ttft_s": 1000.0, "tpot_s": prior_s * (1 + learned_vs_prior) / 2}
+
+    def refit(**parameters: Any) -> QueuePolicy:
+        policy = policy_for(latency, [cls], calibrate_decode=True, **parameters)
+        d = policy.latency.decode
+        policy.latency.decode = DecodeModel(d.a, d.b, d.c, d.d + (learned_vs_prior - 1.0) * prior_s)
+        assert policy.latency.itl_s(1.0, alone_len) == pytest.approx(learned_vs_prior * prior_s)
+        return policy
+
+    assert isinstance(refit().submit(spec("a", cls, 0.0), 0.0), Admitted)
+    refused = refit(tpot_alone_prior=False).submit(spec("a", cls, 0.0), 0.0)
+    assert isinstance(refused, Rejected) and refused.reason.value == "tpot_unattainable"
+    hopeless = {**cls, "tpot_s": prior_s * 0.9}  # under the profile's own inter-token time: refused
+    policy = policy_for(latency, [hopeless], calibrate_decode=True)
+    assert isinstance(policy.submit(spec("h", hopeless, 0.0), 0.0), Rejected)
