@@ -7,7 +7,7 @@ import pytest
 
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.sidecar.engine_client import EngineClient
-from sloguard.sidecar.lifecycle import Lifecycle
+from sloguard.sidecar.lifecycle import Lifecycle, ServeRequest
 from sloguard.sidecar.metrics import SidecarMetrics
 
 
@@ -58,3 +58,32 @@ def test_outside_an_event_loop_the_round_runs_at_once() -> None:
     rounds = _counting(lifecycle)
     lifecycle._request_pump()
     assert rounds[0] == 1
+
+
+def _fcfs_config() -> SidecarConfig:
+    return SidecarConfig.model_validate(
+        {
+            "pool": {"name": "p"},
+            "classes": [{"name": "c", "ttft_s": 1.0, "tpot_s": 0.1, "default": True}],
+            "policy": {"name": "fcfs"},
+            "engine": {"url": "http://127.0.0.1:9"},
+        }
+    )
+
+
+async def test_an_arrival_at_an_empty_queue_is_released_in_its_own_turn() -> None:
+    async with aiohttp.ClientSession() as session:
+        lifecycle = Lifecycle(
+            _fcfs_config(), EngineClient(session, "http://127.0.0.1:9"), SidecarMetrics("p")
+        )
+        lifecycle.engine_up = True
+        rounds = _counting(lifecycle)
+        first = lifecycle._admit(ServeRequest(endpoint="completions", body={}, request_id="a"), 0.0)
+        assert first.start is not None and first.start.done()  # released before this turn ends
+        assert rounds[0] == 1
+        lifecycle._request_pump()  # an end in this turn asks for a round: the next arrival waits for it
+        second = lifecycle._admit(ServeRequest(endpoint="completions", body={}, request_id="b"), 0.0)
+        assert second.start is not None and not second.start.done()
+        assert rounds[0] == 1
+        await asyncio.sleep(0)
+        assert second.start.done() and rounds[0] == 2
