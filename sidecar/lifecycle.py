@@ -371,7 +371,7 @@ class Lifecycle:
             request_id=request.request_id,
             priority=tracked.engine_priority,
             hops=tracked.hops,
-            read_hold_s=lambda: self._read_hold_s(tracked),
+            read_hold_s=(lambda: self._read_hold_s(tracked)) if self.relay_hold.enabled else None,
         )
         answered = False
         try:
@@ -405,8 +405,8 @@ class Lifecycle:
 
     def _read_hold_s(self, tracked: _Tracked) -> float:
         """Wall seconds the engine client may leave this stream unread (sidecar/core/relay_hold.py)."""
-        hold = self.relay_hold
-        if not hold.enabled or tracked.first_token_s is None:
+        hold = self.relay_hold  # a reload that switched it off: `hold_s` answers 0
+        if tracked.first_token_s is None:
             return 0.0
         request, now_s = tracked.request, self.clock()
         deadline = request.deadline_s

@@ -204,9 +204,8 @@ class SloguardPolicy(LdfPolicy):
         self.learn_lengths_online = self.params.learn_lengths_online
         self._skips = 0
         self.inflation = self.params.eta
-        self._prior_error = (
-            0.0  # running mean |log(observed / predicted)| of first tokens, prior model (`prior_or_learned`)
-        )
+        # running mean |log(observed / predicted)| of first tokens, prior model (`prior_or_learned`)
+        self._prior_error = 0.0
         self._learned_error = 0.0  # the same for the calibrated model
         self._sweep: Sweep | None = None  # the last walk of the queue, reused while nothing grew a wait
         self._sweep_state: tuple[float, ...] = ()

@@ -11,12 +11,12 @@ from sloguard.sidecar.lifecycle import Lifecycle, ServeRequest
 from sloguard.sidecar.metrics import SidecarMetrics
 
 
-def _config() -> SidecarConfig:
+def _config(policy: str = "sloguard") -> SidecarConfig:
     return SidecarConfig.model_validate(
         {
             "pool": {"name": "p"},
             "classes": [{"name": "c", "ttft_s": 1.0, "tpot_s": 0.1, "default": True}],
-            "policy": {"name": "sloguard"},
+            "policy": {"name": policy},
             "engine": {"url": "http://127.0.0.1:9"},
         }
     )
@@ -60,21 +60,10 @@ def test_outside_an_event_loop_the_round_runs_at_once() -> None:
     assert rounds[0] == 1
 
 
-def _fcfs_config() -> SidecarConfig:
-    return SidecarConfig.model_validate(
-        {
-            "pool": {"name": "p"},
-            "classes": [{"name": "c", "ttft_s": 1.0, "tpot_s": 0.1, "default": True}],
-            "policy": {"name": "fcfs"},
-            "engine": {"url": "http://127.0.0.1:9"},
-        }
-    )
-
-
 async def test_an_arrival_at_an_empty_queue_is_released_in_its_own_turn() -> None:
     async with aiohttp.ClientSession() as session:
         lifecycle = Lifecycle(
-            _fcfs_config(), EngineClient(session, "http://127.0.0.1:9"), SidecarMetrics("p")
+            _config("fcfs"), EngineClient(session, "http://127.0.0.1:9"), SidecarMetrics("p")
         )
         lifecycle.engine_up = True
         rounds = _counting(lifecycle)
