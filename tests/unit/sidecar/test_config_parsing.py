@@ -31,6 +31,9 @@ def test_json_and_yaml_load_the_same(tmp_path: Path) -> None:
             json.dumps({**GOOD, "limits": {"minInFlight": 9, "maxInFlight": 2}}).encode(),
             "invalid sidecar configuration",
         ),
+        (json.dumps({**GOOD, "relay": {"hold_max_s": -0.01}}).encode(), "invalid sidecar configuration"),
+        (json.dumps({**GOOD, "relay": {"tpot_share": 0}}).encode(), "invalid sidecar configuration"),
+        (json.dumps({**GOOD, "relay": {"hold_ms": 5}}).encode(), "invalid sidecar configuration"),
     ],
 )
 def test_bad_configuration_is_refused_with_a_reason(data: bytes, message: str) -> None:
