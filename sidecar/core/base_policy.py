@@ -222,7 +222,7 @@ class QueuePolicy(Policy):
         self._generated_in_flight += new
         if self.calibrate_decode and dt > 0 and self._in_flight:
             n = len(self._in_flight)
-            self.latency.observe_step(float(n), self._running_len_tokens / n, dt / new)
+            self.latency.observe_step(float(n), self._running_len_tokens / n, dt / new, tokens=new)
 
     def on_finish(self, request_id: str, now_s: float, *, outcome: Outcome, output_tokens: int) -> None:
         now_s = check_time("now_s", now_s)

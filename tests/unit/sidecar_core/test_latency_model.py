@@ -5,8 +5,16 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sloguard.sidecar.core.latency import BatchLoad, DecodeModel, LatencyModel, PrefillModel
+from sloguard.sidecar.core.latency import (
+    BatchLoad,
+    DecodeModel,
+    LatencyModel,
+    PrefillModel,
+    _OnlineLeastSquares,
+)
 
 
 def test_decode_fit_recovers_the_four_coefficients() -> None:
@@ -63,6 +71,26 @@ def test_online_calibration_moves_the_decode_model_toward_what_it_observes() -> 
     assert model.version > 0
 
 
+def test_decode_calibration_weighs_each_read_by_the_tokens_it_brought() -> None:
+    """A stream read in bursts: eight tokens at 3 ms in one read, then one token after a 12 ms prefill
+    stall, over and over. Per token that is (8 * 3 + 12) / 9 = 4 ms, which is what TPOT measures; counted
+    one per read, the fit would sit at the mean of the two reads, 7.5 ms. The calibration follows the
+    per-token time, and a model fed the same time one token per read agrees with it."""
+    bursty = LatencyModel(refit_every=8, ridge=0.01)
+    steady = LatencyModel(refit_every=8, ridge=0.01)
+    for _ in range(400):
+        bursty.observe_step(24.0, 800.0, 0.003, tokens=8)
+        bursty.observe_step(24.0, 800.0, 0.012, tokens=1)
+        for _ in range(9):
+            steady.observe_step(24.0, 800.0, 0.004)
+    assert bursty.itl_s(24.0, 800.0) == pytest.approx(0.004, rel=0.05)
+    assert steady.itl_s(24.0, 800.0) == pytest.approx(0.004, rel=0.05)
+    fitted_s = bursty.itl_s(24.0, 800.0)
+    for _ in range(100):  # reads that brought no token are not observations
+        bursty.observe_step(24.0, 800.0, 1.0, tokens=0)
+    assert bursty.itl_s(24.0, 800.0) == fitted_s
+
+
 def test_online_calibration_scales_prefill_toward_observed_first_tokens() -> None:
     """Every first token twice the prior's prefill, queue depths in a fixed random order (the two
     corrections are fitted jointly, so a sweep that ends on long queues would leave the flat part with only
@@ -89,3 +117,35 @@ def test_tpot_if_joins_evaluates_the_fit_at_the_mean_length_over_the_generation(
     mean_len = (3000 + 1000) / 4 + 100
     assert got == pytest.approx(model.itl_s(4, mean_len))
     assert model.ttft_at_position_s(5000) == pytest.approx(model.prefill.time_s(5000))
+
+
+_observation = st.tuples(
+    st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3),
+    st.floats(-10.0, 10.0),
+    st.integers(1, 12),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    observations=st.lists(_observation, max_size=3 * _OnlineLeastSquares.FOLD_AT),
+    forgetting=st.floats(0.9, 1.0),
+    read_every=st.integers(1, 80),
+)
+def test_buffered_normal_equations_equal_adding_one_at_a_time(
+    observations: list[tuple[list[float], float, int]], forgetting: float, read_every: int
+) -> None:
+    """However the observations are buffered and whenever a fit reads them, the normal equations are the
+    ones that folding each observation in at once (forget, then add it `weight` times) gives."""
+    ls = _OnlineLeastSquares(3, forgetting)
+    xtx, xty = np.zeros((3, 3)), np.zeros(3)
+    for i, (x, y, weight) in enumerate(observations):
+        ls.add(x, y, weight=weight)
+        v = np.asarray(x)
+        xtx = xtx * forgetting**weight + weight * np.outer(v, v)
+        xty = xty * forgetting**weight + weight * v * y
+        if i % read_every == 0:
+            np.testing.assert_allclose(ls.xtx, xtx, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(ls.xtx, xtx, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(ls.xty, xty, rtol=1e-9, atol=1e-6)
+    assert ls.count == len(observations)
