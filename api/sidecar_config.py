@@ -83,13 +83,17 @@ class RelayConfig(_Strict):
     """How the sidecar reads a streaming answer from the engine (sidecar/core/relay_hold.py). Past the
     first token, a stream with TPOT slack is read at most every `hold_max_s` instead of every token: the
     tokens the engine makes meanwhile are relayed in one write. The first token is never held, and a hold
-    never takes a request past `tpot_share` of its TPOT or of the time left to its deadline."""
+    never takes a request past `tpot_share` of its TPOT or of the time left to its deadline; by default a
+    stream is held only while requests wait in the sidecar's queue."""
 
     hold_max_s: float = Field(
         default=0.025, ge=0.0, le=1.0, description="Longest hold between two reads of a stream; 0: off."
     )
     tpot_share: float = Field(
         default=0.5, gt=0.0, le=1.0, description="Share of the class's TPOT a hold may bring a stream to."
+    )
+    only_while_queued: bool = Field(
+        default=True, description="Hold only while requests wait in the sidecar's queue (false: always)."
     )
 
 

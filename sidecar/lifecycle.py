@@ -85,7 +85,10 @@ class _Tracked:
 
 
 def _relay_hold(config: SidecarConfig) -> RelayHold:
-    return RelayHold(hold_max_s=config.relay.hold_max_s, tpot_share=config.relay.tpot_share)
+    relay = config.relay
+    return RelayHold(
+        hold_max_s=relay.hold_max_s, tpot_share=relay.tpot_share, only_while_queued=relay.only_while_queued
+    )
 
 
 class Lifecycle:
@@ -416,6 +419,7 @@ class Lifecycle:
                 output_tokens=tracked.output_tokens,
                 since_first_token_s=now_s - tracked.first_token_s,
                 until_deadline_s=None if deadline is None else request.arrival_s + deadline - now_s,
+                queued=len(self._waiting),
             )
             / self.clock_scale
         )

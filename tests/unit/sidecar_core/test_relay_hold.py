@@ -1,5 +1,7 @@
 """RelayHold (sidecar/core/relay_hold.py): how long a stream may stay unread, never at its SLO's expense."""
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,6 +36,23 @@ def test_hold_table(
     assert got == pytest.approx(expected_s)
 
 
+@pytest.mark.parametrize(
+    ("only_while_queued", "queued", "expected_s"),
+    [
+        (True, 0, 0.0),  # nothing waits for the CPU a hold would save: read as tokens come
+        (True, 3, 0.025),
+        (True, None, 0.025),  # a caller that does not know its queue: as if requests waited
+        (False, 0, 0.025),
+    ],
+)
+def test_holds_only_while_requests_wait_in_the_queue(
+    only_while_queued: bool, queued: int | None, expected_s: float
+) -> None:
+    hold = RelayHold(hold_max_s=0.025, only_while_queued=only_while_queued)
+    got = hold.hold_s(tpot_s=0.050, output_tokens=1, since_first_token_s=0.0, queued=queued)
+    assert got == pytest.approx(expected_s)
+
+
 def test_off_never_holds() -> None:
     off = RelayHold(hold_max_s=0.0)
     assert not off.enabled
@@ -44,7 +63,7 @@ def test_off_never_holds() -> None:
     "kwargs",
     [{"hold_max_s": -0.1}, {"hold_max_s": 0.01, "tpot_share": 0.0}, {"hold_max_s": 0.01, "tpot_share": 1.5}],
 )
-def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
+def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="must be"):
         RelayHold(**kwargs)
 
