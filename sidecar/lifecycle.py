@@ -122,6 +122,7 @@ class Lifecycle:
         self._idle = asyncio.Event()
         self._idle.set()
         self._pump_pending = False  # `_request_pump`: a release round is scheduled
+        self._left_queued = 0  # requests the last release round left waiting (`_read_hold_s`)
         self._refresh_gauges()
 
     @property
@@ -419,7 +420,7 @@ class Lifecycle:
                 output_tokens=tracked.output_tokens,
                 since_first_token_s=now_s - tracked.first_token_s,
                 until_deadline_s=None if deadline is None else request.arrival_s + deadline - now_s,
-                queued=len(self._waiting),
+                queued=self._left_queued,  # held back by the policy, not arrivals awaiting their round
             )
             / self.clock_scale
         )
@@ -587,6 +588,7 @@ class Lifecycle:
                 tracked.start.set_result(None)
             if self._waiting and len(self._running) >= self.aimd.cap:
                 self.aimd.note_saturated()
+        self._left_queued = len(self._waiting)
         self._refresh_gauges()
 
     def _refresh_gauges(self) -> None:

@@ -23,14 +23,15 @@ one with slack gets up to `hold_max_s` (holds under `hold_min_s` are not worth t
 chunks come in bursts of at most `hold_max_s`, which no reader of a token stream can tell from a busy
 engine (vLLM itself packs tokens under load).
 
-When (`only_while_queued`, on by default): only while requests wait in the sidecar's queue. A hold trades
-a stream's smoothness for CPU, and the CPU is worth something only while something waits for it: with
-requests queued it goes to releasing them; with none, it goes nowhere, while the bursts cost the tight
+When (`only_while_queued`, on by default): only while the sidecar holds requests back (its last release round
+left some queued; arrivals awaiting their round do not count, so a pass-through sidecar never holds a stream).
+A hold trades a stream's smoothness for CPU, and the CPU is worth something only while something waits for it:
+with requests held back it goes to releasing them; with none, it goes nowhere, while the bursts cost the tight
 streams jitter on a loaded host. Measured in front of real vLLM on a 2-core host (paired pass-through
-sidecars, 3 rounds at half the knee): 113 interactive TPOT misses with holds against 1 without (goodput
-99.9 / 142.4 / 127.7 against 100.1 / 149.1 / 128.9 req/s, direct 100.1 / 150.7 / 129.8), while at 2x the
-knee the sloguard sidecar, whose queue is never empty there, served 139.2 / 146.2 req/s with holds
-against 129.7 / 145.5 without.
+sidecars, 3 rounds at half the knee): 113 interactive TPOT misses with holds against 1 without (goodput 99.9 /
+142.4 / 127.7 against 100.1 / 149.1 / 128.9 req/s, direct 100.1 / 150.7 / 129.8), while at 2x the knee the
+sloguard sidecar, whose queue is never empty there, served 139.2 / 146.2 req/s with holds against 129.7 /
+145.5 without.
 
 Pure: no clock, no I/O; the caller passes the times and the queue's length.
 """
@@ -67,8 +68,8 @@ class RelayHold:
         queued: int | None = None,
     ) -> float:
         """Seconds the next read may wait; 0 before the first token, where the request has no slack, and
-        (`only_while_queued`) while no request waits in the sidecar's queue (`queued`: how many do; None:
-        unknown, as if some did)."""
+        (`only_while_queued`) while the caller holds no request back (`queued`: how many its last release
+        round left queued; None: unknown, as if some)."""
         if not self.enabled or output_tokens < 1 or since_first_token_s < 0.0:
             return 0.0
         if self.only_while_queued and queued is not None and queued <= 0:
