@@ -16,13 +16,6 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
 - Adaptive inflation: instead of SCORPIO's fixed eta, the TPOT guard multiplies the predicted ITL by a
   running mean of (observed TPOT / ITL predicted at admission) over completed requests, so prefill
   stalls and engine overheads the model misses are priced in at whatever the current load makes them.
-  The mean is of the ratios as observed, and the inflation is that mean floored at 1 (`mean_inflation`):
-  flooring each ratio at 1 before averaging counted every request faster than predicted as exact, so the
-  inflation rose with the ratios' spread alone (in front of real vLLM at half the knee it sat at 1.2-1.3
-  with the decode model within a few percent of the engine). On the matrix's 96 tuning seeds: wins
-  69 -> 70, sum of ratios to the best baseline 113.75 -> 113.75, min vs oracle_sloguard 0.821 -> 0.838,
-  largest adherence gap 8.13 -> 8.75 pp; in front of real vLLM (3 paired rounds, knee 224 req/s) level at
-  0.5x and 153/192/164 against 148/190/160 req/s at 1x.
 - TPOT guard with the real batch size (an unmodified vLLM decodes every running request each
   iteration) and no head-of-line blocking: up to `max_skips` candidates that would break the tightest
   running TPOT are passed over for ones that fit.
@@ -183,7 +176,6 @@ class SloguardParameters:
     prefill_progress: bool = False  # `_prefill_ahead_s`: the engine's time on the pending prompts so far
     progress_in_calibration: bool = True  # `_start`: the calibration adds that time back to what it sees
     lifetime_inflation: bool = False  # `on_finish`: inflation against the batch each request ran in
-    mean_inflation: bool = True  # `on_finish`: the mean ratio floored at 1, not the mean of floored ratios
     cautious_when_behind: bool = True  # `_prefill_s`: high quantiles behind and held back, low ones with room
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
@@ -212,7 +204,6 @@ class SloguardPolicy(LdfPolicy):
         self.learn_lengths_online = self.params.learn_lengths_online
         self._skips = 0
         self.inflation = self.params.eta
-        self._ratio_mean = self.params.eta  # `mean_inflation`: the running mean of observed / predicted TPOT
         # running mean |log(observed / predicted)| of first tokens, prior model (`prior_or_learned`)
         self._prior_error = 0.0
         self._learned_error = 0.0  # the same for the calibrated model
@@ -762,15 +753,8 @@ class SloguardPolicy(LdfPolicy):
                 # released into a small batch that then grew is slower for the growth, which the gate
                 # prices itself for every later release, not for model error or prefill stalls
                 predicted = entry.batch_itl_sum_s / entry.batch_itl_tokens
-            if self.params.mean_inflation:
-                # the mean ratio, floored at 1 as a whole: floored sample by sample, every request that
-                # ran faster than predicted counts as exact and the mean rises with the ratios' spread
-                ratio = min(self.params.eta_max, max(1.0 / self.params.eta_max, observed / predicted))
-                self._ratio_mean += self.params.eta_weight * (ratio - self._ratio_mean)
-                self.inflation = max(1.0, self._ratio_mean)
-            else:
-                ratio = min(self.params.eta_max, max(1.0, observed / predicted))
-                self.inflation += self.params.eta_weight * (ratio - self.inflation)
+            ratio = min(self.params.eta_max, max(1.0, observed / predicted))
+            self.inflation += self.params.eta_weight * (ratio - self.inflation)
 
     def _engine_priority(self, entry: Entry) -> int | None:
         return self.deadline_priority(entry.spec.ttft_deadline_s, demoted=entry.demoted)
