@@ -84,7 +84,7 @@ class RelayConfig(_Strict):
     first token, a stream with TPOT slack is read at most every `hold_max_s` instead of every token: the
     tokens the engine makes meanwhile are relayed in one write. The first token is never held, and a hold
     never takes a request past `tpot_share` of its TPOT or of the time left to its deadline; by default a
-    stream is held only while requests wait in the sidecar's queue."""
+    stream is held only while the sidecar holds requests back (its last release round left some queued)."""
 
     hold_max_s: float = Field(
         default=0.025, ge=0.0, le=1.0, description="Longest hold between two reads of a stream; 0: off."
@@ -93,7 +93,7 @@ class RelayConfig(_Strict):
         default=0.5, gt=0.0, le=1.0, description="Share of the class's TPOT a hold may bring a stream to."
     )
     only_while_queued: bool = Field(
-        default=True, description="Hold only while requests wait in the sidecar's queue (false: always)."
+        default=True, description="Hold only while the sidecar holds requests back (false: always)."
     )
 
 

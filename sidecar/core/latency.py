@@ -385,8 +385,8 @@ class LatencyModel:
         instead, a stream read in bursts (the relay's hold, sidecar/core/relay_hold.py, packs the fast
         stretches of a stream into one read, while a step slowed by a prefill arrives alone) would weigh
         each slow interval as much as a whole burst of fast ones. In front of real vLLM at half the knee
-        that fit priced the batch's inter-token time at 5.5-6 ms where the requests' own TPOT was 3.1-3.5 ms
-        at the median, and the TPOT gate held back tight-TPOT arrivals until they missed their TTFT."""
+        the reads of one run averaged 4.26 ms per token counted per read and 3.74 ms counted per token
+        (40,053 reads of 96,052 tokens)."""
         _check_finite("decode observation", batch_size, mean_len_tokens, itl_s)
         if not self.online or batch_size <= 0 or itl_s <= 0 or tokens < 1:
             return

@@ -44,7 +44,7 @@ class RelayHold:
     hold_max_s: float  # the longest a stream's tokens wait in the socket; 0 switches holding off
     tpot_share: float = 0.5  # the share of the TPOT (and of the time left to the deadline) a hold may use
     hold_min_s: float = 0.002  # shorter holds cost more (a timer, two poller changes) than they save
-    only_while_queued: bool = True  # hold only while requests wait in the sidecar's queue
+    only_while_queued: bool = True  # hold only while the caller holds requests back (`queued` > 0)
 
     def __post_init__(self) -> None:
         if not self.hold_max_s >= 0.0:
