@@ -84,7 +84,9 @@ class RelayConfig(_Strict):
     first token, a stream with TPOT slack is read at most every `hold_max_s` instead of every token: the
     tokens the engine makes meanwhile are relayed in one write. The first token is never held, and a hold
     never takes a request past `tpot_share` of its TPOT or of the time left to its deadline; by default a
-    stream is held only while the sidecar holds requests back (its last release round left some queued)."""
+    stream is held only while the sidecar holds requests back (its last release round left some queued).
+    Where the engine supports it (vLLM's per-request `stream_interval`), the engine is also asked to send a
+    request's tokens several at a time, as far as its TPOT pace and `stream_interval_max_s` allow."""
 
     hold_max_s: float = Field(
         default=0.025, ge=0.0, le=1.0, description="Longest hold between two reads of a stream; 0: off."
@@ -94,6 +96,15 @@ class RelayConfig(_Strict):
     )
     only_while_queued: bool = Field(
         default=True, description="Hold only while the sidecar holds requests back (false: always)."
+    )
+    stream_interval_max_s: float = Field(
+        default=0.025,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Longest a token may wait in the engine to be sent with the next ones (vLLM's per-request "
+            "stream_interval, sidecar/core/stream_interval.py); never past the class's TPOT pace. 0: off."
+        ),
     )
 
 

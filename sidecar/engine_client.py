@@ -121,9 +121,16 @@ def engine_priority(our_priority: int) -> int:
 
 
 def prepare_upstream_body(
-    body: dict[str, Any], *, model: str, priority: int | None, stamps_priority: bool
+    body: dict[str, Any],
+    *,
+    model: str,
+    priority: int | None,
+    stamps_priority: bool,
+    stream_interval: int = 1,
 ) -> dict[str, Any]:
-    """The body sent upstream: streamed, usage forced, model defaulted, priority stamped or stripped."""
+    """The body sent upstream: streamed, usage forced, model defaulted, priority stamped or stripped, and
+    `stream_interval` (tokens per chunk, sidecar/core/stream_interval.py) stamped where it is above 1 and
+    above what the client asked for itself (the engine raises a request's interval, never lowers it)."""
     upstream = dict(body)
     upstream["stream"] = True
     upstream["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
@@ -132,7 +139,26 @@ def prepare_upstream_body(
     upstream.pop("priority", None)
     if stamps_priority and priority is not None:
         upstream["priority"] = engine_priority(priority)
+    asked = upstream.get("stream_interval", 1)
+    if stream_interval > 1 and type(asked) is int and 1 <= asked < stream_interval:
+        upstream["stream_interval"] = stream_interval  # a malformed client value goes on (the engine 400s)
     return upstream
+
+
+# vLLM accepts a per-request `stream_interval` from this version on (vllm-project/vllm#49754, July 2026;
+# 0.32.0 is the first version measured here). An older vLLM ignores the field and logs a warning per request.
+STREAM_INTERVAL_MIN_VERSION = (0, 32, 0)
+
+
+def supports_stream_interval(version: object) -> bool:
+    """Whether an engine reporting this `/version` string takes a per-request `stream_interval`."""
+    if not isinstance(version, str):
+        return False
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
+    if match is None:
+        return False
+    numbers = tuple(int(part or 0) for part in match.groups())
+    return numbers >= STREAM_INTERVAL_MIN_VERSION
 
 
 def _text_of(choice: dict[str, Any]) -> str:
@@ -168,6 +194,7 @@ class EngineClient:
         self.model = model
         self.stamps_priority = stamps_priority
         self.retried = 0  # requests sent again on a fresh connection (UNANSWERED_ERRORS on the first)
+        self.stream_interval_supported: bool | None = None  # from /version (`probe_features`); None: not yet
 
     @contextlib.asynccontextmanager
     async def _post(
@@ -205,6 +232,20 @@ class EngineClient:
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
             return None, None
 
+    async def probe_features(self, timeout_s: float = 5.0) -> None:
+        """Learn from the engine's `/version` what it supports (`stream_interval_supported`); left unknown
+        when the engine does not answer, to be asked again at a later probe."""
+        status, body = await self.get_json("/version", timeout_s)
+        if status is None:
+            return
+        version = body.get("version") if status == 200 and isinstance(body, dict) else None
+        self.stream_interval_supported = supports_stream_interval(version)
+        log.info(
+            "engine version %s: per-request stream_interval %s",
+            version,
+            "supported" if self.stream_interval_supported else "not supported",
+        )
+
     async def healthy(self, timeout_s: float = 2.0) -> bool:
         try:
             async with self.session.get(
@@ -223,6 +264,7 @@ class EngineClient:
         priority: int | None,
         hops: HopTimer | None = None,
         read_hold_s: Callable[[], float] | None = None,
+        stream_interval: int = 1,
     ) -> AsyncGenerator[list[EngineChunk], None]:
         """Stream the request's chunks, all those already buffered at once (one list per socket read).
 
@@ -231,10 +273,15 @@ class EngineClient:
         token). Every chunk keeps its own token count. Raises EngineError unless the stream ends with
         `[DONE]`. `hops` (sidecar/hop_timing.py) is marked when the response headers and the first chunk
         arrive. `read_hold_s`, asked after every batch past the first token, says how many seconds the
-        next read may wait (0: read at once).
+        next read may wait (0: read at once). `stream_interval` (tokens per chunk) is sent only to an engine
+        known to take it (`probe_features`).
         """
         upstream = prepare_upstream_body(
-            body, model=self.model, priority=priority, stamps_priority=self.stamps_priority
+            body,
+            model=self.model,
+            priority=priority,
+            stamps_priority=self.stamps_priority,
+            stream_interval=stream_interval if self.stream_interval_supported else 1,
         )
         url = f"{self.base_url}{ENDPOINT_PATHS[endpoint]}"
         started = False

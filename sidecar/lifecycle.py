@@ -4,8 +4,9 @@ Both fronts (sidecar/grpc_server.py, sidecar/http_front.py) hand a `ServeRequest
 `Lifecycle.generate` and relay what it yields. Here the configured policy (through the port in
 sidecar/policy_port.py) admits or rejects, the release loop starts queued requests within the adaptive
 in-flight cap (sidecar/backpressure.py), the engine client streams (past the first token, a stream with TPOT
-slack is read in bursts: sidecar/core/relay_hold.py), per-token timing feeds metrics, the policy and the
-cap, and every request's outcome is counted exactly once (`_Tracked.end`).
+slack is read in bursts: sidecar/core/relay_hold.py, and the engine is asked to pack tokens as far as the
+class's TPOT pace allows: sidecar/core/stream_interval.py), per-token timing feeds metrics, the policy, the
+cap and the token pace, and every request's outcome is counted exactly once (`_Tracked.end`).
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from sloguard.api.errors import RejectionReason
 from sloguard.api.sidecar_config import SidecarConfig, SLOClassConfig
 from sloguard.sidecar.backpressure import AimdCap, AimdSettings
 from sloguard.sidecar.core.relay_hold import RelayHold
+from sloguard.sidecar.core.stream_interval import StreamInterval, TokenPace
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
 from sloguard.sidecar.engine_health import EngineHealth
 from sloguard.sidecar.errors import RequestFailed, RequestRejected
@@ -106,6 +108,8 @@ class Lifecycle:
         self.clock_scale = clock_scale  # clock seconds per wall second (`sloguard demo` runs faster)
         self.config = config
         self.relay_hold = _relay_hold(config)
+        self.stream_interval = StreamInterval(wait_max_s=config.relay.stream_interval_max_s)
+        self.token_pace = TokenPace()  # the engine's time per token, from every stream's reads
         self.predictor = new_predictor()  # one per event loop; every policy built here learns into it
         built = build_policy(config, self.predictor)
         self.policy: AdmissionPolicy = built.policy
@@ -145,6 +149,7 @@ class Lifecycle:
         built = build_policy(config, self.predictor) if rebuild else None
         self.config = config
         self.relay_hold = _relay_hold(config)
+        self.stream_interval = StreamInterval(wait_max_s=config.relay.stream_interval_max_s)
         self.metrics.set_classes(c.name for c in config.classes)
         self.aimd.set_bounds(limits.min_in_flight, limits.max_in_flight)
         if built is not None:
@@ -376,6 +381,9 @@ class Lifecycle:
             priority=tracked.engine_priority,
             hops=tracked.hops,
             read_hold_s=(lambda: self._read_hold_s(tracked)) if self.relay_hold.enabled else None,
+            stream_interval=self.stream_interval.tokens_per_chunk(
+                tpot_s=request.tpot_s, itl_s=self.token_pace.itl_s
+            ),
         )
         answered = False
         try:
@@ -460,6 +468,7 @@ class Lifecycle:
         elif tracked.last_token_s is not None and later_tokens:
             itl_s = (now_s - tracked.last_token_s) / later_tokens
             self.aimd.observe_itl(itl_s, request.tpot_s, now_s)
+            self.token_pace.observe(now_s - tracked.last_token_s, later_tokens)
         tracked.last_token_s = now_s
         policy.on_tokens(request.request_id, now_s, tracked.output_tokens)
 

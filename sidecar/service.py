@@ -97,6 +97,8 @@ class SidecarService:
             config, engine, self.metrics, clock=self.clock, clock_scale=self.clock_scale
         )
         self.lifecycle.engine_up = await engine.healthy()
+        if self.lifecycle.engine_up:
+            await self._probe_features()
         self.metrics.engine_up.labels(self.metrics.pool).set(1 if self.lifecycle.engine_up else 0)
         self.watcher = ConfigWatcher(
             self.config_path,
@@ -206,6 +208,8 @@ class SidecarService:
             probed_s = time.monotonic()
             was_up = health.up
             up = health.on_probe(await self._engine_healthy())
+            if up and self.engine_client.stream_interval_supported is None:
+                await self._probe_features()
             if up != was_up:
                 log.log(
                     logging.INFO if up else logging.WARNING,
@@ -224,6 +228,15 @@ class SidecarService:
         except Exception:  # the probe must outlive anything the engine does; down is the safe answer
             log.exception("engine health probe failed")
             return False
+
+    async def _probe_features(self) -> None:
+        """Ask the engine what it supports (engine_client.py `probe_features`); anything going wrong leaves
+        it unknown, asked again at the next probe."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S + 1.0):
+                await self.engine_client.probe_features(timeout_s=PROBE_TIMEOUT_S)
+        except Exception:
+            log.exception("engine feature probe failed")
 
     def _apply_config(self, config: SidecarConfig) -> None:
         if config.engine != self.config.engine:

@@ -4,7 +4,8 @@ Routes (vLLM 0.32 subset, wire formats from shared/reference/vllm-behaviour.md Â
   POST /v1/completions, POST /v1/chat/completions   streaming (SSE, `data: [DONE]`) and not;
        max_tokens / max_completion_tokens, min_tokens, ignore_eos, priority (body or X-Vllm-Priority,
        used only with --scheduling-policy priority), stream_options.include_usage and
-       continuous_usage_stats, X-Request-Id; vLLM-style 400/404 errors. Prompts reach the engine as
+       continuous_usage_stats, stream_interval (tokens per chunk; the first and the last at once),
+       X-Request-Id; vLLM-style 400/404 errors. Prompts reach the engine as
        token ids (text through a deterministic word-level stand-in tokenizer), so prompts sharing a
        prefix hit its prefix cache (on unless --no-enable-prefix-caching, as in vLLM).
   GET /v1/models, /health, /ping, /version, /metrics (vLLM's families, names, labels and buckets).
@@ -313,7 +314,8 @@ async def _stream(
     while True:
         done = handle.finished
         have = done.output_tokens if done is not None else handle.generated
-        if have > sent:
+        # vLLM's per-request stream_interval: the first token and the end at once, else every N tokens
+        if have > sent and (sent == 0 or done is not None or have - sent >= params.stream_interval):
             if chat and sent == 0:
                 role: dict[str, Any] = {
                     **base,

@@ -170,6 +170,7 @@ class GenerationParams:
     stream: bool
     include_usage: bool
     continuous_usage: bool
+    stream_interval: int = 1  # tokens per streamed chunk; the first and the last go out at once
 
 
 def generation_params(
@@ -226,6 +227,14 @@ def generation_params(
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         options = {}
+    stream_interval = int_field(body, "stream_interval")
+    if stream_interval is not None and stream_interval < 1:
+        raise validation_error(
+            "{'type': 'greater_than_equal', 'loc': ('body', 'stream_interval'), "
+            f"'msg': 'Input should be greater than or equal to 1', 'input': {stream_interval}, "
+            "'ctx': {'ge': 1}}",
+            "body.stream_interval",
+        )
     return GenerationParams(
         prompt_token_ids=token_ids,
         prompt_tokens=prompt_tokens,
@@ -236,6 +245,7 @@ def generation_params(
         stream=bool(body.get("stream", False)),
         include_usage=bool(options.get("include_usage", False)),
         continuous_usage=bool(options.get("continuous_usage_stats", False)),
+        stream_interval=stream_interval or 1,
     )
 
 

@@ -140,6 +140,35 @@ async def test_streamed_completion_wire_format(start_server: StartServer) -> Non
     assert all("system_fingerprint" not in c for c in token_chunks)
 
 
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+async def test_stream_interval_packs_tokens_but_sends_the_first_at_once(
+    start_server: StartServer, path: str
+) -> None:  # the per-request stream_interval the sidecar stamps (sidecar/core/stream_interval.py)
+    server = await start_server()
+    prompt: dict[str, Any] = (
+        {"prompt": "the quick brown fox"}
+        if path == "/v1/completions"
+        else {"messages": [{"role": "user", "content": "the quick brown fox"}]}
+    )
+    body = {
+        **prompt,
+        "max_tokens": 10,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_interval": 4,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    async with aiohttp.ClientSession() as s, s.post(f"{server.base_url}{path}", json=body) as resp:
+        assert resp.status == 200
+        events = await collect(resp)
+    chunks = [e for e in events if isinstance(e, dict) and e["choices"]]
+    counts = [c["usage"]["completion_tokens"] for c in chunks if c["usage"]["completion_tokens"] > 0]
+    added = [b - a for a, b in zip([0, *counts], counts, strict=False)]
+    assert added[0] == 1 and sum(added) == 10  # the first token alone, none lost
+    assert all(n >= 4 for n in added[1:-1]), added  # then at least 4 a chunk (a slow reader merges more)
+    assert len(added) <= 4, added  # 1 + 4 + 4 + the last 1
+
+
 async def test_streamed_chat_sends_the_role_chunk_with_the_first_token(
     start_server: StartServer,
 ) -> None:  # §3.4
@@ -444,6 +473,7 @@ ERROR_CASES = [
     (b'{"max_tokens":2}', "application/json", 400, "BadRequestError", "prompt"),
     (b'{"prompt":"hi","priority":"high"}', "application/json", 400, "Bad Request", "body.priority"),
     (b'{"prompt":"hi","priority":1.5}', "application/json", 400, "Bad Request", "body.priority"),
+    (b'{"prompt":"hi","stream_interval":0}', "application/json", 400, "Bad Request", "body.stream_interval"),
     (
         json.dumps({"prompt": list(range(541))}).encode(),
         "application/json",

@@ -5,7 +5,12 @@ from typing import Any
 
 import pytest
 
-from sloguard.sidecar.engine_client import EngineChunk, _chunk_of, prepare_upstream_body
+from sloguard.sidecar.engine_client import (
+    EngineChunk,
+    _chunk_of,
+    prepare_upstream_body,
+    supports_stream_interval,
+)
 from sloguard.sidecar.relay import Assembler, StreamRelay, UsageWish, client_chunk, with_fingerprint
 
 # Chunks as vllm-behaviour.md §3.3 records them (completions, continuous usage), tokens coalesced in one.
@@ -183,3 +188,45 @@ def test_upstream_body_forces_usage_and_converts_priority(
     assert upstream["model"] == "served"
     assert upstream.get("priority") == expected
     assert body["priority"] == 7  # the client's body is not mutated
+
+
+@pytest.mark.parametrize(
+    ("ours", "asked", "expected"),
+    [
+        (1, None, None),  # nothing to pack: the field is not sent
+        (4, None, 4),
+        (4, 2, 4),  # the engine takes the larger anyway; ours is the one that bounds the wait
+        (4, 8, 8),  # the client asked for more packing itself: kept
+        (4, 0, 0),  # malformed: relayed for the engine's 400, as without the sidecar
+        (4, "4", "4"),
+        (1, 3, 3),
+    ],
+)
+def test_upstream_body_stamps_the_stream_interval(ours: int, asked: object, expected: object) -> None:
+    body: dict[str, object] = {"prompt": "x"}
+    if asked is not None:
+        body["stream_interval"] = asked
+    upstream = prepare_upstream_body(
+        body, model="", priority=None, stamps_priority=False, stream_interval=ours
+    )
+    assert upstream.get("stream_interval") == expected
+    assert body.get("stream_interval") == asked  # the client's body is not mutated
+
+
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [
+        ("0.32.0", True),
+        ("0.32.1.dev5+gabc", True),
+        ("v0.40", True),
+        ("1.0.0", True),
+        ("0.31.9", False),
+        ("0.11.0", False),
+        ("", False),
+        ("unknown", False),
+        (None, False),
+        (32, False),
+    ],
+)
+def test_stream_interval_is_sent_only_to_a_vllm_that_takes_it(version: object, supported: bool) -> None:
+    assert supports_stream_interval(version) is supported
