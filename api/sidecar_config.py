@@ -86,7 +86,8 @@ class RelayConfig(_Strict):
     never takes a request past `tpot_share` of its TPOT or of the time left to its deadline; by default a
     stream is held only while the sidecar holds requests back (its last release round left some queued).
     Where the engine supports it (vLLM's per-request `stream_interval`), the engine is also asked to send a
-    request's tokens several at a time, as far as its TPOT pace and `stream_interval_max_s` allow."""
+    request's tokens several at a time: the first and the last at once, no other waiting longer than
+    `stream_interval_max_s`."""
 
     hold_max_s: float = Field(
         default=0.025, ge=0.0, le=1.0, description="Longest hold between two reads of a stream; 0: off."
@@ -103,7 +104,7 @@ class RelayConfig(_Strict):
         le=1.0,
         description=(
             "Longest a token may wait in the engine to be sent with the next ones (vLLM's per-request "
-            "stream_interval, sidecar/core/stream_interval.py); never past the class's TPOT pace. 0: off."
+            "stream_interval, sidecar/core/stream_interval.py); the first and last never wait. 0: off."
         ),
     )
 

@@ -4,9 +4,9 @@ Both fronts (sidecar/grpc_server.py, sidecar/http_front.py) hand a `ServeRequest
 `Lifecycle.generate` and relay what it yields. Here the configured policy (through the port in
 sidecar/policy_port.py) admits or rejects, the release loop starts queued requests within the adaptive
 in-flight cap (sidecar/backpressure.py), the engine client streams (past the first token, a stream with TPOT
-slack is read in bursts: sidecar/core/relay_hold.py, and the engine is asked to pack tokens as far as the
-class's TPOT pace allows: sidecar/core/stream_interval.py), per-token timing feeds metrics, the policy, the
-cap and the token pace, and every request's outcome is counted exactly once (`_Tracked.end`).
+slack is read in bursts: sidecar/core/relay_hold.py, and the engine is asked to send tokens several at a
+time, none waiting more than 25 ms: sidecar/core/stream_interval.py), per-token timing feeds metrics, the
+policy, the cap and the token pace, and every request's outcome is counted exactly once (`_Tracked.end`).
 """
 
 import asyncio
@@ -381,9 +381,7 @@ class Lifecycle:
             priority=tracked.engine_priority,
             hops=tracked.hops,
             read_hold_s=(lambda: self._read_hold_s(tracked)) if self.relay_hold.enabled else None,
-            stream_interval=self.stream_interval.tokens_per_chunk(
-                tpot_s=request.tpot_s, itl_s=self.token_pace.itl_s
-            ),
+            stream_interval=self.stream_interval.tokens_per_chunk(self.token_pace.itl_s),
         )
         answered = False
         try:

@@ -1,6 +1,6 @@
 """The sidecar asks the engine to pack a request's tokens (vLLM's per-request `stream_interval`) only where
-the engine's /version says it takes the field, and only as far as the class's TPOT pace allows
-(sidecar/core/stream_interval.py), over real sockets: what the engine receives is checked."""
+the engine's /version says it takes the field, and only as far as the wait bound allows at the pace the
+relay has read (sidecar/core/stream_interval.py), over real sockets: what the engine receives is checked."""
 
 import json
 from collections.abc import AsyncIterator
@@ -77,7 +77,8 @@ async def _send(lifecycle: Lifecycle, slo_class: str) -> None:
 @pytest.mark.parametrize(
     ("version", "max_s", "expected"),
     [
-        ("0.32.0", 0.025, {"tight": None, "loose": 3}),  # 3 * 3.5 ms <= 11 ms; 2 * 3.5 > 5.5 ms
+        ("0.32.0", 0.025, {"tight": 8, "loose": 8}),  # 7 * 3.5 ms <= 25 ms, whatever the class
+        ("0.32.0", 0.010, {"tight": 3, "loose": 3}),  # 2 * 3.5 ms <= 10 ms
         ("0.32.0", 0.0, {"tight": None, "loose": None}),  # switched off
         ("0.11.0", 0.025, {"tight": None, "loose": None}),  # a vLLM that would ignore the field
         (None, 0.025, {"tight": None, "loose": None}),  # no /version: not known to take it

@@ -1,5 +1,5 @@
 """StreamInterval and TokenPace (sidecar/core/stream_interval.py): how many tokens the engine may pack into
-one chunk, never delivering a token later than a stream at exactly its class's TPOT pace would."""
+one chunk: the first and the last token are never delayed, no other waits longer than the bound."""
 
 import math
 
@@ -13,27 +13,25 @@ INTERVAL = StreamInterval(wait_max_s=0.025, tokens_max=16)
 
 
 @pytest.mark.parametrize(
-    ("tpot_s", "itl_s", "expected"),
+    ("itl_s", "expected"),
     [
-        (0.050, None, 1),  # the pace is not known yet: plain streaming
-        (0.0055, 0.0035, 1),  # a tight class on a busy engine: 2 tokens would take 7 ms > 5.5
-        (0.011, 0.0035, 3),  # 3 * 3.5 = 10.5 ms <= 11
-        (0.0274, 0.0035, 7),  # 7 * 3.5 = 24.5 ms <= 27.4, 6 * 3.5 = 21 ms of wait <= 25
-        (0.115, 0.0035, 8),  # the wait bound: 7 * 3.5 = 24.5 ms <= 25 ms, 8 * 3.5 = 28 would not
-        (1.0, 0.0005, 16),  # the cap
-        (0.005, 0.010, 1),  # the engine is slower than the TPOT: never below one
-        (0.050, 0.0, 1),  # a pace of zero is no pace
-        (0.0, 0.003, 1),  # no TPOT: nothing to pack within
+        (None, 1),  # the pace is not known yet: plain streaming
+        (0.0035, 8),  # 7 * 3.5 = 24.5 ms of wait <= 25, 8 * 3.5 = 28 would not be
+        (0.005, 6),  # 5 * 5 = 25 ms
+        (0.030, 1),  # a slow engine: one token already takes longer than the bound
+        (0.0005, 16),  # the cap
+        (0.0, 1),  # a pace of zero is no pace
+        (-0.001, 1),
     ],
 )
-def test_tokens_per_chunk_table(tpot_s: float, itl_s: float | None, expected: int) -> None:
-    assert INTERVAL.tokens_per_chunk(tpot_s=tpot_s, itl_s=itl_s) == expected
+def test_tokens_per_chunk_table(itl_s: float | None, expected: int) -> None:
+    assert INTERVAL.tokens_per_chunk(itl_s) == expected
 
 
 def test_switched_off_it_is_always_one() -> None:
     off = StreamInterval(wait_max_s=0.0)
-    assert not off.enabled and off.tokens_per_chunk(tpot_s=1.0, itl_s=0.001) == 1
-    assert StreamInterval(tokens_max=1).tokens_per_chunk(tpot_s=1.0, itl_s=0.001) == 1
+    assert not off.enabled and off.tokens_per_chunk(0.001) == 1
+    assert StreamInterval(tokens_max=1).tokens_per_chunk(0.001) == 1
 
 
 @pytest.mark.parametrize("kwargs", [{"wait_max_s": -0.1}, {"wait_max_s": math.nan}, {"tokens_max": 0}])
@@ -43,26 +41,25 @@ def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
 
 
 @given(
-    tpot_s=st.floats(1e-4, 1.0),
     itl_s=st.floats(1e-5, 0.5),
     wait_max_s=st.floats(0.0, 0.2),
     tokens=st.integers(2, 400),
 )
-def test_no_token_comes_later_than_at_the_tpot_pace(
-    tpot_s: float, itl_s: float, wait_max_s: float, tokens: int
+def test_no_token_waits_longer_than_the_bound_and_the_ends_do_not_move(
+    itl_s: float, wait_max_s: float, tokens: int
 ) -> None:
-    """With the engine at the estimated pace, every token of a chunked stream reaches the client by
-    first + (k - 1) * TPOT and waits at most wait_max_s for its chunk, or the interval is 1."""
-    n = StreamInterval(wait_max_s=wait_max_s).tokens_per_chunk(tpot_s=tpot_s, itl_s=itl_s)
+    """With the engine at the estimated pace, a chunked stream's first and last tokens go out when they
+    are made (so TTFT and the mean time per output token do not change), and every other token waits at
+    most wait_max_s for its chunk; or the interval is 1."""
+    n = StreamInterval(wait_max_s=wait_max_s).tokens_per_chunk(itl_s)
     assert n >= 1
-    if n == 1:
-        return
-    for k in range(2, tokens + 1):  # token k is made at (k - 1) * itl after the first
+    for k in range(1, tokens + 1):  # token k is made at (k - 1) * itl after the first
         made_s = (k - 1) * itl_s
-        chunk_end = min(tokens, 1 + math.ceil((k - 1) / n) * n)  # the last token of k's chunk
+        chunk_end = 1 if k == 1 else min(tokens, 1 + math.ceil((k - 1) / n) * n)  # its chunk's last token
         sent_s = (chunk_end - 1) * itl_s
-        assert sent_s <= (k - 1) * tpot_s + 1e-12 or sent_s == made_s
-        assert sent_s - made_s <= wait_max_s + 1e-12
+        assert sent_s - made_s <= wait_max_s + 1e-12 or n == 1
+        if k in (1, tokens):
+            assert sent_s == made_s
 
 
 def test_pace_is_unknown_until_enough_tokens_then_tracks_the_reads() -> None:
