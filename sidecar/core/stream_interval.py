@@ -59,8 +59,8 @@ class StreamInterval:
 
 @dataclass(slots=True)
 class TokenPace:
-    """A cautious running estimate of the engine's time per output token of one stream, from the relay's
-    reads: each read past a stream's first token brings `tokens` made in `interval_s` since the stream's
+    """A cautious running estimate of the engine's time per output token, from the relay's reads of every
+    stream: each read past a stream's first token brings `tokens` made in `interval_s` since that stream's
     previous read. A slower pace is taken at once (`rise`), a faster one slowly (`fall`, per token), so a
     burst of fast reads after a stall does not pack chunks for a pace that has not lasted. Unknown (None)
     until `min_tokens` tokens were observed."""

@@ -3,7 +3,7 @@ the engine's /version says it takes the field, and only as far as the wait bound
 relay has read (sidecar/core/stream_interval.py), over real sockets: what the engine receives is checked."""
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from sloguard.api.sidecar_config import SidecarConfig
-from sloguard.sidecar.engine_client import EngineClient
+from sloguard.sidecar.engine_client import EngineChunk, EngineClient
 from sloguard.sidecar.lifecycle import Lifecycle, ServeRequest
 from sloguard.sidecar.metrics import SidecarMetrics
 
@@ -107,3 +107,30 @@ async def test_an_engine_that_does_not_answer_stays_unknown() -> None:
         client = EngineClient(session, "http://127.0.0.1:9")
         await client.probe_features(timeout_s=1.0)
     assert client.stream_interval_supported is None
+
+
+class _HoldRecordingClient(EngineClient):
+    """Records whether each stream was given a read hold (sidecar/core/relay_hold.py)."""
+
+    held: list[bool]
+
+    def stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[list[EngineChunk], None]:
+        self.held.append(kwargs.get("read_hold_s") is not None)
+        return super().stream(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("version", "held_once_packed"), [("0.32.0", False), ("0.11.0", True)])
+async def test_a_stream_the_engine_packs_is_not_held_by_the_relay_too(
+    version: str, held_once_packed: bool
+) -> None:
+    received: list[dict[str, Any]] = []
+    async with _engine(version, received) as url, aiohttp.ClientSession() as session:
+        client = _HoldRecordingClient(session, url)
+        client.held = []
+        await client.probe_features()
+        lifecycle = Lifecycle(_config(url), client, SidecarMetrics("p"))
+        lifecycle.engine_up = True
+        await _send(lifecycle, "loose")  # the pace is unknown: no packing, the relay may hold
+        lifecycle.token_pace.observe(0.0035 * 64, 64)
+        await _send(lifecycle, "loose")
+    assert client.held == [True, held_once_packed]
