@@ -314,8 +314,11 @@ async def _stream(
     while True:
         done = handle.finished
         have = done.output_tokens if done is not None else handle.generated
-        # vLLM's per-request stream_interval: the first token and the end at once, else every N tokens
-        if have > sent and (sent == 0 or done is not None or have - sent >= params.stream_interval):
+        if done is None and params.stream_interval > 1 and have > 0:
+            # vLLM's per-request stream_interval: outputs end at tokens 1, 1 + N, 1 + 2N, ... and at the end
+            # (a reader that falls behind gets several at once, still ending there)
+            have = 1 + (have - 1) // params.stream_interval * params.stream_interval
+        if have > sent:
             if chat and sent == 0:
                 role: dict[str, Any] = {
                     **base,

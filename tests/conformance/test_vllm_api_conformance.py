@@ -163,10 +163,9 @@ async def test_stream_interval_packs_tokens_but_sends_the_first_at_once(
         events = await collect(resp)
     chunks = [e for e in events if isinstance(e, dict) and e["choices"]]
     counts = [c["usage"]["completion_tokens"] for c in chunks if c["usage"]["completion_tokens"] > 0]
-    added = [b - a for a, b in zip([0, *counts], counts, strict=False)]
-    assert added[0] == 1 and sum(added) == 10  # the first token alone, none lost
-    assert all(n >= 4 for n in added[1:-1]), added  # then at least 4 a chunk (a slow reader merges more)
-    assert len(added) <= 4, added  # 1 + 4 + 4 + the last 1
+    # Chunks end only after tokens 1, 5 and 9 and at the end: the first token in a chunk of its own, then
+    # four at a time, none lost (a reader that falls behind gets several of those chunks at once).
+    assert counts[-1] == 10 and set(counts[:-1]) <= {1, 5, 9}, counts
 
 
 async def test_streamed_chat_sends_the_role_chunk_with_the_first_token(
