@@ -3,13 +3,16 @@ the engine's /version says it takes the field, and only as far as the wait bound
 relay has read (sidecar/core/stream_interval.py), over real sockets: what the engine receives is checked."""
 
 import json
+import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from sloguard_testing.sidecar_harness import sidecar_in_front, wait_until
 
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.sidecar.engine_client import EngineChunk, EngineClient
@@ -27,7 +30,7 @@ def _event(tokens: int, finish: str | None = None) -> bytes:
 
 
 @asynccontextmanager
-async def _engine(version: str | None, received: list[dict[str, Any]]) -> AsyncIterator[str]:
+async def _engine(version: str | None, received: list[dict[str, Any]], port: int = 0) -> AsyncIterator[str]:
     async def completions(request: web.Request) -> web.StreamResponse:
         received.append(await request.json())
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -41,12 +44,16 @@ async def _engine(version: str | None, received: list[dict[str, Any]]) -> AsyncI
             return web.Response(status=404)
         return web.json_response({"version": version})
 
+    async def healthy(_: web.Request) -> web.Response:
+        return web.Response(status=200)
+
     app = web.Application()
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/version", version_of)
+    app.router.add_get("/health", healthy)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
@@ -134,3 +141,19 @@ async def test_a_stream_the_engine_packs_is_not_held_by_the_relay_too(
         lifecycle.token_pace.observe(0.0035 * 64, 64)
         await _send(lifecycle, "loose")
     assert client.held == [True, held_once_packed]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_service_learns_what_an_engine_takes_once_it_comes_up(tmp_path: Path) -> None:
+    """The sidecar starts before vLLM has loaded its model: /version is asked at the first good probe."""
+    port = _free_port()
+    async with sidecar_in_front(tmp_path, f"http://127.0.0.1:{port}") as handle:
+        client = handle.sidecar.engine_client
+        assert client.stream_interval_supported is None  # nothing answered yet
+        async with _engine("0.32.0", [], port):
+            await wait_until(lambda: client.stream_interval_supported is True, what="the feature probe")
