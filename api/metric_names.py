@@ -116,6 +116,7 @@ SIDECAR_FAMILIES: Mapping[str, MetricType] = {
     "sloguard_queue_wait_seconds": MetricType.HISTOGRAM,
     "sloguard_sidecar_hop_seconds": MetricType.HISTOGRAM,
     "sloguard_event_loop_lag_seconds": MetricType.HISTOGRAM,
+    "sloguard_engine_stream_interval_tokens": MetricType.HISTOGRAM,
 }
 """Every family the sidecar exports (docs/metrics.md); a test compares it with the sidecar's registry."""
 

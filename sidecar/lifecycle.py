@@ -379,6 +379,7 @@ class Lifecycle:
         # front of real vLLM with packing on (3 paired rounds at 1x and 2x the knee), holds cost more CPU
         # than they saved and goodput was level or lower (docs/benchmarks.md).
         packed = per_chunk > 1 and bool(self.engine.stream_interval_supported)
+        self.metrics.observe_stream_interval(per_chunk if packed else 1)
         stream = self.engine.stream(
             tracked.endpoint,
             tracked.body,

@@ -44,6 +44,7 @@ LATENCY_BUCKETS_S = (
 TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
 HOP_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+STREAM_INTERVAL_BUCKETS = (1, 2, 4, 8, 16)  # tokens per engine chunk (sidecar/core/stream_interval.py)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,15 @@ class SidecarMetrics:
             buckets=HOP_BUCKETS_S,
             registry=r,
         )
+        self.stream_interval = Histogram(
+            "sloguard_engine_stream_interval_tokens",
+            "Tokens per chunk the engine was asked to pack, per request sent (1: token by token; "
+            "sidecar/core/stream_interval.py).",
+            ["pool"],
+            buckets=STREAM_INTERVAL_BUCKETS,
+            registry=r,
+        )
+        self._stream_interval_child = self.stream_interval.labels(pool)
         self.hop_windows = {hop: LatencyWindow() for hop in HOP_ORDER}  # GET /debug/hops
         self._hop_children = {hop: self.hop_seconds.labels(pool, hop.value) for hop in HOP_ORDER}
         self._loop_lag_child = self.loop_lag.labels(pool)
@@ -258,6 +268,9 @@ class SidecarMetrics:
         for hop, seconds in timer.durations_s():
             self._hop_children[hop].observe(seconds)  # children looked up once: this runs per request
             self.hop_windows[hop].observe(seconds)
+
+    def observe_stream_interval(self, tokens_per_chunk: int) -> None:
+        self._stream_interval_child.observe(tokens_per_chunk)
 
     def observe_loop_lag(self, seconds: float) -> None:
         self._loop_lag_child.observe(seconds)

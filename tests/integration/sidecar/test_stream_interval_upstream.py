@@ -107,6 +107,10 @@ async def test_the_engine_gets_a_stream_interval_only_where_it_takes_one(
             await _send(lifecycle, slo_class)
     assert "stream_interval" not in received[0]
     assert [body.get("stream_interval") for body in received[1:]] == [expected["tight"], expected["loose"]]
+    registry = lifecycle.metrics.registry
+    count = registry.get_sample_value("sloguard_engine_stream_interval_tokens_count", {"pool": "p"})
+    total = registry.get_sample_value("sloguard_engine_stream_interval_tokens_sum", {"pool": "p"})
+    assert (count, total) == (3, 1 + (expected["tight"] or 1) + (expected["loose"] or 1))
 
 
 async def test_an_engine_that_does_not_answer_stays_unknown() -> None:
