@@ -232,6 +232,11 @@ class EngineClient:
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
             return None, None
 
+    def stream_interval_for(self, tokens_per_chunk: int) -> int:
+        """The `stream_interval` to send this engine for the wanted tokens per chunk: 1 (none sent) unless
+        the engine is known to take the field (`probe_features`)."""
+        return tokens_per_chunk if self.stream_interval_supported else 1
+
     async def probe_features(self, timeout_s: float = 5.0) -> None:
         """Learn from the engine's `/version` what it supports (`stream_interval_supported`); left unknown
         when the engine does not answer, to be asked again at a later probe."""
@@ -273,15 +278,15 @@ class EngineClient:
         token). Every chunk keeps its own token count. Raises EngineError unless the stream ends with
         `[DONE]`. `hops` (sidecar/hop_timing.py) is marked when the response headers and the first chunk
         arrive. `read_hold_s`, asked after every batch past the first token, says how many seconds the
-        next read may wait (0: read at once). `stream_interval` (tokens per chunk) is sent only to an engine
-        known to take it (`probe_features`).
+        next read may wait (0: read at once). `stream_interval` (tokens per chunk) is sent as given where
+        above 1: the caller asks `stream_interval_for` what this engine takes.
         """
         upstream = prepare_upstream_body(
             body,
             model=self.model,
             priority=priority,
             stamps_priority=self.stamps_priority,
-            stream_interval=stream_interval if self.stream_interval_supported else 1,
+            stream_interval=stream_interval,
         )
         url = f"{self.base_url}{ENDPOINT_PATHS[endpoint]}"
         started = False

@@ -86,6 +86,10 @@ class _Tracked:
     hops: HopTimer | None = None
 
 
+def _stream_interval(config: SidecarConfig) -> StreamInterval:
+    return StreamInterval(wait_max_s=config.relay.stream_interval_max_s)
+
+
 def _relay_hold(config: SidecarConfig) -> RelayHold:
     relay = config.relay
     return RelayHold(
@@ -108,7 +112,7 @@ class Lifecycle:
         self.clock_scale = clock_scale  # clock seconds per wall second (`sloguard demo` runs faster)
         self.config = config
         self.relay_hold = _relay_hold(config)
-        self.stream_interval = StreamInterval(wait_max_s=config.relay.stream_interval_max_s)
+        self.stream_interval = _stream_interval(config)
         self.token_pace = TokenPace()  # the engine's time per token, from every stream's reads
         self.predictor = new_predictor()  # one per event loop; every policy built here learns into it
         built = build_policy(config, self.predictor)
@@ -149,7 +153,7 @@ class Lifecycle:
         built = build_policy(config, self.predictor) if rebuild else None
         self.config = config
         self.relay_hold = _relay_hold(config)
-        self.stream_interval = StreamInterval(wait_max_s=config.relay.stream_interval_max_s)
+        self.stream_interval = _stream_interval(config)
         self.metrics.set_classes(c.name for c in config.classes)
         self.aimd.set_bounds(limits.min_in_flight, limits.max_in_flight)
         if built is not None:
@@ -374,12 +378,14 @@ class Lifecycle:
         self, tracked: _Tracked, deadline_s: float | None
     ) -> AsyncGenerator[list[TokenEvent], None]:
         request = tracked.request
-        per_chunk = self.stream_interval.tokens_per_chunk(self.token_pace.itl_s)
+        per_chunk = self.engine.stream_interval_for(
+            self.stream_interval.tokens_per_chunk(self.token_pace.itl_s)
+        )
         # Where the engine packs the tokens itself, the relay does not hold the stream on top: measured in
         # front of real vLLM with packing on (3 paired rounds at 1x and 2x the knee), holds cost more CPU
         # than they saved and goodput was level or lower (docs/benchmarks.md).
-        packed = per_chunk > 1 and bool(self.engine.stream_interval_supported)
-        self.metrics.observe_stream_interval(per_chunk if packed else 1)
+        packed = per_chunk > 1
+        self.metrics.observe_stream_interval(per_chunk)
         stream = self.engine.stream(
             tracked.endpoint,
             tracked.body,
@@ -472,9 +478,9 @@ class Lifecycle:
             self.metrics.ttft.labels(self.metrics.pool, request.slo_class).observe(now_s - request.arrival_s)
             policy.on_first_token(request.request_id, now_s)
         elif tracked.last_token_s is not None and later_tokens:
-            itl_s = (now_s - tracked.last_token_s) / later_tokens
-            self.aimd.observe_itl(itl_s, request.tpot_s, now_s)
-            self.token_pace.observe(now_s - tracked.last_token_s, later_tokens)
+            interval_s = now_s - tracked.last_token_s
+            self.aimd.observe_itl(interval_s / later_tokens, request.tpot_s, now_s)
+            self.token_pace.observe(interval_s, later_tokens)
         tracked.last_token_s = now_s
         policy.on_tokens(request.request_id, now_s, tracked.output_tokens)
 
