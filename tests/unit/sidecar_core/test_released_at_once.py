@@ -176,7 +176,9 @@ def test_never_refuses_what_pass_through_serves_in_time(
     spare (`margin_s`, 20 ms, which the policy keeps while any prompt is still prefilling): admitted and
     released at once. With nothing pending no margin is needed (`test_a_request_whose_own_prefill...`)."""
     latency = engine_latency(*engine)
-    ttft_s = slack * latency.prefill.time_s(prompt) + (0.02 if backlog else 1e-9)
+    # 1e-9: at slack 1.0 with a backlog the target equals the policy's wait plus its margin, and a
+    # deadline of arrival + target, less now, can round below the target itself
+    ttft_s = slack * latency.prefill.time_s(prompt) + (0.02 if backlog else 0.0) + 1e-9
     tight = {"name": "tight", "ttft_s": ttft_s, "tpot_s": 100.0}
     policy = make_policy(latency, tight, **ON)
     if backlog:
