@@ -127,6 +127,78 @@ def test_tight_blockers_outnumbering_the_losses_are_kept() -> None:
     assert released(policy, 0.001) == []  # one lost chat request does not outweigh two tight ones
 
 
+def chat_stream(policy: QueuePolicy, chat: dict[str, Any], count: int) -> list[str]:
+    """`count` chat requests arriving one at a time, 1.5 TTFT targets apart, a release after each (so each
+    waits alone: the earlier ones were released or have expired); the ones released."""
+    out = []
+    gap_s = 1.5 * chat["ttft_s"]
+    for i in range(count):
+        now = 0.001 + i * gap_s
+        policy.submit(spec(f"c{i}", chat, now), now)
+        out += released(policy, now)
+    return out
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+def test_arrivals_while_the_gate_is_held_count_as_lost_too(profile: str, factor: float) -> None:
+    """Two tight requests outnumber each lone chat arrival, so judged on the queue alone every chat request
+    expires behind them (issue 15: tuning seed 3769, a loose class lost 32 requests this way to protect a
+    tight one that missed anyway). As many arrive in the next hold as in the last (`waive_counts_arrivals`):
+    once more would expire than the tight ones count, the gate lets the chat requests in."""
+    latency = engine_latency(profile, factor)
+    tight, chat = classes_for(latency, fits=2)
+    outcomes = {}
+    for mirrored in (True, False):
+        policy = policy_for(latency, [tight, chat], urgent_headroom=1.0, waive_counts_arrivals=mirrored)
+        policy.submit(spec("t0", tight, 0.0), 0.0)
+        policy.submit(spec("t1", tight, 0.0), 0.0)
+        assert released(policy, 0.0) == ["t0", "t1"]
+        outcomes[mirrored] = chat_stream(policy, chat, 12)
+    assert outcomes[True] and outcomes[True][0] != "c0"  # not the first: the evidence builds up
+    assert outcomes[False] == []
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize(("observed_ratio", "waived"), [(1.0, True), (2.0, False)])
+def test_a_blocker_counts_by_its_chance_to_miss_in_the_joined_batch(
+    profile: str, factor: float, observed_ratio: float, waived: bool
+) -> None:
+    """The gate prices the joined batch with its inflation (1.3 at first) and one tight request fails it,
+    while the model's own inter-token time meets its target. When recent completions ran at the model's
+    pace, releasing one chat request into the batch is unlikely to cost the tight one its TPOT, and holding
+    costs the chat request for sure: it is released (`waive_expected`). When they ran at twice its pace, the
+    tight one would miss: the chat request is held, as with the mechanism off."""
+    latency = engine_latency(profile, factor)
+    tight, chat = classes_for(latency)
+    assert tight["tpot_s"] > joined_itl_s(latency, 1)  # met at the model's pace, missed at 1.3x
+    results = {}
+    for expected in (True, False):
+        policy = policy_for(latency, [tight, chat], urgent_headroom=1.0, waive_expected=expected)
+        for _ in range(8):  # recent completions, observed / predicted TPOT
+            policy._tpot_ratios.observe(observed_ratio)
+        policy.submit(spec("t", tight, 0.0), 0.0)
+        assert released(policy, 0.0) == ["t"]
+        policy.submit(spec("c", chat, 0.001), 0.001)
+        results[expected] = released(policy, 0.001) == ["c"]
+    assert results == {True: waived, False: False}
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+def test_nothing_is_waived_when_holding_loses_nothing(profile: str, factor: float) -> None:
+    """Even when the tight request is sure to meet its TPOT with the arrival joined, a request that meets
+    its TTFT after the tight one finishes is held: releasing it gains nothing."""
+    latency = engine_latency(profile, factor)
+    tight, chat = classes_for(latency)
+    patient = {**chat, "name": "patient", "ttft_s": 100.0 * tight["ttft_s"]}
+    policy = policy_for(latency, [tight, patient], urgent_headroom=1.0)
+    for _ in range(8):
+        policy._tpot_ratios.observe(1.0)
+    policy.submit(spec("t", tight, 0.0), 0.0)
+    assert released(policy, 0.0) == ["t"]
+    policy.submit(spec("p", patient, 0.001), 0.001)
+    assert released(policy, 0.001) == []
+
+
 def test_admission_counts_running_requests_outside_the_state_in_the_batch() -> None:
     latency = LatencyModel(
         PrefillModel(n0_tokens=100, flat_s=0.01, per_token_s=0.0001, intercept_s=0.0),
