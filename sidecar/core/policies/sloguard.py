@@ -731,22 +731,21 @@ class SloguardPolicy(LdfPolicy):
         them have finished, shortest first, for the batch with `entry` joined to meet the tightest TPOT
         of those left (the model's inter-token time at the smaller batch, inflated)."""
         left = sorted(
-            (
-                max(1.0, min(float(e.spec.max_tokens), e.predicted_output_tokens) - e.output_tokens),
-                e.spec.tpot_s,
-            )
-            for e in blockers
-        )
-        if not self.params.waive_counts_arrivals:
-            return left[-1][0] * itl_now_s
+            (self._remaining_tokens(e), e.spec.tpot_s) for e in blockers
+        )  # (remaining tokens, TPOT target), soonest done first
+        last_s = left[-1][0] * itl_now_s
+        if not self.params.waive_counts_arrivals or len(left) == 1:
+            return last_s
+        tightest = [tpot for _, tpot in left]  # then: tightest[i] = the tightest target among left[i:]
+        for i in range(len(left) - 2, -1, -1):
+            tightest[i] = min(tightest[i], tightest[i + 1])
         n = self.in_flight_count
         mean_len = (self.running_len_tokens() + entry.spec.prompt_tokens) / (n + 1)
+        scale = self.inflation / max(headroom, 1e-9)
         for done in range(1, len(left)):
-            tightest = min(tpot for _, tpot in left[done:])
-            itl_s = self.latency.itl_s(float(n + 1 - done), mean_len) * self.inflation / max(headroom, 1e-9)
-            if tightest >= itl_s:
+            if tightest[done] >= self.latency.itl_s(float(n + 1 - done), mean_len) * scale:
                 return left[done - 1][0] * itl_now_s
-        return left[-1][0] * itl_now_s
+        return last_s
 
     def _blockers_lost_if_released(self, blockers: list[Entry], joined_itl_s: float) -> float:
         """How many blockers would miss their TPOT were the candidate released into a batch the model
