@@ -26,13 +26,22 @@ class TargetCounts:
 @dataclass
 class RecentArrivals:
     """Arrival times per (ttft_s, tpot_s), oldest first; at most about `max_per_group` of the latest are
-    kept per group (a window reaching further back sees only those)."""
+    kept per group (a window reaching further back sees only those), and at most `max_groups` groups, the
+    ones with the latest arrivals (requests may carry their own targets in headers: a client sending a
+    new pair with every request must not grow the memory or the cost of a window without bound)."""
 
     max_per_group: int = 16384
+    max_groups: int = 64
     _times: dict[tuple[float, float], list[float]] = field(default_factory=dict)
 
     def add(self, at_s: float, *, ttft_s: float, tpot_s: float) -> None:
-        times = self._times.setdefault((ttft_s, tpot_s), [])
+        key = (ttft_s, tpot_s)
+        times = self._times.pop(key, None)
+        if times is None:
+            times = []
+            if len(self._times) >= self.max_groups:  # the group whose last arrival is oldest goes
+                del self._times[next(iter(self._times))]
+        self._times[key] = times  # the dict's order: groups by their last arrival, latest last
         if not times or at_s >= times[-1]:
             times.append(at_s)
         else:

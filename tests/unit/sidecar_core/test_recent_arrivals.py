@@ -47,3 +47,13 @@ def test_window_counts_match_a_brute_force_count_over_the_latest_kept(
         assert 0 <= counted.would_expire <= counted.arrived
         if counted.arrived == len(in_window):
             assert counted.would_expire == sum(a < now - ttft_s for a in in_window)
+
+
+def test_the_groups_are_bounded_keeping_the_latest() -> None:
+    """Per-request targets (headers) can make a new group per request: the oldest groups go."""
+    recent = RecentArrivals(max_groups=3)
+    for i in range(10):
+        recent.add(float(i), ttft_s=1.0 + i, tpot_s=0.05)
+    recent.add(10.0, ttft_s=8.0, tpot_s=0.05)  # group 7 again: now the latest
+    recent.add(11.0, ttft_s=100.0, tpot_s=0.05)  # a new one evicts the group whose last arrival is oldest
+    assert sorted(g.ttft_s for g in recent.window(11.0, 100.0)) == [8.0, 10.0, 100.0]

@@ -15,6 +15,7 @@ from sloguard.bench.runner import EngineSetup
 from sloguard.predictor import FixedLength
 from sloguard.sidecar.core.base_policy import QueuePolicy
 from sloguard.sidecar.core.latency import BatchLoad, DecodeModel, LatencyModel, PrefillModel
+from sloguard.sidecar.core.policies.sloguard import SloguardPolicy
 from sloguard.sidecar.core.policy import Admitted, EngineView, Rejected
 from sloguard.sidecar.core.registry import create_policy
 from sloguard.sidecar.core.requests import Outcome, RequestSpec
@@ -158,6 +159,13 @@ def test_arrivals_while_the_gate_is_held_count_as_lost_too(profile: str, factor:
     assert outcomes[False] == []
 
 
+def recent_completions(policy: QueuePolicy, observed_ratio: float, count: int = 8) -> None:
+    """As if `count` requests had completed at `observed_ratio` x the TPOT the model predicted for them."""
+    assert isinstance(policy, SloguardPolicy)
+    for _ in range(count):
+        policy._tpot_ratios.observe(observed_ratio)
+
+
 @pytest.mark.parametrize(("profile", "factor"), ENGINES)
 @pytest.mark.parametrize(("observed_ratio", "waived"), [(1.0, True), (2.0, False)])
 def test_a_blocker_counts_by_its_chance_to_miss_in_the_joined_batch(
@@ -174,8 +182,7 @@ def test_a_blocker_counts_by_its_chance_to_miss_in_the_joined_batch(
     results = {}
     for expected in (True, False):
         policy = policy_for(latency, [tight, chat], urgent_headroom=1.0, waive_expected=expected)
-        for _ in range(8):  # recent completions, observed / predicted TPOT
-            policy._tpot_ratios.observe(observed_ratio)
+        recent_completions(policy, observed_ratio)
         policy.submit(spec("t", tight, 0.0), 0.0)
         assert released(policy, 0.0) == ["t"]
         policy.submit(spec("c", chat, 0.001), 0.001)
@@ -191,8 +198,7 @@ def test_nothing_is_waived_when_holding_loses_nothing(profile: str, factor: floa
     tight, chat = classes_for(latency)
     patient = {**chat, "name": "patient", "ttft_s": 100.0 * tight["ttft_s"]}
     policy = policy_for(latency, [tight, patient], urgent_headroom=1.0)
-    for _ in range(8):
-        policy._tpot_ratios.observe(1.0)
+    recent_completions(policy, 1.0)
     policy.submit(spec("t", tight, 0.0), 0.0)
     assert released(policy, 0.0) == ["t"]
     policy.submit(spec("p", patient, 0.001), 0.001)
