@@ -479,6 +479,27 @@ def listen_overflows(netstat: Path = Path("/proc/net/netstat")) -> int:
     return 0
 
 
+async def _read_hops(metrics_url: str) -> dict[str, Any] | None:
+    """A sidecar's GET /debug/hops (None when it does not answer)."""
+    async with aiohttp.ClientSession() as probe:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            async with probe.get(f"{metrics_url}/debug/hops", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                hops: dict[str, Any] = await r.json()
+                return hops
+    return None
+
+
+async def _reset_hops(metrics_url: str) -> None:
+    """Empty a sidecar's /debug/hops windows (POST /debug/hops/reset); a sidecar serves every run of its
+    arm, and its windows would otherwise reach back into the runs before."""
+    async with aiohttp.ClientSession() as probe:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with probe.post(
+                f"{metrics_url}/debug/hops/reset", timeout=aiohttp.ClientTimeout(total=5)
+            ) as r:
+                r.raise_for_status()
+
+
 def _usage(
     pids: dict[str, list[int]], cpu0: dict[str, float] | None = None, waited0: dict[str, float] | None = None
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -505,6 +526,8 @@ async def run_load(
     url = f"{base}/v1/completions"
     outcomes = [Outcome(slo_class=r.slo_class, sent_s=r.arrival_s, scheduled_s=r.arrival_s) for r in requests]
     pids = _cpu_pids(stack, arm)
+    if arm in stack.sidecars:  # the hop figures read after the run cover this run's requests only
+        await _reset_hops(stack.sidecar_urls[f"{arm}-metrics"])
     cpu0, waited0 = _usage(pids)
     overflows0 = listen_overflows()
     stalls = [0.0, 0.0]
@@ -544,15 +567,8 @@ async def run_load(
         if outcome.outcome != "completed":
             key = f"{outcome.outcome}:{(outcome.reason or 'cut off').split(':')[0][:60]}"
             reasons[key] = reasons.get(key, 0) + 1
-    hops: dict[str, Any] | None = None
-    if arm in stack.sidecars:
-        async with aiohttp.ClientSession() as probe:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                metrics_url = stack.sidecar_urls[f"{arm}-metrics"]
-                async with probe.get(
-                    f"{metrics_url}/debug/hops", timeout=aiohttp.ClientTimeout(total=5)
-                ) as r:
-                    hops = await r.json()
+    # GET /debug/hops: this run's requests (reset before it)
+    hops = await _read_hops(stack.sidecar_urls[f"{arm}-metrics"]) if arm in stack.sidecars else None
     return RunResult(
         arm,
         rate_rps,

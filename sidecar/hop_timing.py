@@ -68,6 +68,10 @@ class LatencyWindow:
         self._samples.append(seconds)
         self.count += 1
 
+    def clear(self) -> None:
+        """Drop the window's samples (`count` keeps every sample ever observed)."""
+        self._samples.clear()
+
     def summary(self) -> dict[str, float | None]:
         """Figures over the window's samples (None while it is empty; JSON has no NaN)."""
         ordered = sorted(self._samples)

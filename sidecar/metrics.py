@@ -283,6 +283,12 @@ class SidecarMetrics:
             "event_loop_lag": self.loop_lag_window.summary(),
         }
 
+    def clear_hop_windows(self) -> None:
+        """What `POST /debug/hops/reset` does: the next summary covers only what comes after it (the
+        Prometheus histograms are untouched)."""
+        for window in (*self.hop_windows.values(), self.loop_lag_window):
+            window.clear()
+
     def set_policy(self, requested: str, effective: str) -> None:
         self.policy_info.clear()
         self.policy_info.labels(self.pool, requested, effective).set(1)

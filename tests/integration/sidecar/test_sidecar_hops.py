@@ -33,6 +33,28 @@ async def test_a_streamed_request_is_timed_hop_by_hop_and_summarised_on_the_metr
             assert (await resp.json())["event_loop_lag"]["count"] >= 1
 
 
+async def test_a_reset_empties_the_summary_windows_but_not_the_histograms(tmp_path: Path) -> None:
+    """The real-vLLM benchmark resets before each run, so a run's figures are its own requests'."""
+    async with running_sidecar(tmp_path) as h:
+        async with h.http.post(f"{h.http_url}/v1/completions", json=COMPLETION) as resp:
+            assert sse_payloads(await resp.read())[-1] == "[DONE]"
+        async with h.http.post(f"{h.metrics_url}/debug/hops/reset") as resp:
+            assert resp.status == 204
+        async with h.http.get(f"{h.metrics_url}/debug/hops") as resp:
+            summary = await resp.json()
+        for figures in summary["hops"].values():
+            assert figures["window"] == 0 and figures["p99_ms"] is None and figures["count"] == 1
+        assert h.sample("sloguard_sidecar_hop_seconds_count", hop="front_parse") == 1
+        async with h.http.post(f"{h.http_url}/v1/completions", json=COMPLETION) as resp:
+            assert sse_payloads(await resp.read())[-1] == "[DONE]"
+        async with h.http.get(f"{h.metrics_url}/debug/hops") as resp:
+            summary = await resp.json()
+        for figures in summary["hops"].values():
+            assert figures["window"] == 1 and figures["count"] == 2
+        async with h.http.get(f"{h.metrics_url}/debug/hops/reset") as resp:
+            assert resp.status == 405  # a GET never changes what the port reports
+
+
 async def test_a_non_streamed_request_records_no_hops(tmp_path: Path) -> None:
     async with running_sidecar(tmp_path) as h:
         async with h.http.post(f"{h.http_url}/v1/completions", json={**COMPLETION, "stream": False}) as resp:

@@ -56,6 +56,9 @@ def test_latency_window_summarises_the_recent_samples_in_ms() -> None:
     assert summary["p99_ms"] == pytest.approx(200.0)
     assert summary["max_ms"] == pytest.approx(200.0)
     assert summary["mean_ms"] == pytest.approx(150.5)
+    window.clear()
+    cleared = window.summary()
+    assert cleared["window"] == 0 and cleared["p99_ms"] is None and cleared["count"] == 200
 
 
 def test_latency_window_needs_room() -> None:
