@@ -700,9 +700,7 @@ class SloguardPolicy(LdfPolicy):
         kept = self._blockers_lost_if_released(blockers, verdict.predicted_itl_s / max(headroom, 1e-9))
         lost = 0
         if self.params.waive_counts_arrivals:
-            arriving_kept, lost = self._mirrored_arrivals(
-                now_s, hold_s, limit_s, itl_now_s / max(headroom, 1e-9)
-            )
+            arriving_kept, lost = self._mirrored_arrivals(now_s, hold_s, limit_s, itl_now_s, headroom)
             kept += arriving_kept
         horizon_s = now_s + hold_s
         for item in self._main:  # LDF order
@@ -758,19 +756,21 @@ class SloguardPolicy(LdfPolicy):
         return sum(share(e.spec.tpot_s / joined_itl_s) for e in blockers)
 
     def _mirrored_arrivals(
-        self, now_s: float, hold_s: float, limit_s: float, itl_now_s: float
+        self, now_s: float, hold_s: float, limit_s: float, itl_now_s: float, headroom: float
     ) -> tuple[int, int]:
         """(kept, lost) among the requests expected to arrive while the gate is held for `hold_s`
         (`waive_counts_arrivals`): as many as arrived in the last `hold_s`, with the same targets and
         spacing. A loose one (TPOT at least `limit_s`, the joined batch's) is lost when it would expire
         before the hold ends (mirrored: it arrived longer than its TTFT target ago); a tight one counts as
-        kept when it fits the batch that holding keeps (TPOT at least `itl_now_s` x inflation), since
-        releasing the loose ones would shut it out too. A tight one that does not fit is lost either way."""
+        kept when it fits the batch that holding keeps (TPOT at least `itl_now_s` x inflation / headroom,
+        as the gate prices it), since releasing the loose ones would shut it out too. A tight one that does
+        not fit is lost either way."""
+        fits_s = itl_now_s / max(headroom, 1e-9) * self.inflation
         kept = lost = 0
         for group in self._recent.window(now_s, hold_s):
             if group.tpot_s >= limit_s:
                 lost += group.would_expire
-            elif group.tpot_s >= itl_now_s * self.inflation:
+            elif group.tpot_s >= fits_s:
                 kept += group.arrived
         return kept, lost
 
