@@ -13,7 +13,10 @@ pinned at the engine's 128, `calibrate_decode`) and `fcfs` (pass-through, no cap
    point halfway past the best; the knee is the rate of the best goodput (`knee_rate`).
 3. Load points 0.5x, 1x and 2x the knee; at each, `rounds` rounds of the three arms (direct, sloguard,
    fcfs_sidecar), the arms' order rotated each round; every round replays a different window of the trace,
-   the same window for the three arms of a round. Reported: medians over rounds with min and max.
+   the same window for the three arms of a round. Reported: medians over rounds with min and max, and
+   each sidecar arm's ratio to direct as the median of the rounds' paired ratios (`paired_ratios`).
+   The JSON names the host's CPU (`host`): the same 2-core kind of machine with another CPU ran vLLM's
+   CPU engine 2.5x slower per request, with a knee of 64 req/s against 256.
 
 The load generator (this process) follows the issue's definitions: one connection per request; TTFT at the
 first SSE data line whose `continuous_usage_stats` count a token; tokens from that usage; TPOT over the
@@ -28,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -869,6 +873,7 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
     sidecar_tokens: list[int] = []
     for load, by_arm in measured["runs"].items():
         arms: dict[str, Any] = {}
+        direct_goodput = [_score(r, targets).goodput_rps for r in by_arm.get("direct", [])]
         for arm, results in by_arm.items():
             scores = [_score(r, targets) for r in results]
             goodput = median_min_max([s.goodput_rps for s in scores])
@@ -934,6 +939,8 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 "per_round_goodput_rps": [round(s.goodput_rps, 3) for s in scores],
                 "sidecar_hops_ms_last_round": results[-1].hops if results else None,
             }
+            if arm != "direct" and len(direct_goodput) == len(scores):
+                entry.update(paired_ratios([sc.goodput_rps for sc in scores], direct_goodput))
             if arm != "direct":
                 entry["sidecar_cpu_s_per_1k_tokens"] = _per_1k([r.cpu_s["sidecar"] for r in results], tokens)
                 entry["sidecar_cpu_ms_per_request"] = round(
@@ -946,6 +953,7 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
         points.append({"load": load, "rate_rps": round(load * measured["knee"], 3), "arms": arms})
     direct_runs = [r for by_arm in measured["runs"].values() for r in by_arm.get("direct", [])]
     return {
+        "host": host_description(),
         "knee_rps": round(measured["knee"], 3),
         "points": points,
         "sidecar_cpu_s_per_1k_tokens": _per_1k(sidecar_cpu, sidecar_tokens),
@@ -958,6 +966,38 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "sweep": [{"rate_rps": round(r, 3), "direct_goodput_rps": round(g, 3)} for r, g in measured["sweep"]],
         "settings": {"run_s": settings.run_s, "drain_s": settings.drain_s, "rounds": settings.rounds},
     }
+
+
+def paired_ratios(arm_rps: Sequence[float], direct_rps: Sequence[float]) -> dict[str, Any]:
+    """An arm's goodput over direct's round by round (the arms of a round replay the same trace window back
+    to back on one engine), and the median, min and max of those ratios. Rounds replay different windows,
+    whose bursts move every arm's goodput together by up to half (measured: direct 28-40 req/s at one
+    rate), so a ratio of the arms' separate medians can pair one arm's calm round with another's bursty one;
+    the paired ratio cannot. A round where direct met nothing counts as equal when the arm met nothing
+    either and is left out otherwise (no finite ratio)."""
+    ratios = [a / d if d > 0 else 1.0 for a, d in zip(arm_rps, direct_rps, strict=True) if d > 0 or a == 0]
+    med, low, high = median_min_max(ratios)
+    return {
+        "ratio_vs_direct": round(med, 3),
+        "ratio_vs_direct_min": round(low, 3),
+        "ratio_vs_direct_max": round(high, 3),
+        "per_round_ratio_vs_direct": [round(r, 3) for r in ratios],
+    }
+
+
+def host_description() -> dict[str, Any]:
+    """The machine a run measured: the CPU model and the cores this process may use (runs on another CPU
+    are not comparable: vLLM's CPU engine on the same 2-core kind of machine ran 2.5x slower per request on
+    one model than on another)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0))}
 
 
 def _merge(dicts: Sequence[dict[str, int]]) -> dict[str, int]:
@@ -974,6 +1014,16 @@ def _pct(value: float) -> str:
 
 def _ratio(a: float, b: float) -> str:
     return "∞" if b == 0 and a > 0 else ("1.00x" if b == 0 else f"{a / b:.2f}x")
+
+
+def _paired(arms: dict[str, Any], arm: str) -> str:
+    """The table's ratio cell: the median of the paired per-round ratios, the rounds' own in brackets (the
+    ratio of the medians for results written before the paired ratios were)."""
+    entry = arms[arm]
+    if "ratio_vs_direct" not in entry:
+        return _ratio(entry["goodput_rps"], arms["direct"]["goodput_rps"])
+    rounds = ", ".join(f"{r:.2f}" for r in entry["per_round_ratio_vs_direct"])
+    return f"{entry['ratio_vs_direct']:.2f}x ({rounds})"
 
 
 def _schedule_line(points: Sequence[dict[str, Any]]) -> str:
@@ -1010,7 +1060,10 @@ def report(data: dict[str, Any]) -> str:
         f"{data['knee_rps']} req/s (direct sweep: "
         + ", ".join(f"{s['rate_rps']}→{s['direct_goodput_rps']}" for s in data["sweep"])
         + f"). {data['settings']['rounds']} rounds of {data['settings']['run_s']:.0f} s per arm, arms "
-        "interleaved and rotated; median [min–max] goodput in req/s. Baseline: direct (vLLM alone).",
+        "interleaved and rotated; median [min–max] goodput in req/s. Baseline: direct (vLLM alone); "
+        "sloguard/direct and fcfs/direct are the medians of the rounds' paired ratios (each round's arms "
+        "replay the same trace window), the rounds' own in brackets."
+        + (f" Host: {data['host']['cpu']}, {data['host']['cores']} cores." if "host" in data else ""),
         "",
         "| load | rate req/s | direct | sloguard | fcfs_sidecar | sloguard/direct | fcfs/direct "
         "| attainment D / S / F | rejected S / F | failed D / S / F | host stalls |",
@@ -1024,8 +1077,7 @@ def report(data: dict[str, Any]) -> str:
         ]
         lines.append(
             f"| {point['load']}x | {point['rate_rps']:.1f} | {' | '.join(cells)} "
-            f"| {_ratio(a['sloguard']['goodput_rps'], a['direct']['goodput_rps'])} "
-            f"| {_ratio(a['fcfs_sidecar']['goodput_rps'], a['direct']['goodput_rps'])} "
+            f"| {_paired(a, 'sloguard')} | {_paired(a, 'fcfs_sidecar')} "
             f"| {' / '.join(_pct(a[arm]['attainment']) for arm in ARMS)} "
             f"| {a['sloguard']['rejected']} / {a['fcfs_sidecar']['rejected']} "
             f"| {' / '.join(str(a[arm]['failed']) for arm in ARMS)} "

@@ -110,3 +110,49 @@ def test_the_report_gives_ratios_to_direct_for_goodput_from_the_schedule() -> No
     }
     line = real_vllm._schedule_line([{"load": 2.0, "arms": arms}])
     assert "2.0x 10.00 / 30.00 / 5.00 (3.00x, 0.50x)" in line
+
+
+def test_ratios_to_direct_pair_each_round_with_direct_in_the_same_window() -> None:
+    # measured (AMD EPYC host, 0.5x the knee): the rounds' windows moved direct from 28 to 40 req/s; the
+    # ratio of the arms' separate medians said 0.89x where every round but one was 1.01x
+    ratios = real_vllm.paired_ratios([28.33, 33.67, 40.40], [28.0, 37.87, 40.13])
+    assert ratios["ratio_vs_direct"] == 1.007
+    assert (ratios["ratio_vs_direct_min"], ratios["ratio_vs_direct_max"]) == (0.889, 1.012)
+    assert ratios["per_round_ratio_vs_direct"] == [1.012, 0.889, 1.007]
+
+
+@pytest.mark.parametrize(
+    ("arm", "direct", "expected"),
+    [([0.0, 4.0], [0.0, 2.0], [1.0, 2.0]), ([3.0, 4.0], [0.0, 2.0], [2.0])],
+)
+def test_a_round_direct_met_nothing_in_is_equal_or_left_out(
+    arm: list[float], direct: list[float], expected: list[float]
+) -> None:
+    assert real_vllm.paired_ratios(arm, direct)["per_round_ratio_vs_direct"] == expected
+
+
+def test_the_summary_pairs_the_arms_round_by_round_and_names_the_host() -> None:
+    good = Outcome("interactive", 0.0, "completed", 0.01, 0.05, 5)
+    late = Outcome("interactive", 0.0, "completed", 5.0, 5.1, 5)
+    per_round = {"direct": ([good, late], [good, good]), "sloguard": ([good, good], [good, late])}
+    per_round["fcfs_sidecar"] = per_round["direct"]
+    runs = {
+        1.0: {
+            arm: [_run(arm, list(r), lag_s=0.0, sent_rps=1.0) for r in rounds]
+            for arm, rounds in per_round.items()
+        }
+    }
+    measured = {
+        "targets": class_targets(0.006, 0.002),
+        "runs": runs,
+        "knee": 10.0,
+        "calibration": {"single_ttft_s": 0.006, "single_itl_s": 0.002},
+        "sweep": [],
+    }
+    data = real_vllm.summarize(measured, real_vllm.Settings.of(quick=True))
+    arms = data["points"][0]["arms"]
+    assert arms["sloguard"]["per_round_ratio_vs_direct"] == [2.0, 0.5]
+    assert arms["fcfs_sidecar"]["ratio_vs_direct"] == 1.0
+    assert "ratio_vs_direct" not in arms["direct"]
+    assert data["host"]["cpu"] and data["host"]["cores"] >= 1
+    assert "| 1.25x (2.00, 0.50) | 1.00x (1.00, 1.00) |" in real_vllm.report(data)
