@@ -65,7 +65,7 @@ from sloguard.bench.real_vllm_workload import (
 )
 from sloguard.bench.workloads import data_dir
 from sloguard.demo.workload import AZURE_CONV
-from sloguard.sidecar.errors import REASON_HEADER
+from sloguard.sidecar.errors import GAVE_UP_QUEUED_DETAIL, REASON_HEADER
 
 ARMS = ("direct", "sloguard", "fcfs_sidecar")
 LOADS = (0.5, 1.0, 2.0)
@@ -386,6 +386,9 @@ def _body(request: BenchRequest) -> dict[str, Any]:
     }
 
 
+_GAVE_UP_QUEUED = GAVE_UP_QUEUED_DETAIL.encode()
+
+
 async def _send(
     session: aiohttp.ClientSession, url: str, request: BenchRequest, outcome: Outcome, t0: float
 ) -> None:
@@ -395,8 +398,9 @@ async def _send(
             url, json=_body(request), headers={"x-slo-class": request.slo_class}
         ) as response:
             if response.status in (429, 503):
-                await response.read()
+                body = await response.read()
                 outcome.outcome = "rejected"
+                outcome.rejected_queued = _GAVE_UP_QUEUED in body
                 outcome.reason = response.headers.get(REASON_HEADER, str(response.status))
                 return
             if response.status != 200:
@@ -830,7 +834,8 @@ async def _rounds(
                     + f", loop lag {(result.hops or {}).get('event_loop_lag')}"
                     + f", reasons {result.reasons}, per class "
                     + "; ".join(
-                        f"{name} good {c['good']}/{c['requests']} rej {c['rejected']} late ttft "
+                        f"{name} good {c['good']}/{c['requests']} rej {c['rejected']} "
+                        f"(queued {c['rejected_queued']}) late ttft "
                         f"{c['late_ttft']} tpot {c['late_tpot']} failed {c['failed']}"
                         for name, c in score.per_class.items()
                     )
@@ -908,6 +913,7 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                             median_min_max([s.per_class[t.name]["attainment"] for s in scores])[0], 4
                         ),
                         "rejected": int(sum(s.per_class[t.name]["rejected"] for s in scores)),
+                        "rejected_queued": int(sum(s.per_class[t.name]["rejected_queued"] for s in scores)),
                         "failed": int(sum(s.per_class[t.name]["failed"] for s in scores)),
                         "late_ttft": int(sum(s.per_class[t.name]["late_ttft"] for s in scores)),
                         "late_tpot": int(sum(s.per_class[t.name]["late_tpot"] for s in scores)),

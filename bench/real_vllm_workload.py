@@ -138,6 +138,7 @@ class Outcome:
     output_tokens: int = 0
     reason: str = ""
     scheduled_s: float | None = None  # when the workload meant to send it (None: as sent)
+    rejected_queued: bool = False  # rejected after the sidecar admitted and queued it, not at arrival
 
     @property
     def ttft_s(self) -> float | None:
@@ -207,6 +208,8 @@ def score_run(outcomes: Sequence[Outcome], targets: Sequence[ClassTarget], durat
             "goodput_rps": n_good / duration_s,
             "attainment": n_good / len(mine) if mine else 0.0,
             "rejected": sum(o.outcome == "rejected" for o, _ in mine),
+            # of those, given up after the sidecar admitted and queued them (the rest refused at arrival)
+            "rejected_queued": sum(o.outcome == "rejected" and o.rejected_queued for o, _ in mine),
             "failed": sum(o.outcome == "failed" for o, _ in mine),
             # why a completed request was not good: TTFT late first, else TPOT late
             "late_ttft": sum(late_ttft),

@@ -15,6 +15,9 @@ from sloguard.api.errors import RejectionReason
 REASON_METADATA_KEY = "sloguard-reason"
 RETRY_AFTER_METADATA_KEY = "sloguard-retry-after-ms"
 REASON_HEADER = "x-sloguard-reason"
+GAVE_UP_QUEUED_DETAIL = "the policy gave up on the queued request"
+"""The error message of a request the policy admitted, queued, then gave up on (as opposed to one refused
+at arrival); `sloguard bench real-vllm` counts the two apart by it."""
 
 _GRPC_CODES: dict[RejectionReason, grpc.StatusCode] = {
     RejectionReason.TTFT_UNATTAINABLE: grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -3,12 +3,17 @@
 import os
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from sloguard.api.errors import RejectionReason
 from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.bench import real_vllm
 from sloguard.bench.real_vllm import listen_overflows, sidecar_config
-from sloguard.bench.real_vllm_workload import Outcome, class_targets
+from sloguard.bench.real_vllm_workload import BenchRequest, Outcome, class_targets, score_run
+from sloguard.sidecar.errors import GAVE_UP_QUEUED_DETAIL, RequestRejected
+from sloguard.sidecar.http_front import _rejection
 
 TARGETS = class_targets(0.006, 0.0016)
 
@@ -156,3 +161,46 @@ def test_the_summary_pairs_the_arms_round_by_round_and_names_the_host() -> None:
     assert "ratio_vs_direct" not in arms["direct"]
     assert data["host"]["cpu"] and data["host"]["cores"] >= 1
     assert "| 1.25x (2.00, 0.50) | 1.00x (1.00, 1.00) |" in real_vllm.report(data)
+
+
+@pytest.mark.parametrize(
+    ("message", "queued"),
+    [(GAVE_UP_QUEUED_DETAIL, True), ("slack 0.051s < predicted wait 0.538s + margin", False)],
+)
+async def test_a_rejection_after_queueing_is_told_from_one_at_arrival(message: str, queued: bool) -> None:
+    """Over a real socket, with the sidecar's own 429 response: a request the policy gave up on after
+    queueing it counts apart from one refused at arrival (a burst of queued give-ups after an overload was
+    what a fresh-clone run could not explain)."""
+    rejection = RequestRejected(RejectionReason.TTFT_UNATTAINABLE, message)
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return _rejection(rejection)
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        outcome = Outcome("interactive", 0.0)
+        request = BenchRequest(0, 0.0, "interactive", (1, 2, 3), 4)
+        async with aiohttp.ClientSession() as session:
+            await real_vllm._send(session, f"http://127.0.0.1:{port}/v1/completions", request, outcome, 0.0)
+    finally:
+        await runner.cleanup()
+    assert (outcome.outcome, outcome.reason, outcome.rejected_queued) == (
+        "rejected",
+        "ttft_unattainable",
+        queued,
+    )
+    score = score_run([outcome], TARGETS, duration_s=1.0)
+    assert (
+        score.per_class["interactive"]["rejected"],
+        score.per_class["interactive"]["rejected_queued"],
+    ) == (
+        1,
+        int(queued),
+    )
