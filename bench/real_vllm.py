@@ -980,8 +980,15 @@ def paired_ratios(arm_rps: Sequence[float], direct_rps: Sequence[float]) -> dict
     whose bursts move every arm's goodput together by up to half (measured: direct 28-40 req/s at one
     rate), so a ratio of the arms' separate medians can pair one arm's calm round with another's bursty one;
     the paired ratio cannot. A round where direct met nothing counts as equal when the arm met nothing
-    either and is left out otherwise (no finite ratio)."""
+    either and is left out otherwise (no finite ratio); with no round left the ratios are None."""
     ratios = [a / d if d > 0 else 1.0 for a, d in zip(arm_rps, direct_rps, strict=True) if d > 0 or a == 0]
+    if not ratios:
+        return {
+            "ratio_vs_direct": None,
+            "ratio_vs_direct_min": None,
+            "ratio_vs_direct_max": None,
+            "per_round_ratio_vs_direct": [],
+        }
     med, low, high = median_min_max(ratios)
     return {
         "ratio_vs_direct": round(med, 3),
@@ -1028,6 +1035,8 @@ def _paired(arms: dict[str, Any], arm: str) -> str:
     entry = arms[arm]
     if "ratio_vs_direct" not in entry:
         return _ratio(entry["goodput_rps"], arms["direct"]["goodput_rps"])
+    if entry["ratio_vs_direct"] is None:
+        return "∞ (direct met nothing)"
     rounds = ", ".join(f"{r:.2f}" for r in entry["per_round_ratio_vs_direct"])
     return f"{entry['ratio_vs_direct']:.2f}x ({rounds})"
 

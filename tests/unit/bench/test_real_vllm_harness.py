@@ -128,12 +128,14 @@ def test_ratios_to_direct_pair_each_round_with_direct_in_the_same_window() -> No
 
 @pytest.mark.parametrize(
     ("arm", "direct", "expected"),
-    [([0.0, 4.0], [0.0, 2.0], [1.0, 2.0]), ([3.0, 4.0], [0.0, 2.0], [2.0])],
+    [([0.0, 4.0], [0.0, 2.0], [1.0, 2.0]), ([3.0, 4.0], [0.0, 2.0], [2.0]), ([3.0], [0.0], [])],
 )
 def test_a_round_direct_met_nothing_in_is_equal_or_left_out(
     arm: list[float], direct: list[float], expected: list[float]
 ) -> None:
-    assert real_vllm.paired_ratios(arm, direct)["per_round_ratio_vs_direct"] == expected
+    ratios = real_vllm.paired_ratios(arm, direct)
+    assert ratios["per_round_ratio_vs_direct"] == expected
+    assert (ratios["ratio_vs_direct"] is None) == (not expected)  # never NaN in the JSON
 
 
 def test_the_summary_pairs_the_arms_round_by_round_and_names_the_host() -> None:
