@@ -878,9 +878,10 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
     sidecar_tokens: list[int] = []
     for load, by_arm in measured["runs"].items():
         arms: dict[str, Any] = {}
-        direct_goodput = [_score(r, targets).goodput_rps for r in by_arm.get("direct", [])]
+        scored = {arm: [_score(r, targets) for r in results] for arm, results in by_arm.items()}
+        direct_goodput = [s.goodput_rps for s in scored.get("direct", [])]
         for arm, results in by_arm.items():
-            scores = [_score(r, targets) for r in results]
+            scores = scored[arm]
             goodput = median_min_max([s.goodput_rps for s in scores])
             scheduled = median_min_max([s.goodput_from_schedule_rps for s in scores])
             attainment = median_min_max([s.attainment for s in scores])

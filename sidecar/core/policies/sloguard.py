@@ -680,12 +680,13 @@ class SloguardPolicy(LdfPolicy):
         """The TPOT gate never starves the engine for a few tight requests. When the candidate fails the
         gate only because of running requests whose TPOT targets the joined batch would break (the
         blockers), weigh what holding costs against what releasing costs: held, every queued request
-        whose TTFT deadline passes before the blockers finish (their predicted remaining tokens at the
-        current inter-token time) misses; released, at most the blockers miss. When more queued requests
-        would be lost than there are blockers, the blockers stop constraining the gate (`waive_tpot`)
-        and keep running. One tight request released onto an idle engine thus cannot hold everything
-        behind it, while a batch of tight requests is still protected from a lone arrival. Counts
-        requests, as goodput does; no constant."""
+        whose TTFT deadline passes before the gate opens (`_hold_s`) misses, and so do the loose arrivals
+        expected meanwhile (`_mirrored_arrivals`); released, the blockers miss (each by its chance,
+        `_blockers_lost_if_released`), and so do the expected tight arrivals that fit the batch holding
+        keeps. When holding loses more (or as many, with `waive_expected`), the blockers stop constraining
+        the gate (`waive_tpot`) and keep running. One tight request released onto an idle engine thus
+        cannot hold everything behind it, while a batch of tight requests is still protected from a lone
+        arrival. Counts requests, as goodput does; no constant."""
         if not self.params.waive_tpot_blockers:
             return False
         limit_s = verdict.predicted_itl_s * self.inflation / max(headroom, 1e-9)
@@ -694,8 +695,7 @@ class SloguardPolicy(LdfPolicy):
         blockers = [e for e in self.in_flight_entries() if not e.tpot_waived and e.spec.tpot_s < limit_s]
         if not blockers:
             return False
-        n = self.in_flight_count
-        itl_now_s = self.latency.itl_s(float(n), self.running_len_tokens() / n)
+        itl_now_s = self._batch_itl_now_s()
         hold_s = self._hold_s(entry, blockers, headroom, itl_now_s)
         kept = self._blockers_lost_if_released(blockers, verdict.predicted_itl_s / max(headroom, 1e-9))
         lost = 0
