@@ -10,8 +10,14 @@ pinned at the engine's 128, `calibrate_decode`) and `fcfs` (pass-through, no cap
 1. Calibration: sequential single requests straight to vLLM; the median TTFT and inter-token time set the
    class targets (bench/real_vllm_workload.py `class_targets`).
 2. Knee sweep: the direct arm at doubling rates until two in a row fail to raise goodput by 5 %, then one
-   point halfway past the best; the knee is the rate of the best goodput (`knee_rate`).
-3. Load points 0.5x, 1x and 2x the knee; at each, `rounds` rounds of the three arms (direct, sloguard,
+   point halfway past the best; the knee is the rate of the best goodput (`knee_rate`). Each point replays
+   the trace window that offers its nominal rate (`mean_rate_offset`: a short window of the trace offers
+   0.6x to 1.45x its mean rate, which moved single points by 2x and the knee between 64 and 96 req/s).
+3. Run lengths: at least the floors of `Settings.of` and at least 5 (quick) or 10 (full) times the loosest
+   class's TTFT target, sweep points 2 times (`run_length_s`): past the knee a class with a loose TTFT is
+   met through the first seconds of any run, so short runs measure the start of an overload, not the
+   overload (on the AMD EPYC host at 2x the knee, sloguard/direct was 1.6x in 15 s runs, 6.7x in 30 s).
+4. Load points 0.5x, 1x and 2x the knee; at each, `rounds` rounds of the three arms (direct, sloguard,
    fcfs_sidecar), the arms' order rotated each round; every round replays a different window of the trace,
    the same window for the three arms of a round. Reported: medians over rounds with min and max, and
    each sidecar arm's ratio to direct as the median of the rounds' paired ratios (`paired_ratios`).
@@ -58,8 +64,10 @@ from sloguard.bench.real_vllm_workload import (
     build_requests,
     class_targets,
     knee_rate,
+    mean_rate_offset,
     median_min_max,
     rotated,
+    run_length_s,
     score_run,
     sweep_done,
 )
@@ -72,6 +80,8 @@ LOADS = (0.5, 1.0, 2.0)
 MAX_NUM_SEQS = 128
 SERVED_MODEL = "tiny"
 STALL_S = 0.1
+SWEEP_OFFSET_CANDIDATES = tuple(997 * k for k in range(24))
+"""Where the knee sweep's windows may start (`mean_rate_offset` picks per point the one offering its rate)."""
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VLLM_VENV = Path(os.environ.get("SLOGUARD_VLLM_VENV", REPO_ROOT / ".cache" / "vllm-venv"))
 MODEL_SCRIPT = Path(__file__).with_name("tiny_llama.py")
@@ -111,6 +121,8 @@ class Settings:
     drain_s: float
     rounds: int
     sweep_run_s: float
+    run_ttft_multiple: float = 0.0  # runs last at least this many loosest-class TTFT targets
+    sweep_ttft_multiple: float = 0.0  # and sweep points this many (`run_length_s`)
     sweep_start_rps: float = 8.0
     sweep_max_steps: int = 6
     calibration_requests: int = 16
@@ -125,8 +137,32 @@ class Settings:
     @classmethod
     def of(cls, quick: bool) -> "Settings":
         if quick:
-            return cls(run_s=15.0, drain_s=5.0, rounds=3, sweep_run_s=8.0)
-        return cls(run_s=25.0, drain_s=8.0, rounds=3, sweep_run_s=10.0)
+            return cls(
+                run_s=15.0,
+                drain_s=5.0,
+                rounds=3,
+                sweep_run_s=8.0,
+                run_ttft_multiple=5.0,
+                sweep_ttft_multiple=2.0,
+            )
+        return cls(
+            run_s=25.0,
+            drain_s=8.0,
+            rounds=3,
+            sweep_run_s=10.0,
+            run_ttft_multiple=10.0,
+            sweep_ttft_multiple=2.0,
+        )
+
+    def for_targets(self, targets: Sequence[ClassTarget]) -> "Settings":
+        """These settings with the run and sweep lengths stretched to the calibrated class targets."""
+        return replace(
+            self,
+            run_s=run_length_s(targets, floor_s=self.run_s, loosest_ttft_multiple=self.run_ttft_multiple),
+            sweep_run_s=run_length_s(
+                targets, floor_s=self.sweep_run_s, loosest_ttft_multiple=self.sweep_ttft_multiple
+            ),
+        )
 
 
 # --- processes --------------------------------------------------------------------------------------
@@ -693,7 +729,11 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
         else:
             ttft_s, itl_s = settings.profile_s
         targets = class_targets(ttft_s, itl_s)
-        _progress(f"single request: TTFT {ttft_s * 1000:.1f} ms, ITL {itl_s * 1000:.2f} ms")
+        settings = settings.for_targets(targets)
+        _progress(
+            f"single request: TTFT {ttft_s * 1000:.1f} ms, ITL {itl_s * 1000:.2f} ms; runs of "
+            f"{settings.run_s:.1f} s, sweep points of {settings.sweep_run_s:.1f} s"
+        )
         start_sidecars(
             stack,
             targets,
@@ -734,6 +774,8 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
         "sweep": sweep,
         "knee": knee,
         "runs": runs,
+        "run_s": settings.run_s,
+        "sweep_run_s": settings.sweep_run_s,
     }
 
 
@@ -749,12 +791,11 @@ async def _sweep(
     """The direct arm at doubling rates; returns the knee (and fills `sweep`)."""
 
     async def sweep_point(rate: float) -> None:
+        offset = mean_rate_offset(
+            trace, rate_rps=rate, duration_s=settings.sweep_run_s, candidates=SWEEP_OFFSET_CANDIDATES
+        )
         requests = build_requests(
-            trace,
-            rate_rps=rate,
-            duration_s=settings.sweep_run_s,
-            offset_index=997 * len(sweep),
-            seed=len(sweep),
+            trace, rate_rps=rate, duration_s=settings.sweep_run_s, offset_index=offset, seed=len(sweep)
         )
         await wait_engine_idle(session, stack.engine_url)
         result = await run_load(
@@ -971,7 +1012,12 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "calibration": {k: round(v, 5) for k, v in measured["calibration"].items()},
         "classes": {t.name: {"ttft_s": round(t.ttft_s, 4), "tpot_s": round(t.tpot_s, 5)} for t in targets},
         "sweep": [{"rate_rps": round(r, 3), "direct_goodput_rps": round(g, 3)} for r, g in measured["sweep"]],
-        "settings": {"run_s": settings.run_s, "drain_s": settings.drain_s, "rounds": settings.rounds},
+        "settings": {
+            "run_s": round(measured["run_s"], 2),
+            "sweep_run_s": round(measured["sweep_run_s"], 2),
+            "drain_s": settings.drain_s,
+            "rounds": settings.rounds,
+        },
     }
 
 
@@ -1268,6 +1314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arms=arms,
         rounds=args.rounds or base.rounds,
         run_s=args.run_s or base.run_s,
+        run_ttft_multiple=0.0 if args.run_s else base.run_ttft_multiple,
         keep_logs=args.keep_logs,
         autogroup=not args.no_autogroup,
         sidecar_nice_offset=args.sidecar_nice_offset,

@@ -21,7 +21,7 @@ requests = completed + rejected + failed (a request still unfinished when the ru
 import math
 import random
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 CLASS_WEIGHTS: dict[str, float] = {"interactive": 0.4, "standard": 0.4, "batch": 0.2}
@@ -93,19 +93,10 @@ def build_requests(
 ) -> list[BenchRequest]:
     """The requests arriving in `duration_s` seconds at mean `rate_rps`, replaying the trace from row
     `offset_index` (wrapping around) with its gaps scaled; deterministic for the arguments."""
-    if not rate_rps > 0 or not duration_s > 0:
-        raise ValueError(f"rate_rps and duration_s must be > 0, got {rate_rps}, {duration_s}")
-    if not rows:
-        raise ValueError("empty trace")
-    scale = trace_mean_rate_rps(rows) / rate_rps
     rng = random.Random(seed)
     names, class_weights = list(weights), list(weights.values())
     out: list[BenchRequest] = []
-    t_s = 0.0
-    n = len(rows)
-    i = offset_index % n
-    while True:
-        row = rows[i]
+    for t_s, row in _window(rows, rate_rps=rate_rps, duration_s=duration_s, offset_index=offset_index):
         out.append(
             BenchRequest(
                 index=len(out),
@@ -118,12 +109,70 @@ def build_requests(
                 output_tokens=_clamp(row.generated_tokens // OUTPUT_DIVISOR, OUTPUT_TOKENS_RANGE),
             )
         )
+    return out
+
+
+def _window(
+    rows: Sequence[TraceRow], *, rate_rps: float, duration_s: float, offset_index: int
+) -> Iterator[tuple[float, TraceRow]]:
+    """(arrival second, row) of the trace replayed from `offset_index` (wrapping) with its gaps scaled to
+    `rate_rps`, for `duration_s` seconds; the first arrives at 0."""
+    if not rate_rps > 0 or not duration_s > 0:
+        raise ValueError(f"rate_rps and duration_s must be > 0, got {rate_rps}, {duration_s}")
+    if not rows:
+        raise ValueError("empty trace")
+    mean_rps = trace_mean_rate_rps(rows)
+    scale = mean_rps / rate_rps
+    t_s = 0.0
+    n = len(rows)
+    i = offset_index % n
+    while True:
+        row = rows[i]
+        yield t_s, row
         nxt = (i + 1) % n
-        gap_s = rows[nxt].arrival_s - row.arrival_s if nxt else 1.0 / trace_mean_rate_rps(rows)
+        gap_s = rows[nxt].arrival_s - row.arrival_s if nxt else 1.0 / mean_rps
         t_s += max(0.0, gap_s) * scale
         if t_s >= duration_s:
-            return out
+            return
         i = nxt
+
+
+def window_arrivals(
+    rows: Sequence[TraceRow], *, rate_rps: float, duration_s: float, offset_index: int
+) -> int:
+    """How many requests `build_requests` makes for these arguments (without making them)."""
+    return sum(1 for _ in _window(rows, rate_rps=rate_rps, duration_s=duration_s, offset_index=offset_index))
+
+
+def mean_rate_offset(
+    rows: Sequence[TraceRow], *, rate_rps: float, duration_s: float, candidates: Sequence[int]
+) -> int:
+    """The candidate offset whose window offers closest to `rate_rps * duration_s` requests (the first of
+    equals). The trace's burst shape makes a short window offer anywhere from 0.7x to 1.4x its nominal rate;
+    the knee sweep compares rates, so each of its points replays a window that offers its nominal rate."""
+    if not candidates:
+        raise ValueError("no candidate offsets")
+    want = rate_rps * duration_s
+    return min(
+        candidates,
+        key=lambda offset: abs(
+            window_arrivals(rows, rate_rps=rate_rps, duration_s=duration_s, offset_index=offset) - want
+        ),
+    )
+
+
+def run_length_s(targets: Sequence[ClassTarget], *, floor_s: float, loosest_ttft_multiple: float) -> float:
+    """Seconds per measured run: at least `floor_s` and at least `loosest_ttft_multiple` times the loosest
+    class's TTFT target. Past the knee vLLM's own queue makes each request wait longer the later it
+    arrives, so a class whose TTFT target is a large part of the run is met through the run's first seconds
+    whatever the load: a run a few loose targets long measures the start of an overload, not the overload
+    (measured on an AMD EPYC host at 2x the knee, batch TTFT 5.7 s: direct met every batch request of the
+    first 12 s of a 15 s run and served 38 req/s good; in 30 s runs, 10 req/s)."""
+    if not targets:
+        raise ValueError("no class targets")
+    if not (floor_s > 0 and loosest_ttft_multiple >= 0):
+        raise ValueError(f"floor_s must be > 0 and the multiple >= 0, got {floor_s}, {loosest_ttft_multiple}")
+    return max(floor_s, loosest_ttft_multiple * max(t.ttft_s for t in targets))
 
 
 @dataclass(slots=True)

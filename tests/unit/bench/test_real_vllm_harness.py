@@ -96,6 +96,8 @@ def test_the_summary_and_report_carry_the_per_class_reasons_and_the_load_generat
         "targets": targets,
         "runs": runs,
         "knee": 10.0,
+        "run_s": 15.0,
+        "sweep_run_s": 8.0,
         "calibration": {"single_ttft_s": 0.006, "single_itl_s": 0.002},
         "sweep": [],
     }
@@ -153,6 +155,8 @@ def test_the_summary_pairs_the_arms_round_by_round_and_names_the_host() -> None:
         "targets": class_targets(0.006, 0.002),
         "runs": runs,
         "knee": 10.0,
+        "run_s": 15.0,
+        "sweep_run_s": 8.0,
         "calibration": {"single_ttft_s": 0.006, "single_itl_s": 0.002},
         "sweep": [],
     }
@@ -206,3 +210,16 @@ async def test_a_rejection_after_queueing_is_told_from_one_at_arrival(message: s
         1,
         int(queued),
     )
+
+
+def test_runs_stretch_to_the_calibrated_targets() -> None:
+    """A slow engine's loose class makes quick runs longer than their 15 s floor, the full run longer still;
+    a fast engine's keeps the floors."""
+    slow = class_targets(0.00883, 0.00157)  # batch TTFT 5.74 s
+    quick = real_vllm.Settings.of(quick=True).for_targets(slow)
+    full = real_vllm.Settings.of(quick=False).for_targets(slow)
+    assert quick.run_s == pytest.approx(5 * 650 * 0.00883)
+    assert full.run_s == pytest.approx(10 * 650 * 0.00883)
+    assert quick.sweep_run_s == pytest.approx(2 * 650 * 0.00883)
+    fast = real_vllm.Settings.of(quick=True).for_targets(class_targets(0.0036, 0.0012))
+    assert (fast.run_s, fast.sweep_run_s) == (15.0, 8.0)

@@ -17,11 +17,14 @@ from sloguard.bench.real_vllm_workload import (
     build_requests,
     class_targets,
     knee_rate,
+    mean_rate_offset,
     median_min_max,
     rotated,
+    run_length_s,
     score_run,
     sweep_done,
     trace_mean_rate_rps,
+    window_arrivals,
 )
 
 # a bursty toy trace: two near-simultaneous arrivals, then a long gap
@@ -79,6 +82,43 @@ def test_replay_refuses_bad_arguments() -> None:
         build_requests(TRACE, rate_rps=0.0, duration_s=1.0, offset_index=0, seed=0)
     with pytest.raises(ValueError):
         build_requests([], rate_rps=1.0, duration_s=1.0, offset_index=0, seed=0)
+
+
+@settings(deadline=None, max_examples=50)
+@given(rate=st.floats(0.5, 50.0), duration=st.floats(0.5, 5.0), offset=st.integers(0, 1000))
+def test_window_arrivals_counts_what_the_replay_makes(rate: float, duration: float, offset: int) -> None:
+    requests = build_requests(TRACE, rate_rps=rate, duration_s=duration, offset_index=offset, seed=1)
+    assert window_arrivals(TRACE, rate_rps=rate, duration_s=duration, offset_index=offset) == len(requests)
+
+
+def test_the_sweep_window_offers_its_nominal_rate() -> None:
+    mean = trace_mean_rate_rps(TRACE)  # 7 gaps over 4 s: 1.75 req/s, so a 1.2 s window should hold 2.1
+    # from row 0: 0, 0.01, 1.0, 1.02; from row 3: 1.02, 2.0; from row 4: 2.0 alone; from 7: 4.0, then
+    # the wrap (one mean gap, 0.57 s) to rows 0 and 1
+    counts = {o: window_arrivals(TRACE, rate_rps=mean, duration_s=1.2, offset_index=o) for o in (0, 3, 4, 7)}
+    assert counts == {0: 4, 3: 2, 4: 1, 7: 3}
+    assert mean_rate_offset(TRACE, rate_rps=mean, duration_s=1.2, candidates=(0, 3, 4, 7)) == 3
+    assert mean_rate_offset(TRACE, rate_rps=mean, duration_s=1.2, candidates=(7, 1)) == 7  # first of equals
+    with pytest.raises(ValueError, match="candidate"):
+        mean_rate_offset(TRACE, rate_rps=mean, duration_s=1.2, candidates=())
+
+
+@pytest.mark.parametrize(
+    ("floor_s", "multiple", "expected_s"),
+    [(15.0, 5.0, 45.0), (60.0, 5.0, 60.0), (15.0, 0.0, 15.0), (15.0, 1.0, 15.0)],
+)
+def test_runs_last_several_loosest_ttft_targets(floor_s: float, multiple: float, expected_s: float) -> None:
+    # the loosest class here is batch, 9 s
+    assert run_length_s(TARGETS, floor_s=floor_s, loosest_ttft_multiple=multiple) == expected_s
+
+
+def test_run_length_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        run_length_s([], floor_s=15.0, loosest_ttft_multiple=5.0)
+    with pytest.raises(ValueError):
+        run_length_s(TARGETS, floor_s=0.0, loosest_ttft_multiple=5.0)
+    with pytest.raises(ValueError):
+        run_length_s(TARGETS, floor_s=15.0, loosest_ttft_multiple=-1.0)
 
 
 def _outcome(
