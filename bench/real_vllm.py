@@ -76,6 +76,9 @@ from sloguard.demo.workload import AZURE_CONV
 from sloguard.sidecar.errors import GAVE_UP_QUEUED_DETAIL, REASON_HEADER
 
 ARMS = ("direct", "sloguard", "fcfs_sidecar")
+VARIANT_ARM = "sloguard_variant"
+"""Diagnostic runs only (`--sloguard-variant JSON`): a third sidecar, `sloguard` with these parameters
+besides the arm's own, in the same rounds, so a policy change is paired with the default in one vLLM start."""
 LOADS = (0.5, 1.0, 2.0)
 MAX_NUM_SEQS = 128
 SERVED_MODEL = "tiny"
@@ -133,6 +136,11 @@ class Settings:
     autogroup: bool = True  # vLLM and the sidecars in this process's session, its autogroup at the niceness
     sidecar_nice_offset: int = SIDECAR_NICE_OFFSET  # the sidecars' niceness relative to vLLM's
     profile_s: tuple[float, float] | None = None  # diagnostic: these (TTFT, ITL), skip the calibration
+    sloguard_variant: dict[str, Any] | None = None  # diagnostic: the VARIANT_ARM's policy parameters
+
+    @property
+    def sidecar_arms(self) -> tuple[str, ...]:
+        return (*ARMS[1:], VARIANT_ARM) if self.sloguard_variant is not None else ARMS[1:]
 
     @classmethod
     def of(cls, quick: bool) -> "Settings":
@@ -249,6 +257,7 @@ def sidecar_config(
     targets: Sequence[ClassTarget],
     engine_url: str,
     profile: tuple[float, float] | None = None,
+    variant: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The sidecar configuration of a sidecar arm.
 
@@ -257,9 +266,13 @@ def sidecar_config(
     generic coefficients (an 8B model on an A100: 12 ms inter-token time alone) and, until its first
     refits, turns away every interactive request as TPOT-unattainable (measured: 42 of 425 in the first
     0.5x run, beside 160 TTFT rejections while the prefill correction was still learning).
+    `variant`: the VARIANT_ARM's extra sloguard parameters (a diagnostic).
     """
-    if arm == "sloguard":
-        policy: dict[str, Any] = {"name": "sloguard", "parameters": {"calibrate_decode": True}}
+    if arm in ("sloguard", VARIANT_ARM):
+        policy: dict[str, Any] = {
+            "name": "sloguard",
+            "parameters": {"calibrate_decode": True, **(variant or {})},
+        }
         limits = {"max_queue_depth": 100_000, "min_in_flight": MAX_NUM_SEQS, "max_in_flight": MAX_NUM_SEQS}
         scheduling = "priority"
     elif arm == "fcfs_sidecar":
@@ -287,7 +300,7 @@ def sidecar_config(
         "http_port": _free_port(),
         "metrics_port": _free_port(),
     }
-    if arm == "sloguard" and profile is not None:
+    if arm in ("sloguard", VARIANT_ARM) and profile is not None:
         config["latency_profile"] = {"ttft_s": profile[0], "itl_s": profile[1]}
     return config
 
@@ -364,15 +377,19 @@ def start_sidecars(
     stack: Stack,
     targets: Sequence[ClassTarget],
     profile: tuple[float, float] | None = None,
+    *,
     own_session: bool = True,
     nice_offset: int = 0,
+    variant: dict[str, Any] | None = None,
 ) -> None:
     """Start the sidecar arms; `nice_offset` lowers their niceness below vLLM's (see SIDECAR_NICE_OFFSET;
     GNU `nice` runs the command at the niceness it has where the host refuses the change)."""
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     niced = ["nice", "-n", str(nice_offset)] if nice_offset else []
-    for arm in ARMS[1:]:
-        config = sidecar_config(arm, targets, stack.engine_url, profile)
+    for arm in (*ARMS[1:], VARIANT_ARM) if variant is not None else ARMS[1:]:
+        config = sidecar_config(
+            arm, targets, stack.engine_url, profile, variant if arm == VARIANT_ARM else None
+        )
         path = stack.tmp / f"{arm}.json"
         path.write_text(json.dumps(config))
         command = [
@@ -740,8 +757,9 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
             (ttft_s, itl_s),
             own_session=not settings.autogroup,
             nice_offset=settings.sidecar_nice_offset,
+            variant=settings.sloguard_variant,
         )
-        for arm in ARMS[1:]:
+        for arm in settings.sidecar_arms:
             await _wait_ok(
                 session,
                 f"{stack.sidecar_urls[arm + '-metrics']}/readyz",
@@ -755,7 +773,7 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
         )
         # and one through each sidecar: a sidecar in a pod has served before it is measured (what it learns
         # it keeps from run to run); the direct arm's warm-up above is vLLM's own
-        for arm in ("direct", *ARMS[1:]):
+        for arm in ("direct", *settings.sidecar_arms):
             await wait_engine_idle(session, stack.engine_url)
             result = await run_load(
                 stack, arm, warm, rate_rps=4 * settings.sweep_start_rps, duration_s=6.0, drain_s=10.0
@@ -835,7 +853,11 @@ async def _rounds(
     knee: float,
 ) -> dict[float, dict[str, list[RunResult]]]:
     """`rounds` rounds of every load point, the arms interleaved and rotated."""
-    arms = tuple(a for a in ARMS if a in settings.arms)
+    arms = tuple(
+        a
+        for a in (*ARMS, VARIANT_ARM)
+        if a in settings.arms or (a == VARIANT_ARM and settings.sloguard_variant is not None)
+    )
     runs: dict[float, dict[str, list[RunResult]]] = {
         load: {arm: [] for arm in arms} for load in settings.loads
     }
@@ -1245,7 +1267,7 @@ def _run_settings(settings: Settings) -> BenchResult:
         try:
             measured = asyncio.run(_experiment(stack, settings, trace))
         except BaseException:
-            for name in ("vllm", *ARMS[1:]):
+            for name in ("vllm", *settings.sidecar_arms):
                 _progress(f"{name} log tail:\n{stack.log_tail(name)}")
             raise
         finally:
@@ -1255,7 +1277,11 @@ def _run_settings(settings: Settings) -> BenchResult:
                 for log in Path(tmp).glob("*.log"):
                     shutil.copy(log, settings.keep_logs / log.name)
     data = summarize(measured, settings)
-    if set(settings.arms) != set(ARMS) or settings.knee_rps is not None:
+    if (
+        set(settings.arms) != set(ARMS)
+        or settings.knee_rps is not None
+        or settings.sloguard_variant is not None
+    ):
         return BenchResult(data=data, markdown=json.dumps(data, indent=1))  # a diagnostic run: figures only
     return BenchResult(data=data, markdown=report(data), files={"real_vllm.png": plot(data)})
 
@@ -1290,6 +1316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="TTFT,ITL in ms: skip the calibration and set the class targets from these (to compare runs)",
     )
+    parser.add_argument(
+        "--sloguard-variant",
+        default=None,
+        help=f"JSON sloguard parameters for a further arm, {VARIANT_ARM}, paired with the rest (to compare)",
+    )
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     if not -20 <= args.sidecar_nice_offset <= 19:
@@ -1303,6 +1334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (0.0 < ttft_ms < 60_000.0 and 0.0 < itl_ms < 60_000.0):
             parser.error(f"--profile-ms: both must lie in (0, 60000) ms, got {args.profile_ms!r}")
         profile_s = (ttft_ms / 1000, itl_ms / 1000)
+    variant = None
+    if args.sloguard_variant is not None:
+        try:
+            variant = json.loads(args.sloguard_variant)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--sloguard-variant: {exc}")
+        if not isinstance(variant, dict):
+            parser.error("--sloguard-variant: a JSON object of sloguard parameters")
     base = Settings.of(args.quick)
     arms = tuple(a.strip() for a in args.arms.split(","))
     if not set(arms) <= set(ARMS):
@@ -1319,6 +1358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         autogroup=not args.no_autogroup,
         sidecar_nice_offset=args.sidecar_nice_offset,
         profile_s=profile_s,
+        sloguard_variant=variant,
     )
     result = run_settings(settings)
     args.json.write_text(json.dumps(result.data, indent=2, sort_keys=True) + "\n")

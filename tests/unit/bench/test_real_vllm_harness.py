@@ -1,6 +1,7 @@
 """bench/real_vllm.py's pure helpers: the sidecar arms' configurations, the host's listen-overflow count."""
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -223,3 +224,21 @@ def test_runs_stretch_to_the_calibrated_targets() -> None:
     assert quick.sweep_run_s == pytest.approx(2 * 650 * 0.00883)
     fast = real_vllm.Settings.of(quick=True).for_targets(class_targets(0.0036, 0.0012))
     assert (fast.run_s, fast.sweep_run_s) == (15.0, 8.0)
+
+
+def test_a_variant_arm_is_sloguard_with_the_given_parameters_beside_the_default() -> None:
+    targets = class_targets(0.0072, 0.00122)
+    config = real_vllm.sidecar_config(
+        real_vllm.VARIANT_ARM, targets, "http://127.0.0.1:1", (0.0072, 0.00122), {"waive_expected": False}
+    )
+    assert config["policy"] == {
+        "name": "sloguard",
+        "parameters": {"calibrate_decode": True, "waive_expected": False},
+    }
+    SidecarConfig.model_validate(config)
+    settings = real_vllm.Settings.of(quick=True)
+    assert settings.sidecar_arms == ("sloguard", "fcfs_sidecar")
+    with_variant = replace(settings, sloguard_variant={"waive_expected": False})
+    assert with_variant.sidecar_arms == ("sloguard", "fcfs_sidecar", real_vllm.VARIANT_ARM)
+    with pytest.raises(SystemExit):
+        real_vllm.main(["--sloguard-variant", "[1]", "--json", "/dev/null"])
