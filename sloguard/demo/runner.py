@@ -180,13 +180,20 @@ def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subproces
         return subprocess.Popen(command, env=env, stdout=log_file, stderr=log_file)
 
 
+STOP_GRACE_S = 10.0
+"""How long the processes `_stop_processes` signals have, all together, before the rest are killed."""
+
+
 def _stop_processes(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every process still running, then one shared grace of STOP_GRACE_S for all of them (not
+    one each: a Ctrl-C on a loaded machine waited for every slow one in turn), then SIGKILL to the rest."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
     for process in processes:
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
