@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -92,12 +93,20 @@ def test_demo_writes_both_policies_and_every_request_ends_once(tmp_path: Path) -
 @pytest.mark.timeout(90)
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
-    process = subprocess.Popen(
-        [str(SLOGUARD), "demo", "--duration-s", "30", "--results-dir", str(tmp_path)],
-        env=_env(marker),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # Started as a terminal starts it. A shell without job control (a CI script run with `&`) starts its
+    # background commands with SIGINT ignored; a child inherits that, Python then installs no
+    # KeyboardInterrupt handler, and the demo would run on through the test's Ctrl-C. A handled signal
+    # is reset to its default in the child, so handle it here while starting the demo.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [str(SLOGUARD), "demo", "--duration-s", "30", "--results-dir", str(tmp_path)],
+            env=_env(marker),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, before)
     try:
         assert process.stderr is not None
         seen = b""
@@ -107,8 +116,16 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
             seen += chunk
         engines = [pid for pid in _processes_with(marker) if pid != process.pid]
         assert engines, "no engine processes found"
+        after: list[bytes] = []  # what it writes after the signal, read on (a full pipe would block it)
+        stderr = process.stderr
+        reader = threading.Thread(target=lambda: after.extend(iter(stderr.readline, b"")), daemon=True)
+        reader.start()
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
+        try:
+            rc = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the demo did not stop within 60 s of Ctrl-C; it wrote: {b''.join(after)[-3000:]!r}")
+        assert rc == 130
     finally:
         if process.poll() is None:
             process.kill()
