@@ -79,7 +79,10 @@ ARMS = ("direct", "sloguard", "fcfs_sidecar")
 VARIANT_ARM = "sloguard_variant"
 """Diagnostic runs only (`--sloguard-variant JSON`): a third sidecar, `sloguard` with these parameters
 besides the arm's own, in the same rounds, so a policy change is paired with the default in one vLLM start."""
+_SLOGUARD_ARMS = ("sloguard", VARIANT_ARM)
 LOADS = (0.5, 1.0, 2.0)
+
+
 MAX_NUM_SEQS = 128
 SERVED_MODEL = "tiny"
 STALL_S = 0.1
@@ -118,6 +121,11 @@ rounds): with the sidecars at -5 relative to vLLM, fcfs_sidecar served 47-72 req
 not buy the relay its latency back, so they run at vLLM's niceness."""
 
 
+def sidecar_arms(variant: dict[str, Any] | None) -> tuple[str, ...]:
+    """The sidecar arms a run starts: ARMS' two, and VARIANT_ARM where a variant is given."""
+    return (*ARMS[1:], VARIANT_ARM) if variant is not None else ARMS[1:]
+
+
 @dataclass(frozen=True)
 class Settings:
     run_s: float
@@ -140,7 +148,7 @@ class Settings:
 
     @property
     def sidecar_arms(self) -> tuple[str, ...]:
-        return (*ARMS[1:], VARIANT_ARM) if self.sloguard_variant is not None else ARMS[1:]
+        return sidecar_arms(self.sloguard_variant)
 
     @classmethod
     def of(cls, quick: bool) -> "Settings":
@@ -268,7 +276,7 @@ def sidecar_config(
     0.5x run, beside 160 TTFT rejections while the prefill correction was still learning).
     `variant`: the VARIANT_ARM's extra sloguard parameters (a diagnostic).
     """
-    if arm in ("sloguard", VARIANT_ARM):
+    if arm in _SLOGUARD_ARMS:
         policy: dict[str, Any] = {
             "name": "sloguard",
             "parameters": {"calibrate_decode": True, **(variant or {})},
@@ -300,7 +308,7 @@ def sidecar_config(
         "http_port": _free_port(),
         "metrics_port": _free_port(),
     }
-    if arm in ("sloguard", VARIANT_ARM) and profile is not None:
+    if arm in _SLOGUARD_ARMS and profile is not None:
         config["latency_profile"] = {"ttft_s": profile[0], "itl_s": profile[1]}
     return config
 
@@ -386,7 +394,7 @@ def start_sidecars(
     GNU `nice` runs the command at the niceness it has where the host refuses the change)."""
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     niced = ["nice", "-n", str(nice_offset)] if nice_offset else []
-    for arm in (*ARMS[1:], VARIANT_ARM) if variant is not None else ARMS[1:]:
+    for arm in sidecar_arms(variant):
         config = sidecar_config(
             arm, targets, stack.engine_url, profile, variant if arm == VARIANT_ARM else None
         )
@@ -853,11 +861,8 @@ async def _rounds(
     knee: float,
 ) -> dict[float, dict[str, list[RunResult]]]:
     """`rounds` rounds of every load point, the arms interleaved and rotated."""
-    arms = tuple(
-        a
-        for a in (*ARMS, VARIANT_ARM)
-        if a in settings.arms or (a == VARIANT_ARM and settings.sloguard_variant is not None)
-    )
+    variant = (VARIANT_ARM,) if settings.sloguard_variant is not None else ()
+    arms = (*(a for a in ARMS if a in settings.arms), *variant)
     runs: dict[float, dict[str, list[RunResult]]] = {
         load: {arm: [] for arm in arms} for load in settings.loads
     }
