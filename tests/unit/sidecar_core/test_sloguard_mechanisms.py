@@ -570,3 +570,34 @@ def test_tpot_alone_is_refused_only_if_prior_and_learned_decode_both_miss(
     hopeless = {**cls, "tpot_s": prior_s * 0.9}  # under the profile's own inter-token time: refused
     policy = policy_for(latency, [hopeless], calibrate_decode=True)
     assert isinstance(policy.submit(spec("h", hopeless, 0.0), 0.0), Rejected)
+
+
+@pytest.mark.parametrize(
+    ("calibrate_decode", "learned_raw_ratios", "after"),
+    [
+        (False, True, [1.0, 1.15, 1.075]),  # the configured decode model: each ratio counts at least 1
+        (True, False, [1.0, 1.15, 1.075]),  # switched off: as with the configured model
+        (True, True, [1.0, 1.075, 1.0]),  # a learned model: the mean of the raw ratios, at least 1
+    ],
+)
+def test_a_learned_decode_model_inflates_by_the_mean_of_its_raw_tpot_ratios(
+    calibrate_decode: bool, learned_raw_ratios: bool, after: list[float]
+) -> None:
+    """Ratios scattered around 1 (0.7, then 1.3, then 0.5) are no bias for a least-squares fit: with a
+    learned decode model the inflation is their running mean (floored at 1); clamping each one at 1 first
+    reads the scatter as model error (1.15 where the mean is 1.075, 1.075 where it is below 1)."""
+    latency = engine_latency("llama-3-8b-h100", 1.0)
+    lax = {"name": "lax", "ttft_s": 100.0, "tpot_s": 100.0}
+    policy = policy_for(
+        latency,
+        [lax],
+        eta=1.0,
+        eta_weight=0.5,
+        calibrate_decode=calibrate_decode,
+        learned_raw_ratios=learned_raw_ratios,
+    )
+    seen = []
+    for ratio in (0.7, 1.3, 0.5):
+        policy._inflate(ratio)  # type: ignore[attr-defined]
+        seen.append(policy.inflation)  # type: ignore[attr-defined]
+    assert seen == pytest.approx(after)
