@@ -19,7 +19,7 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   Each ratio counts at least 1 with the configured decode model; with a learned one (`calibrate_decode`,
   `learned_raw_ratios`) the raw ratios are averaged and the mean floored at 1 (`_inflate`): a fitted model's
   ratios scatter on both sides of 1, and flooring each first read the scatter as a bias. In front of real
-  vLLM at half its knee that bias (inflation 1.1-1.7) held interactive requests until they expired in the
+  vLLM at half its knee that bias (inflation 1.05-1.8) held interactive requests until they expired in the
   queue where vLLM alone met them: given up 154 / 26 / 14 per run against 15 / 6 / 8 with the mean, paired.
 - TPOT guard with the real batch size (an unmodified vLLM decodes every running request each
   iteration) and no head-of-line blocking: up to `max_skips` candidates that would break the tightest
@@ -848,8 +848,8 @@ class SloguardPolicy(LdfPolicy):
         ratios on both sides of 1, and clamping each one first turns that scatter into a bias (half its
         spread), which the gate pays as a batch cap below what the engine sustains. Measured in front of real
         vLLM at half its knee (docs/benchmarks.md): the gate with clamped ratios held interactive requests at
-        an inflation of 1.1-1.7 with the model's inter-token time near their target, and 6-220 of them per
-        run expired in the queue, where vLLM alone met 96-100 %."""
+        an inflation of 1.05-1.8 while the model's inter-token time was near their target, and up to 226 of
+        them per run expired in the queue."""
         p = self.params
         if p.calibrate_decode and p.learned_raw_ratios:
             self._ratio_mean += p.eta_weight * (min(p.eta_max, ratio) - self._ratio_mean)
