@@ -20,7 +20,7 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   `learned_raw_ratios`) the raw ratios are averaged and the mean floored at 1 (`_inflate`): a fitted model's
   ratios scatter on both sides of 1, and flooring each first read the scatter as a bias. In front of real
   vLLM at half its knee that bias (inflation 1.05-1.8) held interactive requests until they expired in the
-  queue where vLLM alone met them: given up 154 / 26 / 14 per run against 15 / 6 / 8 with the mean, paired.
+  queue where vLLM alone met most of them: 154 / 26 / 14 given up per run against 15 / 6 / 8, paired.
 - TPOT guard with the real batch size (an unmodified vLLM decodes every running request each
   iteration) and no head-of-line blocking: up to `max_skips` candidates that would break the tightest
   running TPOT are passed over for ones that fit.
