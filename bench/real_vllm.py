@@ -81,8 +81,6 @@ VARIANT_ARM = "sloguard_variant"
 besides the arm's own, in the same rounds, so a policy change is paired with the default in one vLLM start."""
 _SLOGUARD_ARMS = ("sloguard", VARIANT_ARM)
 LOADS = (0.5, 1.0, 2.0)
-
-
 MAX_NUM_SEQS = 128
 SERVED_MODEL = "tiny"
 STALL_S = 0.1

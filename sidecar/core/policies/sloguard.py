@@ -191,7 +191,7 @@ class SloguardParameters:
     engine_order_pending: bool = False  # `_pending_ahead_tokens`: only pending work the engine serves first
     tpot_budget: bool = True  # `_running_min_tpot_s`: the gate prices running requests by their budget left
     tpot_budget_lost: bool = True  # `_running_min_tpot_s`: one with no budget left stops holding the gate
-    learned_raw_ratios: bool = True  # `on_finish`: with `calibrate_decode`, clamp the mean, not each ratio
+    learned_raw_ratios: bool = True  # `_inflate`: with `calibrate_decode`, floor the mean, not each ratio
     prefill_progress: bool = False  # `_prefill_ahead_s`: the engine's time on the pending prompts so far
     progress_in_calibration: bool = True  # `_start`: the calibration adds that time back to what it sees
     lifetime_inflation: bool = False  # `on_finish`: inflation against the batch each request ran in
