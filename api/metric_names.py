@@ -64,6 +64,11 @@ OUTPUT_TOKENS = "sloguard_output_tokens"
 PREDICTED_OUTPUT_TOKENS = "sloguard_predicted_output_tokens"
 """Histogram {pool, slo_class}: output tokens predicted at admission, observed when the request completes."""
 
+TPOT_GATE_GIVEUPS_TOTAL = "sloguard_tpot_gate_giveups_total"
+"""Counter {pool, slo_class}: requests given up while queued after the TPOT gate had held them back (also
+counted in `sloguard_requests_total` under their rejection reason): what protecting running requests' TPOT
+cost the queue."""
+
 # ---- vLLM series (V1 names, reference/anchors.md §6.4) --------------------------------------------------
 VLLM_NUM_REQUESTS_RUNNING = "vllm:num_requests_running"
 VLLM_NUM_REQUESTS_WAITING = "vllm:num_requests_waiting"
@@ -97,6 +102,7 @@ SIDECAR_FAMILIES: Mapping[str, MetricType] = {
     REQUESTS_TOTAL: MetricType.COUNTER,
     SLO_ATTAINED_TOTAL: MetricType.COUNTER,
     "sloguard_config_reloads_total": MetricType.COUNTER,
+    TPOT_GATE_GIVEUPS_TOTAL: MetricType.COUNTER,
     QUEUE_DEPTH: MetricType.GAUGE,
     QUEUE_PREDICTED_TOKENS: MetricType.GAUGE,
     QUEUE_OLDEST_AGE_SECONDS: MetricType.GAUGE,

@@ -73,7 +73,7 @@ from sloguard.bench.real_vllm_workload import (
 )
 from sloguard.bench.workloads import data_dir
 from sloguard.demo.workload import AZURE_CONV
-from sloguard.sidecar.errors import GAVE_UP_QUEUED_DETAIL, REASON_HEADER
+from sloguard.sidecar.errors import GATE_HELD_DETAIL, GAVE_UP_QUEUED_DETAIL, REASON_HEADER
 
 ARMS = ("direct", "sloguard", "fcfs_sidecar")
 VARIANT_ARM = "sloguard_variant"
@@ -446,6 +446,7 @@ def _body(request: BenchRequest) -> dict[str, Any]:
 
 
 _GAVE_UP_QUEUED = GAVE_UP_QUEUED_DETAIL.encode()
+_GATE_HELD = GATE_HELD_DETAIL.encode()
 
 
 async def _send(
@@ -460,6 +461,7 @@ async def _send(
                 body = await response.read()
                 outcome.outcome = "rejected"
                 outcome.rejected_queued = _GAVE_UP_QUEUED in body
+                outcome.rejected_gate_held = outcome.rejected_queued and _GATE_HELD in body
                 outcome.reason = response.headers.get(REASON_HEADER, str(response.status))
                 return
             if response.status != 200:
@@ -901,7 +903,7 @@ async def _rounds(
                     + f", reasons {result.reasons}, per class "
                     + "; ".join(
                         f"{name} good {c['good']}/{c['requests']} rej {c['rejected']} "
-                        f"(queued {c['rejected_queued']}) late ttft "
+                        f"(queued {c['rejected_queued']}, gate-held {c['rejected_gate_held']}) late ttft "
                         f"{c['late_ttft']} tpot {c['late_tpot']} failed {c['failed']}"
                         for name, c in score.per_class.items()
                     )
@@ -981,6 +983,9 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                         ),
                         "rejected": int(sum(s.per_class[t.name]["rejected"] for s in scores)),
                         "rejected_queued": int(sum(s.per_class[t.name]["rejected_queued"] for s in scores)),
+                        "rejected_gate_held": int(
+                            sum(s.per_class[t.name]["rejected_gate_held"] for s in scores)
+                        ),
                         "failed": int(sum(s.per_class[t.name]["failed"] for s in scores)),
                         "late_ttft": int(sum(s.per_class[t.name]["late_ttft"] for s in scores)),
                         "late_tpot": int(sum(s.per_class[t.name]["late_tpot"] for s in scores)),
@@ -1185,6 +1190,19 @@ def report(data: dict[str, Any]) -> str:
         ]
         lines.append(f"| {point['load']}x | " + " | ".join(cells) + " |")
     lines += [
+        "",
+        "sloguard's refusals per class over all rounds: at arrival / given up while queued (of those, after "
+        "the TPOT gate had held them back): "
+        + "; ".join(
+            f"{p['load']}x "
+            + ", ".join(
+                f"{name} {c['rejected'] - c['rejected_queued']} / {c['rejected_queued']} "
+                f"({c.get('rejected_gate_held', 'not recorded')})"
+                for name, c in p["arms"]["sloguard"]["per_class"].items()
+            )
+            for p in data["points"]
+        )
+        + ".",
         "",
         "Load generator (coordinated omission check; TTFT counts from the actual send): lowest achieved "
         "send rate and worst per-run p99 send lag behind the schedule, per load (direct / sloguard / "

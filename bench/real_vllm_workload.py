@@ -188,6 +188,7 @@ class Outcome:
     reason: str = ""
     scheduled_s: float | None = None  # when the workload meant to send it (None: as sent)
     rejected_queued: bool = False  # rejected after the sidecar admitted and queued it, not at arrival
+    rejected_gate_held: bool = False  # of those, held back by the TPOT gate before it was given up
 
     @property
     def ttft_s(self) -> float | None:
@@ -259,6 +260,8 @@ def score_run(outcomes: Sequence[Outcome], targets: Sequence[ClassTarget], durat
             "rejected": sum(o.outcome == "rejected" for o, _ in mine),
             # of those, given up after the sidecar admitted and queued them (the rest refused at arrival)
             "rejected_queued": sum(o.outcome == "rejected" and o.rejected_queued for o, _ in mine),
+            # of those, held back by the sidecar's TPOT gate (the rest waited for the queue ahead)
+            "rejected_gate_held": sum(o.outcome == "rejected" and o.rejected_gate_held for o, _ in mine),
             "failed": sum(o.outcome == "failed" for o, _ in mine),
             # why a completed request was not good: TTFT late first, else TPOT late
             "late_ttft": sum(late_ttft),

@@ -18,6 +18,20 @@ REASON_HEADER = "x-sloguard-reason"
 GAVE_UP_QUEUED_DETAIL = "the policy gave up on the queued request"
 """The error message of a request the policy admitted, queued, then gave up on (as opposed to one refused
 at arrival); `sloguard bench real-vllm` counts the two apart by it."""
+GATE_HELD_DETAIL = "the TPOT gate held it back"
+"""Added to `GAVE_UP_QUEUED_DETAIL` (`gave_up_queued_detail`) when the policy's TPOT gate had held the
+request back: it waited because releasing it was predicted to break a running request's TPOT (or its
+own), not for the queue ahead of it. `sloguard bench real-vllm` counts such requests per class by it."""
+
+
+def gave_up_queued_detail(gate_holds: int) -> str:
+    """The error message of a request given up while queued, after `gate_holds` release rounds in which
+    the TPOT gate held it back."""
+    if gate_holds <= 0:
+        return GAVE_UP_QUEUED_DETAIL
+    rounds = "round" if gate_holds == 1 else "rounds"
+    return f"{GAVE_UP_QUEUED_DETAIL}; {GATE_HELD_DETAIL} in {gate_holds} release {rounds}"
+
 
 _GRPC_CODES: dict[RejectionReason, grpc.StatusCode] = {
     RejectionReason.TTFT_UNATTAINABLE: grpc.StatusCode.RESOURCE_EXHAUSTED,

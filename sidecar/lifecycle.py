@@ -25,7 +25,7 @@ from sloguard.sidecar.core.relay_hold import RelayHold
 from sloguard.sidecar.core.stream_interval import StreamInterval, TokenPace
 from sloguard.sidecar.engine_client import Endpoint, EngineChunk, EngineClient, EngineError
 from sloguard.sidecar.engine_health import EngineHealth
-from sloguard.sidecar.errors import GAVE_UP_QUEUED_DETAIL, RequestFailed, RequestRejected
+from sloguard.sidecar.errors import RequestFailed, RequestRejected, gave_up_queued_detail
 from sloguard.sidecar.hop_timing import Hop, HopTimer
 from sloguard.sidecar.metrics import SidecarMetrics
 from sloguard.sidecar.policy_adapter import BuiltPolicy, build_policy, new_predictor
@@ -587,7 +587,11 @@ class Lifecycle:
             for request_id, reason in release.reject:
                 tracked = self._waiting.pop(request_id, None)
                 if tracked is not None and tracked.start is not None and not tracked.start.done():
-                    tracked.start.set_exception(RequestRejected(reason, GAVE_UP_QUEUED_DETAIL))
+                    holds = release.gate_holds.get(request_id, 0)
+                    if holds > 0:
+                        slo_class = tracked.request.slo_class
+                        self.metrics.tpot_gate_giveups.labels(self.metrics.pool, slo_class).inc()
+                    tracked.start.set_exception(RequestRejected(reason, gave_up_queued_detail(holds)))
             for request_id in release.start:
                 tracked = self._waiting.pop(request_id, None)
                 if tracked is None or tracked.start is None or tracked.start.done():

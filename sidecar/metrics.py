@@ -80,6 +80,12 @@ class SidecarMetrics:
             ["pool", "slo_class"],
             registry=r,
         )
+        self.tpot_gate_giveups = Counter(
+            _counter(names.TPOT_GATE_GIVEUPS_TOTAL),
+            "Requests given up while queued after the TPOT gate had held them back.",
+            ["pool", "slo_class"],
+            registry=r,
+        )
         self.ttft = Histogram(
             names.TTFT_SECONDS,
             "Time to first token seen by the sidecar, from arrival to the first token's chunk.",

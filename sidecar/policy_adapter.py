@@ -102,7 +102,8 @@ class CorePolicyAdapter:
             for r in step.releases
         }
         reject = [(r.request_id, RejectionReason(r.reason)) for r in step.rejections]
-        return Release(start=start, reject=reject, engine_priority=priorities)
+        holds = {r.request_id: r.gate_holds for r in step.rejections if r.gate_holds > 0}
+        return Release(start=start, reject=reject, engine_priority=priorities, gate_holds=holds)
 
     def on_cancel(self, request_id: str, now_s: float) -> None:
         self.core.cancel(request_id, now_s)

@@ -68,6 +68,8 @@ class Release:
     reject: list[tuple[str, RejectionReason]] = field(default_factory=list)
     engine_priority: Mapping[str, int | None] = field(default_factory=dict)
     """Per-id priority in OUR polarity (higher = more important); None: stamp none; absent: the class's."""
+    gate_holds: Mapping[str, int] = field(default_factory=dict)
+    """Per rejected id: release rounds in which the policy's TPOT gate held it back (absent: none)."""
 
 
 class AdmissionPolicy(Protocol):

@@ -56,6 +56,7 @@ class Entry:
     demoted: bool = False
     predicted_itl_s: float = math.nan  # what the TPOT guard predicted when it let the request in
     tpot_waived: bool = False  # running, but no longer constrains the TPOT gate (`waive_tpot`)
+    gate_holds: int = 0  # queued: release rounds in which the TPOT gate (`_gate`) held it back
     # set at release
     released_s: float = math.nan
     tokens_ahead_at_release: float = 0.0
@@ -163,6 +164,8 @@ class QueuePolicy(Policy):
                 if kv_free is not None and need > kv_free:
                     break
                 verdict = self._gate(entry, now_s)
+                if verdict is not Gate.RELEASE:
+                    entry.gate_holds += 1
                 if verdict is Gate.STOP:
                     break
                 if verdict is Gate.SKIP:
@@ -429,7 +432,11 @@ class QueuePolicy(Policy):
         self._dequeue(entry)
         self.ledger.end(entry.request_id, Outcome.REJECTED, reason=reason)
         return Rejected(
-            entry.request_id, reason, retry_after_s=self._retry_after_s(), detail="gave up while queued"
+            entry.request_id,
+            reason,
+            retry_after_s=self._retry_after_s(),
+            detail="gave up while queued",
+            gate_holds=entry.gate_holds,
         )
 
     def _retry_after_s(self) -> float:

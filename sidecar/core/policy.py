@@ -98,6 +98,7 @@ class Rejected:
     reason: RejectionReason
     retry_after_s: float | None = None
     detail: str = ""
+    gate_holds: int = 0  # given up while queued: release rounds in which the TPOT gate held it back
 
 
 Decision = Admitted | Rejected

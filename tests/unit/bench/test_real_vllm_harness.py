@@ -13,7 +13,7 @@ from sloguard.api.sidecar_config import SidecarConfig
 from sloguard.bench import real_vllm
 from sloguard.bench.real_vllm import listen_overflows, sidecar_config
 from sloguard.bench.real_vllm_workload import BenchRequest, Outcome, class_targets, score_run
-from sloguard.sidecar.errors import GAVE_UP_QUEUED_DETAIL, RequestRejected
+from sloguard.sidecar.errors import RequestRejected, gave_up_queued_detail
 from sloguard.sidecar.http_front import _rejection
 
 TARGETS = class_targets(0.006, 0.0016)
@@ -168,16 +168,24 @@ def test_the_summary_pairs_the_arms_round_by_round_and_names_the_host() -> None:
     assert "ratio_vs_direct" not in arms["direct"]
     assert data["host"]["cpu"] and data["host"]["cores"] >= 1
     assert "| 1.25x (2.00, 0.50) | 1.00x (1.00, 1.00) |" in real_vllm.report(data)
+    assert "1.0x interactive 0 / 0 (0)" in real_vllm.report(data)  # at arrival / queued (gate-held)
 
 
 @pytest.mark.parametrize(
-    ("message", "queued"),
-    [(GAVE_UP_QUEUED_DETAIL, True), ("slack 0.051s < predicted wait 0.538s + margin", False)],
+    ("message", "queued", "gate_held"),
+    [
+        (gave_up_queued_detail(0), True, False),
+        (gave_up_queued_detail(7), True, True),
+        ("slack 0.051s < predicted wait 0.538s + margin", False, False),
+    ],
 )
-async def test_a_rejection_after_queueing_is_told_from_one_at_arrival(message: str, queued: bool) -> None:
+async def test_a_rejection_after_queueing_is_told_from_one_at_arrival(
+    message: str, queued: bool, gate_held: bool
+) -> None:
     """Over a real socket, with the sidecar's own 429 response: a request the policy gave up on after
     queueing it counts apart from one refused at arrival (a burst of queued give-ups after an overload was
-    what a fresh-clone run could not explain)."""
+    what a fresh-clone run could not explain), and one the TPOT gate had held back apart from one that
+    waited for the queue ahead (what a temporary log had to find out at half the knee)."""
     rejection = RequestRejected(RejectionReason.TTFT_UNATTAINABLE, message)
 
     async def handler(request: web.Request) -> web.Response:
@@ -198,19 +206,18 @@ async def test_a_rejection_after_queueing_is_told_from_one_at_arrival(message: s
             await real_vllm._send(session, f"http://127.0.0.1:{port}/v1/completions", request, outcome, 0.0)
     finally:
         await runner.cleanup()
-    assert (outcome.outcome, outcome.reason, outcome.rejected_queued) == (
+    assert (outcome.outcome, outcome.reason, outcome.rejected_queued, outcome.rejected_gate_held) == (
         "rejected",
         "ttft_unattainable",
         queued,
+        gate_held,
     )
     score = score_run([outcome], TARGETS, duration_s=1.0)
     assert (
         score.per_class["interactive"]["rejected"],
         score.per_class["interactive"]["rejected_queued"],
-    ) == (
-        1,
-        int(queued),
-    )
+        score.per_class["interactive"]["rejected_gate_held"],
+    ) == (1, int(queued), int(gate_held))
 
 
 def test_runs_stretch_to_the_calibrated_targets() -> None:

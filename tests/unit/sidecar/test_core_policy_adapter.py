@@ -44,7 +44,10 @@ class RecordingCore:
         ids, self.queued = self.queued, []
         return ReleaseStep(
             releases=tuple(Release(i, -5) for i in ids[:1]),
-            rejections=tuple(Rejected(i, RejectionReason.DEADLINE_UNATTAINABLE) for i in ids[1:]),
+            rejections=tuple(
+                Rejected(i, RejectionReason.DEADLINE_UNATTAINABLE, gate_holds=n)
+                for n, i in enumerate(ids[1:], start=2)
+            ),
         )
 
     def on_first_token(self, request_id: str, now_s: float) -> None:
@@ -97,6 +100,7 @@ def test_translation_both_ways() -> None:
     step = adapter.release(2.0, view)
     assert step.start == ["a"] and step.engine_priority == {"a": 5}  # vLLM -5 back to our +5
     assert step.reject == [("b", RejectionReason.DEADLINE_UNATTAINABLE)]
+    assert step.gate_holds == {"b": 2}  # release rounds the core's TPOT gate held b back
     adapter.on_first_token("a", 2.1)
     adapter.on_tokens("a", 2.2, 3)
     adapter.on_finish("a", 2.3, "completed", 3)

@@ -601,3 +601,29 @@ def test_a_learned_decode_model_inflates_by_the_mean_of_its_raw_tpot_ratios(
         policy._inflate(ratio)  # type: ignore[attr-defined]
         seen.append(policy.inflation)  # type: ignore[attr-defined]
     assert seen == pytest.approx(after)
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+def test_a_request_given_up_after_the_tpot_gate_held_it_says_how_often(profile: str, factor: float) -> None:
+    """What the TPOT gate costs the queue is visible: a request given up while queued carries the release
+    rounds in which the gate held it back (the sidecar's `sloguard_tpot_gate_giveups_total` and its error
+    message), and one the gate never judged (behind a STOP) carries none."""
+    latency = engine_latency(profile, factor)
+    tight, chat = classes_for(latency)
+    policy = policy_for(latency, [tight, chat], urgent_headroom=1.0, waive_tpot_blockers=False, max_skips=2)
+    policy.submit(spec("t", tight, 0.0), 0.0)
+    assert released(policy, 0.0) == ["t"]
+    for i in range(4):
+        policy.submit(spec(f"c{i}", chat, 0.001), 0.001)
+    rounds = 3
+    for k in range(rounds):  # within the chat requests' TTFT: held each round
+        assert released(policy, 0.001 + k * 1e-4) == []
+    late = 0.001 + 2.0 * chat["ttft_s"]
+    step = policy.release(late, EngineView(in_flight_cap=64))
+    assert step.releases == ()
+    assert {r.request_id: (r.reason.value, r.gate_holds) for r in step.rejections} == {
+        "c0": ("ttft_unattainable", rounds),  # SKIP
+        "c1": ("ttft_unattainable", rounds),  # SKIP
+        "c2": ("ttft_unattainable", rounds),  # STOP: held, and nothing behind it judged
+        "c3": ("ttft_unattainable", 0),
+    }
