@@ -446,6 +446,16 @@ def _body(request: BenchRequest) -> dict[str, Any]:
 
 
 _GAVE_UP_QUEUED = GAVE_UP_QUEUED_DETAIL.encode()
+# per-class counts a point's JSON sums over its rounds (`summarize`), in this order
+_CLASS_TOTALS = (
+    "rejected",
+    "rejected_queued",
+    "rejected_gate_held",
+    "failed",
+    "late_ttft",
+    "late_tpot",
+    "good",
+)
 _GATE_HELD = GATE_HELD_DETAIL.encode()
 
 
@@ -981,15 +991,7 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                         "attainment": round(
                             median_min_max([s.per_class[t.name]["attainment"] for s in scores])[0], 4
                         ),
-                        "rejected": int(sum(s.per_class[t.name]["rejected"] for s in scores)),
-                        "rejected_queued": int(sum(s.per_class[t.name]["rejected_queued"] for s in scores)),
-                        "rejected_gate_held": int(
-                            sum(s.per_class[t.name]["rejected_gate_held"] for s in scores)
-                        ),
-                        "failed": int(sum(s.per_class[t.name]["failed"] for s in scores)),
-                        "late_ttft": int(sum(s.per_class[t.name]["late_ttft"] for s in scores)),
-                        "late_tpot": int(sum(s.per_class[t.name]["late_tpot"] for s in scores)),
-                        "good": int(sum(s.per_class[t.name]["good"] for s in scores)),
+                        **{key: int(sum(s.per_class[t.name][key] for s in scores)) for key in _CLASS_TOTALS},
                     }
                     for t in targets
                 },
