@@ -11,8 +11,11 @@ pinned at the engine's 128, `calibrate_decode`) and `fcfs` (pass-through, no cap
    class targets (bench/real_vllm_workload.py `class_targets`).
 2. Knee sweep: the direct arm at doubling rates until two in a row fail to raise goodput by 5 %, then one
    point halfway past the best; the knee is the rate of the best goodput (`knee_rate`). Each point replays
-   the trace window that offers its nominal rate (`mean_rate_offset`: a short window of the trace offers
-   0.6x to 1.45x its mean rate, which moved single points by 2x and the knee between 64 and 96 req/s).
+   `sweep_windows` (3) trace windows that offer its nominal rate (`mean_rate_offsets`: a short window of the
+   trace offers 0.6x to 1.45x its mean rate, which moved single points by 2x and the knee between 64 and
+   96 req/s) and takes their median goodput: with one window per point, one burst shape set the knee (on
+   the AMD EPYC host a sweep read 44.5 / 26.5 / 42.5 req/s at 64 / 96 / 128 req/s and set the knee at 64,
+   where direct then served 25-87 req/s at its "2x", 128 req/s).
 3. Run lengths: at least the floors of `Settings.of` and at least 5 (quick) or 10 (full) times the loosest
    class's TTFT target, sweep points 2 times (`run_length_s`): past the knee a class with a loose TTFT is
    met through the first seconds of any run, so short runs measure the start of an overload, not the
@@ -42,6 +45,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +68,7 @@ from sloguard.bench.real_vllm_workload import (
     build_requests,
     class_targets,
     knee_rate,
-    mean_rate_offset,
+    mean_rate_offsets,
     median_min_max,
     rotated,
     run_length_s,
@@ -85,7 +89,7 @@ MAX_NUM_SEQS = 128
 SERVED_MODEL = "tiny"
 STALL_S = 0.1
 SWEEP_OFFSET_CANDIDATES = tuple(997 * k for k in range(24))
-"""Where the knee sweep's windows may start (`mean_rate_offset` picks per point the one offering its rate)."""
+"""Where the knee sweep's windows may start (`mean_rate_offsets` picks per point those offering its rate)."""
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VLLM_VENV = Path(os.environ.get("SLOGUARD_VLLM_VENV", REPO_ROOT / ".cache" / "vllm-venv"))
 MODEL_SCRIPT = Path(__file__).with_name("tiny_llama.py")
@@ -134,6 +138,7 @@ class Settings:
     sweep_ttft_multiple: float = 0.0  # and sweep points this many (`run_length_s`)
     sweep_start_rps: float = 8.0
     sweep_max_steps: int = 6
+    sweep_windows: int = 3  # trace windows per sweep point; the point's goodput is their median
     calibration_requests: int = 16
     knee_rps: float | None = None  # diagnostic: use this knee, skip the sweep
     loads: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -798,16 +803,26 @@ async def _experiment(stack: Stack, settings: Settings, trace: Sequence[TraceRow
             )
             _progress(f"warm-up {arm}: {len(result.outcomes)} requests, not completed {result.reasons}")
         sweep: list[tuple[float, float]] = []
+        sweep_windows: list[tuple[float, list[float]]] = []
         if settings.knee_rps is not None:
             knee = settings.knee_rps
             _progress(f"knee given: {knee:.1f} req/s (no sweep)")
         else:
-            knee = await _sweep(stack, settings, trace=trace, targets=targets, session=session, sweep=sweep)
+            knee = await _sweep(
+                stack,
+                settings,
+                trace=trace,
+                targets=targets,
+                session=session,
+                sweep=sweep,
+                sweep_windows=sweep_windows,
+            )
         runs = await _rounds(stack, settings, trace=trace, targets=targets, session=session, knee=knee)
     return {
         "calibration": {"single_ttft_s": ttft_s, "single_itl_s": itl_s},
         "targets": targets,
         "sweep": sweep,
+        "sweep_windows": sweep_windows,
         "knee": knee,
         "runs": runs,
         "run_s": settings.run_s,
@@ -823,31 +838,47 @@ async def _sweep(
     targets: Sequence[ClassTarget],
     session: aiohttp.ClientSession,
     sweep: list[tuple[float, float]],
+    sweep_windows: list[tuple[float, list[float]]],
 ) -> float:
-    """The direct arm at doubling rates; returns the knee (and fills `sweep`)."""
+    """The direct arm at doubling rates; returns the knee (and fills `sweep` with each rate's median
+    goodput, `sweep_windows` with its windows' own)."""
 
     async def sweep_point(rate: float) -> None:
-        offset = mean_rate_offset(
-            trace, rate_rps=rate, duration_s=settings.sweep_run_s, candidates=SWEEP_OFFSET_CANDIDATES
-        )
-        requests = build_requests(
-            trace, rate_rps=rate, duration_s=settings.sweep_run_s, offset_index=offset, seed=len(sweep)
-        )
-        await wait_engine_idle(session, stack.engine_url)
-        result = await run_load(
-            stack,
-            "direct",
-            requests,
+        offsets = mean_rate_offsets(
+            trace,
             rate_rps=rate,
             duration_s=settings.sweep_run_s,
-            drain_s=settings.drain_s,
+            candidates=SWEEP_OFFSET_CANDIDATES,
+            count=settings.sweep_windows,
         )
-        goodput = _score(result, targets).goodput_rps
+        goodputs = []
+        for window, offset in enumerate(offsets):
+            requests = build_requests(
+                trace,
+                rate_rps=rate,
+                duration_s=settings.sweep_run_s,
+                offset_index=offset,
+                seed=len(sweep) * len(offsets) + window,
+            )
+            await wait_engine_idle(session, stack.engine_url)
+            result = await run_load(
+                stack,
+                "direct",
+                requests,
+                rate_rps=rate,
+                duration_s=settings.sweep_run_s,
+                drain_s=settings.drain_s,
+            )
+            goodputs.append(_score(result, targets).goodput_rps)
+            _progress(
+                f"sweep {rate:.1f} req/s, window {window + 1} of {len(offsets)}: direct goodput "
+                f"{goodputs[-1]:.2f}, stalls {result.stalls}, sent {result.sent_rate_rps:.1f} req/s (lag p99 "
+                f"{1000 * result.send_lag_p99_s:.0f} ms)"
+            )
+        goodput = statistics.median(goodputs)
         sweep.append((rate, goodput))
-        _progress(
-            f"sweep {rate:.1f} req/s: direct goodput {goodput:.2f}, stalls {result.stalls}, sent "
-            f"{result.sent_rate_rps:.1f} req/s (lag p99 {1000 * result.send_lag_p99_s:.0f} ms)"
-        )
+        sweep_windows.append((rate, goodputs))
+        _progress(f"sweep {rate:.1f} req/s: direct goodput {goodput:.2f} (median of {len(goodputs)} windows)")
 
     rate = settings.sweep_start_rps
     for _ in range(settings.sweep_max_steps):
@@ -1043,7 +1074,14 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
         ),
         "calibration": {k: round(v, 5) for k, v in measured["calibration"].items()},
         "classes": {t.name: {"ttft_s": round(t.ttft_s, 4), "tpot_s": round(t.tpot_s, 5)} for t in targets},
-        "sweep": [{"rate_rps": round(r, 3), "direct_goodput_rps": round(g, 3)} for r, g in measured["sweep"]],
+        "sweep": [
+            {
+                "rate_rps": round(r, 3),
+                "direct_goodput_rps": round(g, 3),
+                "window_goodputs_rps": [round(w, 3) for w in windows],
+            }
+            for (r, g), (_, windows) in zip(measured["sweep"], measured["sweep_windows"], strict=True)
+        ],
         "settings": {
             "run_s": round(measured["run_s"], 2),
             "sweep_run_s": round(measured["sweep_run_s"], 2),

@@ -144,21 +144,24 @@ def window_arrivals(
     return sum(1 for _ in _window(rows, rate_rps=rate_rps, duration_s=duration_s, offset_index=offset_index))
 
 
-def mean_rate_offset(
-    rows: Sequence[TraceRow], *, rate_rps: float, duration_s: float, candidates: Sequence[int]
-) -> int:
-    """The candidate offset whose window offers closest to `rate_rps * duration_s` requests (the first of
-    equals). The trace's burst shape makes a short window offer anywhere from 0.7x to 1.4x its nominal rate;
-    the knee sweep compares rates, so each of its points replays a window that offers its nominal rate."""
-    if not candidates:
-        raise ValueError("no candidate offsets")
+def mean_rate_offsets(
+    rows: Sequence[TraceRow], *, rate_rps: float, duration_s: float, candidates: Sequence[int], count: int
+) -> list[int]:
+    """The `count` candidate offsets whose windows offer closest to `rate_rps * duration_s` requests, closest
+    first (candidate order among equals): the windows a knee-sweep point replays, each offering its nominal
+    rate, so that the point's goodput is a median over several burst shapes instead of one."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if len(set(candidates)) < count:
+        raise ValueError(f"{count} windows wanted, {len(set(candidates))} distinct candidate offsets")
     want = rate_rps * duration_s
-    return min(
-        candidates,
+    ranked = sorted(
+        dict.fromkeys(candidates),
         key=lambda offset: abs(
             window_arrivals(rows, rate_rps=rate_rps, duration_s=duration_s, offset_index=offset) - want
         ),
     )
+    return ranked[:count]
 
 
 def run_length_s(targets: Sequence[ClassTarget], *, floor_s: float, loosest_ttft_multiple: float) -> float:

@@ -100,9 +100,14 @@ def test_the_summary_and_report_carry_the_per_class_reasons_and_the_load_generat
         "run_s": 15.0,
         "sweep_run_s": 8.0,
         "calibration": {"single_ttft_s": 0.006, "single_itl_s": 0.002},
-        "sweep": [],
+        "sweep": [(8.0, 7.5), (16.0, 9.25)],  # each rate's median over its windows
+        "sweep_windows": [(8.0, [7.0, 7.5, 8.0]), (16.0, [12.0, 9.25, 3.5])],
     }
     data = real_vllm.summarize(measured, real_vllm.Settings.of(quick=True))
+    assert data["sweep"] == [
+        {"rate_rps": 8.0, "direct_goodput_rps": 7.5, "window_goodputs_rps": [7.0, 7.5, 8.0]},
+        {"rate_rps": 16.0, "direct_goodput_rps": 9.25, "window_goodputs_rps": [12.0, 9.25, 3.5]},
+    ]
     sloguard = data["points"][0]["arms"]["sloguard"]
     assert sloguard["per_class"]["interactive"]["good"] == 1
     assert sloguard["per_class"]["interactive"]["late_ttft"] == 1
@@ -160,6 +165,7 @@ def test_the_summary_pairs_the_arms_round_by_round_and_names_the_host() -> None:
         "sweep_run_s": 8.0,
         "calibration": {"single_ttft_s": 0.006, "single_itl_s": 0.002},
         "sweep": [],
+        "sweep_windows": [],
     }
     data = real_vllm.summarize(measured, real_vllm.Settings.of(quick=True))
     arms = data["points"][0]["arms"]

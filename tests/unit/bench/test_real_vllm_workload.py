@@ -17,7 +17,7 @@ from sloguard.bench.real_vllm_workload import (
     build_requests,
     class_targets,
     knee_rate,
-    mean_rate_offset,
+    mean_rate_offsets,
     median_min_max,
     rotated,
     run_length_s,
@@ -97,10 +97,22 @@ def test_the_sweep_window_offers_its_nominal_rate() -> None:
     # the wrap (one mean gap, 0.57 s) to rows 0 and 1
     counts = {o: window_arrivals(TRACE, rate_rps=mean, duration_s=1.2, offset_index=o) for o in (0, 3, 4, 7)}
     assert counts == {0: 4, 3: 2, 4: 1, 7: 3}
-    assert mean_rate_offset(TRACE, rate_rps=mean, duration_s=1.2, candidates=(0, 3, 4, 7)) == 3
-    assert mean_rate_offset(TRACE, rate_rps=mean, duration_s=1.2, candidates=(7, 1)) == 7  # first of equals
+
+    def offsets(candidates: tuple[int, ...], count: int) -> list[int]:
+        return mean_rate_offsets(TRACE, rate_rps=mean, duration_s=1.2, candidates=candidates, count=count)
+
+    assert offsets((0, 3, 4, 7), 1) == [3]
+    assert offsets((7, 1), 1) == [7]  # first of equals
+    # several windows for one sweep point: closest to 2.1 arrivals first (3: 2, 7: 3, 4: 1, 0: 4), never
+    # one window twice
+    assert offsets((0, 3, 4, 7), 3) == [3, 7, 4]
+    assert offsets((3, 3, 4), 2) == [3, 4]
     with pytest.raises(ValueError, match="candidate"):
-        mean_rate_offset(TRACE, rate_rps=mean, duration_s=1.2, candidates=())
+        offsets((), 1)
+    with pytest.raises(ValueError, match="distinct candidate"):
+        offsets((3, 3), 2)
+    with pytest.raises(ValueError, match="count"):
+        offsets((0, 3), 0)
 
 
 @pytest.mark.parametrize(
