@@ -10,6 +10,7 @@ grace period, then the servers stop.
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -79,6 +80,20 @@ class SidecarService:
     # ---- start / stop -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind every port and start serving. If any step fails (a port already in use, an unreadable
+        certificate), what had started is stopped before the error propagates: no server, client session
+        or task is left for the interpreter to find at exit, so the command reports the one error that
+        stopped it."""
+        try:
+            await self._start()
+        except BaseException:
+            try:
+                await self.stop()
+            except Exception:  # the start's own error is the one to report
+                log.debug("cleaning up after a failed start", exc_info=True)
+            raise
+
+    async def _start(self) -> None:
         config = self.config
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
@@ -121,12 +136,12 @@ class SidecarService:
         reflection.enable_server_reflection(
             [SIDECAR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
         )
-        self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{config.grpc_port}")
+        self.grpc_port = _bind_grpc(self._grpc, self.host, config.grpc_port)
         await self._grpc.start()
         self._control = grpc.aio.server()
         self._control.add_generic_rpc_handlers(control)
         reflection.enable_server_reflection([CONTROL_SERVICE, reflection.SERVICE_NAME], self._control)
-        self.control_port = self._control.add_insecure_port(f"{config.control_host}:{config.control_port}")
+        self.control_port = _bind_grpc(self._control, config.control_host, config.control_port)
         await self._control.start()
 
         self.http_port = await self._serve_app(HttpFront(self.lifecycle).app(), config.http_port)
@@ -263,3 +278,17 @@ class SidecarService:
         if not finished:
             log.warning("drain grace period over; remaining requests were ended as failed")
         await self.stop()
+
+
+def _bind_grpc(server: grpc.aio.Server, host: str, port: int) -> int:
+    """The port a gRPC server bound at host:port (port 0: an ephemeral one). grpc raises RuntimeError, or
+    in older releases returns 0, where the address is taken; either becomes an OSError naming the address,
+    as aiohttp's own bind failures are, so the command reports both the same way."""
+    address = f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise OSError(errno.EADDRINUSE, f"gRPC could not bind {address}: {error}") from error
+    if bound == 0:
+        raise OSError(errno.EADDRINUSE, f"gRPC could not bind {address}")
+    return bound

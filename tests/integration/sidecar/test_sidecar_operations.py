@@ -188,6 +188,36 @@ async def test_sloguard_sidecar_command_drains_on_sigterm(tmp_path: Path) -> Non
         await fake.stop()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("taken", ["grpc_port", "http_port", "metrics_port"])
+async def test_a_port_in_use_ends_the_command_with_one_clear_error(tmp_path: Path, taken: str) -> None:
+    # the demo once lost a run this way: another process took a port between its probe and the bind
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
+        ports[taken] = holder.getsockname()[1]
+        config_path = tmp_path / "sidecar.json"
+        config_path.write_text(json.dumps(sidecar_config("http://127.0.0.1:9", "fcfs", **ports)))
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "sloguard"),
+            "sidecar",
+            "--config",
+            str(config_path),
+            "--host",
+            "127.0.0.1",
+            env={**os.environ, "PYTHONSAFEPATH": "1"},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    text = stderr.decode()
+    assert process.returncode == 2, text
+    assert f":{ports[taken]}" in text or f", {ports[taken]})" in text, text  # names the address
+    # what had started before the failed bind was stopped: nothing left for the interpreter to complain of
+    for noise in ("Traceback", "Unclosed", "Event loop is closed", "Task was destroyed"):
+        assert noise not in text, text
+
+
 async def test_the_in_flight_cap_backs_off_when_itl_exceeds_the_tightest_tpot(tmp_path: Path) -> None:
     fake = FakeVllm(token_interval_s=0.01)  # 10 ms per token against a 2 ms TPOT target
     async with running_sidecar(
