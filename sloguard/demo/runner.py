@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -161,18 +161,56 @@ def _engine_command(setup: EngineSetup, port: int, seed: int) -> list[str]:
     ]
 
 
+class _ExitedEarlyError(RuntimeError):
+    """A process the demo started exited before it answered its health check."""
+
+
 async def _wait_healthy(session: aiohttp.ClientSession, url: str, process: subprocess.Popen[bytes]) -> None:
-    """Until `url` answers 200; raises if the process exits or 60 s pass."""
+    """Until `url` answers 200; raises if the process exits (`_ExitedEarlyError`) or 60 s pass."""
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+            raise _ExitedEarlyError(f"{process.args!r} exited with {process.returncode}")
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
                 if response.status == 200:
                     return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} not ready after 60 s")
+
+
+_T = TypeVar("_T")
+PORT_TRIES = 3
+"""Starts of one process, each on freshly probed ports, before a port taken by someone else is an error."""
+
+
+async def _start_healthy(
+    session: aiohttp.ClientSession,
+    plan: Callable[[], tuple[list[str], str, _T]],
+    log_path: Path,
+    env: dict[str, str],
+    started: list[subprocess.Popen[bytes]],
+) -> _T:
+    """Start the process `plan()` describes (its command, its health URL and what the caller needs to
+    reach it, on ports it probes afresh) and wait until it is healthy; it is appended to `started` so that
+    the caller stops it. A port is probed free and then bound by the child a moment later, and another
+    process can take it in between (the demo's own client connections draw from the same ephemeral range):
+    a child that exits saying its address is in use is started again on new ports, up to PORT_TRIES times.
+    Any other early exit raises with the end of its log."""
+    for attempt in range(1, PORT_TRIES + 1):
+        command, health_url, reach = plan()
+        process = _spawn(command, log_path, env)
+        started.append(process)
+        try:
+            await _wait_healthy(session, health_url, process)
+            return reach
+        except _ExitedEarlyError as error:
+            log = await asyncio.to_thread(log_path.read_text, errors="replace")
+            if "already in use" in log and attempt < PORT_TRIES:
+                continue
+            tail = "\n".join(log.splitlines()[-20:])
+            raise RuntimeError(f"{error}; the end of its log ({log_path.name}):\n{tail}") from None
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -216,6 +254,40 @@ def _sidecar_command(config_path: Path, clock_scale: float) -> list[str]:
         "--clock-scale",
         str(clock_scale),
     ]
+
+
+def _engine_plan(setup: EngineSetup, index: int) -> Callable[[], tuple[list[str], str, str]]:
+    """`_start_healthy`'s plan for engine `index`: its command on a fresh port, its health URL, its URL."""
+
+    def plan() -> tuple[list[str], str, str]:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        return _engine_command(setup, port, seed=index), f"{url}/health", url
+
+    return plan
+
+
+def _sidecar_plan(
+    arm: ArmSetup,
+    classes: Sequence[SLOClassConfig],
+    engine_url: str,
+    index: int,
+    *,
+    tmp: Path,
+    clock_scale: float,
+) -> Callable[[], tuple[list[str], str, tuple[str, str]]]:
+    """`_start_healthy`'s plan for sidecar `index`: its config on fresh ports (written to `tmp`), its command,
+    its readiness URL, and its (front, metrics) URLs."""
+
+    def plan() -> tuple[list[str], str, tuple[str, str]]:
+        ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
+        config_path = tmp / f"sidecar-{index}.json"
+        config_path.write_text(json.dumps(_sidecar_config(arm, classes, engine_url, index, ports)))
+        metrics = f"http://127.0.0.1:{ports['metrics_port']}"
+        front = f"http://127.0.0.1:{ports['http_port']}"
+        return _sidecar_command(config_path, clock_scale), f"{metrics}/readyz", (front, metrics)
+
+    return plan
 
 
 def _sidecar_config(
@@ -327,34 +399,29 @@ async def run_arm(
     wall0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sloguard-demo-") as tmp:
         try:
-            urls = []
-            for index in range(setup.engines):
-                port = _free_port()
-                command = _engine_command(setup, port, seed=index)
-                processes.append(_spawn(command, Path(tmp) / f"engine-{index}.log", env))
-                urls.append(f"http://127.0.0.1:{port}")
             connector = aiohttp.TCPConnector(limit=0)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 # engines first: a sidecar started before its engine is up is not ready until its probe
                 # sees the engine (within service.DOWN_PROBE_INTERVAL_S), which only slows the start
-                for url, process in zip(urls, processes, strict=True):
-                    await _wait_healthy(session, f"{url}/health", process)
-                fronts, metrics_urls = [], []
-                for index, url in enumerate(urls):
-                    ports = {
-                        "grpc_port": _free_port(),
-                        "http_port": _free_port(),
-                        "metrics_port": _free_port(),
-                    }
-                    config_path = Path(tmp) / f"sidecar-{index}.json"
-                    config_path.write_text(json.dumps(_sidecar_config(arm, classes, url, index, ports)))
-                    command = _sidecar_command(config_path, setup.time_scale)
-                    sidecars.append(_spawn(command, Path(tmp) / f"sidecar-{index}.log", env))
-                    fronts.append(f"http://127.0.0.1:{ports['http_port']}")
-                    metrics_urls.append(f"http://127.0.0.1:{ports['metrics_port']}")
-                for url, process in zip(metrics_urls, sidecars, strict=True):
-                    await _wait_healthy(session, f"{url}/readyz", process)
+                urls = [
+                    await _start_healthy(
+                        session, _engine_plan(setup, index), Path(tmp) / f"engine-{index}.log", env, processes
+                    )
+                    for index in range(setup.engines)
+                ]
+                reached = [
+                    await _start_healthy(
+                        session,
+                        _sidecar_plan(arm, classes, url, index, tmp=Path(tmp), clock_scale=setup.time_scale),
+                        Path(tmp) / f"sidecar-{index}.log",
+                        env,
+                        sidecars,
+                    )
+                    for index, url in enumerate(urls)
+                ]
+                fronts = [front for front, _ in reached]
+                metrics_urls = [metrics for _, metrics in reached]
                 await _replay(
                     session,
                     _Fronts(fronts),
