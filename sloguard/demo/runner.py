@@ -197,7 +197,9 @@ async def _start_healthy(
     process can take it in between (the demo's own client connections draw from the same ephemeral range):
     a child that exits saying its address is in use is started again on new ports, up to PORT_TRIES times.
     Any other early exit raises with the end of its log."""
-    for attempt in range(1, PORT_TRIES + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         command, health_url, reach = plan()
         process = _spawn(command, log_path, env)
         started.append(process)
@@ -210,7 +212,6 @@ async def _start_healthy(
                 continue
             tail = "\n".join(log.splitlines()[-20:])
             raise RuntimeError(f"{error}; the end of its log ({log_path.name}):\n{tail}") from None
-    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

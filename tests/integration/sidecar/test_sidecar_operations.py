@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -147,24 +148,31 @@ def _free_port() -> int:
         return port
 
 
+async def _sidecar_command(
+    engine_url: str, ports: dict[str, int], tmp_path: Path, **kwargs: Any
+) -> asyncio.subprocess.Process:
+    """`sloguard sidecar` as a deployment runs it, on these ports, in front of `engine_url`."""
+    config_path = tmp_path / "sidecar.json"
+    config_path.write_text(json.dumps(sidecar_config(engine_url, "fcfs", **ports)))
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "sloguard"),
+        "sidecar",
+        "--config",
+        str(config_path),
+        "--host",
+        "127.0.0.1",
+        env={**os.environ, "PYTHONSAFEPATH": "1"},
+        **kwargs,
+    )
+
+
 @pytest.mark.timeout(60)
 async def test_sloguard_sidecar_command_drains_on_sigterm(tmp_path: Path) -> None:
     fake = FakeVllm()
     await fake.start()
     try:
         ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
-        config_path = tmp_path / "sidecar.json"
-        config_path.write_text(json.dumps(sidecar_config(fake.url, "fcfs", **ports)))
-        sloguard = Path(sys.executable).parent / "sloguard"
-        process = await asyncio.create_subprocess_exec(
-            str(sloguard),
-            "sidecar",
-            "--config",
-            str(config_path),
-            "--host",
-            "127.0.0.1",
-            env={**os.environ, "PYTHONSAFEPATH": "1"},
-        )
+        process = await _sidecar_command(fake.url, ports, tmp_path)
         async with aiohttp.ClientSession() as session:
 
             async def ready() -> bool:
@@ -197,18 +205,8 @@ async def test_a_port_in_use_ends_the_command_with_one_clear_error(tmp_path: Pat
         holder.listen()
         ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
         ports[taken] = holder.getsockname()[1]
-        config_path = tmp_path / "sidecar.json"
-        config_path.write_text(json.dumps(sidecar_config("http://127.0.0.1:9", "fcfs", **ports)))
-        process = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "sloguard"),
-            "sidecar",
-            "--config",
-            str(config_path),
-            "--host",
-            "127.0.0.1",
-            env={**os.environ, "PYTHONSAFEPATH": "1"},
-            stderr=asyncio.subprocess.PIPE,
-        )
+        unused_engine = "http://127.0.0.1:9"
+        process = await _sidecar_command(unused_engine, ports, tmp_path, stderr=asyncio.subprocess.PIPE)
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
     text = stderr.decode()
     assert process.returncode == 2, text
