@@ -74,6 +74,7 @@ from sloguard.bench.real_vllm_workload import (
     run_length_s,
     score_run,
     sweep_done,
+    with_fresh_tokens,
 )
 from sloguard.bench.workloads import data_dir
 from sloguard.demo.workload import AZURE_CONV
@@ -526,6 +527,7 @@ class RunResult:
     send_lag_p99_s: float = 0.0  # how late the load generator sent, against the schedule (p99)
     sent_rate_rps: float = 0.0  # requests sent per second of the sending window: did it make the rate?
     run_queue_wait_s: dict[str, float] = field(default_factory=dict)  # runnable, waiting for a CPU, per group
+    prefix_cache_hit_rate: float | None = None  # vLLM's prefix-cache hit tokens / queried tokens in the run
 
 
 async def _stall_watch(counter: list[float]) -> None:
@@ -573,6 +575,31 @@ async def _read_hops(metrics_url: str) -> dict[str, Any] | None:
     return None
 
 
+PREFIX_CACHE_QUERIES = "vllm:prefix_cache_queries_total"
+PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"
+
+
+def parse_prefix_cache_counters(metrics_text: str) -> tuple[float, float] | None:
+    """(queried tokens, hit tokens) from vLLM's Prometheus text, summed over label sets; None without them."""
+    totals = {PREFIX_CACHE_QUERIES: 0.0, PREFIX_CACHE_HITS: 0.0}
+    seen = False
+    for line in metrics_text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+            seen = True
+    return (totals[PREFIX_CACHE_QUERIES], totals[PREFIX_CACHE_HITS]) if seen else None
+
+
+async def prefix_cache_counters(engine_url: str) -> tuple[float, float] | None:
+    """vLLM's prefix-cache counters now (None when /metrics does not answer or lacks them)."""
+    async with aiohttp.ClientSession() as probe:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            async with probe.get(f"{engine_url}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                return parse_prefix_cache_counters(await r.text())
+    return None
+
+
 async def _reset_hops(metrics_url: str) -> None:
     """Empty a sidecar's /debug/hops windows (POST /debug/hops/reset); a sidecar serves every run of its
     arm, and its windows would otherwise reach back into the runs before."""
@@ -614,6 +641,7 @@ async def run_load(
         await _reset_hops(stack.sidecar_urls[f"{arm}-metrics"])
     cpu0, waited0 = _usage(pids)
     overflows0 = listen_overflows()
+    cache0 = await prefix_cache_counters(stack.engine_url)
     stalls = [0.0, 0.0]
     watcher = asyncio.create_task(_stall_watch(stalls))
     connector = aiohttp.TCPConnector(limit=0, force_close=True)  # one connection per request
@@ -641,6 +669,12 @@ async def run_load(
                 await watcher
     wall_s = time.monotonic() - t0
     overflows = listen_overflows() - overflows0
+    cache1 = await prefix_cache_counters(stack.engine_url)
+    cache_hit_rate = (
+        (cache1[1] - cache0[1]) / (cache1[0] - cache0[0])
+        if cache0 is not None and cache1 is not None and cache1[0] > cache0[0]
+        else None
+    )
     lags = sorted(o.sent_s - r.arrival_s for o, r in zip(outcomes, requests, strict=True))
     send_lag_p99_s = lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else 0.0
     sent_window_s = max(duration_s, outcomes[-1].sent_s) if outcomes else duration_s
@@ -668,6 +702,7 @@ async def run_load(
         send_lag_p99_s,
         sent_rate_rps,
         waited,
+        cache_hit_rate,
     )
 
 
@@ -918,11 +953,15 @@ async def _rounds(
                 seed=100 + round_index,
             )
             for arm in rotated(arms, round_index + LOADS.index(load) if load in LOADS else round_index):
+                # the round's window, its prompts' token ids drawn anew per arm (`with_fresh_tokens`)
+                arm_requests = with_fresh_tokens(
+                    requests, seed=1000 * (round_index + 1) + 10 * int(load * 10) + arms.index(arm)
+                )
                 await wait_engine_idle(session, stack.engine_url)
                 result = await run_load(
                     stack,
                     arm,
-                    requests,
+                    arm_requests,
                     rate_rps=rate,
                     duration_s=settings.run_s,
                     drain_s=settings.drain_s,
@@ -930,7 +969,7 @@ async def _rounds(
                 score = _score(result, targets)
                 runs[load][arm].append(result)
                 if settings.keep_logs is not None:
-                    _dump_outcomes(settings.keep_logs, result, requests, load, round_index)
+                    _dump_outcomes(settings.keep_logs, result, arm_requests, load, round_index)
                 _progress(
                     f"round {round_index + 1} load {load}x ({rate:.1f} req/s) {arm}: goodput "
                     f"{score.goodput_rps:.2f}, {score.completed}/{score.rejected}/{score.failed} "
@@ -941,6 +980,7 @@ async def _rounds(
                     + ", run-queue wait "
                     + ", ".join(f"{k} {v:.1f}s" for k, v in result.run_queue_wait_s.items())
                     + f", loop lag {(result.hops or {}).get('event_loop_lag')}"
+                    + f", prefix-cache hits {result.prefix_cache_hit_rate}"
                     + f", reasons {result.reasons}, per class "
                     + "; ".join(
                         f"{name} good {c['good']}/{c['requests']} rej {c['rejected']} "
@@ -1045,6 +1085,14 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
                     for name in (results[0].run_queue_wait_s if results else {})
                 },
                 "not_completed_reasons": _merge([r.reasons for r in results]),
+                "prefix_cache_hit_rate_max": max(
+                    (
+                        round(r.prefix_cache_hit_rate, 4)
+                        for r in results
+                        if r.prefix_cache_hit_rate is not None
+                    ),
+                    default=None,
+                ),
                 "send_lag_p99_ms_max": round(1000 * max((r.send_lag_p99_s for r in results), default=0.0), 1),
                 "sent_rate_rps_min": round(min((r.sent_rate_rps for r in results), default=0.0), 2),
                 "per_round_goodput_rps": [round(s.goodput_rps, 3) for s in scores],

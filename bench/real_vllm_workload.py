@@ -22,7 +22,7 @@ import math
 import random
 import statistics
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 CLASS_WEIGHTS: dict[str, float] = {"interactive": 0.4, "standard": 0.4, "batch": 0.2}
 TTFT_MULTIPLES: dict[str, float] = {"interactive": 13.0, "standard": 65.0, "batch": 650.0}
@@ -110,6 +110,18 @@ def build_requests(
             )
         )
     return out
+
+
+def with_fresh_tokens(requests: Sequence[BenchRequest], seed: int) -> list[BenchRequest]:
+    """The same requests (arrivals, classes, prompt and output lengths) with prompt token ids drawn anew.
+
+    The arms of a round replay one window; with the same token ids, every arm after the first would find
+    the earlier arms' prompts in vLLM's prefix cache (on by default, as deployed) and prefill only the
+    partial last block, so the arm order, not the arm, would set part of the result."""
+    rng = random.Random(seed)
+    return [
+        replace(r, prompt_token_ids=tuple(rng.randint(*VOCAB) for _ in r.prompt_token_ids)) for r in requests
+    ]
 
 
 def _window(

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sloguard.bench import SCENARIOS
-from sloguard.bench.real_vllm import ARMS, sidecar_config, vllm_command
+from sloguard.bench.real_vllm import ARMS, parse_prefix_cache_counters, sidecar_config, vllm_command
 from sloguard.bench.real_vllm_workload import (
     OUTPUT_TOKENS_RANGE,
     PROMPT_TOKENS_RANGE,
@@ -25,6 +25,7 @@ from sloguard.bench.real_vllm_workload import (
     sweep_done,
     trace_mean_rate_rps,
     window_arrivals,
+    with_fresh_tokens,
 )
 
 # a bursty toy trace: two near-simultaneous arrivals, then a long gap
@@ -75,6 +76,35 @@ def test_replay_scales_gaps_and_keeps_bursts() -> None:
     assert [round(r.arrival_s, 4) for r in requests] == [0.0, 0.005, 0.5, 0.51, 1.0, 1.75, 1.755]
     again = build_requests(TRACE, rate_rps=2 * mean, duration_s=2.0, offset_index=0, seed=0)
     assert again == requests
+
+
+def test_each_arm_gets_the_same_window_with_its_own_prompt_tokens() -> None:
+    """The arms of a round share arrivals, classes and lengths, never prompts: vLLM's prefix cache would
+    serve a later arm the earlier arms' prefills."""
+    requests = build_requests(TRACE, rate_rps=4.0, duration_s=2.0, offset_index=0, seed=0)
+    arms = [with_fresh_tokens(requests, seed) for seed in (1, 2)]
+    for fresh in arms:
+        assert [(r.index, r.arrival_s, r.slo_class, r.output_tokens) for r in fresh] == [
+            (r.index, r.arrival_s, r.slo_class, r.output_tokens) for r in requests
+        ]
+        assert [len(r.prompt_token_ids) for r in fresh] == [len(r.prompt_token_ids) for r in requests]
+        assert all(3 <= t <= 511 for r in fresh for t in r.prompt_token_ids)
+    first_blocks = [{r.prompt_token_ids[:8] for r in fresh} for fresh in (requests, *arms)]
+    assert not first_blocks[0] & first_blocks[1] and not first_blocks[1] & first_blocks[2]
+    assert with_fresh_tokens(requests, 1) == arms[0]  # deterministic
+
+
+def test_prefix_cache_counters_are_summed_over_label_sets() -> None:
+    text = """# HELP vllm:prefix_cache_queries_total Prefix cache queries, in queried tokens.
+# TYPE vllm:prefix_cache_queries_total counter
+vllm:prefix_cache_queries_total{engine="0",model_name="tiny"} 1000.0
+vllm:prefix_cache_queries_total{engine="1",model_name="tiny"} 24.0
+vllm:prefix_cache_hits_total{engine="0",model_name="tiny"} 256.0
+vllm:external_prefix_cache_hits_total{engine="0",model_name="tiny"} 99.0
+vllm:num_requests_running{engine="0",model_name="tiny"} 0.0
+"""
+    assert parse_prefix_cache_counters(text) == (1024.0, 256.0)
+    assert parse_prefix_cache_counters("vllm:num_requests_running 0.0\n") is None
 
 
 def test_replay_refuses_bad_arguments() -> None:
