@@ -21,9 +21,12 @@ pinned at the engine's 128, `calibrate_decode`) and `fcfs` (pass-through, no cap
    met through the first seconds of any run, so short runs measure the start of an overload, not the
    overload (on the AMD EPYC host at 2x the knee, sloguard/direct was 1.6x in 15 s runs, 6.7x in 30 s).
 4. Load points 0.5x, 1x and 2x the knee; at each, `rounds` rounds of the three arms (direct, sloguard,
-   fcfs_sidecar), the arms' order rotated each round; every round replays a different window of the trace,
-   the same window for the three arms of a round. Reported: medians over rounds with min and max, and
-   each sidecar arm's ratio to direct as the median of the rounds' paired ratios (`paired_ratios`).
+   fcfs_sidecar), the arms' order rotated each round; every round replays a different window of the trace
+   that offers the load's rate (`mean_rate_offsets`, as the sweep), the same window for the three arms of a
+   round, each arm with its own prompt token ids (`with_fresh_tokens`: with the same ones, the arms after
+   the first found the first's prompts in vLLM's prefix cache, 54 % of prompt tokens). Reported: medians
+   over rounds with min and max, and each sidecar arm's ratio to direct as the median of the rounds' paired
+   ratios (`paired_ratios`).
    The JSON names the host's CPU (`host`): the same 2-core kind of machine with another CPU ran vLLM's
    CPU engine 2.5x slower per request, with a knee of 64 req/s against 256.
 
@@ -91,6 +94,10 @@ SERVED_MODEL = "tiny"
 STALL_S = 0.1
 SWEEP_OFFSET_CANDIDATES = tuple(997 * k for k in range(24))
 """Where the knee sweep's windows may start (`mean_rate_offsets` picks per point those offering its rate)."""
+ROUND_OFFSET_CANDIDATES = tuple(4001 * k + 11 for k in range(1, 25))
+"""Where the rounds' windows may start: per load, `mean_rate_offsets` picks one per round offering its rate
+(windows at fixed offsets offered 0.88-1.37x the nominal rate: the rounds at "1x" of one run offered 56-86
+req/s, at "2x" 121-175)."""
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VLLM_VENV = Path(os.environ.get("SLOGUARD_VLLM_VENV", REPO_ROOT / ".cache" / "vllm-venv"))
 MODEL_SCRIPT = Path(__file__).with_name("tiny_llama.py")
@@ -942,6 +949,16 @@ async def _rounds(
     runs: dict[float, dict[str, list[RunResult]]] = {
         load: {arm: [] for arm in arms} for load in settings.loads
     }
+    windows = {  # per load, one window per round, each offering the load's rate (as the sweep's do)
+        load: mean_rate_offsets(
+            trace,
+            rate_rps=load * knee,
+            duration_s=settings.run_s,
+            candidates=ROUND_OFFSET_CANDIDATES,
+            count=settings.rounds,
+        )
+        for load in settings.loads
+    }
     for round_index in range(settings.rounds):
         for load in settings.loads:
             rate = load * knee
@@ -949,7 +966,7 @@ async def _rounds(
                 trace,
                 rate_rps=rate,
                 duration_s=settings.run_s,
-                offset_index=4001 * (round_index + 1) + int(load * 10),
+                offset_index=windows[load][round_index],
                 seed=100 + round_index,
             )
             for arm in rotated(arms, round_index + LOADS.index(load) if load in LOADS else round_index):

@@ -76,10 +76,25 @@ def test_the_benchmark_runs_at_the_niceness_the_host_allows_and_restores_it(
     assert fake.nice == start
 
 
-def _run(arm: str, outcomes: list[Outcome], *, lag_s: float, sent_rps: float) -> real_vllm.RunResult:
+def _run(
+    arm: str, outcomes: list[Outcome], *, lag_s: float, sent_rps: float, cache_hits: float | None = None
+) -> real_vllm.RunResult:
     cpu = {"vllm_api_server": 1.0, "vllm_engine_core": 2.0, "load_generator": 0.5, "sidecar": 0.25}
     return real_vllm.RunResult(
-        arm, 10.0, outcomes, 2.0, 0, 0.0, cpu, {}, 3.0, None, 0, send_lag_p99_s=lag_s, sent_rate_rps=sent_rps
+        arm,
+        10.0,
+        outcomes,
+        2.0,
+        0,
+        0.0,
+        cpu,
+        {},
+        3.0,
+        None,
+        0,
+        send_lag_p99_s=lag_s,
+        sent_rate_rps=sent_rps,
+        prefix_cache_hit_rate=cache_hits,
     )
 
 
@@ -88,7 +103,15 @@ def test_the_summary_and_report_carry_the_per_class_reasons_and_the_load_generat
     late = Outcome("interactive", 0.0, "completed", 5.0, 5.1, 5)
     runs = {
         1.0: {
-            arm: [_run(arm, [good, late], lag_s=0.25 * (i + 1), sent_rps=9.5 - i)]
+            arm: [
+                _run(
+                    arm,
+                    [good, late],
+                    lag_s=0.25 * (i + 1),
+                    sent_rps=9.5 - i,
+                    cache_hits=0.125 * i if i else None,  # the engine said nothing in the direct run
+                )
+            ]
             for i, arm in enumerate(real_vllm.ARMS)
         }
     }
@@ -112,6 +135,9 @@ def test_the_summary_and_report_carry_the_per_class_reasons_and_the_load_generat
     assert sloguard["per_class"]["interactive"]["good"] == 1
     assert sloguard["per_class"]["interactive"]["late_ttft"] == 1
     assert (sloguard["send_lag_p99_ms_max"], sloguard["sent_rate_rps_min"]) == (500.0, 8.5)
+    # vLLM's prefix-cache hit rate, the largest of an arm's runs; none where the engine did not say
+    hits = [data["points"][0]["arms"][arm]["prefix_cache_hit_rate_max"] for arm in real_vllm.ARMS]
+    assert hits == [None, 0.125, 0.25]
     text = real_vllm.report(data)
     assert "1.0x 10 req/s, 250 ms / 8 req/s, 500 ms / 8 req/s, 750 ms" in text
 
