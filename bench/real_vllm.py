@@ -10,7 +10,9 @@ pinned at the engine's 128, `calibrate_decode`) and `fcfs` (pass-through, no cap
 1. Calibration: sequential single requests straight to vLLM; the median TTFT and inter-token time set the
    class targets (bench/real_vllm_workload.py `class_targets`).
 2. Knee sweep: the direct arm at doubling rates until two in a row fail to raise goodput by 5 %, then one
-   point halfway past the best; the knee is the rate of the best goodput (`knee_rate`). Each point replays
+   point halfway past the best; the knee is the last rate that raised goodput by 5 % (`knee_rate`; on a
+   plateau its start: on the AMD EPYC host direct's goodput can stay within 5 % from 64 to 128 req/s and
+   fall only by 256, and 2x such a knee is a rate vLLM still keeps up with). Each point replays
    `sweep_windows` (3) trace windows that offer its nominal rate (`mean_rate_offsets`: a short window of the
    trace offers 0.6x to 1.45x its mean rate, which moved single points by 2x and the knee between 64 and
    96 req/s) and takes their median goodput: with one window per point, one burst shape set the knee (on
