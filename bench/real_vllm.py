@@ -75,6 +75,7 @@ from sloguard.bench.real_vllm_workload import (
     knee_rate,
     mean_rate_offsets,
     median_min_max,
+    plateau_end_rate,
     rotated,
     run_length_s,
     score_run,
@@ -1133,6 +1134,11 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {
         "host": host_description(),
         "knee_rps": round(measured["knee"], 3),
+        "plateau_end_rps": (  # none where the knee was given instead of swept (diagnostic runs)
+            round(plateau_end_rate(measured["sweep"], measured["knee"]), 3)
+            if any(rate == measured["knee"] for rate, _ in measured["sweep"])
+            else None
+        ),
         "points": points,
         "sidecar_cpu_s_per_1k_tokens": _per_1k(sidecar_cpu, sidecar_tokens),
         "vllm_api_server_cpu_s_per_1k_tokens": _per_1k(
@@ -1246,6 +1252,16 @@ def _schedule_line(points: Sequence[dict[str, Any]]) -> str:
     )
 
 
+def _plateau_note(data: dict[str, Any]) -> str:
+    """Says when direct's goodput stayed within 5 % of the knee's up to a higher rate (`plateau_end_rate`)."""
+    end = data.get("plateau_end_rps")
+    if end is None or end <= data["knee_rps"]:
+        return ""
+    return f"; direct's goodput stays within 5 % of the knee's up to {end} req/s" + (
+        ", so 2x the knee may be a rate vLLM still keeps up with" if end >= 2 * data["knee_rps"] else ""
+    )
+
+
 def report(data: dict[str, Any]) -> str:
     cal = data["calibration"]
     classes = ", ".join(
@@ -1258,7 +1274,9 @@ def report(data: dict[str, Any]) -> str:
         f"{cal['single_ttft_s'] * 1000:.1f} ms, ITL {cal['single_itl_s'] * 1000:.2f} ms). Knee "
         f"{data['knee_rps']} req/s (direct sweep: "
         + ", ".join(f"{s['rate_rps']}→{s['direct_goodput_rps']}" for s in data["sweep"])
-        + f"). {data['settings']['rounds']} rounds of {data['settings']['run_s']:.0f} s per arm, arms "
+        + ")"
+        + _plateau_note(data)
+        + f". {data['settings']['rounds']} rounds of {data['settings']['run_s']:.0f} s per arm, arms "
         "interleaved and rotated; median [min–max] goodput in req/s. Baseline: direct (vLLM alone); "
         "sloguard/direct and fcfs/direct are the medians of the rounds' paired ratios (each round's arms "
         "replay the same trace window), the rounds' own in brackets."

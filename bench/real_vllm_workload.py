@@ -320,6 +320,27 @@ def knee_rate(sweep: Sequence[tuple[float, float]], *, min_gain: float = 1.05, p
     return best_rate
 
 
+def plateau_end_rate(
+    sweep: Sequence[tuple[float, float]], knee_rps: float, *, min_gain: float = 1.05
+) -> float:
+    """The highest swept rate from the knee up, before the first one whose goodput falls below the knee's by
+    more than `min_gain` allows (the knee's own rate when none is within it): how far a plateau of goodput
+    reaches past the knee. When it reaches 2x the knee, the 2x load point is a rate the engine may still
+    keep up with, not one past its saturation."""
+    ordered = sorted(sweep)
+    at_knee = [g for r, g in ordered if r == knee_rps]
+    if not at_knee:
+        raise ValueError(f"the knee {knee_rps} is not a swept rate")
+    end = knee_rps
+    for rate, goodput in ordered:
+        if rate <= knee_rps:
+            continue
+        if goodput * min_gain < at_knee[0]:
+            break
+        end = rate
+    return end
+
+
 def sweep_done(sweep: Sequence[tuple[float, float]], *, min_gain: float = 1.05, patience: int = 2) -> bool:
     """Whether the last `patience` rates of a rising sweep all failed to beat the best before them."""
     ordered = sorted(sweep)

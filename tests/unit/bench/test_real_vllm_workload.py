@@ -19,6 +19,7 @@ from sloguard.bench.real_vllm_workload import (
     knee_rate,
     mean_rate_offsets,
     median_min_max,
+    plateau_end_rate,
     rotated,
     run_length_s,
     score_run,
@@ -222,6 +223,47 @@ def test_knee_is_where_goodput_stops_rising(
 ) -> None:
     assert knee_rate(sweep) == knee
     assert sweep_done(sweep) is done
+
+
+RUN_7_SWEEP = [
+    (8.0, 7.8),
+    (16.0, 16.2),
+    (32.0, 31.8),
+    (64.0, 63.3),
+    (128.0, 65.8),
+    (256.0, 27.5),
+    (96.0, 63.9),
+]
+RUN_4_SWEEP = [
+    (8.0, 7.9),
+    (16.0, 16.1),
+    (32.0, 31.5),
+    (64.0, 64.3),
+    (128.0, 87.6),
+    (256.0, 45.8),
+    (192.0, 46.1),
+]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "knee", "end"),
+    [
+        (RUN_7_SWEEP, 64.0, 128.0),  # within 5 % up to 128, collapsed at 256: 2x the knee is on the plateau
+        (RUN_4_SWEEP, 128.0, 128.0),  # the next rate fell by half: no plateau
+        ([(64.0, 64.0), (96.0, 65.1), (128.0, 28.8), (256.0, 33.3)], 64.0, 96.0),  # ends at the first fall
+        ([(8.0, 8.0), (16.0, 16.0)], 16.0, 16.0),  # the sweep's last rate
+    ],
+)
+def test_the_plateau_ends_at_the_last_rate_within_5_percent_of_the_knee(
+    sweep: list[tuple[float, float]], knee: float, end: float
+) -> None:
+    assert knee_rate(sweep) == knee
+    assert plateau_end_rate(sweep, knee) == end
+
+
+def test_the_plateau_starts_at_a_swept_knee() -> None:
+    with pytest.raises(ValueError, match="not a swept rate"):
+        plateau_end_rate(RUN_7_SWEEP, 100.0)
 
 
 def test_rotation_puts_every_arm_first_once_in_three_rounds() -> None:
