@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from sloguard.bench import BenchResult, plots
 from sloguard.bench.host_sched import autogroup_nice, run_queue_wait_s, set_autogroup_nice
@@ -593,11 +594,11 @@ def parse_prefix_cache_counters(metrics_text: str) -> tuple[float, float] | None
     """(queried tokens, hit tokens) from vLLM's Prometheus text, summed over label sets; None without them."""
     totals = {PREFIX_CACHE_QUERIES: 0.0, PREFIX_CACHE_HITS: 0.0}
     seen = False
-    for line in metrics_text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in totals:
-            totals[name] += float(line.rsplit(" ", 1)[1])
-            seen = True
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+                seen = True
     return (totals[PREFIX_CACHE_QUERIES], totals[PREFIX_CACHE_HITS]) if seen else None
 
 
