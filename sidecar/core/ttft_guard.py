@@ -12,6 +12,7 @@ touches only the urgent head of the queue. Pure.
 """
 
 import bisect
+import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -166,8 +167,16 @@ def sweep(
     base_tokens: float,
     wait_s: WaitModel,
     margin_s: float,
+    drop_largest: bool = False,
 ) -> Sweep:
-    """`unattainable` and `next_expiry_s` in one walk (the walk stops where neither can change)."""
+    """`unattainable` and `next_expiry_s` in one walk (the walk stops where neither can change).
+
+    The walk is in deadline order. Where a request's wait puts it past its deadline, the plain walk gives
+    that request up. With `drop_largest` it gives up the one with the most prompt tokens among the
+    requests walked and kept so far, that one included, until the late one is on time or is itself given
+    up: Moore and Hodgson's rule, which meets the most deadlines on one machine (1||sum U_j). One long
+    prompt with an early deadline then no longer pushes several short ones behind it past theirs.
+    """
     inf = float("inf")
     if not queue:
         return Sweep((), inf, -inf, inf)
@@ -179,7 +188,11 @@ def sweep(
     count = 0
     last_key = -inf
     frontier = inf
-    for key, _tie, _seq, tokens, request_id, weight in queue:
+    # `drop_largest`: the walked requests kept, a max-heap by prompt tokens and, among equal ones, the
+    # later in the walk first (a tie gives up the late one, as the plain walk does): (-tokens, -index, id,
+    # weight)
+    kept: list[tuple[float, int, str, float]] = []
+    for index, (key, _tie, _seq, tokens, request_id, weight) in enumerate(queue):
         if key - bound_s >= max(earliest, now_s):
             frontier = key
             break
@@ -188,7 +201,20 @@ def sweep(
         cum_weight += weight
         count += 1
         expiry = key - wait_s(cum_tokens, count, cum_weight) - margin_s
-        if expiry < now_s:
+        if drop_largest:
+            heapq.heappush(kept, (-float(tokens), -index, request_id, weight))
+            while expiry < now_s:
+                neg_tokens, _seq, dropped, dropped_weight = heapq.heappop(kept)
+                out.append(dropped)
+                cum_tokens += neg_tokens  # a rejected request frees its place in line
+                cum_weight -= dropped_weight
+                count -= 1
+                if dropped == request_id:
+                    break
+                expiry = key - wait_s(cum_tokens, count, cum_weight) - margin_s
+            else:
+                earliest = min(earliest, expiry)
+        elif expiry < now_s:
             out.append(request_id)
             cum_tokens -= tokens  # a rejected request frees its place in line
             cum_weight -= weight

@@ -111,6 +111,19 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   credit runs the waits shrink as fast as the slacks, so `next_wakeup_s` prices them at the most the credit
   can reach, or wakes when it lapses (priced at the current credit, a point spun on wakeups a constant
   step apart).
+- On by default (`drop_largest`): where a queued request's wait puts it past its TTFT deadline, the queue
+  walk (`ttft_guard.sweep`) gives up the request with the longest prompt among those walked and kept so
+  far, that one included, until the late one is on time or is itself the one given up, instead of always
+  the late one: Moore and Hodgson's rule, which meets the most deadlines on one machine (1||sum U_j; the
+  unit tests check it against brute force). One long prompt with an early deadline thus no longer pushes
+  several short ones behind it past theirs. Matrix, 160 requests a point, against the plain walk: on the
+  240 tuning seeds 180 wins (179), sum of ratios to the best baseline 300.44 (296.23); on 240 other seeds
+  169 (167) and 304.65 (300.30). The geometric mean ratio to the best baseline over the points above 1.2x
+  load rose 1.3354 -> 1.3564 and 1.3362 -> 1.3662, below 0.6x it moved by under 0.001; the smallest ratio
+  to fcfs is unchanged on both (0.974, 0.915); the smallest to oracle_sloguard 0.772 -> 0.667 and 0.500 ->
+  0.562. It acts on the queue only: where the long prompt was already released into the engine when the
+  short ones arrived (tuning seed 9717, a100 at 0.27x, where scorpio refuses the long prompts at arrival),
+  nothing changes.
 - Off by default (`lifetime_inflation`): the adaptive inflation compares a request's TPOT with the
   model's inter-token time of the batches it ran in (`Entry.batch_itl_sum_s`) instead of the batch it
   joined, so a batch growing after a release does not read as model error. 96 tuning seeds, alone: 69
@@ -195,6 +208,7 @@ class SloguardParameters:
     prefill_progress: bool = False  # `_prefill_ahead_s`: the engine's time on the pending prompts so far
     progress_in_calibration: bool = True  # `_start`: the calibration adds that time back to what it sees
     lifetime_inflation: bool = False  # `on_finish`: inflation against the batch each request ran in
+    drop_largest: bool = True  # `_expire`: give up the longest prompt walked, not the late one
     cautious_when_behind: bool = True  # `_prefill_s`: high quantiles behind and held back, low ones with room
     max_skips: int = field(default=2, metadata={"min": 0})  # measured on bench/scorpio: 2 beat 8 and 0
     short_first: bool = True  # release relaxed requests shortest predicted output first
@@ -571,6 +585,7 @@ class SloguardPolicy(LdfPolicy):
             base_tokens=base_tokens,
             wait_s=self._guarded_wait_s,
             margin_s=0.0,
+            drop_largest=self.params.drop_largest,
         )
         self._sweep, self._sweep_state = walk, self._wait_state()
         out = []

@@ -1,5 +1,6 @@
 """TTFT guard (LDF queue, unattainable sweep) and TPOT guard (VBS admission, credit batching)."""
 
+import itertools
 import math
 
 import pytest
@@ -181,3 +182,61 @@ def test_credit_batching_decodes_a_twice_as_loose_request_every_second_iteration
     with pytest.raises(ValueError):
         credit_batch([RunningDecode("bad", 0.0), RunningDecode("ok", 0.1)])
     assert math.isfinite(running[1].credit)
+
+
+def additive_wait_s(tokens: float, count: int, out_tokens: float = 0.0) -> float:
+    """A wait that is a sum of per-request times (0.1 ms a prompt token, 10 ms a request), as Moore and
+    Hodgson's rule assumes."""
+    return 0.0001 * tokens + 0.01 * count
+
+
+def on_time_when_replayed(
+    ordered: list[tuple[float, int, str]], dropped: set[str], now: float, base: int
+) -> bool:
+    cum, count = float(base), 0
+    for deadline, tokens, rid in ordered:
+        if rid in dropped:
+            continue
+        cum += tokens
+        count += 1
+        if deadline - additive_wait_s(cum, count) < now:
+            return False
+    return True
+
+
+def test_dropping_the_largest_gives_up_one_long_prompt_instead_of_the_short_ones_behind_it() -> None:
+    queue = SortedQueue()
+    queue.push("short-first", 0.05, 100)  # waits 0.02 s
+    queue.push("long", 0.335, 3000)  # 0.33 s: on time
+    queue.push("short-a", 0.34, 100)  # 0.35 s behind the long prompt: late
+    queue.push("short-b", 0.345, 100)  # 0.35 s: late
+    plain = sweep(queue, now_s=0.0, base_tokens=0, wait_s=additive_wait_s, margin_s=0.0)
+    assert list(plain.unattainable) == ["short-a", "short-b"]
+    largest = sweep(queue, now_s=0.0, base_tokens=0, wait_s=additive_wait_s, margin_s=0.0, drop_largest=True)
+    assert list(largest.unattainable) == ["long"]  # the short ones then wait 0.04 and 0.06 s
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.floats(min_value=0.0, max_value=2.0), st.integers(min_value=0, max_value=3000)),
+        max_size=9,
+    ),
+    now=st.floats(min_value=0.0, max_value=0.5),
+    base=st.integers(0, 2000),
+)
+def test_dropping_the_largest_meets_the_most_deadlines_and_keeps_only_what_is_on_time(
+    rows: list[tuple[float, int]], now: float, base: int
+) -> None:
+    queue, ordered = build(rows)
+    plain = sweep(queue, now_s=now, base_tokens=base, wait_s=additive_wait_s, margin_s=0.0)
+    walk = sweep(queue, now_s=now, base_tokens=base, wait_s=additive_wait_s, margin_s=0.0, drop_largest=True)
+    dropped = set(walk.unattainable)
+    assert len(dropped) == len(walk.unattainable)  # each given up once
+    assert on_time_when_replayed(ordered, dropped, now, base)
+    assert len(dropped) <= len(plain.unattainable)
+    # no smaller set of requests to give up leaves the rest on time (Moore and Hodgson: optimal count)
+    ids = [rid for _, _, rid in ordered]
+    for size in range(len(dropped)):
+        for subset in itertools.combinations(ids, size):
+            assert not on_time_when_replayed(ordered, set(subset), now, base)

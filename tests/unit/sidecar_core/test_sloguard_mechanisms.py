@@ -627,3 +627,33 @@ def test_a_request_given_up_after_the_tpot_gate_held_it_says_how_often(profile: 
         "c2": ("ttft_unattainable", rounds),  # STOP: held, and nothing behind it judged
         "c3": ("ttft_unattainable", 0),
     }
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize("drop_largest", [True, False])
+def test_a_long_prompt_is_given_up_instead_of_the_short_ones_it_pushes_past_their_deadline(
+    profile: str, factor: float, drop_largest: bool
+) -> None:
+    latency = engine_latency(profile, factor)
+    long_prompt, short_prompt = 4000, 20
+    # one TTFT target for all three, so they share a deadline and queue long, short-a, short-b
+    cls = {"name": "chat", "ttft_s": 2.0 * latency.prefill_s(long_prompt + 2 * short_prompt), "tpot_s": 1.0}
+    policy = policy_for(latency, [cls], drop_largest=drop_largest)
+    for rid, prompt in (("long", long_prompt), ("short-a", short_prompt), ("short-b", short_prompt)):
+        assert isinstance(policy.submit(spec(rid, cls, 0.0, prompt), 0.0), Admitted), rid
+    # The engine takes nothing (no KV room) while time passes: the first give-ups come when the short ones,
+    # behind the long prompt, can no longer make their deadline.
+    given_up: list[str] = []
+    now = 0.0
+    while not given_up and now < cls["ttft_s"]:
+        now += cls["ttft_s"] / 2000
+        given_up = [
+            r.request_id
+            for r in policy.release(now, EngineView(in_flight_cap=64, kv_free_tokens=0)).rejections
+        ]
+    if drop_largest:
+        assert given_up == ["long"]  # the two short ones then wait only for their own prefill
+        assert policy.snapshot().queue_depth == 2
+    else:  # the plain walk gives up the late ones, behind the long prompt that made them late
+        assert given_up and set(given_up) <= {"short-a", "short-b"}
+        assert policy.snapshot().queue_depth == 3 - len(given_up)
