@@ -637,7 +637,8 @@ def test_a_long_prompt_is_given_up_instead_of_the_short_ones_it_pushes_past_thei
     latency = engine_latency(profile, factor)
     long_prompt, short_prompt = 4000, 20
     # one TTFT target for all three, so they share a deadline and queue long, short-a, short-b
-    cls = {"name": "chat", "ttft_s": 2.0 * latency.prefill_s(long_prompt + 2 * short_prompt), "tpot_s": 1.0}
+    ttft_s = 2.0 * latency.prefill_s(long_prompt + 2 * short_prompt)
+    cls = {"name": "chat", "ttft_s": ttft_s, "tpot_s": 1.0}
     policy = policy_for(latency, [cls], drop_largest=drop_largest)
     for rid, prompt in (("long", long_prompt), ("short-a", short_prompt), ("short-b", short_prompt)):
         assert isinstance(policy.submit(spec(rid, cls, 0.0, prompt), 0.0), Admitted), rid
@@ -645,8 +646,8 @@ def test_a_long_prompt_is_given_up_instead_of_the_short_ones_it_pushes_past_thei
     # behind the long prompt, can no longer make their deadline.
     given_up: list[str] = []
     now = 0.0
-    while not given_up and now < cls["ttft_s"]:
-        now += cls["ttft_s"] / 2000
+    while not given_up and now < ttft_s:
+        now += ttft_s / 2000
         given_up = [
             r.request_id
             for r in policy.release(now, EngineView(in_flight_cap=64, kv_free_tokens=0)).rejections
