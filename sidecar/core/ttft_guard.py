@@ -172,10 +172,12 @@ def sweep(
     """`unattainable` and `next_expiry_s` in one walk (the walk stops where neither can change).
 
     The walk is in deadline order. Where a request's wait puts it past its deadline, the plain walk gives
-    that request up. With `drop_largest` it gives up the one with the most prompt tokens among the
-    requests walked and kept so far, that one included, until the late one is on time or is itself given
-    up: Moore and Hodgson's rule, which meets the most deadlines on one machine (1||sum U_j). One long
-    prompt with an early deadline then no longer pushes several short ones behind it past theirs.
+    that request up. With `drop_largest` it gives up the largest of the requests walked and kept so far,
+    that one included, until the late one is on time or is itself given up: Moore and Hodgson's rule,
+    which meets the most deadlines on one machine (1||sum U_j). A request's size is what it adds to the
+    wait of the requests behind it where the walk met it (`wait_s` with it less `wait_s` without it: its
+    prefill, and its slot where the slots are full). One long prompt, or one long output on a full engine,
+    with an early deadline then no longer pushes several short ones behind it past theirs.
     """
     inf = float("inf")
     if not queue:
@@ -188,10 +190,9 @@ def sweep(
     count = 0
     last_key = -inf
     frontier = inf
-    # `drop_largest`: the walked requests kept, a max-heap by prompt tokens and, among equal ones, the
-    # later in the walk first (a tie gives up the late one, as the plain walk does): (-tokens, -index, id,
-    # weight)
-    kept: list[tuple[float, int, str, float]] = []
+    # `drop_largest`: the walked requests kept, a max-heap by size and, among equal ones, the later in the
+    # walk first (a tie gives up the late one, as the plain walk does): (-size, -index, id, weight, tokens)
+    kept: list[tuple[float, int, str, float, float]] = []
     for index, (key, _tie, _seq, tokens, request_id, weight) in enumerate(queue):
         if key - bound_s >= max(earliest, now_s):
             frontier = key
@@ -202,11 +203,15 @@ def sweep(
         count += 1
         expiry = key - wait_s(cum_tokens, count, cum_weight) - margin_s
         if drop_largest:
-            heapq.heappush(kept, (-float(tokens), -index, request_id, weight))
+            # what it adds to the wait of every request behind it: its prefill and the slot it holds
+            size = wait_s(cum_tokens, count, cum_weight) - wait_s(
+                cum_tokens - tokens, count - 1, cum_weight - weight
+            )
+            heapq.heappush(kept, (-size, -index, request_id, weight, float(tokens)))
             while expiry < now_s:
-                neg_tokens, _seq, dropped, dropped_weight = heapq.heappop(kept)
+                _size, _index, dropped, dropped_weight, dropped_tokens = heapq.heappop(kept)
                 out.append(dropped)
-                cum_tokens += neg_tokens  # a rejected request frees its place in line
+                cum_tokens -= dropped_tokens  # a rejected request frees its place in line
                 cum_weight -= dropped_weight
                 count -= 1
                 if dropped == request_id:
