@@ -201,12 +201,11 @@ def sweep(
         cum_tokens += tokens
         cum_weight += weight
         count += 1
-        expiry = key - wait_s(cum_tokens, count, cum_weight) - margin_s
+        waited_s = wait_s(cum_tokens, count, cum_weight)
+        expiry = key - waited_s - margin_s
         if drop_largest:
             # what it adds to the wait of every request behind it: its prefill and the slot it holds
-            size = wait_s(cum_tokens, count, cum_weight) - wait_s(
-                cum_tokens - tokens, count - 1, cum_weight - weight
-            )
+            size = waited_s - wait_s(cum_tokens - tokens, count - 1, cum_weight - weight)
             heapq.heappush(kept, (-size, -index, request_id, weight, float(tokens)))
             while expiry < now_s:
                 _size, _index, dropped, dropped_weight, dropped_tokens = heapq.heappop(kept)
