@@ -190,8 +190,9 @@ def sweep(
     count = 0
     last_key = -inf
     frontier = inf
-    # `drop_largest`: the walked requests kept, a max-heap by size and, among equal ones, the later in the
-    # walk first (a tie gives up the late one, as the plain walk does): (-size, -index, id, weight, tokens)
+    # The requests the walk may give up for a late one, a max-heap by size and, among equal ones, the later
+    # in the walk first (a tie gives up the late one): (-size, -index, id, weight, tokens). With
+    # `drop_largest` every walked request still kept; in the plain walk only the late one itself.
     kept: list[tuple[float, int, str, float, float]] = []
     for index, (key, _tie, _seq, tokens, request_id, weight) in enumerate(queue):
         if key - bound_s >= max(earliest, now_s):
@@ -203,28 +204,23 @@ def sweep(
         count += 1
         waited_s = wait_s(cum_tokens, count, cum_weight)
         expiry = key - waited_s - margin_s
-        if drop_largest:
-            # what it adds to the wait of every request behind it: its prefill and the slot it holds
+        size = 0.0
+        if drop_largest:  # what it adds to the wait of every request behind it: its prefill, its slot
             size = waited_s - wait_s(cum_tokens - tokens, count - 1, cum_weight - weight)
-            heapq.heappush(kept, (-size, -index, request_id, weight, float(tokens)))
-            while expiry < now_s:
-                _size, _index, dropped, dropped_weight, dropped_tokens = heapq.heappop(kept)
-                out.append(dropped)
-                cum_tokens -= dropped_tokens  # a rejected request frees its place in line
-                cum_weight -= dropped_weight
-                count -= 1
-                if dropped == request_id:
-                    break
-                expiry = key - wait_s(cum_tokens, count, cum_weight) - margin_s
-            else:
-                earliest = min(earliest, expiry)
-        elif expiry < now_s:
-            out.append(request_id)
-            cum_tokens -= tokens  # a rejected request frees its place in line
-            cum_weight -= weight
+        else:
+            kept.clear()
+        heapq.heappush(kept, (-size, -index, request_id, weight, float(tokens)))
+        while expiry < now_s:
+            _size, _index, dropped, dropped_weight, dropped_tokens = heapq.heappop(kept)
+            out.append(dropped)
+            cum_tokens -= dropped_tokens  # a rejected request frees its place in line
+            cum_weight -= dropped_weight
             count -= 1
-        elif expiry < earliest:
-            earliest = expiry
+            if dropped == request_id:
+                break
+            expiry = key - wait_s(cum_tokens, count, cum_weight) - margin_s
+        else:
+            earliest = min(earliest, expiry)
     return Sweep(tuple(out), earliest, last_key, frontier)
 
 
