@@ -66,8 +66,18 @@ async def _ready(session: aiohttp.ClientSession, url: str) -> bool:
         return False
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+@dataclass
+class _Processes:
+    engine: asyncio.subprocess.Process
+    sidecar: asyncio.subprocess.Process
+    engine_port: int
+    ports: dict[str, int]
+
+
+async def _start(tmp_path: Path, session: aiohttp.ClientSession) -> _Processes | None:
+    """Start the engine and the sidecar on free ports and wait until the sidecar is ready; None (both
+    stopped) when either exits first. A port picked free can be taken by another process before the child
+    binds it (seen in CI: the sidecar exited with gRPC's "Address already in use")."""
     command = _sim_command()
     engine_port = _free_port()
     ports = {"grpc_port": _free_port(), "http_port": _free_port(), "metrics_port": _free_port()}
@@ -79,35 +89,51 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     )
     config_path.write_text(json.dumps(config))
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
-    log = (tmp_path / "engine.log").open("wb")
-    engine = await asyncio.create_subprocess_exec(*engine_cmd, env=env, stdout=log, stderr=log)
-    log.close()  # the child holds its own descriptor
+    with (tmp_path / "engine.log").open("ab") as log:  # the child holds its own descriptor
+        engine = await asyncio.create_subprocess_exec(*engine_cmd, env=env, stdout=log, stderr=log)
     sidecar_cmd = ["-m", "sloguard", "sidecar", "--config", str(config_path), "--host", "127.0.0.1"]
     sidecar = await asyncio.create_subprocess_exec(sys.executable, *sidecar_cmd, env=env)
+    metrics_url = f"http://127.0.0.1:{ports['metrics_port']}"
+    for _ in range(600):
+        if await _ready(session, f"{metrics_url}/readyz"):
+            return _Processes(engine, sidecar, engine_port, ports)
+        if engine.returncode is not None or sidecar.returncode is not None:
+            for process in (engine, sidecar):
+                if process.returncode is None:
+                    process.kill()
+                await process.wait()
+            return None
+        await asyncio.sleep(0.05)
+    raise AssertionError("the stack never became ready")
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     try:
-        metrics_url = f"http://127.0.0.1:{ports['metrics_port']}"
-        for _ in range(600):
-            if await _ready(session, f"{metrics_url}/readyz"):
+        for _attempt in range(3):
+            started = await _start(tmp_path, session)
+            if started is not None:
                 break
-            assert engine.returncode is None and sidecar.returncode is None, "engine or sidecar exited"
-            await asyncio.sleep(0.05)
         else:
-            raise AssertionError("the stack never became ready")
+            raise AssertionError("engine or sidecar exited before the stack was ready, 3 times")
+    except BaseException:
+        await session.close()
+        raise
+    try:
         yield Stack(
-            engine_url=f"http://127.0.0.1:{engine_port}",
-            http_url=f"http://127.0.0.1:{ports['http_port']}",
-            grpc_target=f"127.0.0.1:{ports['grpc_port']}",
-            metrics_url=metrics_url,
+            engine_url=f"http://127.0.0.1:{started.engine_port}",
+            http_url=f"http://127.0.0.1:{started.ports['http_port']}",
+            grpc_target=f"127.0.0.1:{started.ports['grpc_port']}",
+            metrics_url=f"http://127.0.0.1:{started.ports['metrics_port']}",
             session=session,
         )
     finally:
         await session.close()
-        sidecar.terminate()
-        engine.terminate()
-        assert await asyncio.wait_for(sidecar.wait(), 30) == 0  # SIGTERM drains and exits cleanly
-        await asyncio.wait_for(engine.wait(), 30)
-        log.close()
+        started.sidecar.terminate()
+        started.engine.terminate()
+        assert await asyncio.wait_for(started.sidecar.wait(), 30) == 0  # SIGTERM drains and exits cleanly
+        await asyncio.wait_for(started.engine.wait(), 30)
 
 
 async def _engine_gauge(stack: Stack, name: str) -> float:
