@@ -10,9 +10,12 @@ pinned at the engine's 128, `calibrate_decode`) and `fcfs` (pass-through, no cap
 1. Calibration: sequential single requests straight to vLLM; the median TTFT and inter-token time set the
    class targets (bench/real_vllm_workload.py `class_targets`).
 2. Knee sweep: the direct arm at doubling rates until two in a row fail to raise goodput by 5 %, then one
-   point halfway past the best; the knee is the last rate that raised goodput by 5 % (`knee_rate`; on a
-   plateau its start: on the AMD EPYC host direct's goodput can stay within 5 % from 64 to 128 req/s and
-   fall only by 256, and 2x such a knee is a rate vLLM still keeps up with). Each point replays
+   point halfway to the next doubling past the knee; the knee is where goodput stops rising and starts
+   to fall (`knee_rate`): the last rate that raised goodput by 5 % (`rise_end_rate`, kept in the JSON as
+   `rise_end_rps`), or where goodput then stays within 5 % of it for higher rates, the highest of those
+   before the first fall (`plateau_end_rate`). Until 2026-12-07 the knee was the rise's end: on a plateau
+   its start (on the AMD EPYC host direct's goodput stayed within 5 % from 64 to 128 req/s and fell only
+   by 256), and at 2x such a knee direct completed every request it was offered. Each point replays
    `sweep_windows` (3) trace windows that offer its nominal rate (`mean_rate_offsets`: a short window of the
    trace offers 0.6x to 1.45x its mean rate, which moved single points by 2x and the knee between 64 and
    96 req/s) and takes their median goodput: with one window per point, one burst shape set the knee (on
@@ -76,7 +79,7 @@ from sloguard.bench.real_vllm_workload import (
     knee_rate,
     mean_rate_offsets,
     median_min_max,
-    plateau_end_rate,
+    rise_end_rate,
     rotated,
     run_length_s,
     score_run,
@@ -934,6 +937,7 @@ async def _sweep(
         rate *= 2
     await sweep_point(1.5 * knee_rate(sweep))  # halfway to the next doubling
     knee = knee_rate(sweep)
+    _progress(f"goodput stopped rising at {rise_end_rate(sweep):.1f} req/s")
     _progress(f"knee {knee:.1f} req/s")
     return knee
 
@@ -1135,11 +1139,8 @@ def summarize(measured: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {
         "host": host_description(),
         "knee_rps": round(measured["knee"], 3),
-        "plateau_end_rps": (  # none where the knee was given instead of swept (diagnostic runs)
-            round(plateau_end_rate(measured["sweep"], measured["knee"]), 3)
-            if any(rate == measured["knee"] for rate, _ in measured["sweep"])
-            else None
-        ),
+        # where the rise alone ended (the knee before 2026-12-07); none where the knee was given (diagnostic)
+        "rise_end_rps": round(rise_end_rate(measured["sweep"]), 3) if measured["sweep"] else None,
         "points": points,
         "sidecar_cpu_s_per_1k_tokens": _per_1k(sidecar_cpu, sidecar_tokens),
         "vllm_api_server_cpu_s_per_1k_tokens": _per_1k(
@@ -1254,13 +1255,11 @@ def _schedule_line(points: Sequence[dict[str, Any]]) -> str:
 
 
 def _plateau_note(data: dict[str, Any]) -> str:
-    """Says when direct's goodput stayed within 5 % of the knee's up to a higher rate (`plateau_end_rate`)."""
-    end = data.get("plateau_end_rps")
-    if end is None or end <= data["knee_rps"]:
+    """Says where direct's goodput stopped rising when a plateau followed, up to the knee (`knee_rate`)."""
+    rise_end = data.get("rise_end_rps")
+    if rise_end is None or rise_end >= data["knee_rps"]:
         return ""
-    return f"; direct's goodput stays within 5 % of the knee's up to {end} req/s" + (
-        ", so 2x the knee may be a rate vLLM still keeps up with" if end >= 2 * data["knee_rps"] else ""
-    )
+    return f"; goodput stopped rising at {rise_end} req/s and stayed within 5 % of it up to the knee"
 
 
 def report(data: dict[str, Any]) -> str:

@@ -138,24 +138,23 @@ def test_the_summary_and_report_carry_the_per_class_reasons_and_the_load_generat
     # vLLM's prefix-cache hit rate, the largest of an arm's runs; none where the engine did not say
     hits = [data["points"][0]["arms"][arm]["prefix_cache_hit_rate_max"] for arm in real_vllm.ARMS]
     assert hits == [None, 0.125, 0.25]
-    assert data["plateau_end_rps"] is None  # the knee (10) was given, not swept
+    assert data["rise_end_rps"] == 16.0  # the sweep's own, beside the knee the diagnostic gave (10)
     text = real_vllm.report(data)
     assert "1.0x 10 req/s, 250 ms / 8 req/s, 500 ms / 8 req/s, 750 ms" in text
 
 
 @pytest.mark.parametrize(
-    ("plateau_end_rps", "said"),
+    ("rise_end_rps", "said"),
     [
-        (128.0, "; direct's goodput stays within 5 % of the knee's up to 128.0 req/s, so 2x the knee may be"),
-        (96.0, "; direct's goodput stays within 5 % of the knee's up to 96.0 req/s"),
-        (64.0, ""),
+        (64.0, "; goodput stopped rising at 64.0 req/s and stayed within 5 % of it up to the knee"),
+        (128.0, ""),
         (None, ""),
     ],
 )
-def test_the_report_says_when_2x_the_knee_is_on_a_plateau(plateau_end_rps: float | None, said: str) -> None:
-    note = real_vllm._plateau_note({"knee_rps": 64.0, "plateau_end_rps": plateau_end_rps})
-    assert note.startswith(said) and (said or note == "")
-    assert ("2x the knee" in note) == (plateau_end_rps == 128.0)
+def test_the_report_says_where_goodput_stopped_rising_below_the_knee(
+    rise_end_rps: float | None, said: str
+) -> None:
+    assert real_vllm._plateau_note({"knee_rps": 128.0, "rise_end_rps": rise_end_rps}) == said
 
 
 def test_the_report_gives_ratios_to_direct_for_goodput_from_the_schedule() -> None:

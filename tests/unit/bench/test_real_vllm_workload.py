@@ -20,6 +20,7 @@ from sloguard.bench.real_vllm_workload import (
     mean_rate_offsets,
     median_min_max,
     plateau_end_rate,
+    rise_end_rate,
     rotated,
     run_length_s,
     score_run,
@@ -218,10 +219,10 @@ def test_score_refuses_an_unknown_outcome() -> None:
         ([(8, 7.5), (16, 15.0), (32, 14.0), (64, 14.5)], 16, True),
     ],
 )
-def test_knee_is_where_goodput_stops_rising(
+def test_the_rise_ends_where_goodput_stops_rising(
     sweep: list[tuple[float, float]], knee: float, done: bool
 ) -> None:
-    assert knee_rate(sweep) == knee
+    assert rise_end_rate(sweep) == knee
     assert sweep_done(sweep) is done
 
 
@@ -246,22 +247,25 @@ RUN_4_SWEEP = [
 
 
 @pytest.mark.parametrize(
-    ("sweep", "knee", "end"),
+    ("sweep", "rise_end", "knee"),
     [
-        (RUN_7_SWEEP, 64.0, 128.0),  # within 5 % up to 128, collapsed at 256: 2x the knee is on the plateau
-        (RUN_4_SWEEP, 128.0, 128.0),  # the next rate fell by half: no plateau
+        (RUN_7_SWEEP, 64.0, 128.0),  # within 5 % up to 128, collapsed at 256: the knee is the plateau's end
+        (RUN_4_SWEEP, 128.0, 128.0),  # the next rate fell by half: no plateau, the knee is the peak
         ([(64.0, 64.0), (96.0, 65.1), (128.0, 28.8), (256.0, 33.3)], 64.0, 96.0),  # ends at the first fall
+        ([(64.0, 64.0), (96.0, 62.0), (128.0, 60.0), (256.0, 64.0)], 64.0, 96.0),  # no return past a fall
         ([(8.0, 8.0), (16.0, 16.0)], 16.0, 16.0),  # the sweep's last rate
+        ([(8.0, 7.5), (16.0, 7.6), (32.0, 7.0)], 8.0, 16.0),  # flat from the start, then a fall
     ],
 )
-def test_the_plateau_ends_at_the_last_rate_within_5_percent_of_the_knee(
-    sweep: list[tuple[float, float]], knee: float, end: float
+def test_the_knee_is_where_goodput_stops_rising_and_starts_to_fall(
+    sweep: list[tuple[float, float]], rise_end: float, knee: float
 ) -> None:
+    assert rise_end_rate(sweep) == rise_end
+    assert plateau_end_rate(sweep, rise_end) == knee
     assert knee_rate(sweep) == knee
-    assert plateau_end_rate(sweep, knee) == end
 
 
-def test_the_plateau_starts_at_a_swept_knee() -> None:
+def test_the_plateau_starts_at_a_swept_rate() -> None:
     with pytest.raises(ValueError, match="not a swept rate"):
         plateau_end_rate(RUN_7_SWEEP, 100.0)
 
