@@ -149,7 +149,7 @@ def test_scorpio_gates_on_tpot_head_of_line() -> None:
 
 
 def test_sloguard_skips_a_candidate_that_breaks_tpot_and_stamps_priorities() -> None:
-    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.1, urgent_headroom=1.0)
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.1, urgent_headroom=1.0, prefill_stalls=False)
     for i in range(3):
         policy.submit(req(f"c{i}", "chat"), 0.0)
     assert released(policy, 0.0) == ["c0", "c1", "c2"]
@@ -253,7 +253,7 @@ def test_a_cancelled_in_flight_request_ends_once_and_frees_its_slot(name: Name) 
 
 
 def test_sloguard_inflates_its_tpot_prediction_toward_what_completed_requests_saw() -> None:
-    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.0, eta_weight=0.5)
+    policy = make(Name.SLOGUARD, calibrate_prefill=False, eta=1.0, eta_weight=0.5, prefill_stalls=False)
     policy.submit(req("a", "chat"), 0.0)
     policy.submit(req("b", "chat"), 0.0)
     assert released(policy, 0.0) == ["a", "b"]  # b passed the gate with a predicted ITL of 14 ms

@@ -120,7 +120,7 @@ def test_tight_requests_stay_protected_from_an_arrival_that_can_wait(profile: st
 def test_tight_blockers_outnumbering_the_losses_are_kept() -> None:
     latency = engine_latency("llama-3-8b-a100", 1.0)
     tight, chat = classes_for(latency, fits=2)  # room for two tight requests side by side
-    policy = policy_for(latency, [tight, chat], urgent_headroom=1.0)
+    policy = policy_for(latency, [tight, chat], urgent_headroom=1.0, prefill_stalls=False)
     policy.submit(spec("t0", tight, 0.0), 0.0)
     policy.submit(spec("t1", tight, 0.0), 0.0)
     assert released(policy, 0.0) == ["t0", "t1"]
@@ -150,7 +150,9 @@ def test_arrivals_while_the_gate_is_held_count_as_lost_too(profile: str, factor:
     tight, chat = classes_for(latency, fits=2)
     outcomes = {}
     for mirrored in (True, False):
-        policy = policy_for(latency, [tight, chat], urgent_headroom=1.0, waive_counts_arrivals=mirrored)
+        policy = policy_for(
+            latency, [tight, chat], urgent_headroom=1.0, waive_counts_arrivals=mirrored, prefill_stalls=False
+        )
         policy.submit(spec("t0", tight, 0.0), 0.0)
         policy.submit(spec("t1", tight, 0.0), 0.0)
         assert released(policy, 0.0) == ["t0", "t1"]
@@ -399,7 +401,14 @@ def test_the_tpot_gate_prices_a_running_request_by_the_budget_it_has_left(
     tighten, lost = switches  # tpot_budget, tpot_budget_lost
     latency = engine_latency(profile, factor)
     tight, _ = classes_for(latency, fits=2)  # room for two tight requests side by side, at their target
-    policy = policy_for(latency, [tight], urgent_headroom=1.0, tpot_budget=tighten, tpot_budget_lost=lost)
+    policy = policy_for(
+        latency,
+        [tight],
+        urgent_headroom=1.0,
+        tpot_budget=tighten,
+        tpot_budget_lost=lost,
+        prefill_stalls=False,
+    )
     policy.submit(spec("t0", tight, 0.0), 0.0)
     assert released(policy, 0.0) == ["t0"]
     policy.on_first_token("t0", 0.01)
@@ -483,7 +492,8 @@ def test_the_inflation_learns_model_error_not_the_batch_growing_after_a_release(
     model error and pushes the inflation up, which then closes the gate for every later release)."""
     latency = engine_latency(profile, factor)
     lax = {"name": "lax", "ttft_s": 100.0, "tpot_s": 100.0}
-    policy = policy_for(latency, [lax], lifetime_inflation=lifetime)
+    # the configured decode model priced as steps alone, and the prior at its old weight (20 completions)
+    policy = policy_for(latency, [lax], lifetime_inflation=lifetime, prefill_stalls=False, eta_prior_count=19)
     for rid in ("a", "b"):
         policy.submit(spec(rid, lax, 0.0), 0.0)
     assert released(policy, 0.0) == ["a", "b"]
@@ -595,6 +605,7 @@ def test_a_learned_decode_model_inflates_by_the_mean_of_its_raw_tpot_ratios(
         eta_weight=0.5,
         calibrate_decode=calibrate_decode,
         learned_raw_ratios=learned_raw_ratios,
+        prefill_stalls=False,  # with it, the configured model's ratios are averaged raw too
     )
     seen = []
     for ratio in (0.7, 1.3, 0.5):
@@ -658,3 +669,60 @@ def test_a_long_prompt_is_given_up_instead_of_the_short_ones_it_pushes_past_thei
     else:  # the plain walk gives up the late ones, behind the long prompt that made them late
         assert given_up and set(given_up) <= {"short-a", "short-b"}
         assert policy.snapshot().queue_depth == 3 - len(given_up)
+
+
+STALL_PROMPT, STALL_OUT = 8000, 16
+
+
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize(
+    ("parameters", "held"),
+    [
+        ({}, True),  # its prefill is most of the engine's time over its short decode: the batch runs late
+        ({"prefill_stalls": False}, False),  # the decode steps alone fit the running request's target
+        ({"calibrate_decode": True}, False),  # a learned decode model has the stalls in its fit already
+    ],
+)
+def test_the_tpot_gate_prices_the_prefill_a_short_output_behind_a_long_prompt_stalls(
+    profile: str, factor: float, parameters: dict[str, Any], held: bool
+) -> None:
+    """A tight request runs; a long prompt with a short output arrives. Its decode steps fit the tight
+    target with room (1.5x, after the prior inflation), but the engine spends its prefill on it first, which
+    every running decode waits for: over its own short decode that is most of the engine's time, and the
+    gate holds it (`prefill_stalls`). A short prompt of the same class is let in."""
+    latency = engine_latency(profile, factor)
+    steps_s = latency.tpot_if_joins_s(
+        BatchLoad(batch_size=1.0, total_len_tokens=float(STALL_PROMPT)),
+        candidate_prompt_tokens=STALL_PROMPT,
+        candidate_output_tokens=STALL_OUT,
+    )
+    assert latency.prefill_s(float(STALL_PROMPT)) > STALL_OUT * steps_s  # the prefill outlasts its decode
+    tight = {"name": "tight", "ttft_s": 1000.0, "tpot_s": 1.5 * 1.3 * steps_s}
+    config = SidecarConfig.model_validate(
+        {"classes": [tight], "policy": {"name": "sloguard", "parameters": parameters}}
+    )
+    policy = create_policy(config, predictor=FixedLength(STALL_OUT), latency=latency)
+    policy.submit(spec("running", tight, 0.0, prompt=STALL_PROMPT), 0.0)
+    assert released(policy, 0.0) == ["running"]
+    policy.on_first_token("running", 1.0)
+    policy.submit(spec("long", tight, 1.0, prompt=STALL_PROMPT), 1.0)
+    policy.submit(spec("short", tight, 1.0, prompt=16), 1.0)
+    assert released(policy, 1.0) == (["short"] if held else ["long", "short"])
+
+
+def test_the_prior_inflation_counts_as_a_few_completions() -> None:
+    """The prior (1.3) weighs as `eta_prior_count` (3) completions: the first ratio moves the inflation a
+    quarter of the way, the next a fifth, until the exponential weight (0.05) takes over; a prior that
+    counted as 19 of them (the exponential weight from the start) held a 160-request point's first dozens
+    of releases to it."""
+    latency = engine_latency("llama-3-8b-h100", 1.0)
+    policy = policy_for(latency, [{"name": "lax", "ttft_s": 100.0, "tpot_s": 100.0}])
+    seen = []
+    for _ in range(3):
+        policy._inflate(1.0)  # type: ignore[attr-defined]
+        seen.append(policy.inflation)  # type: ignore[attr-defined]
+    # raw ratios averaged (the stall-priced configured model scatters both ways), floored at 1
+    assert seen == pytest.approx([1.3 - 0.3 / 4, 1.3 - 0.3 * 2 / 5, 1.3 - 0.3 * 3 / 6])
+    for _ in range(40):
+        policy._inflate(1.0)  # type: ignore[attr-defined]
+    assert policy.inflation == pytest.approx(1.0, abs=0.02)  # type: ignore[attr-defined]
