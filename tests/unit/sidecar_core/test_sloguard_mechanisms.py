@@ -721,8 +721,29 @@ def test_the_prior_inflation_counts_as_a_few_completions() -> None:
     for _ in range(3):
         policy._inflate(1.0)  # type: ignore[attr-defined]
         seen.append(policy.inflation)  # type: ignore[attr-defined]
-    # raw ratios averaged (the stall-priced configured model scatters both ways), floored at 1
     assert seen == pytest.approx([1.3 - 0.3 / 4, 1.3 - 0.3 * 2 / 5, 1.3 - 0.3 * 3 / 6])
     for _ in range(40):
         policy._inflate(1.0)  # type: ignore[attr-defined]
     assert policy.inflation == pytest.approx(1.0, abs=0.02)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "after"),
+    [
+        ({}, 0.7),  # steps and stalls priced: the raw mean, below 1 where the model overprices
+        ({"prefill_stalls": False}, 1.0),  # steps alone: each ratio counts at least 1
+        ({"calibrate_decode": True}, 1.0),  # a learned model: the raw mean, floored at 1
+    ],
+)
+def test_an_overpricing_stall_model_is_corrected_below_1(parameters: dict[str, Any], after: float) -> None:
+    """Observed TPOTs at 0.7x what the gate priced pull the inflation below 1 only where the gate prices
+    prefill stalls: a model of steps and stalls errs both ways (floored at 1, it held bench/scorpio's 1x
+    point ten requests below fcfs), while one of steps alone misses the stalls and is only corrected up."""
+    latency = engine_latency("llama-3-8b-h100", 1.0)
+    lax = {"name": "lax", "ttft_s": 100.0, "tpot_s": 100.0}
+    policy = policy_for(latency, [lax], eta=1.0, eta_prior_count=0, **parameters)
+    for _ in range(3):
+        policy._inflate(0.7)  # type: ignore[attr-defined]
+    assert policy.inflation == pytest.approx(after)  # type: ignore[attr-defined]
+    policy._inflate(0.0)  # type: ignore[attr-defined]
+    assert policy.inflation >= 1.0 / policy.params.eta_max  # type: ignore[attr-defined]
