@@ -912,9 +912,13 @@ class SloguardPolicy(LdfPolicy):
             self._inflate(observed / predicted)
 
     def _inflate(self, ratio: float) -> None:
-        """Move the adaptive inflation toward one completed request's observed / predicted TPOT ratio.
+        """Move the adaptive inflation toward one completed request's observed / predicted TPOT ratio, by
+        `eta_weight`, or by more while the prior still counts as `eta_prior_count` of the completions seen.
 
-        With the configured decode model (the default) each ratio counts at least 1: a request that ran
+        With the configured decode model and `prefill_stalls` (the default) the prediction prices decode
+        steps and prefill stalls, and may err either way: the inflation is the running mean of the raw
+        ratios (each within 1/`eta_max` and `eta_max`), below 1 where the model overprices. With the
+        configured model and `prefill_stalls` off, each ratio counts at least 1: a request that ran
         faster than predicted (the batch shrank after its release) does not loosen the gate for the next
         one. With a learned decode model (`calibrate_decode`) and `learned_raw_ratios`, the running mean of
         the raw ratios is kept and the inflation is that mean, at least 1: a least-squares fit scatters its
