@@ -63,6 +63,15 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   gate's inflation prices the worst case, holding loses the queued request for sure); a tie releases;
   nothing is waived when holding loses nothing. Both on: on 240 tuning seeds wins 182 -> 179, points below
   0.99x fcfs 9 -> 5, max adherence gap 11.25 -> 8.13 pp (docs/benchmarks.md, sixth pass).
+- The waiver weighs each running request by what the gate holds it to (`waive_by_budget`): the budget it
+  has left where that is below its target (`tpot_budget`), in finding the blockers, their chance to miss
+  and when the gate opens. By their targets, a request behind its pace shut the gate on its budget and
+  yet blocked nothing the waiver could see, so nothing was ever waived: traced on a seed of the matrix's
+  tuning range (1990, 0.63x load), 37 requests of two tight-TTFT classes expired one by one in the queue
+  behind a 13.5 ms class that fcfs met 7 of 29 of (sloguard 105 met, fcfs 117, mooncake 124; with it
+  126). 240 tuning seeds: wins 196 -> 195, sum of ratios to the best baseline 341.86 -> 341.31; 240
+  other seeds of the tuning range: wins 183 -> 185, sum 346.71 -> 347.67, points below 0.99x fcfs
+  21 -> 19, smallest ratio to fcfs 0.897 -> 0.944, largest adherence gap 11.88 -> 7.50 pp.
 - The TTFT margin covers only the part of the wait that depends on others (`contended_margin`): a request
   at the head of an uncontended engine is judged on its own prefill.
 - The margin is at most the wait others cause (`bounded_margin`): the wait beyond one (mean) queued
@@ -243,6 +252,7 @@ class SloguardParameters:
     waive_counts_arrivals: bool = True  # `_waive_blockers`: arrivals while held are lost too (mirrored)
     waive_expected: bool = True  # `_waive_blockers`: blockers by their chance to miss; ties release
     prefill_stalls: bool = True  # `_tpot_verdict`: the TPOT gate prices the prefills decodes wait for
+    waive_by_budget: bool = True  # `_waive_blockers`: blockers by the budgets the gate holds them to
 
 
 class SloguardPolicy(LdfPolicy):
@@ -738,23 +748,43 @@ class SloguardPolicy(LdfPolicy):
             return None
         tightest = math.inf
         for e in self.in_flight_entries():
-            if e.tpot_waived:
-                continue
-            budget_s = e.spec.tpot_s
-            if e.first_token_s is not None:
-                left_s = remaining_tpot_budget_s(
-                    tpot_s=e.spec.tpot_s,
-                    first_token_s=e.first_token_s,
-                    last_tokens_s=e.last_tokens_s,
-                    output_tokens=e.output_tokens,
-                    expected_tokens=min(float(e.spec.max_tokens), e.predicted_output_tokens),
-                )
-                if left_s <= 0.0 and self.params.tpot_budget_lost:
-                    continue  # already misses its TPOT: holding the gate for it saves nothing
-                if self.params.tpot_budget:
-                    budget_s = min(budget_s, left_s)
-            tightest = min(tightest, budget_s)
+            budget_s = self._gate_budget_s(e)
+            if budget_s is not None:
+                tightest = min(tightest, budget_s)
         return tightest  # inf when none constrains: the candidate's own target then
+
+    def _gate_budget_s(self, e: Entry) -> float | None:
+        """The per-token time the TPOT gate holds a running request to: its target, or with `tpot_budget`
+        the budget it has left where that is less; None where it does not hold the gate (waived, or with
+        `tpot_budget_lost` already past saving)."""
+        if e.tpot_waived:
+            return None
+        budget_s = e.spec.tpot_s
+        if e.first_token_s is not None and (self.params.tpot_budget or self.params.tpot_budget_lost):
+            left_s = remaining_tpot_budget_s(
+                tpot_s=e.spec.tpot_s,
+                first_token_s=e.first_token_s,
+                last_tokens_s=e.last_tokens_s,
+                output_tokens=e.output_tokens,
+                expected_tokens=min(float(e.spec.max_tokens), e.predicted_output_tokens),
+            )
+            if left_s <= 0.0 and self.params.tpot_budget_lost:
+                return None  # already misses its TPOT: holding the gate for it saves nothing
+            if self.params.tpot_budget:
+                budget_s = min(budget_s, left_s)
+        return budget_s
+
+    def _blocker_budget_s(self, e: Entry) -> float | None:
+        """What the waiver weighs a running request by: the budget the gate holds it to
+        (`waive_by_budget`), or its target."""
+        if self.params.waive_by_budget:
+            return self._gate_budget_s(e)
+        return None if e.tpot_waived else e.spec.tpot_s
+
+    def _blocker_target_s(self, e: Entry) -> float:
+        """`_blocker_budget_s` of a request found to block the gate."""
+        budget_s = self._blocker_budget_s(e)
+        return e.spec.tpot_s if budget_s is None else budget_s
 
     def _waive_blockers(self, entry: Entry, verdict: TpotVerdict, headroom: float, now_s: float) -> bool:
         """The TPOT gate never starves the engine for a few tight requests. When the candidate fails the
@@ -772,7 +802,10 @@ class SloguardPolicy(LdfPolicy):
         limit_s = verdict.predicted_itl_s * self.inflation / max(headroom, 1e-9)
         if entry.spec.tpot_s < limit_s:
             return False  # the candidate itself would miss its TPOT in that batch
-        blockers = [e for e in self.in_flight_entries() if not e.tpot_waived and e.spec.tpot_s < limit_s]
+        budgets = {e.request_id: self._blocker_budget_s(e) for e in self.in_flight_entries()}
+        blockers = [
+            e for e in self.in_flight_entries() if (b := budgets[e.request_id]) is not None and b < limit_s
+        ]
         if not blockers:
             return False
         itl_now_s = self._batch_itl_now_s()
@@ -809,7 +842,7 @@ class SloguardPolicy(LdfPolicy):
         them have finished, shortest first, for the batch with `entry` joined to meet the tightest TPOT
         of those left (the model's inter-token time at the smaller batch, inflated)."""
         left = sorted(
-            (self._remaining_tokens(e), e.spec.tpot_s) for e in blockers
+            (self._remaining_tokens(e), self._blocker_target_s(e)) for e in blockers
         )  # (remaining tokens, TPOT target), soonest done first
         last_s = left[-1][0] * itl_now_s
         if not self.params.waive_counts_arrivals or len(left) == 1:
@@ -833,7 +866,7 @@ class SloguardPolicy(LdfPolicy):
         if not self.params.waive_expected or not len(self._tpot_ratios):
             return float(len(blockers))
         share = self._tpot_ratios.share_above
-        return sum(share(e.spec.tpot_s / joined_itl_s) for e in blockers)
+        return sum(share(self._blocker_target_s(e) / joined_itl_s) for e in blockers)
 
     def _mirrored_arrivals(
         self, now_s: float, hold_s: float, limit_s: float, itl_now_s: float, headroom: float

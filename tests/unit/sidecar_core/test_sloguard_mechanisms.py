@@ -418,6 +418,34 @@ def test_the_tpot_gate_prices_a_running_request_by_the_budget_it_has_left(
     assert released(policy, now) == (["t1"] if releases else [])
 
 
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize("by_budget", [True, False])
+def test_the_waiver_weighs_a_blocker_by_the_budget_the_gate_holds_it_to(
+    profile: str, factor: float, by_budget: bool
+) -> None:
+    """A tight request behind its pace holds the gate by the budget it has left, below its target. Chat
+    requests that would expire before it finishes are then released when holding loses more of them than
+    releasing costs it (`waive_by_budget`); weighed by its target, the tight request is no blocker at all,
+    nothing is waived, and the chat requests wait for it in vain (traced on matrix seed 1990: 37 requests
+    of two tight-TTFT classes given up one by one behind a class whose TPOT only its budget broke)."""
+    latency = engine_latency(profile, factor)
+    tight, chat = classes_for(latency, fits=2)  # two tight ones fit side by side, at their target
+    policy = policy_for(
+        latency, [tight, chat], urgent_headroom=1.0, prefill_stalls=False, waive_by_budget=by_budget
+    )
+    policy.submit(spec("t", tight, 0.0), 0.0)
+    assert released(policy, 0.0) == ["t"]
+    policy.on_first_token("t", 0.01)
+    now = 0.01 + 1.5 * (OUT / 2) * tight["tpot_s"]  # half its output reported, at 1.5x its target
+    policy.on_tokens("t", now, OUT // 2 + 1)
+    assert isinstance(policy, SloguardPolicy)
+    budget_s = policy._gate_budget_s(policy._in_flight["t"])
+    assert budget_s is not None and 0.0 < budget_s < tight["tpot_s"]  # behind, not yet lost
+    policy.submit(spec("c0", chat, now), now)
+    policy.submit(spec("c1", chat, now), now)
+    assert sorted(released(policy, now)) == (["c0", "c1"] if by_budget else [])
+
+
 LONG_PROMPT = 4000
 
 
