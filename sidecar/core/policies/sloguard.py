@@ -63,15 +63,19 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   gate's inflation prices the worst case, holding loses the queued request for sure); a tie releases;
   nothing is waived when holding loses nothing. Both on: on 240 tuning seeds wins 182 -> 179, points below
   0.99x fcfs 9 -> 5, max adherence gap 11.25 -> 8.13 pp (docs/benchmarks.md, sixth pass).
-- The waiver weighs each running request by what the gate holds it to (`waive_by_budget`): the budget it
-  has left where that is below its target (`tpot_budget`), in finding the blockers, their chance to miss
-  and when the gate opens. By their targets, a request behind its pace shut the gate on its budget and
-  yet blocked nothing the waiver could see, so nothing was ever waived: traced on a seed of the matrix's
-  tuning range (1990, 0.63x load), 37 requests of two tight-TTFT classes expired one by one in the queue
-  behind a 13.5 ms class that fcfs met 7 of 29 of (sloguard 105 met, fcfs 117, mooncake 124; with it
-  126). 240 tuning seeds: wins 196 -> 195, sum of ratios to the best baseline 341.86 -> 341.31; 240
-  other seeds of the tuning range: wins 183 -> 185, sum 346.71 -> 347.67, points below 0.99x fcfs
-  21 -> 19, smallest ratio to fcfs 0.897 -> 0.944, largest adherence gap 11.88 -> 7.50 pp.
+- Off by default (`waive_by_budget`): the waiver weighs each running request by what the gate holds it to,
+  the budget it has left where that is below its target (`tpot_budget`), in finding the blockers, their
+  chance to miss and when the gate opens. By their targets (the default), a request behind its pace shuts
+  the gate on its budget and yet blocks nothing the waiver can see, so nothing is waived: traced on a seed
+  of the matrix's tuning range (1990, 0.63x load), 37 requests of two tight-TTFT classes expired one by one
+  in the queue behind a 13.5 ms class that fcfs met 7 of 29 of (sloguard 105 met, fcfs 117, mooncake 124;
+  with the switch 126). 240 tuning seeds: wins 196 -> 195, sum of ratios to the best baseline 341.86 ->
+  341.31; 240 other seeds of the tuning range: wins 183 -> 185, sum 346.71 -> 347.67, points below 0.99x
+  fcfs 21 -> 19, smallest ratio to fcfs 0.897 -> 0.944, largest adherence gap 11.88 -> 7.50 pp. But in
+  overload it waives requests behind their pace that holding would have saved: bench/trace 4,393 -> 3,804
+  SLO-met requests, bench/scorpio at 3x 37.14 -> 36.74 req/s, and the matrix's full report run: wins
+  0.896 -> 0.906 but the smallest ratio to oracle_sloguard 0.821 -> 0.606 and the largest adherence gap
+  6.25 -> 10.94 pp. Not taken.
 - The TTFT margin covers only the part of the wait that depends on others (`contended_margin`): a request
   at the head of an uncontended engine is judged on its own prefill.
 - The margin is at most the wait others cause (`bounded_margin`): the wait beyond one (mean) queued
@@ -252,7 +256,7 @@ class SloguardParameters:
     waive_counts_arrivals: bool = True  # `_waive_blockers`: arrivals while held are lost too (mirrored)
     waive_expected: bool = True  # `_waive_blockers`: blockers by their chance to miss; ties release
     prefill_stalls: bool = True  # `_tpot_verdict`: the TPOT gate prices the prefills decodes wait for
-    waive_by_budget: bool = True  # `_waive_blockers`: blockers by the budgets the gate holds them to
+    waive_by_budget: bool = False  # `_waive_blockers`: blockers by the budgets the gate holds them to
 
 
 class SloguardPolicy(LdfPolicy):

@@ -425,9 +425,10 @@ def test_the_waiver_weighs_a_blocker_by_the_budget_the_gate_holds_it_to(
 ) -> None:
     """A tight request behind its pace holds the gate by the budget it has left, below its target. Chat
     requests that would expire before it finishes are then released when holding loses more of them than
-    releasing costs it (`waive_by_budget`); weighed by its target, the tight request is no blocker at all,
-    nothing is waived, and the chat requests wait for it in vain (traced on matrix seed 1990: 37 requests
-    of two tight-TTFT classes given up one by one behind a class whose TPOT only its budget broke)."""
+    releasing costs it (`waive_by_budget`, off by default); weighed by its target (the default), the tight
+    request is no blocker at all, nothing is waived, and the chat requests wait for it in vain (traced on
+    matrix seed 1990: 37 requests of two tight-TTFT classes given up one by one behind a class whose TPOT
+    only its budget broke)."""
     latency = engine_latency(profile, factor)
     tight, chat = classes_for(latency, fits=2)  # two tight ones fit side by side, at their target
     policy = policy_for(
