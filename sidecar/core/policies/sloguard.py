@@ -785,11 +785,6 @@ class SloguardPolicy(LdfPolicy):
             return self._gate_budget_s(e)
         return None if e.tpot_waived else e.spec.tpot_s
 
-    def _blocker_target_s(self, e: Entry) -> float:
-        """`_blocker_budget_s` of a request found to block the gate."""
-        budget_s = self._blocker_budget_s(e)
-        return e.spec.tpot_s if budget_s is None else budget_s
-
     def _waive_blockers(self, entry: Entry, verdict: TpotVerdict, headroom: float, now_s: float) -> bool:
         """The TPOT gate never starves the engine for a few tight requests. When the candidate fails the
         gate only because of running requests whose TPOT targets the joined batch would break (the
@@ -806,9 +801,10 @@ class SloguardPolicy(LdfPolicy):
         limit_s = verdict.predicted_itl_s * self.inflation / max(headroom, 1e-9)
         if entry.spec.tpot_s < limit_s:
             return False  # the candidate itself would miss its TPOT in that batch
-        budgets = {e.request_id: self._blocker_budget_s(e) for e in self.in_flight_entries()}
-        blockers = [
-            e for e in self.in_flight_entries() if (b := budgets[e.request_id]) is not None and b < limit_s
+        blockers = [  # (running request, what the waiver weighs it by), computed once
+            (e, b)
+            for e in self.in_flight_entries()
+            if (b := self._blocker_budget_s(e)) is not None and b < limit_s
         ]
         if not blockers:
             return False
@@ -829,7 +825,7 @@ class SloguardPolicy(LdfPolicy):
                     break
         if lost == 0 or lost < kept or (lost == kept and not self.params.waive_expected):  # tie: hold loses
             return False
-        for blocker in blockers:
+        for blocker, _ in blockers:
             self.waive_tpot(blocker)
         return True
 
@@ -840,13 +836,15 @@ class SloguardPolicy(LdfPolicy):
             1.0, min(float(entry.spec.max_tokens), entry.predicted_output_tokens) - entry.output_tokens
         )
 
-    def _hold_s(self, entry: Entry, blockers: list[Entry], headroom: float, itl_now_s: float) -> float:
+    def _hold_s(
+        self, entry: Entry, blockers: list[tuple[Entry, float]], headroom: float, itl_now_s: float
+    ) -> float:
         """How long the gate stays shut for `entry`: until its blockers have finished (their predicted
         remaining tokens at the current inter-token time). With `waive_counts_arrivals`, until enough of
         them have finished, shortest first, for the batch with `entry` joined to meet the tightest TPOT
         of those left (the model's inter-token time at the smaller batch, inflated)."""
         left = sorted(
-            (self._remaining_tokens(e), self._blocker_target_s(e)) for e in blockers
+            (self._remaining_tokens(e), target_s) for e, target_s in blockers
         )  # (remaining tokens, TPOT target), soonest done first
         last_s = left[-1][0] * itl_now_s
         if not self.params.waive_counts_arrivals or len(left) == 1:
@@ -862,7 +860,7 @@ class SloguardPolicy(LdfPolicy):
                 return left[done - 1][0] * itl_now_s
         return last_s
 
-    def _blockers_lost_if_released(self, blockers: list[Entry], joined_itl_s: float) -> float:
+    def _blockers_lost_if_released(self, blockers: list[tuple[Entry, float]], joined_itl_s: float) -> float:
         """How many blockers would miss their TPOT were the candidate released into a batch the model
         prices at `joined_itl_s` per token: all of them (the gate's inflated judgement), or with
         `waive_expected` and completions seen, each one's chance, the share of recent completions whose
@@ -870,7 +868,7 @@ class SloguardPolicy(LdfPolicy):
         if not self.params.waive_expected or not len(self._tpot_ratios):
             return float(len(blockers))
         share = self._tpot_ratios.share_above
-        return sum(share(self._blocker_target_s(e) / joined_itl_s) for e in blockers)
+        return sum(share(target_s / joined_itl_s) for _, target_s in blockers)
 
     def _mirrored_arrivals(
         self, now_s: float, hold_s: float, limit_s: float, itl_now_s: float, headroom: float
