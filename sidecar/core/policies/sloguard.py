@@ -58,6 +58,16 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   holding. The gate opens once enough blockers are done, shortest first, for the joined batch to meet the
   tightest left (`_hold_s`). Traced on tuning seed 3769: every lone arrival of a loose class (32 ms TPOT) lost
   1 against 3 tight blockers (14 ms) and expired, 32 over the run, while the tight class missed anyway.
+- A tight arrival counts for holding only if the gate would let it join the batch holding keeps
+  (`arrivals_fit_joined`): its TPOT at least the model's inter-token time with it joined, not the batch's
+  without it. Seen on a seed of the matrix's report range (12598, 2 classes, 1.98x): a class with a TPOT
+  1.25x the engine's single-request time arrived at twice the rate of a looser one; each of its requests
+  was held on its own target until it expired, yet counted as kept, so the gate never let the loose class
+  past the lone tight request running, and 12 of its requests expired (sloguard 46 met, fcfs 56; with the
+  fix 58). 240 tuning seeds: wins 196 -> 197, points below 0.99x fcfs 12 -> 11, sum of ratios to the best
+  baseline 341.86 -> 341.84; 240 other seeds: wins 183 -> 182, sum 346.71 -> 347.20; bench/trace unchanged.
+  The matrix's quick report: wins 0.729 -> 0.750, smallest ratio to fcfs 0.821 -> 0.936; the full one:
+  0.896 -> 0.927, 0.962 -> 0.971.
 - And counts each blocker by its chance to miss (`waive_expected`): the share of recent completions whose
   observed / predicted TPOT (`RecentTpotRatios`) would put the joined batch over its target, not 1 each (the
   gate's inflation prices the worst case, holding loses the queued request for sure); a tie releases;
@@ -257,6 +267,7 @@ class SloguardParameters:
     waive_expected: bool = True  # `_waive_blockers`: blockers by their chance to miss; ties release
     prefill_stalls: bool = True  # `_tpot_verdict`: the TPOT gate prices the prefills decodes wait for
     waive_by_budget: bool = False  # `_waive_blockers`: blockers by the budgets the gate holds them to
+    arrivals_fit_joined: bool = True  # `_mirrored_arrivals`: a tight arrival is kept only if it could join
 
 
 class SloguardPolicy(LdfPolicy):
@@ -877,10 +888,20 @@ class SloguardPolicy(LdfPolicy):
         (`waive_counts_arrivals`): as many as arrived in the last `hold_s`, with the same targets and
         spacing. A loose one (TPOT at least `limit_s`, the joined batch's) is lost when it would expire
         before the hold ends (mirrored: it arrived longer than its TTFT target ago); a tight one counts as
-        kept when it fits the batch that holding keeps (TPOT at least `itl_now_s` x inflation / headroom,
-        as the gate prices it), since releasing the loose ones would shut it out too. A tight one that does
-        not fit is lost either way."""
-        fits_s = itl_now_s / max(headroom, 1e-9) * self.inflation
+        kept when it fits the batch that holding keeps, since releasing the loose ones would shut it out
+        too. A tight one that does not fit is lost either way.
+
+        It fits when the gate would let it join that batch (`arrivals_fit_joined`): its TPOT at least the
+        model's inter-token time of the running requests and it, inflated, at the configured headroom (the
+        candidate's, urgent or not, says nothing of the arrival's). Off, the running requests' inter-token
+        time `itl_now_s` without it, at the candidate's headroom: a class that fits one request alone
+        counted as kept while every one of its requests was held on its own target until it expired."""
+        if self.params.arrivals_fit_joined:
+            n = self.in_flight_count
+            joined_s = self.latency.itl_s(float(n + 1), self.running_len_tokens() / max(1, n))
+            fits_s = joined_s / max(self.params.headroom, 1e-9) * self.inflation
+        else:
+            fits_s = itl_now_s / max(headroom, 1e-9) * self.inflation
         kept = lost = 0
         for group in self._recent.window(now_s, hold_s):
             if group.tpot_s >= limit_s:

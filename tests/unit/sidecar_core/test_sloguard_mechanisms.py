@@ -161,6 +161,41 @@ def test_arrivals_while_the_gate_is_held_count_as_lost_too(profile: str, factor:
     assert outcomes[False] == []
 
 
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+def test_tight_arrivals_that_could_not_join_the_batch_do_not_count_for_holding(
+    profile: str, factor: float
+) -> None:
+    """One tight request runs; its class fits one request alone, not two. Requests of a class with the same
+    TPOT and a short TTFT arrive two at a time beside each chat request: each is held on its own target and
+    expires. Counted as kept because they fit the batch *without* them, they outnumbered the chat requests
+    lost and the gate never let a chat request past the lone tight one (issue 15, report-range seed 12598).
+    Counted only if they could join it (`arrivals_fit_joined`), the chat requests are let in."""
+    latency = engine_latency(profile, factor)
+    tight, chat = classes_for(latency)
+    brief = {**tight, "name": "brief", "ttft_s": chat["ttft_s"]}
+    outcomes = {}
+    for joined in (True, False):
+        policy = policy_for(
+            latency,
+            [tight, brief, chat],
+            urgent_headroom=1.0,
+            prefill_stalls=False,
+            arrivals_fit_joined=joined,
+        )
+        policy.submit(spec("t", tight, 0.0), 0.0)
+        assert released(policy, 0.0) == ["t"]
+        out = []
+        for i in range(12):
+            now = 0.001 + i * 1.5 * chat["ttft_s"]
+            for rid, cls in ((f"b{i}", brief), (f"b{i}x", brief), (f"c{i}", chat)):
+                policy.submit(spec(rid, cls, now), now)
+            out += released(policy, now)
+        outcomes[joined] = out
+    assert not any(rid.startswith("b") for rid in outcomes[True] + outcomes[False])  # never fit beside t
+    assert any(rid.startswith("c") for rid in outcomes[True])
+    assert outcomes[False] == []
+
+
 def recent_completions(policy: QueuePolicy, observed_ratio: float, count: int = 8) -> None:
     """As if `count` requests had completed at `observed_ratio` x the TPOT the model predicted for them."""
     assert isinstance(policy, SloguardPolicy)
@@ -173,20 +208,23 @@ def recent_completions(policy: QueuePolicy, observed_ratio: float, count: int = 
 def test_a_blocker_counts_by_its_chance_to_miss_in_the_joined_batch(
     profile: str, factor: float, observed_ratio: float, waived: bool
 ) -> None:
-    """The gate prices the joined batch with its inflation (1.3 at first) and one tight request fails it,
-    while the model's own inter-token time meets its target. When recent completions ran at the model's
-    pace, releasing one chat request into the batch is unlikely to cost the tight one its TPOT, and holding
-    costs the chat request for sure: it is released (`waive_expected`). When they ran at twice its pace, the
-    tight one would miss: the chat request is held, as with the mechanism off."""
+    """The gate prices the joined batch with its inflation (1.3 at first) and two tight requests fail it,
+    while the model's own inter-token time meets their target. When recent completions ran at the model's
+    pace, releasing one chat request into the batch is unlikely to cost the tight ones their TPOT, and
+    holding costs the chat request for sure: it is released (`waive_expected`). When they ran at twice its
+    pace, both tight ones would miss, two against one: the chat request is held, as with the mechanism off."""
     latency = engine_latency(profile, factor)
-    tight, chat = classes_for(latency)
-    assert tight["tpot_s"] > joined_itl_s(latency, 1)  # met at the model's pace, missed at 1.3x
+    tight, chat = classes_for(latency, fits=2)
+    assert tight["tpot_s"] > joined_itl_s(latency, 2)  # met at the model's pace, missed at 1.3x
     results = {}
     for expected in (True, False):
-        policy = policy_for(latency, [tight, chat], urgent_headroom=1.0, waive_expected=expected)
+        policy = policy_for(
+            latency, [tight, chat], urgent_headroom=1.0, waive_expected=expected, prefill_stalls=False
+        )
         recent_completions(policy, observed_ratio)
-        policy.submit(spec("t", tight, 0.0), 0.0)
-        assert released(policy, 0.0) == ["t"]
+        policy.submit(spec("t0", tight, 0.0), 0.0)
+        policy.submit(spec("t1", tight, 0.0), 0.0)
+        assert released(policy, 0.0) == ["t0", "t1"]
         policy.submit(spec("c", chat, 0.001), 0.001)
         results[expected] = released(policy, 0.001) == ["c"]
     assert results == {True: waived, False: False}
