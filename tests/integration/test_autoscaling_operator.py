@@ -39,12 +39,14 @@ from sloguard_testing.prometheus_server import backfilled_prometheus, free_port,
 
 from sloguard.api import metric_names as m
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.kmock(cls=ServerSideEmulator), pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.prometheus, pytest.mark.kmock(cls=ServerSideEmulator), pytest.mark.timeout(150)]
 
 NS, POOL = "default", "chat"
 PODS = ("chat-0", "chat-1", "chat-2", "chat-3")
 IDLE_LOAD = {"chat-0": 3.0, "chat-1": 0.0, "chat-2": 5.0, "chat-3": 1.0}  # in flight once idle
-BUSY_S = 12  # the series are backed up for this long after they are generated
+# The series are backed up for this long after they are generated: long enough for Prometheus (backfill
+# included) and the operator to start and act on a loaded 2-core machine (12 s was missed by 1 s there).
+BUSY_S = 30
 PODS_URL = f"/api/v1/namespaces/{NS}/pods"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -131,7 +133,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, float]]:
     """(URL, the wall time at which the series turn idle)."""
     now = int(time.time())
     switch = now + BUSY_S
-    with backfilled_prometheus(tmp_path, timeline(now - 120, switch, now + 90)) as url:
+    with backfilled_prometheus(tmp_path, timeline(now - 120, switch, now + 150)) as url:
         yield url, float(switch)
 
 
