@@ -193,7 +193,6 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
 """
 
 import math
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -269,7 +268,6 @@ class SloguardParameters:
     prefill_stalls: bool = True  # `_tpot_verdict`: the TPOT gate prices the prefills decodes wait for
     waive_by_budget: bool = False  # `_waive_blockers`: blockers by the budgets the gate holds them to
     arrivals_fit_joined: bool = True  # `_mirrored_arrivals`: a tight arrival is kept only if it could join
-    budget_when_light: bool = False  # `_blocker_budget_s`: `waive_by_budget` while the gate rarely holds
 
 
 class SloguardPolicy(LdfPolicy):
@@ -317,10 +315,6 @@ class SloguardPolicy(LdfPolicy):
         self._tpot_ratios = RecentTpotRatios()  # observed / predicted TPOT of recent completions
         self._stalls = PrefillStallHistory()  # `prefill_stalls`: the engine time of the prompts released
         self._recent = RecentArrivals()  # admitted arrivals, for `_mirrored_arrivals`
-        # `budget_when_light`: whether each of the last releases had been held by the gate, and whether
-        # the waiver now being judged weighs blockers by their budgets
-        self._released_held: deque[bool] = deque(maxlen=self.LIGHT_WINDOW)
-        self._waive_by_budget_now = False
 
     def release(self, now_s: float, engine: EngineView) -> ReleaseStep:
         self._clock_s = now_s
@@ -338,7 +332,6 @@ class SloguardPolicy(LdfPolicy):
         entry.prefill_credit_s = self._prefill_credit_s() if on else 0.0
         if self._prices_stalls:
             self._stalls.add(now_s, self._stall_s(entry))
-        self._released_held.append(entry.gate_holds > 0)
         super()._start(entry, now_s)
         cached = self._round_min_tpot
         if cached is not None and cached[0] is not None:  # no tokens yet: its budget is its target
@@ -799,23 +792,9 @@ class SloguardPolicy(LdfPolicy):
     def _blocker_budget_s(self, e: Entry) -> float | None:
         """What the waiver weighs a running request by: the budget the gate holds it to
         (`waive_by_budget`), or its target."""
-        if self.params.waive_by_budget or self._waive_by_budget_now:
+        if self.params.waive_by_budget:
             return self._gate_budget_s(e)
         return None if e.tpot_waived else e.spec.tpot_s
-
-    LIGHT_WINDOW: ClassVar[int] = 32  # releases `_light_load` looks back on
-    LIGHT_HELD_SHARE: ClassVar[float] = 0.5  # under this share of them held by the gate: light load
-
-    def _light_load(self) -> bool:
-        """`budget_when_light`: the gate rarely binds and no prompt waits for its first token. Then
-        holding a blocker's batch for its target protects little that it needs (most releases pass the
-        gate at once, so the batch is not where the tight requests' time goes) while it costs whatever
-        the hold starves; in overload, where most releases were held, the target keeps protecting the
-        requests holding saves. Both constants were set before any run, not fitted."""
-        held = self._released_held
-        if len(held) < self.LIGHT_WINDOW or self.pending_prefill_tokens() > 0.0:
-            return False
-        return sum(held) < self.LIGHT_HELD_SHARE * len(held)
 
     def _waive_blockers(self, entry: Entry, verdict: TpotVerdict, headroom: float, now_s: float) -> bool:
         """The TPOT gate never starves the engine for a few tight requests. When the candidate fails the
@@ -833,7 +812,6 @@ class SloguardPolicy(LdfPolicy):
         limit_s = verdict.predicted_itl_s * self.inflation / max(headroom, 1e-9)
         if entry.spec.tpot_s < limit_s:
             return False  # the candidate itself would miss its TPOT in that batch
-        self._waive_by_budget_now = self.params.budget_when_light and self._light_load()
         blockers = [  # (running request, what the waiver weighs it by), computed once
             (e, b)
             for e in self.in_flight_entries()
