@@ -485,6 +485,33 @@ def test_the_waiver_weighs_a_blocker_by_the_budget_the_gate_holds_it_to(
     assert sorted(released(policy, now)) == (["c0", "c1"] if by_budget else [])
 
 
+@pytest.mark.parametrize(("profile", "factor"), ENGINES)
+@pytest.mark.parametrize("continues", [True, False])
+def test_a_blocker_past_its_predicted_length_is_not_expected_to_end_with_its_next_token(
+    profile: str, factor: float, continues: bool
+) -> None:
+    """A tight request that has run to twice its predicted length (on pace) holds the gate. With
+    `overrun_continues` it is expected to run as far again, so the chat requests queued behind it would
+    expire before the gate opens, and the waiver releases them; expected to end with its next token (the
+    switch off), holding looks free and they wait in vain (traced on the matrix's quick report, seed 10860:
+    15 requests of six looser classes expired behind one tight request at 67 tokens of a predicted 16)."""
+    latency = engine_latency(profile, factor)
+    tight, chat = classes_for(latency)  # one tight request alone meets its target, two side by side do not
+    policy = policy_for(
+        latency, [tight, chat], urgent_headroom=1.0, prefill_stalls=False, overrun_continues=continues
+    )
+    assert isinstance(policy, SloguardPolicy)
+    policy.submit(spec("t", tight, 0.0), 0.0)
+    assert released(policy, 0.0) == ["t"]
+    policy.on_first_token("t", 0.01)
+    now = 0.01 + 0.9 * (2 * OUT) * tight["tpot_s"]  # twice its predicted output, a little ahead of pace
+    policy.on_tokens("t", now, 2 * OUT + 1)
+    assert policy._remaining_tokens(policy._in_flight["t"]) == (OUT + 1 if continues else 1)
+    policy.submit(spec("c0", chat, now), now)
+    policy.submit(spec("c1", chat, now), now)
+    assert sorted(released(policy, now)) == (["c0", "c1"] if continues else [])
+
+
 LONG_PROMPT = 4000
 
 
