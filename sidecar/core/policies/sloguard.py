@@ -853,11 +853,9 @@ class SloguardPolicy(LdfPolicy):
         """Predicted output tokens a running request has still to produce (at least one). One that has
         run past its predicted length is expected, with `overrun_continues`, to run as far past it again
         (to twice its overrun, within max_tokens): the prediction has failed it, and how far it has
-        overrun is the only measure of it left. Off, it was expected to end with its next token, forever:
-        the waiver then took a hold behind it to end at once and never released the requests queued
-        behind it (traced on the matrix's quick report, seed 10860, 0.27x: one tight request at 67 tokens
-        of a predicted 16 held 15 requests of six looser classes until they expired). The gate's budget
-        for it (`_gate_budget_s`) spreads over the same remaining tokens. No constant."""
+        overrun is the only measure of it left; off, it ends with its next token (the module docstring
+        says what that cost). Read by the waiver's hold (`_hold_s`) and the gate's budget
+        (`_gate_budget_s`)."""
         cap = float(entry.spec.max_tokens)
         predicted = min(cap, entry.predicted_output_tokens)
         done = float(entry.output_tokens)
