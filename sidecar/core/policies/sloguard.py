@@ -136,28 +136,27 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
   10.0 -> 10.6 pp. Taken as the default on those aggregates (more wins, the worst ratio to oracle_sloguard
   more than doubled, the worst ratio to fcfs unchanged); either half alone is worse (docs/benchmarks.md,
   fourth pass).
-- Off by default (`prefill_progress`): on the tuning seeds it lowered the smallest ratio to fcfs (0.974 ->
-  0.955, the do-no-harm bound), it was measured before `cautious_when_behind` and not with it, and not in
-  front of real vLLM, where time since release is not prefill progress while the API server or the host
-  stalls. Prompts released and not yet answered count only what is left of
-  their prefill: the predicted wait behind them is less the engine time spent on them since the later of
-  their release into an empty pending set and the latest first token (`_prefill_credit_s`), never below
-  the prefill past them; the calibration adds the same credit back to what it observes
-  (`Entry.prefill_credit_s`, `progress_in_calibration`), so the model keeps pricing prompts from scratch.
-  The credit lapses once the pending prompts are overdue (the time exceeds their predicted prefill): the
-  engine is then not working as the model says, and the whole backlog counts again. Traced on tuning seed
-  4300 (slowed h100, 0.5x, 0.974x fcfs): tight-TTFT requests refused behind 4,000-5,700 pending tokens whose
-  prefill was mostly done (fcfs answered them in 0.15-0.37 s against 0.43-0.53 s predicted). On the
-  matrix's 96 tuning seeds: wins 69 -> 69, sum of ratios to the best baseline 113.64 -> 113.94, min vs
-  oracle_sloguard 0.739 -> 0.769, points with a gap over 2 pp 15 -> 15, points below 0.99x fcfs 2 -> 1
-  (4300 and 5499 now above), but the smallest ratio to fcfs 0.974 -> 0.955 (seed 7038: a burst of 12
-  expired in the queue just before a release would have waived the TPOT blockers for it). Without the
-  lapse: 72 wins, sum 114.01, min vs oracle_sloguard 0.826, but a backlog that never answers (a stalled
-  engine) would read as done. Without the credit in the calibration: 72 wins, no point below 0.99x fcfs
-  (min 0.993), but sum 110.48 and deeper overload losses (the progress read as a faster engine). While the
-  credit runs the waits shrink as fast as the slacks, so `next_wakeup_s` prices them at the most the credit
-  can reach, or wakes when it lapses (priced at the current credit, a point spun on wakeups a constant
-  step apart).
+- On by default, while the engine keeps up (`prefill_progress`, `_credits_progress`): prompts released
+  and not yet answered count only what is left of their prefill: the predicted wait behind them is less
+  the engine time spent on them since the later of their release into an empty pending set and the
+  latest first token (`_prefill_credit_s`), never below the prefill past them; the calibration adds the
+  same credit back to what it observes (`Entry.prefill_credit_s`, `progress_in_calibration`), so the
+  model keeps pricing prompts from scratch. The credit lapses once the pending prompts are overdue (the
+  time exceeds their predicted prefill), and it runs only while the engine demonstrably keeps up
+  (`KeepingUp`: most recent first tokens on time, in every class): behind, time since release is not
+  prefill done (a KV-starved engine queues what was released; in front of real vLLM the API server or
+  the host may stall before the engine sees a prompt), and the whole backlog counts again. Traced on
+  tuning seed 4300 (slowed h100, 0.5x, 0.974x fcfs): tight-TTFT requests refused behind 4,000-5,700
+  pending tokens whose prefill was mostly done (fcfs answered them in 0.15-0.37 s against 0.43-0.53 s
+  predicted). Measured on the tenth-pass policy, 160 requests a point (docs/benchmarks.md, the eleventh
+  pass): 240 tuning seeds 200 -> 196 wins, sum of ratios to the best baseline 343.92 -> 345.74, points
+  with a gap over 2 pp 19 -> 13, but the smallest ratio to fcfs 0.967 -> 0.954; 240 other seeds 187 ->
+  197 wins, sum 350.37 -> 352.72, below 0.99x fcfs 18 -> 15, smallest ratio to fcfs 0.912 -> 0.940, gap
+  over 2 pp 25 -> 18. Without the keeping-up condition about the same there (198 and 198 wins), but the
+  credit ran through KV-starved overload, where released prompts wait for blocks, not for the engine's
+  prefill. While the credit runs the waits shrink as fast as the slacks, so `next_wakeup_s` prices them
+  at the most the credit can reach, or wakes when it lapses (priced at the current credit, a point spun on
+  wakeups a constant step apart).
 - On by default (`drop_largest`): where a queued request's wait puts it past its TTFT deadline, the queue
   walk (`ttft_guard.sweep`) gives up the largest of the requests walked and kept so far, that one
   included, until the late one is on time or is itself the one given up, instead of always the late one:
@@ -178,8 +177,9 @@ What it adds over scorpio (sloguard.sidecar.core.policies.scorpio):
 - Off by default (`lifetime_inflation`): the adaptive inflation compares a request's TPOT with the
   model's inter-token time of the batches it ran in (`Entry.batch_itl_sum_s`) instead of the batch it
   joined, so a batch growing after a release does not read as model error. 96 tuning seeds, alone: 69
-  wins, 13 points with a gap over 2 pp (15), sum 113.52; with `prefill_progress`: 68 wins (69 without it),
-  11 points over 2 pp (15), sum 113.15 (113.94). Fewer adherence gaps, fewer wins: not taken.
+  wins, 13 points with a gap over 2 pp (15), sum 113.52; with `prefill_progress` (then without the
+  keeping-up condition): 68 wins (69 without it), 11 points over 2 pp (15), sum 113.15 (113.94). Fewer
+  adherence gaps, fewer wins: not taken.
 - On by default (`cautious_when_behind`): the prefill part of a wait is priced by what the sidecar is
   doing, not only by whether first tokens come on time (`KeepingUp`, judged per class: a loose class on
   time no longer hides a late one). While they come late *and* the last release round left requests
@@ -259,7 +259,7 @@ class SloguardParameters:
     tpot_budget: bool = True  # `_running_min_tpot_s`: the gate prices running requests by their budget left
     tpot_budget_lost: bool = True  # `_running_min_tpot_s`: one with no budget left stops holding the gate
     learned_raw_ratios: bool = True  # `_inflate`: with `calibrate_decode`, floor the mean, not each ratio
-    prefill_progress: bool = False  # `_prefill_ahead_s`: the engine's time on the pending prompts so far
+    prefill_progress: bool = True  # `_prefill_ahead_s`: engine time on the pending prompts, while keeping up
     progress_in_calibration: bool = True  # `_start`: the calibration adds that time back to what it sees
     lifetime_inflation: bool = False  # `on_finish`: inflation against the batch each request ran in
     drop_largest: bool = True  # `_expire`: give up the longest prompt walked, not the late one
@@ -444,15 +444,26 @@ class SloguardPolicy(LdfPolicy):
             return None
         return self._pending_since_s + self._prefill_s(pending)
 
+    @property
+    def _credits_progress(self) -> bool:
+        """`prefill_progress` applies while the engine demonstrably keeps up (`KeepingUp`: most recent
+        first tokens on time, in every class): time since a release is engine work on the pending prompts
+        only while the engine takes them up as the model says. Behind (a KV-starved engine queueing what
+        was released, an API server or a host that stalls before the engine sees a prompt) it is not, and
+        the whole backlog counts. A change of that judgement bumps the latency model's version, so a
+        cached queue walk is never read across one."""
+        return self.params.prefill_progress and self.latency.keeping_up.keeping_up
+
     def _prefill_ahead_s(self, prefill_s: float, tokens: float) -> float:
         """A prefill prediction `prefill_s` for `tokens` cumulative prompt tokens (the pending ones
-        included) less the engine time already spent on the pending ones (`prefill_progress`), never
-        below the prefill of the tokens past the pending ones alone. The prefill model prices pending
-        prompts as if their prefill had not begun; a prompt released a moment ago behind a long one
-        released 0.4 s earlier waits for what is left of it, not for all of it (at half load the whole of
-        it refused tight-TTFT requests that fcfs meets). The calibration adds the same credit to what it
-        observes (`Entry.prefill_credit_s`), so the model keeps fitting the time from scratch."""
-        if not self.params.prefill_progress:
+        included) less the engine time already spent on the pending ones (`prefill_progress`, while the
+        engine keeps up: `_credits_progress`), never below the prefill of the tokens past the pending ones
+        alone. The prefill model prices pending prompts as if their prefill had not begun; a prompt
+        released a moment ago behind a long one released 0.4 s earlier waits for what is left of it, not
+        for all of it (at half load the whole of it refused tight-TTFT requests that fcfs meets). The
+        calibration adds the same credit to what it observes (`Entry.prefill_credit_s`), so the model
+        keeps fitting the time from scratch."""
+        if not self._credits_progress:
             return prefill_s
         pending = self.pending_prefill_tokens()
         # in full (`next_wakeup_s`): the most it can reach before it lapses, the pending prompts' prefill
@@ -1027,7 +1038,7 @@ class SloguardPolicy(LdfPolicy):
         # prefill past the pending prompts); an expiry priced at today's credit would wake the driver
         # again and again a constant step apart. The waits at their floor give the true next expiry; a
         # first token (the credit restarts) comes with a release that walks the queue again.
-        credit_ends_s = self._credit_ends_s() if self.params.prefill_progress else None
+        credit_ends_s = self._credit_ends_s() if self._credits_progress else None
         progressing = credit_ends_s is not None and now_s <= credit_ends_s
         cached = None if progressing else self._cached_sweep(now_s)
         if cached is not None:

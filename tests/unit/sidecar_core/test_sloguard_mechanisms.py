@@ -515,19 +515,33 @@ def test_a_blocker_past_its_predicted_length_is_not_expected_to_end_with_its_nex
 LONG_PROMPT = 4000
 
 
+def seen_keeping_up(latency: LatencyModel, on_time: bool = True) -> None:
+    """As many first tokens as `KeepingUp` needs to judge, all on time (or all late), over all classes."""
+    for _ in range(latency.keeping_up.min_observations):
+        latency.observe_first_token(on_time=on_time)
+    assert latency.keeping_up.keeping_up is on_time
+
+
 @pytest.mark.parametrize(("profile", "factor"), ENGINES)
 @pytest.mark.parametrize(
-    ("progress", "elapsed_share", "admitted"),
+    ("switch", "elapsed_share", "admitted"),
     [
-        (True, 0.0, False),  # released together: none of the long prompt is done, the whole of it is ahead
-        (True, 0.5, True),  # half its prefill time gone: what is left of it and its own prefill fit
-        (False, 0.5, False),  # switched off: the long prompt is priced as if its prefill had not begun
-        (True, 0.95, True),  # nearly done: still never below its own prefill
+        ("on", 0.0, False),  # released together: none of the long prompt is done, all of it is ahead
+        ("on", 0.5, True),  # half its prefill time gone: what is left of it and its own prefill fit
+        ("off", 0.5, False),  # switched off: the long prompt is priced as if its prefill had not begun
+        ("on", 0.95, True),  # nearly done: still never below its own prefill
+        ("on, first tokens late", 0.5, False),  # behind: time since release is not prefill done
+        ("on, too few first tokens", 0.5, False),  # not yet shown to keep up
     ],
 )
 def test_a_pending_prompt_counts_only_what_is_left_of_its_prefill(
-    profile: str, factor: float, progress: bool, elapsed_share: float, admitted: bool
+    profile: str, factor: float, switch: str, elapsed_share: float, admitted: bool
 ) -> None:
+    """`prefill_progress` (`_credits_progress`): while the engine demonstrably keeps up, a prompt
+    released and not yet answered counts only what is left of its prefill; before that is shown, or once
+    first tokens come late, all of it counts."""
+    progress = switch != "off"
+    keeping_up = None if switch.endswith("too few first tokens") else not switch.endswith("late")
     latency = engine_latency(profile, factor)
     whole_s = latency.prefill_s(LONG_PROMPT + PROMPT)  # both prompts, neither begun
     elapsed_s = elapsed_share * latency.prefill_s(LONG_PROMPT)
@@ -537,6 +551,8 @@ def test_a_pending_prompt_counts_only_what_is_left_of_its_prefill(
     snappy = {"name": "snappy", "ttft_s": snappy_ttft_s, "tpot_s": 1.0}
     assert snappy_ttft_s > latency.prefill_s(PROMPT) + 0.02  # the table's premise: it fits alone
     policy = policy_for(latency, [lax, snappy], prefill_progress=progress)
+    if keeping_up is not None:
+        seen_keeping_up(policy.latency, keeping_up)
     policy.submit(spec("long", lax, 0.0, LONG_PROMPT), 0.0)
     assert released(policy, 0.0) == ["long"]
     decision = policy.submit(spec("b", snappy, elapsed_s), elapsed_s)
@@ -626,6 +642,7 @@ def test_a_queue_behind_progressing_prompts_wakes_the_driver_a_few_times_not_eve
     latency = engine_latency(profile, factor)
     lax = {"name": "lax", "ttft_s": 100.0, "tpot_s": 1.0}
     policy = policy_for(latency, [lax], prefill_progress=progress)
+    seen_keeping_up(policy.latency)  # the credit runs only while the engine keeps up
     policy.submit(spec("long", lax, 0.0, LONG_PROMPT), 0.0)
     assert released(policy, 0.0) == ["long"]
     now = 0.1 * latency.prefill_s(LONG_PROMPT)
@@ -633,6 +650,7 @@ def test_a_queue_behind_progressing_prompts_wakes_the_driver_a_few_times_not_eve
     assert isinstance(probe, Admitted) and probe.predicted_ttft_s is not None
     snappy = {"name": "snappy", "ttft_s": probe.predicted_ttft_s + 0.021, "tpot_s": 1.0}
     policy = policy_for(latency, [lax, snappy], prefill_progress=progress)  # the same state, two classes
+    seen_keeping_up(policy.latency)
     policy.submit(spec("long", lax, 0.0, LONG_PROMPT), 0.0)
     assert released(policy, 0.0) == ["long"]
     assert isinstance(policy.submit(spec("b", snappy, now), now), Admitted)
