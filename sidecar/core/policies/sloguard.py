@@ -606,7 +606,7 @@ class SloguardPolicy(LdfPolicy):
             float(self._last_cap),
             float(self.latency.version),
             float(p.prior_or_learned and self._prior_error <= self._learned_error),
-            -1.0 if self._pending_since_s is None or not p.prefill_progress else self._pending_since_s,
+            -1.0 if self._pending_since_s is None or not self._credits_progress else self._pending_since_s,
             float(p.cautious_when_behind and self._held_back),
         )
 
